@@ -1,0 +1,304 @@
+"""Data: CIFAR-10/100 through torchvision's loader, and the paper's toy regression (Sec. 6).
+
+Every split is held in memory as one tensor (CIFAR as uint8 images). A training batch is a single
+gather from that tensor; augmentation (random crop with zero padding, horizontal flip) and
+per-channel normalisation run on whole batches after the batch reached its device
+(``on_after_batch_transfer``), so the accelerator does that work and the CPU never loops over
+images. torchvision's transforms draw one crop per call, i.e. per image in Python, hence the
+hand-written batched crop below.
+
+The order of each epoch and its crops and flips come from a generator seeded by (seed, epoch):
+an epoch is the same whether the run is fresh or resumed from a checkpoint, with no state to save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from sdexp.errors import ConfigError
+
+
+class Batch(NamedTuple):
+    inputs: Tensor
+    targets: Tensor
+    augment: Tensor | None  # (B, 3) int64: crop offset dy, dx and flip flag, or None
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch, independent across (seed, epoch) pairs."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class EpochSampler(Sampler):
+    """Indices in a fresh order each epoch; with ``padding`` > 0 each index comes with a random
+    crop offset in [0, 2 * padding] and a flip flag, drawn from the same per-epoch generator.
+    Lightning calls ``set_epoch`` at the start of every epoch."""
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, padding: int = 0) -> None:
+        self.size, self.seed, self.shuffle, self.padding = size, seed, shuffle, padding
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        g = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        if not self.padding:
+            return iter(order.tolist())
+        offsets = torch.randint(0, 2 * self.padding + 1, (self.size, 2), generator=g)
+        flips = torch.randint(0, 2, (self.size, 1), generator=g)
+        return iter(torch.cat([order[:, None], offsets, flips], 1).tolist())
+
+
+class TensorSplit(Dataset):
+    """A split held as tensors; ``__getitems__`` gathers a whole batch with one index op."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor) -> None:
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, item) -> Batch:
+        return self.__getitems__([item])
+
+    def __getitems__(self, items: list) -> Batch:
+        items = torch.as_tensor(items)
+        if items.ndim == 1:
+            return Batch(self.inputs[items], self.targets[items], None)
+        index = items[:, 0]
+        return Batch(self.inputs[index], self.targets[index], items[:, 1:])
+
+
+def _as_batch(batch: Batch) -> Batch:
+    return batch
+
+
+def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
+    """Per-image random crop of zero-padded images plus horizontal flip, as one gather.
+
+    images: (B, C, H, W); augment: (B, 3) = (dy, dx, flip) with dy, dx in [0, 2 * padding].
+    Equivalent to torchvision's RandomCrop(H, padding) followed by RandomHorizontalFlip().
+    """
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    augment = augment.to(images.device)
+    dy, dx, flip = augment[:, 0:1], augment[:, 1:2], augment[:, 2:3].bool()
+    rows = dy + torch.arange(h, device=images.device)  # (B, H)
+    cols = torch.arange(w, device=images.device)
+    cols = dx + torch.where(flip, w - 1 - cols, cols)  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Splits held as tensors, batched by ``EpochSampler``; subclasses fill ``self.splits``."""
+
+    name: str
+    task: str  # "classification" or "regression"
+    num_outputs: int
+    input_shape: tuple[int, ...]
+
+    def __init__(self, batch_size: int, eval_batch_size: int, seed: int, padding: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.padding = seed, padding
+        self.splits: dict[str, TensorSplit] = {}
+
+    @property
+    def has_validation(self) -> bool:
+        self.setup()
+        return len(self.splits["val"]) > 0
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        self.setup()
+        data = self.splits[split]
+        sampler = EpochSampler(
+            len(data), self.seed, shuffle=train, padding=self.padding if train else 0
+        )
+        return DataLoader(
+            data,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=sampler,
+            collate_fn=_as_batch,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def preprocess(self, inputs: Tensor, augment: Tensor | None) -> Tensor:
+        return inputs
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        return self.preprocess(batch.inputs, batch.augment), batch.targets
+
+
+# --- CIFAR ---------------------------------------------------------------------------------
+
+CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+def unverified(cifar: type[CIFAR10]) -> type[CIFAR10]:
+    """torchvision's CIFAR class with its md5 checks turned off (files must still exist), for
+    copies that are not the official archive, such as the tiny ones the tests write."""
+    return type(
+        f"Unverified{cifar.__name__}",
+        (cifar,),
+        {
+            "train_list": [[name, None] for name, _ in cifar.train_list],
+            "test_list": [[name, None] for name, _ in cifar.test_list],
+            "meta": {**cifar.meta, "md5": None},
+        },
+    )
+
+
+class CIFARDataModule(TensorDataModule):
+    """CIFAR-10/100: the last ``val_size`` training images held out for validation; training
+    batches get a random crop (zero padding ``padding``) and a horizontal flip; all batches are
+    normalised per channel with the training split's mean and standard deviation."""
+
+    task = "classification"
+    input_shape = (3, 32, 32)
+
+    def __init__(
+        self,
+        name: str = "cifar10",
+        data_dir: str = "data",
+        download: bool = True,
+        verify_md5: bool = True,
+        val_size: int = 5000,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        padding: int = 4,
+        seed: int = 0,
+    ) -> None:
+        if name not in CIFAR:
+            raise ConfigError("dataset.name", f"one of {sorted(CIFAR)}, got {name!r}")
+        super().__init__(batch_size, eval_batch_size, seed, padding)
+        self.name, self.data_dir = name, Path(data_dir)
+        self.download, self.val_size = download, val_size
+        self.cifar = CIFAR[name] if verify_md5 else unverified(CIFAR[name])
+        self.num_outputs = 100 if name == "cifar100" else 10
+        if val_size < 0:
+            raise ConfigError("dataset.val_size", f"a number of images >= 0, got {val_size}")
+
+    def _missing(self, reason: str) -> ConfigError:
+        folder = self.data_dir.resolve() / self.cifar.base_folder
+        return ConfigError(
+            "dataset.data_dir",
+            f"{self.name} is not in {folder} and could not be downloaded ({reason}). "
+            f"Put the extracted folder {self.cifar.base_folder}/ (from {self.cifar.url}) in "
+            f"{self.data_dir.resolve()}, or point dataset.data_dir at the directory that holds it",
+        )
+
+    def prepare_data(self) -> None:
+        """Check (or download) the data; raise a ConfigError naming the directory if missing."""
+        probe = self.cifar.__new__(self.cifar)
+        probe.root = str(self.data_dir)
+        if probe._check_integrity():
+            return
+        if not self.download:
+            raise self._missing("dataset.download=false")
+        try:
+            self.cifar(str(self.data_dir), train=True, download=True)
+        except Exception as error:  # no network, DNS failure, HTTP error, bad archive
+            raise self._missing(f"{type(error).__name__}: {error}") from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train, test = (self.cifar(str(self.data_dir), train=t) for t in (True, False))
+        images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
+        labels = torch.tensor(train.targets)
+        if self.val_size >= len(labels):
+            raise ConfigError(
+                "dataset.val_size",
+                f"fewer than the {len(labels)} training images, got {self.val_size}",
+            )
+        cut = len(labels) - self.val_size
+        self.splits = {
+            "train": TensorSplit(images[:cut], labels[:cut]),
+            "val": TensorSplit(images[cut:], labels[cut:]),
+            "test": TensorSplit(
+                torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(),
+                torch.tensor(test.targets),
+            ),
+        }
+        pixels = images[:cut].to(torch.float64).div_(255)
+        self.mean = pixels.mean((0, 2, 3)).float()
+        self.std = pixels.std((0, 2, 3)).float()
+
+    def preprocess(self, inputs: Tensor, augment: Tensor | None) -> Tensor:
+        if augment is not None:
+            inputs = crop_and_flip(inputs, augment, self.padding)
+        mean = self.mean.to(inputs.device)[:, None, None]
+        std = self.std.to(inputs.device)[:, None, None]
+        return (inputs.float().div_(255) - mean) / std
+
+
+# --- The toy regression of Sec. 6 ----------------------------------------------------------
+
+
+class ToyDataModule(TensorDataModule):
+    """x ~ N(0, I_d), target sin(beta^T x) with beta ~ N(0, beta_scale^2 I_d) (Sec. 6, d = 256).
+
+    All of it comes from ``data_seed`` (the same data for every run seed) and is generated in
+    memory. The regression loss is the mean squared error.
+    """
+
+    name = "toy"
+    task = "regression"
+    num_outputs = 1
+
+    def __init__(
+        self,
+        dim: int = 256,
+        n_train: int = 4096,
+        n_val: int = 512,
+        n_test: int = 1024,
+        beta_scale: float = 1.0,
+        data_seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, seed)
+        for option, value in (("dim", dim), ("n_train", n_train), ("n_test", n_test)):
+            if value < 1:
+                raise ConfigError(f"dataset.{option}", f"a positive integer, got {value}")
+        if n_val < 0:
+            raise ConfigError("dataset.n_val", f"a number of samples >= 0, got {n_val}")
+        self.dim, self.sizes = dim, {"train": n_train, "val": n_val, "test": n_test}
+        self.beta_scale, self.data_seed = beta_scale, data_seed
+        self.input_shape = (dim,)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        g = torch.Generator().manual_seed(self.data_seed)
+        self.beta = torch.randn(self.dim, generator=g) * self.beta_scale
+        for split, n in self.sizes.items():
+            x = torch.randn(n, self.dim, generator=g)
+            self.splits[split] = TensorSplit(x, torch.sin(x @ self.beta)[:, None])

@@ -1,0 +1,105 @@
+"""The stochastic-depth gate: which residual blocks run, and with what weight.
+
+Hayou & Ayed (2021), eq. 1 and eq. 3: block l computes
+
+    y_l = y_{l-1} + delta_l * s * Psi_l(y_{l-1}),   delta_l ~ Bernoulli(p_l),
+
+with s = 1/sqrt(L) for the Stable ResNet (eq. 3) and s = 1 otherwise (eq. 1). The gate turns the
+survival probabilities p into one *multiplier* per block for each forward pass:
+
+- training: one Bernoulli(p_l) draw per block per step, shared by the whole batch. A dropped
+  block gets ``None``: the network does not compute it at all (no forward, no backward, BN
+  statistics untouched), which is what makes a small budget train faster.
+- evaluation: the *average network*, delta replaced by its mean p (multiplier p_l * s).
+- ``inverted=True`` selects the other convention (timm, torchvision): kept blocks are scaled by
+  s / p_l in training and evaluation uses s. Both are equal in expectation; never mix them.
+- an explicit real-valued ``delta`` (a tensor of shape (L,)) overrides both: every block is
+  computed with multiplier delta_l * s, differentiably (sensitivities, theory checks).
+
+Masks come from a ``torch.Generator`` on the CPU seeded by the run's seed, so drawing them never
+waits for an accelerator, every DDP rank draws the same masks, and the generator's state travels
+in the module's ``state_dict`` (``get_extra_state``) so that a resumed run draws what an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+Multiplier = float | Tensor | None
+
+
+def branch_scale(num_blocks: int, stable: bool) -> float:
+    """s in eq. 3: 1/sqrt(L) for the Stable ResNet, 1 for the plain ResNet of eq. 1."""
+    return 1.0 / math.sqrt(num_blocks) if stable else 1.0
+
+
+class StochasticDepth(nn.Module):
+    """Survival probabilities p (one per block) and the Bernoulli gate delta ~ Bernoulli(p)."""
+
+    def __init__(
+        self, num_blocks: int, scale: float = 1.0, inverted: bool = False, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.num_blocks = num_blocks
+        self.scale = scale
+        self.inverted = inverted
+        self.set_survival([1.0] * num_blocks)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.last_mask: list[bool] = [True] * num_blocks
+
+    def set_survival(self, survival: Sequence[float], sensitivity: Sequence[float] | None = None):
+        """Fix p (and record the sensitivities it came from, if any)."""
+        survival = [float(p) for p in survival]
+        if len(survival) != self.num_blocks:
+            raise ValueError(
+                f"expected {self.num_blocks} survival probabilities, got {len(survival)}"
+            )
+        if not all(0.0 <= p <= 1.0 for p in survival):
+            raise ValueError(f"survival probabilities must lie in [0, 1], got {survival}")
+        self.survival = survival
+        self._survival_cpu = torch.tensor(survival)
+        self.sensitivity = None if sensitivity is None else [float(s) for s in sensitivity]
+
+    def sample(self) -> list[bool]:
+        """One Bernoulli(p_l) draw per block, on the CPU; False means block l is dropped."""
+        draws = torch.rand(self.num_blocks, generator=self.generator)
+        self.last_mask = (draws < self._survival_cpu).tolist()
+        return self.last_mask
+
+    def multipliers(self, delta: Tensor | None = None) -> list[Multiplier]:
+        """The weight of each residual branch in this forward pass (``None``: skip the block)."""
+        s = self.scale
+        if delta is not None:
+            if delta.shape[-1] != self.num_blocks:
+                raise ValueError(
+                    f"delta has {delta.shape[-1]} entries for {self.num_blocks} blocks"
+                )
+            return [d * s for d in delta.unbind(-1)]
+        if not self.training:  # the average network
+            return [s] * self.num_blocks if self.inverted else [p * s for p in self.survival]
+        keep = self.sample()
+        if self.inverted:
+            return [s / p if k else None for k, p in zip(keep, self.survival, strict=False)]
+        return [s if k else None for k in keep]
+
+    def get_extra_state(self) -> dict:
+        return {
+            "survival": self.survival,
+            "sensitivity": self.sensitivity,
+            "generator": self.generator.get_state(),
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        self.set_survival(state["survival"], state["sensitivity"])
+        self.generator.set_state(state["generator"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_blocks={self.num_blocks}, scale={self.scale:.4g}, inverted={self.inverted}, "
+            f"mean survival={sum(self.survival) / self.num_blocks:.4g}"
+        )

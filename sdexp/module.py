@@ -1,0 +1,141 @@
+"""The LightningModule: a residual network trained with stochastic depth at a fixed budget.
+
+At the start of a fresh fit the survival probabilities p are chosen by the mode at the budget
+(SenseMode first measures the sensitivities on ``mode.batches`` training batches at
+initialisation); they are stored in the model's gate, so a resumed run keeps them.
+
+Training draws one mask per step (``train/sampled_depth`` is its depth L_delta); validation and
+test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` and
+``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
+
+Dropped blocks get no gradient, and PyTorch's optimisers skip parameters whose gradient is None:
+a dropped block receives no weight decay and no momentum step either. The paper's description
+("SD ... only updates the weights of the resulting subnetwork at each training iteration", Sec. 1)
+is what this implements; Huang et al.'s Torch code, which zero-filled gradients, still decayed
+and moved dropped blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.regression import MeanSquaredError
+
+from sdexp.depth import depth_variance, expected_depth
+from sdexp.loggers import log_layer_profile
+from sdexp.models import ResidualNetwork
+from sdexp.sensitivity import sensitivities
+from sdexp.survival import Mode
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return F.cross_entropy if task == "classification" else F.mse_loss
+
+
+def stage_metric(task: str, num_outputs: int) -> tuple[str, Metric]:
+    """The metric reported per stage: test error in % or the mean squared error."""
+    if task == "classification":
+        return "error", (1 - MulticlassAccuracy(num_classes=num_outputs, average="micro")) * 100
+    return "mse", MeanSquaredError()
+
+
+class StochasticDepthModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: ResidualNetwork,
+        mode: Mode,
+        budget: float,
+        task: str,
+        num_outputs: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.mode, self.budget = model, mode, budget
+        self.loss_fn = loss_function(task)
+        self.metric_name, self.val_metric = stage_metric(task, num_outputs)
+        _, self.test_metric = stage_metric(task, num_outputs)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    def forward(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
+        return self.model(x, delta)
+
+    # --- survival probabilities ----------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is None:  # resumed runs keep the p stored in the checkpoint
+            self.choose_survival()
+        gate = self.model.gate
+        summary = {
+            "expected_depth": expected_depth(gate.survival),
+            "depth_variance": depth_variance(gate.survival),
+            "survival": gate.survival,
+            "sensitivity": gate.sensitivity,
+        }
+        for logger in self.loggers:
+            logger.log_hyperparams(summary)
+            log_layer_profile(logger, "survival", gate.survival)
+            if gate.sensitivity is not None:
+                log_layer_profile(logger, "sensitivity", gate.sensitivity)
+
+    def choose_survival(self) -> None:
+        sensitivity = None
+        if self.mode.needs_sensitivity:
+            batches = self.training_batches(self.mode.batches)
+            sensitivity = sensitivities(self.model, batches, self.loss_fn).cpu()
+        survival = self.mode.survival(self.budget, self.model.num_blocks, sensitivity)
+        self.model.gate.set_survival(
+            survival.tolist(), None if sensitivity is None else sensitivity.tolist()
+        )
+
+    def training_batches(self, count: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The first ``count`` training batches, on this module's device and preprocessed."""
+        datamodule = self.trainer.datamodule
+        for batch in itertools.islice(datamodule.train_dataloader(), count):
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            yield datamodule.on_after_batch_transfer(batch, 0)
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss_fn(self(x), y)
+        # Checking finiteness waits for the device: do it only on steps that log anyway.
+        if self.global_step % self.trainer.log_every_n_steps == 0 and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, "
+                f"step {self.global_step}"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log("train/sampled_depth", float(sum(self.model.gate.last_mask)), batch_size=len(y))
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric) -> None:
+        x, y = batch
+        out = self(x)
+        metric.update(out, y)
+        self.log(f"{stage}/loss", self.loss_fn(out, y), batch_size=len(y))
+        self.log(f"{stage}/{self.metric_name}", metric, prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metric)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metric)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
