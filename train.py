@@ -3,12 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from sdexp.training import exit_on_config_error, train
+from sdexp.config import check_config
+from sdexp.errors import exit_on_config_error
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
+        check_config(cfg)  # bad input fails within seconds, before Lightning is even imported
+        from sdexp.training import train
+
         train(cfg)
 
 

@@ -1,8 +1,10 @@
-"""OmegaConf resolvers used by ``conf/`` (registered when ``sdexp`` is imported)."""
+"""Config helpers: the resolvers ``conf/`` uses (registered when ``sdexp`` is imported) and the
+checks that reject a bad configuration within seconds, before data, model or Lightning load."""
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 
 def epochs_at(total_epochs: int, *fractions: float) -> list[int]:
@@ -12,3 +14,14 @@ def epochs_at(total_epochs: int, *fractions: float) -> list[int]:
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("epochs_at", epochs_at, replace=True)
+
+
+def check_config(cfg: DictConfig):
+    """Instantiate the mode and check it can meet the budget with the model's L blocks.
+
+    Raises ``ConfigError`` for a budget outside (0, 1], bad mode options or an infeasible budget.
+    """
+    mode = instantiate(cfg.mode)
+    num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+    mode.check(cfg.budget, num_blocks)
+    return mode

@@ -221,9 +221,12 @@ class CIFARDataModule(TensorDataModule):
             return
         if not self.download:
             raise self._missing("dataset.download=false")
+        created = not self.data_dir.exists()
         try:
             self.cifar(str(self.data_dir), train=True, download=True)
         except Exception as error:  # no network, DNS failure, HTTP error, bad archive
+            if created and self.data_dir.exists() and not any(self.data_dir.iterdir()):
+                self.data_dir.rmdir()  # leave nothing behind
             raise self._missing(f"{type(error).__name__}: {error}") from error
 
     def setup(self, stage: str | None = None) -> None:
@@ -302,3 +305,48 @@ class ToyDataModule(TensorDataModule):
         for split, n in self.sizes.items():
             x = torch.randn(n, self.dim, generator=g)
             self.splits[split] = TensorSplit(x, torch.sin(x @ self.beta)[:, None])
+
+
+def write_synthetic_cifar(
+    root: str | Path,
+    name: str = "cifar10",
+    train_size: int = 500,
+    test_size: int = 100,
+    seed: int = 0,
+) -> Path:
+    """Write a small CIFAR-10/100 look-alike in the real on-disk format (the python pickles that
+    torchvision reads), for smoke runs, tests and benchmarks where the real data cannot be
+    downloaded. Images are noise around a per-class colour, so a network can learn them.
+    Read it with ``CIFARDataModule(..., verify_md5=False)``: the md5 sums are not the official ones.
+    """
+    import pickle
+
+    cifar = CIFAR[name]
+    num_classes = 100 if name == "cifar100" else 10
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 216, size=(num_classes, 3, 1))
+
+    def batch(n: int) -> dict:
+        labels = rng.integers(0, num_classes, size=n)
+        noise = rng.integers(-40, 41, size=(n, 3, 1024))
+        data = np.clip(colours[labels] + noise, 0, 255).astype(np.uint8).reshape(n, 3072)
+        entry = {"data": data, "filenames": [f"synthetic_{i}.png" for i in range(n)]}
+        if name == "cifar100":
+            return entry | {"fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}
+        return entry | {"labels": labels.tolist(), "batch_label": "synthetic"}
+
+    folder = Path(root) / cifar.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = -(-train_size // len(cifar.train_list))
+    sizes = [min(per_file, train_size - i * per_file) for i in range(len(cifar.train_list))]
+    files = [(n, batch(k)) for (n, _), k in zip(cifar.train_list, sizes, strict=True)]
+    files += [(cifar.test_list[0][0], batch(test_size))]
+    names = [f"class_{i}" for i in range(num_classes)]
+    meta = {cifar.meta["key"]: names}
+    if name == "cifar100":
+        meta["coarse_label_names"] = [f"superclass_{i}" for i in range(20)]
+    files.append((cifar.meta["filename"], meta))
+    for filename, content in files:
+        with open(folder / filename, "wb") as f:
+            pickle.dump(content, f)
+    return Path(root)

@@ -8,32 +8,21 @@ are checked first (seconds), then the data (before any model is built), then tra
 from __future__ import annotations
 
 import hashlib
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
 import sdexp
 from sdexp import loggers
+from sdexp.config import check_config
 from sdexp.data import TensorDataModule
 from sdexp.depth import depth_variance, expected_depth
-from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
 from sdexp.module import StochasticDepthModule
 from sdexp.results import write_results
-from sdexp.survival import Mode
-
-
-def check_config(cfg: DictConfig) -> Mode:
-    """Fail fast, before data or model: the budget, the mode's options and its feasibility."""
-    mode = instantiate(cfg.mode)
-    num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
-    mode.check(cfg.budget, num_blocks)
-    return mode
 
 
 def fill_run_identity(cfg: DictConfig, identity: dict) -> None:
@@ -134,13 +123,3 @@ def train(cfg: DictConfig) -> dict:
             write_results(out, results)
         loggers.finish()
     return results
-
-
-@contextmanager
-def exit_on_config_error():
-    """Bad input: one line naming the option and what is allowed, exit status 2, no traceback."""
-    try:
-        yield
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)

@@ -1,0 +1,78 @@
+"""Every option of every config group composes and instantiates."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from sdexp.data import TensorDataModule
+from sdexp.models import ResidualNetwork
+from sdexp.survival import Mode
+from sdexp.training import fill_run_identity
+from tests.conftest import CONF
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    assert options("model") == ["resnet110", "resnet56", "vanilla"]
+    assert options("mode") == ["linear", "none", "sensemode", "uniform"]
+    assert options("dataset") == ["cifar10", "cifar100", "toy"]
+    assert {"default", "cpu"} <= set(options("trainer"))
+    assert options("logger") == ["csv", "none", "wandb"]
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model(make_config, option):
+    cfg = make_config(f"model={option}")
+    model = instantiate(cfg.model, input_shape=(3, 32, 32), num_outputs=10, mask_seed=0)
+    assert isinstance(model, ResidualNetwork)
+    assert model.num_blocks == {"resnet110": 54, "resnet56": 27, "vanilla": 50}[option]
+    assert model.num_blocks == type(model).blocks_for(cfg.model.depth)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("option", options("mode"))
+def test_mode(make_config, option):
+    mode = instantiate(make_config(f"mode={option}").mode)
+    assert isinstance(mode, Mode) and mode.name == option
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_dataset(make_config, option):
+    cfg = make_config(f"dataset={option}")
+    datamodule = instantiate(cfg.dataset)
+    assert isinstance(datamodule, TensorDataModule)
+    assert datamodule.name == option
+    assert cfg.trainer.max_epochs > 0 and cfg.optimizer.lr > 0
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer(make_config, option):
+    cfg = make_config(f"trainer={option}")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert isinstance(trainer, pl.Trainer)
+
+
+def test_optimizer_and_scheduler(make_config):
+    cfg = make_config()
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    assert scheduler.milestones == {82: 1, 123: 1}  # 50% and 75% of 164 epochs
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger(make_config, option):
+    cfg = make_config(f"logger={option}")
+    fill_run_identity(
+        cfg, {"dataset": "toy", "model": "vanilla", "mode": "uniform", "budget": 0.5, "seed": 0}
+    )
+    logger = instantiate(cfg.logger) if cfg.logger else None
+    expected = {"wandb": WandbLogger, "csv": CSVLogger, "none": type(None)}[option]
+    assert isinstance(logger, expected)
