@@ -1,18 +1,20 @@
 """Data: CIFAR-10/100 through torchvision's loader, and the paper's toy regression (Sec. 6).
 
-Every split is held in memory as one tensor (CIFAR as uint8 images). A training batch is a single
-gather from that tensor; augmentation (random crop with zero padding, horizontal flip) and
-per-channel normalisation run on whole batches after the batch reached its device
-(``on_after_batch_transfer``), so the accelerator does that work and the CPU never loops over
-images. torchvision's transforms draw one crop per call, i.e. per image in Python, hence the
-hand-written batched crop below.
+Every split is held as one tensor (CIFAR as uint8 images), on the training device when that is
+an accelerator (``on_device``). Batching never loops over images in Python: each epoch draws one
+tensor of rows (index, crop offsets, flip flag), a batch is a slice of it, and the images of a
+batch are one gather. Random crop (zero padding), horizontal flip and per-channel normalisation
+then run on the whole batch on its device (``on_after_batch_transfer``). torchvision's
+transforms draw one crop per call, i.e. per image, hence the hand-written batched crop below.
 
-The order of each epoch and its crops and flips come from a generator seeded by (seed, epoch):
-an epoch is the same whether the run is fresh or resumed from a checkpoint, with no state to save.
+The rows of an epoch come from a generator seeded by (seed, epoch): an epoch is the same whether
+the run is fresh or resumed from a checkpoint, with no state to save. Under DDP every rank takes
+its own share of the same rows (``num_replicas``, ``rank``), like ``DistributedSampler``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,28 +42,61 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class EpochSampler(Sampler):
-    """Indices in a fresh order each epoch; with ``padding`` > 0 each index comes with a random
-    crop offset in [0, 2 * padding] and a flip flag, drawn from the same per-epoch generator.
-    Lightning calls ``set_epoch`` at the start of every epoch."""
+    """The rows of one epoch: a fresh order of the indices (``shuffle``), each with a random crop
+    offset in [0, 2 * padding]^2 and a flip flag when ``padding`` > 0, shared over ``num_replicas``
+    ranks. Lightning calls ``set_epoch`` at the start of every epoch."""
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, padding: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        padding: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         self.size, self.seed, self.shuffle, self.padding = size, seed, shuffle, padding
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self.num_replicas)
 
-    def __iter__(self):
+    def epoch_rows(self) -> Tensor:
+        """(len(self), 1) indices, or (len(self), 4) indices, dy, dx, flip; int64 on the CPU."""
         g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-        if not self.padding:
-            return iter(order.tolist())
-        offsets = torch.randint(0, 2 * self.padding + 1, (self.size, 2), generator=g)
-        flips = torch.randint(0, 2, (self.size, 1), generator=g)
-        return iter(torch.cat([order[:, None], offsets, flips], 1).tolist())
+        rows = order[:, None]
+        if self.padding:
+            offsets = torch.randint(0, 2 * self.padding + 1, (self.size, 2), generator=g)
+            flips = torch.randint(0, 2, (self.size, 1), generator=g)
+            rows = torch.cat([rows, offsets, flips], 1)
+        if self.num_replicas > 1:  # pad by wrapping around so that every rank gets len(self)
+            rows = rows[torch.arange(len(self) * self.num_replicas) % self.size]
+            rows = rows[self.rank :: self.num_replicas]
+        return rows
+
+    def __iter__(self):
+        yield from self.epoch_rows()
+
+
+class EpochBatches(Sampler):
+    """Batches of an ``EpochSampler``'s rows, one tensor slice each (moved to ``device`` once per
+    epoch). ``sampler`` is where Lightning finds ``set_epoch``."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, device=None) -> None:
+        self.sampler, self.batch_size, self.device = sampler, batch_size, device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        # A generator: the rows are drawn at the first batch, after Lightning's set_epoch, even
+        # when the DataLoader iterator is created before it (as on resuming).
+        yield from self.sampler.epoch_rows().to(self.device).split(self.batch_size)
 
 
 class TensorSplit(Dataset):
@@ -73,15 +108,17 @@ class TensorSplit(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, item) -> Batch:
-        return self.__getitems__([item])
+    def to(self, device) -> TensorSplit:
+        return TensorSplit(self.inputs.to(device), self.targets.to(device))
 
-    def __getitems__(self, items: list) -> Batch:
-        items = torch.as_tensor(items)
-        if items.ndim == 1:
-            return Batch(self.inputs[items], self.targets[items], None)
-        index = items[:, 0]
-        return Batch(self.inputs[index], self.targets[index], items[:, 1:])
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__(torch.tensor([[index]]))
+
+    def __getitems__(self, rows: Tensor) -> Batch:
+        """rows: (B, 1) indices or (B, 4) indices with augmentation parameters."""
+        index = rows[:, 0].to(self.inputs.device)
+        augment = rows[:, 1:] if rows.shape[1] > 1 else None
+        return Batch(self.inputs[index], self.targets[index], augment)
 
 
 def _as_batch(batch: Batch) -> Batch:
@@ -95,29 +132,42 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
     Equivalent to torchvision's RandomCrop(H, padding) followed by RandomHorizontalFlip().
     """
     b, c, h, w = images.shape
+    device = images.device
     padded = F.pad(images, (padding,) * 4)
-    augment = augment.to(images.device)
+    augment = augment.to(device, non_blocking=True)
     dy, dx, flip = augment[:, 0:1], augment[:, 1:2], augment[:, 2:3].bool()
-    rows = dy + torch.arange(h, device=images.device)  # (B, H)
-    cols = torch.arange(w, device=images.device)
+    rows = dy + torch.arange(h, device=device)  # (B, H)
+    cols = torch.arange(w, device=device)
     cols = dx + torch.where(flip, w - 1 - cols, cols)  # (B, W)
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    batch = torch.arange(b, device=device)[:, None, None, None]
+    channel = torch.arange(c, device=device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Splits held as tensors, batched by ``EpochSampler``; subclasses fill ``self.splits``."""
+    """Splits held as tensors, batched by ``EpochBatches``; subclasses fill ``self.splits``.
+
+    ``on_device``: hold the splits on the training device ("auto": when it is not the CPU).
+    """
 
     name: str
     task: str  # "classification" or "regression"
     num_outputs: int
     input_shape: tuple[int, ...]
 
-    def __init__(self, batch_size: int, eval_batch_size: int, seed: int, padding: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        padding: int = 0,
+        on_device: bool | str = "auto",
+    ) -> None:
         super().__init__()
+        if on_device not in (True, False, "auto"):
+            raise ConfigError("dataset.on_device", f"true, false or auto, got {on_device!r}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.seed, self.padding = seed, padding
+        self.seed, self.padding, self.on_device = seed, padding, on_device
         self.splits: dict[str, TensorSplit] = {}
 
     @property
@@ -125,18 +175,36 @@ class TensorDataModule(pl.LightningDataModule):
         self.setup()
         return len(self.splits["val"]) > 0
 
+    def _placement(self) -> tuple[torch.device, int, int]:
+        """The device that holds the data, and this process's (num_replicas, rank)."""
+        if self.trainer is None:
+            return torch.device("cpu"), 1, 0
+        device = self.trainer.strategy.root_device
+        keep = self.on_device if self.on_device != "auto" else device.type != "cpu"
+        return (
+            (device if keep else torch.device("cpu")),
+            self.trainer.world_size,
+            self.trainer.global_rank,
+        )
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self.setup()
-        data = self.splits[split]
+        device, num_replicas, rank = self._placement()
+        data = self.splits[split] = self.splits[split].to(device)  # moved once, then kept there
         sampler = EpochSampler(
-            len(data), self.seed, shuffle=train, padding=self.padding if train else 0
+            len(data),
+            self.seed,
+            shuffle=train,
+            padding=self.padding if train else 0,
+            num_replicas=num_replicas,
+            rank=rank,
         )
+        batch_size = self.batch_size if train else self.eval_batch_size
         return DataLoader(
             data,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=sampler,
+            batch_sampler=EpochBatches(sampler, batch_size, device),
             collate_fn=_as_batch,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=device.type == "cpu" and torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -193,10 +261,11 @@ class CIFARDataModule(TensorDataModule):
         eval_batch_size: int = 1000,
         padding: int = 4,
         seed: int = 0,
+        on_device: bool | str = "auto",
     ) -> None:
         if name not in CIFAR:
             raise ConfigError("dataset.name", f"one of {sorted(CIFAR)}, got {name!r}")
-        super().__init__(batch_size, eval_batch_size, seed, padding)
+        super().__init__(batch_size, eval_batch_size, seed, padding, on_device)
         self.name, self.data_dir = name, Path(data_dir)
         self.download, self.val_size = download, val_size
         self.cifar = CIFAR[name] if verify_md5 else unverified(CIFAR[name])
@@ -252,13 +321,16 @@ class CIFARDataModule(TensorDataModule):
         pixels = images[:cut].to(torch.float64).div_(255)
         self.mean = pixels.mean((0, 2, 3)).float()
         self.std = pixels.std((0, 2, 3)).float()
+        # x = (pixel / 255 - mean) / std as one multiply-add per pixel: pixel * scale - shift.
+        self.scale = (1.0 / (255.0 * self.std))[:, None, None]
+        self.shift = (self.mean / self.std)[:, None, None]
 
     def preprocess(self, inputs: Tensor, augment: Tensor | None) -> Tensor:
         if augment is not None:
             inputs = crop_and_flip(inputs, augment, self.padding)
-        mean = self.mean.to(inputs.device)[:, None, None]
-        std = self.std.to(inputs.device)[:, None, None]
-        return (inputs.float().div_(255) - mean) / std
+        if self.scale.device != inputs.device:
+            self.scale, self.shift = self.scale.to(inputs.device), self.shift.to(inputs.device)
+        return torch.addcmul(-self.shift, inputs.float(), self.scale)
 
 
 # --- The toy regression of Sec. 6 ----------------------------------------------------------
@@ -286,8 +358,9 @@ class ToyDataModule(TensorDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 1024,
         seed: int = 0,
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed, on_device=on_device)
         for option, value in (("dim", dim), ("n_train", n_train), ("n_test", n_test)):
             if value < 1:
                 raise ConfigError(f"dataset.{option}", f"a positive integer, got {value}")

@@ -30,7 +30,7 @@ from torchmetrics.regression import MeanSquaredError
 
 from sdexp.depth import depth_variance, expected_depth
 from sdexp.loggers import log_layer_profile
-from sdexp.models import ResidualNetwork
+from sdexp.models import ResidualNetwork, compile_branches
 from sdexp.sensitivity import sensitivities
 from sdexp.survival import Mode
 
@@ -60,15 +60,24 @@ class StochasticDepthModule(pl.LightningModule):
         num_outputs: int,
         optimizer: Callable,
         scheduler: Callable | None = None,
+        channels_last: bool = False,
+        compile_blocks: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.mode, self.budget = model, mode, budget
+        self.channels_last = channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        if compile_blocks:
+            compile_branches(model)
         self.loss_fn = loss_function(task)
         self.metric_name, self.val_metric = stage_metric(task, num_outputs)
         _, self.test_metric = stage_metric(task, num_outputs)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
     def forward(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x, delta)
 
     # --- survival probabilities ----------------------------------------------------------

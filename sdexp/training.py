@@ -69,6 +69,7 @@ def train(cfg: DictConfig) -> dict:
         datamodule.num_outputs,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
+        **cfg.speed,
     )
     results = {
         "dataset": datamodule.name,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.datasets import CIFAR10
 
-from sdexp.data import CIFARDataModule, EpochSampler, ToyDataModule, crop_and_flip
+from sdexp.data import CIFARDataModule, EpochBatches, EpochSampler, ToyDataModule, crop_and_flip
 from sdexp.errors import ConfigError
 
 
@@ -55,8 +55,7 @@ def test_crop_and_flip_matches_per_image_reference():
 
 
 def test_augmentation_statistics():
-    sampler = EpochSampler(20_000, seed=0, padding=4)
-    rows = torch.tensor(list(sampler))
+    rows = EpochSampler(20_000, seed=0, padding=4).epoch_rows()
     assert sorted(rows[:, 0].tolist()) == list(range(20_000))  # a permutation
     assert set(rows[:, 1].tolist()) == set(range(9)) == set(rows[:, 2].tolist())
     assert abs(rows[:, 3].float().mean().item() - 0.5) < 0.02
@@ -64,13 +63,45 @@ def test_augmentation_statistics():
 
 def test_epochs_are_reproducible_and_differ():
     sampler = EpochSampler(100, seed=3, padding=4)
-    first = list(sampler)
-    assert list(sampler) == first
+    first = sampler.epoch_rows()
+    assert torch.equal(sampler.epoch_rows(), first)
     sampler.set_epoch(1)
-    assert list(sampler) != first
+    assert not torch.equal(sampler.epoch_rows(), first)
     sampler.set_epoch(0)
-    assert list(sampler) == first
-    assert list(EpochSampler(100, seed=4, padding=4)) != first
+    assert torch.equal(sampler.epoch_rows(), first)
+    assert not torch.equal(EpochSampler(100, seed=4, padding=4).epoch_rows(), first)
+
+
+def test_ranks_share_an_epoch():
+    """Like DistributedSampler: equal shares, together every index, from the same order."""
+    whole = EpochSampler(103, seed=5, padding=4).epoch_rows()
+    shares = [EpochSampler(103, seed=5, padding=4, num_replicas=4, rank=r) for r in range(4)]
+    rows = [s.epoch_rows() for s in shares]
+    assert {len(r) for r in rows} == {26} == {len(s) for s in shares}
+    assert set(torch.cat(rows)[:, 0].tolist()) == set(range(103))
+    assert torch.equal(rows[1][0], whole[1])  # rank r takes rows r, r + R, r + 2R, ...
+
+
+def test_batches_are_slices_of_the_epoch():
+    sampler = EpochSampler(50, seed=0, padding=4)
+    batches = list(EpochBatches(sampler, 16))
+    assert [len(b) for b in batches] == [16, 16, 16, 2] and len(EpochBatches(sampler, 16)) == 4
+    assert torch.equal(torch.cat(batches), sampler.epoch_rows())
+
+
+def test_loader_batches_match_the_rows(cifar_root):
+    dm = CIFARDataModule(
+        "cifar10", str(cifar_root), download=False, verify_md5=False, val_size=20, batch_size=32
+    )
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    rows = loader.batch_sampler.sampler.epoch_rows()[:32]
+    assert torch.equal(batch.inputs, dm.splits["train"].inputs[rows[:, 0]])
+    assert torch.equal(batch.augment, rows[:, 1:])
+    x, y = dm.on_after_batch_transfer(batch, 0)
+    expected = dm.preprocess(crop_and_flip(batch.inputs, batch.augment, 4), None)
+    torch.testing.assert_close(x, expected)
+    assert len(loader) == 4  # ceil(100 / 32)
 
 
 def test_missing_data_names_the_directory(tmp_path):
