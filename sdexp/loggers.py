@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from urllib.parse import urlparse
@@ -65,7 +66,6 @@ def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> Non
 
 def finish() -> None:
     """End this job's W&B run (if any), so that the next job in the same process starts its own."""
-    import wandb
-
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
+    if wandb is not None and wandb.run is not None:
         wandb.finish()

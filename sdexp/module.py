@@ -18,6 +18,7 @@ and moved dropped blocks.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 
 import pytorch_lightning as pl
@@ -33,6 +34,32 @@ from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
 from sdexp.sensitivity import sensitivities
 from sdexp.survival import Mode
+
+
+class EpochTimer(pl.Callback):
+    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = self._validation = self._validation_start = 0.0
+
+    def _now(self, trainer: pl.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)  # once per epoch, not per step
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start, self._validation = self._now(trainer), 0.0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._validation_start = self._now(trainer)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._validation += self._now(trainer) - self._validation_start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.times.append(self._now(trainer) - self._start - self._validation)
+        pl_module.log("train/epoch_time_s", self.times[-1])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,7 +129,10 @@ class StochasticDepthModule(pl.LightningModule):
         sensitivity = None
         if self.mode.needs_sensitivity:
             batches = self.training_batches(self.mode.batches)
-            sensitivity = sensitivities(self.model, batches, self.loss_fn).cpu()
+            sensitivity = sensitivities(self.model, batches, self.loss_fn)
+            # Under DDP each rank measured its own batches: all take the mean over the ranks,
+            # so that they compute the same p and draw the same masks (a no-op on one device).
+            sensitivity = self.trainer.strategy.reduce(sensitivity, reduce_op="mean").cpu()
         survival = self.mode.survival(self.budget, self.model.num_blocks, sensitivity)
         self.model.gate.set_survival(
             survival.tolist(), None if sensitivity is None else sensitivity.tolist()
