@@ -13,8 +13,9 @@ survival probabilities p into one *multiplier* per block for each forward pass:
 - evaluation: the *average network*, delta replaced by its mean p (multiplier p_l * s).
 - ``inverted=True`` selects the other convention (timm, torchvision): kept blocks are scaled by
   s / p_l in training and evaluation uses s. Both are equal in expectation; never mix them.
-- an explicit real-valued ``delta`` (a tensor of shape (L,)) overrides both: every block is
-  computed with multiplier delta_l * s, differentiably (sensitivities, theory checks).
+- an explicit real-valued ``delta`` overrides both: every block is computed with multiplier
+  delta_l * s, differentiably (sensitivities, theory checks); shape (L,) for one gate vector
+  shared by the batch, (B, L) for one per row (many masks in one forward pass).
 
 Masks come from a ``torch.Generator`` on the CPU seeded by the run's seed, so drawing them never
 waits for an accelerator, every DDP rank draws the same masks, and the generator's state travels

@@ -6,7 +6,8 @@ Every model here is a stem, a stack of L residual blocks and a head:
 
 where the multiplier m_l comes from the gate (``sdexp.gate``): delta_l * s in training (the block
 is skipped when delta_l = 0), p_l * s for the average network at evaluation, or an explicit
-real-valued delta_l * s. ``num_blocks`` is L.
+real-valued delta_l * s, shared by the batch (delta of shape (L,)) or one per row (shape (B, L)).
+``num_blocks`` is L.
 
 - ``StableResNet``: He et al.'s CIFAR ResNet (ResNet56: L = 27, ResNet110: L = 54) used in
   Sec. 6; ``stable=True`` scales every branch by 1/sqrt(L) (eq. 3).
@@ -43,9 +44,12 @@ class ResidualBlock(nn.Module):
             # (Vanilla) or a ReLU applied to a non-negative input (the CIFAR blocks take the
             # output of a ReLU, and their shortcut only subsamples and pads with zeros).
             return skip
-        if isinstance(multiplier, Tensor):
-            return self.post(skip + multiplier * self.branch(y))
-        return self.post(skip.add(self.branch(y), alpha=multiplier))
+        branch = self.branch(y)
+        if isinstance(multiplier, Tensor):  # a scalar, or one per row of the batch: (B,)
+            if multiplier.dim() == 1:
+                multiplier = multiplier.view(-1, *(1,) * (branch.dim() - 1))
+            return self.post(skip + multiplier * branch)
+        return self.post(skip.add(branch, alpha=multiplier))
 
 
 class ResidualNetwork(nn.Module):

@@ -120,3 +120,14 @@ def test_stable_scaling():
     stable = VanillaResNet(input_shape=(4,), width=8, depth=16, stable=True)
     plain = VanillaResNet(input_shape=(4,), width=8, depth=16, stable=False)
     assert stable.gate.scale == pytest.approx(1 / 4) and plain.gate.scale == 1.0
+
+
+def test_one_delta_per_row():
+    """delta of shape (B, L): row i is the network with gate vector delta[i]."""
+    torch.manual_seed(0)
+    model = VanillaResNet(input_shape=(5,), num_outputs=2, width=5, depth=4)  # B == width
+    x = torch.randn(5, 5)
+    delta = torch.bernoulli(torch.full((5, 4), 0.5))
+    rows = model(x, delta=delta)
+    for i in range(5):
+        torch.testing.assert_close(rows[i], model(x[i : i + 1], delta=delta[i])[0])
