@@ -13,7 +13,7 @@ from sdexp.results import read_results
 from sdexp.training import train
 from tests.conftest import FAST_TOY, run_train
 
-VOLATILE = {"train_time_s"}
+VOLATILE = {"train_time_s", "epoch_times_s"}
 
 
 def stable_fields(results: dict) -> dict:
@@ -37,6 +37,7 @@ def test_toy_sensemode_run(make_config, tmp_path):
     for key in ("test_mse", "test_loss", "best_val_mse", "train_time_s", "depth_variance"):
         assert results[key] > 0, key
     assert results["epochs"] == 2 and results["stable"] is True and results["version"]
+    assert len(results["epoch_times_s"]) == 2 and min(results["epoch_times_s"]) > 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").exists()

@@ -1,0 +1,1 @@
+"""sdexp's Hydra sweeper (``hydra/sweeper=budget_grid``), found by Hydra's plugin discovery."""

@@ -1,0 +1,196 @@
+"""``hydra/sweeper=budget_grid``: Hydra's basic sweeper, planned as a budget grid.
+
+It expands ``hydra.sweeper.params`` and the command line exactly like the basic sweeper (the
+command line narrows or replaces a preset's values), then plans the cartesian product with
+``sdexp.sweep`` before launching anything: it leaves out the cells a mode cannot run, runs the
+no-SD baseline once per seed, skips the cells already done, says how many of each, and writes
+the planned cells to ``<sweep dir>/sweep.json`` (what ``scripts/aggregate.py`` counts missing
+runs against). ``hydra.sweeper.dry_run=true`` lists the grid and launches nothing.
+
+Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
+hence this subclass. It must live in the ``hydra_plugins`` package for Hydra to accept it, and
+imports sdexp only when it plans a grid: Hydra imports every plugin module at every start.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus, filter_overrides
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+GRID_FILE = "sweep.json"
+
+
+class GridError(CompactHydraException):
+    """A grid that cannot run, or jobs that failed: Hydra prints the message alone (exit 1)."""
+
+
+@dataclass
+class BudgetGridSweeperConf:
+    _target_: str = "hydra_plugins.sdexp_sweeper.budget_grid_sweeper.BudgetGridSweeper"
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
+    dry_run: bool = False  # list the planned grid and launch nothing
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="budget_grid", node=BudgetGridSweeperConf, provider="sdexp"
+)
+
+
+class BudgetGridSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.dry_run = dry_run
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def run_dir(self, cfg: DictConfig) -> Path:
+        """Where the job writes: hydra.sweep.dir / hydra.sweep.subdir, as Hydra's run_job has it."""
+        sweep_config = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the directory names
+        try:
+            subdir = OmegaConf.select(cfg, "hydra.sweep.subdir")
+            return Path(str(cfg.hydra.sweep.dir), str(subdir)).absolute()
+        finally:
+            HydraConfig.instance().cfg = sweep_config
+
+    def plan(self, arguments: list[str]) -> list:
+        """The cells of the grid, in the basic sweeper's order, each planned by sdexp.sweep."""
+        from sdexp.errors import ConfigError
+        from sdexp.sweep import Cell, CellPlanner, completed, with_override
+
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        parsed = parser.parse_overrides([*self._parse_config(), *arguments])
+        (product,) = self.split_arguments(parsed, max_batch_size=None)
+        planner, cells, planned, self.merged = CellPlanner(), [], set(), 0
+        for overrides in product:
+            cfg = self.compose(overrides)
+            try:
+                budget = planner.effective_budget(cfg)
+            except ConfigError as error:
+                raise GridError(f"{' '.join(overrides)}: {error}") from error
+            if isinstance(budget, str):
+                cells.append(Cell(overrides, left_out=budget))
+                continue
+            if budget != cfg.budget:  # mode=none runs at budget 1.0, whatever is asked: once
+                overrides = with_override(overrides, "budget", budget)
+                if tuple(overrides) in planned:
+                    self.merged += 1
+                    continue
+                cfg = self.compose(overrides)
+            planned.add(tuple(overrides))
+            run_dir, identity = self.run_dir(cfg), planner.identity(cfg)
+            done = completed(run_dir, identity) is not None
+            cells.append(Cell(overrides, identity, run_dir, done=done, config=cfg))
+        return cells
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from sdexp.errors import ConfigError
+
+        cells = self.plan(arguments)
+        runs = [c for c in cells if c.left_out is None]
+        todo = [c for c in runs if not c.done]
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        summary = (
+            f"Grid {shown(sweep_dir.absolute())}: {len(cells) + self.merged} cells, "
+            f"{len(cells) - len(runs)} left out (infeasible for their mode), {self.merged} merged "
+            f"(the no-SD baseline runs once per seed) = {len(runs)} runs: "
+            f"{len(runs) - len(todo)} already done (skipped), {len(todo)} to launch"
+        )
+        if self.dry_run:
+            print("\n".join(describe(cells)))
+            print(summary)
+            return []
+        log.info(summary)
+        for line in describe([c for c in cells if c.left_out]):
+            log.info(line)
+        if not todo:
+            return []
+        try:
+            prepare_data(todo)
+        except ConfigError as error:
+            raise GridError(str(error)) from error
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        write_grid(sweep_dir, cells)
+
+        self.overrides = list(
+            self.split_overrides_to_chunks([c.overrides for c in todo], self.max_batch_size)
+        )
+        returns, initial_job_idx = [], 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
+            initial_job_idx += len(batch)
+        failed = [r for batch in returns for r in batch if r.status == JobStatus.FAILED]
+        if failed:  # each failed run wrote results.json with its reason; the others went on
+            lines = [f"\t{' '.join(filter_overrides(r.overrides))}" for r in failed]
+            raise GridError(f"{len(failed)} of {len(todo)} jobs failed:\n" + "\n".join(lines))
+        return returns
+
+
+def prepare_data(cells: list) -> None:
+    """Check (or download) each dataset once, here, so that parallel jobs never race for it."""
+    from hydra.utils import instantiate
+
+    seen = set()
+    for cell in cells:
+        key = OmegaConf.to_yaml(cell.config.dataset)
+        if key not in seen:
+            seen.add(key)
+            instantiate(cell.config.dataset).prepare_data()
+
+
+def describe(cells: list) -> list[str]:
+    """One line per cell: the overrides that vary over the grid, its status, its directory."""
+    shared = set.intersection(*(set(c.overrides) for c in cells)) if len(cells) > 1 else set()
+    lines, runs = [], 0
+    for cell in cells:
+        varying = " ".join(o for o in cell.overrides if o not in shared)
+        if cell.left_out:
+            lines.append(f"   -  left out  {varying}  ({cell.left_out})")
+        else:
+            status = "done" if cell.done else "to run"
+            lines.append(f"{runs:4d}  {status:8s}  {varying}  -> {shown(cell.run_dir)}")
+            runs += 1
+    return lines
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def write_grid(sweep_dir: Path, cells: list) -> None:
+    """Record the planned cells in sweep.json, keeping those of earlier, wider runs."""
+    path = sweep_dir / GRID_FILE
+    grid = json.loads(path.read_text()) if path.exists() else {"cells": [], "left_out": []}
+    known = {c["dir"] for c in grid["cells"]}
+    for cell in cells:
+        if cell.left_out:
+            entry = {"overrides": list(cell.overrides), "reason": cell.left_out}
+            if entry not in grid["left_out"]:
+                grid["left_out"].append(entry)
+            continue
+        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
+        if run_dir not in known:
+            grid["cells"].append(
+                {"dir": run_dir, "overrides": list(cell.overrides), **cell.identity}
+            )
+    path.write_text(json.dumps(grid, indent=2))

@@ -1,0 +1,100 @@
+"""Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
+
+A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
+cartesian product holds cells that are not experiments, and the grid sweeper
+(``hydra_plugins/sdexp_sweeper``) plans it with the functions here before anything is launched:
+
+- a cell the mode cannot run is left out: linear below its smallest budget (L-1)/(2L), the "-"
+  cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
+- a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
+  runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
+- a cell whose ``results.json`` says "ok" for the same run is done and not launched again, so
+  re-running a sweep after a crash runs only the missing cells.
+
+Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sdexp.results import read_results
+from sdexp.survival import check_budget
+
+#: What names a run in results.json: a finished run with the same values is the same run.
+IDENTITY_KEYS = ("dataset", "model", "mode", "budget", "seed", "stable", "num_blocks", "epochs")
+
+
+def run_identity(cfg: DictConfig, datamodule: Any, model: Any, mode: Any) -> dict:
+    """The fields of results.json that name a run (``IDENTITY_KEYS``), before it trains."""
+    return {
+        "dataset": datamodule.name,
+        "model": model.name,
+        "mode": mode.name,
+        "budget": mode.effective_budget(cfg.budget),
+        "seed": cfg.seed,
+        "stable": model.stable,
+        "num_blocks": model.num_blocks,
+        "epochs": cfg.trainer.max_epochs,
+    }
+
+
+def completed(run_dir: str | Path, identity: dict) -> dict | None:
+    """The results.json in ``run_dir`` if it says "ok" for the run named by ``identity``."""
+    results = read_results(run_dir)
+    if results is None or results.get("status") != "ok":
+        return None
+    return results if all(results.get(k) == v for k, v in identity.items()) else None
+
+
+@dataclass
+class Cell:
+    """One cell of a budget grid: the overrides that run it, the run it is, where it writes."""
+
+    overrides: list[str]
+    identity: dict = field(default_factory=dict)
+    run_dir: Path | None = None
+    left_out: str | None = None  # why the grid does not run it
+    done: bool = False  # its results.json says "ok" for this run
+    config: DictConfig | None = field(default=None, repr=False)
+
+
+class CellPlanner:
+    """Plans cells from their composed configs (the model of a config is built once, on CPU)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, Any] = {}
+
+    def _model(self, cfg: DictConfig, datamodule: Any) -> Any:
+        key = OmegaConf.to_yaml(cfg.model) + repr((datamodule.input_shape, datamodule.num_outputs))
+        if key not in self._models:
+            self._models[key] = instantiate(
+                cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+            )
+        return self._models[key]
+
+    def effective_budget(self, cfg: DictConfig) -> float | str:
+        """The budget the cell runs at, or why it cannot run (raises ConfigError for bad input)."""
+        mode = instantiate(cfg.mode)
+        num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+        budget = check_budget(cfg.budget)
+        smallest = mode.smallest_budget(num_blocks)
+        if budget < smallest:
+            return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
+        mode.check(budget, num_blocks)
+        return mode.effective_budget(budget)
+
+    def identity(self, cfg: DictConfig) -> dict:
+        datamodule = instantiate(cfg.dataset)  # no data is read here
+        return run_identity(cfg, datamodule, self._model(cfg, datamodule), instantiate(cfg.mode))
+
+
+def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
+    """``overrides`` with ``key=value`` in place of any override of ``key``."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    return [*kept, f"{key}={value}"]

@@ -1,0 +1,49 @@
+"""Lightning callbacks the tests add to real runs with ``+callbacks.NAME._target_=...``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback
+
+
+class PauseOnce(Callback):
+    """Stops a run mid-epoch (before batch ``batch`` of epoch ``epoch``) and waits there to be
+    killed or preempted; it writes its process id to ``<output dir>/paused`` first. A run that
+    finds that file has paused before and goes on. ``seed``: pause only the run with this seed."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1, seed: int | None = None) -> None:
+        self.epoch, self.batch, self.seed = epoch, batch, seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) != (self.epoch, self.batch):
+            return
+        if self.seed is not None and trainer.datamodule.seed != self.seed:
+            return
+        marker = Path(trainer.default_root_dir) / "paused"
+        if marker.exists():
+            return
+        marker.write_text(str(os.getpid()))
+        while True:  # until a signal ends the process
+            time.sleep(0.05)
+
+
+class RecordMasks(Callback):
+    """Saves the gate's mask of every training step and the final parameters of this rank to
+    ``<out>/rank<global rank>.pt``."""
+
+    def __init__(self, out: str) -> None:
+        self.out, self.masks = Path(out), []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.masks.append(list(pl_module.model.gate.last_mask))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        parameters = {k: v.detach().cpu() for k, v in pl_module.named_parameters()}
+        record = {"masks": self.masks, "parameters": parameters}
+        record["survival"] = pl_module.model.gate.survival
+        torch.save(record, self.out / f"rank{trainer.global_rank}.pt")

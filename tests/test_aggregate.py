@@ -1,0 +1,185 @@
+"""Table 2 from results.json files: grouping, counting, the paper's layout, the plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sdexp.results import write_results
+from sdexp.table import PAPER, PAPER_BUDGETS, collect, crossings, main, summarize
+from tests.conftest import ROOT
+
+MODES = ("sensemode", "uniform", "linear")
+OFFSETS = (-0.3, -0.1, 0.1, 0.3)  # per seed: mean = the paper's value, sample std = 0.258
+
+
+def fake_run(
+    root: Path,
+    mode: str,
+    budget: float,
+    seed: int,
+    value: float | None,
+    status: str = "ok",
+    dataset: str = "cifar10",
+    model: str = "resnet110",
+) -> dict:
+    identity = {
+        "dataset": dataset,
+        "model": model,
+        "mode": mode,
+        "budget": budget,
+        "seed": seed,
+        "stable": True,
+        "num_blocks": 54 if model == "resnet110" else 8,
+        "epochs": 164,
+    }
+    metric = "test_mse" if dataset == "toy" else "test_error"
+    results = {**identity, metric: value, "status": status}
+    if status == "failed":
+        results["reason"] = "NonFiniteLossError: training loss is nan"
+    write_results(root / f"budget={budget},mode={mode},seed={seed}", results)
+    return identity
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A finished Table 2 sweep whose means are the paper's, but for one failed and one missing
+    run (sensemode at 0.2, seeds 3 and 2) and linear's infeasible budgets left out."""
+    root = tmp_path / "table2_cifar10"
+    paper, cells = PAPER[("cifar10", "resnet110")], []
+    for mode in MODES:
+        for i, budget in enumerate(PAPER_BUDGETS):
+            if paper[mode][i] is None:
+                continue
+            for seed, offset in enumerate(OFFSETS):
+                if (mode, budget, seed) == ("sensemode", 0.2, 2):
+                    cells.append(
+                        {
+                            "dir": "never-started",
+                            "mode": mode,
+                            "budget": budget,
+                            "seed": seed,
+                            "dataset": "cifar10",
+                            "model": "resnet110",
+                            "stable": True,
+                            "num_blocks": 54,
+                            "epochs": 164,
+                        }
+                    )
+                    continue
+                status = "failed" if (mode, budget, seed) == ("sensemode", 0.2, 3) else "ok"
+                value = paper[mode][i] + offset if status == "ok" else None
+                identity = fake_run(root, mode, budget, seed, value, status)
+                cells.append({"dir": f"budget={budget},mode={mode},seed={seed}", **identity})
+    for seed, offset in enumerate(OFFSETS):
+        identity = fake_run(root, "none", 1.0, seed, paper["none"] + offset / 10)
+        cells.append({"dir": f"budget=1.0,mode=none,seed={seed}", **identity})
+    (root / "sweep.json").write_text(json.dumps({"cells": cells, "left_out": []}))
+    return root
+
+
+def test_runs_are_counted_not_dropped(sweep):
+    runs = collect([sweep])
+    assert len(runs) == (9 + 9 + 5) * 4 + 4
+    assert runs.status.value_counts().to_dict() == {"ok": 94, "failed": 1, "missing": 1}
+    summary = summarize(runs).set_index(["mode", "budget"])
+    cell = summary.loc[("sensemode", 0.2)]
+    assert (cell.n, cell.ok, cell.failed, cell.missing) == (2, 2, 1, 1)
+    full = summary.loc[("uniform", 0.5)]
+    assert full.n == 4 and full["mean"] == pytest.approx(6.8)
+    assert full["std"] == pytest.approx(pd.Series(OFFSETS).std())  # sample std, ddof = 1
+    assert (full.paper_mean, full.paper_std) == (6.8, 0.1)
+    assert summary.loc[("none", 1.0)].paper_mean == 6.37
+
+
+def test_a_run_found_twice_counts_once(sweep, tmp_path):
+    copy = tmp_path / "copy"
+    fake_run(copy, "uniform", 0.5, 0, 99.0, status="failed")  # the same run, failed elsewhere
+    runs = collect([sweep, copy])
+    same = runs[(runs["mode"] == "uniform") & (runs.budget == 0.5) & (runs.seed == 0)]
+    assert len(same) == 1 and same.iloc[0].status == "ok"
+
+
+def test_table_has_the_papers_layout(sweep, capsys):
+    assert main([str(sweep)]) == 0
+    table = (sweep / "table2.md").read_text()
+    assert table in capsys.readouterr().out
+    lines = table.splitlines()
+    header = "| mode |  | " + " | ".join(f"b={b:g}" for b in PAPER_BUDGETS) + " |"
+    assert header in lines
+    sense = next(line for line in lines if line.startswith("| SenseMode | ours |"))
+    assert "| 15.4 ± 0.3 (n=4) |" in sense and "(n=2; 1 failed, 1 missing)" in sense
+    assert "| SenseMode | paper | 15.4 ± 0.4 | 9.3 ± 0.5 |" in table
+    linear = next(line for line in lines if line.startswith("| Linear | ours |"))
+    assert linear.startswith("| Linear | ours | - | - | - | - | 9.1 ± 0.3 (n=4) |")
+    assert "| Linear | paper | - | - | - | - | 9.1 ± 0.1 |" in table
+    assert "| No SD (b=1) | ours | 6.37 ± 0.03 (n=4) |" in table
+    assert "| No SD (b=1) | paper | 6.37 ± 0.12 |" in table
+    assert "Runs: 94 finished, 1 failed, 1 missing." in table
+    assert "SenseMode and Uniform cross: ours b ≈ 0.42; paper b ≈ 0.42" in table
+
+    csv = pd.read_csv(sweep / "table2.csv", keep_default_na=False)
+    assert list(csv.columns[:2]) == ["mode", "Unnamed: 1"] or list(csv.columns[:1]) == ["mode"]
+    assert csv.iloc[0, 2] == "15.4 ± 0.3 (n=4)"
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert {"mode", "budget", "n", "mean", "std", "failed", "missing", "paper_mean"} <= set(
+        summary.columns
+    )
+    png = sweep / "table2_cifar10_resnet110_164ep.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_setups_get_their_own_tables(sweep, tmp_path, capsys):
+    toy = tmp_path / "smoke"
+    for seed in (0, 1):
+        fake_run(toy, "uniform", 0.5, seed, 0.4 + seed / 10, dataset="toy", model="vanilla")
+    assert main([str(sweep), str(toy), "--out", str(tmp_path / "tables")]) == 0
+    table = (tmp_path / "tables" / "table2.md").read_text()
+    assert table.count("### ") == 2 and "test MSE" in table
+    assert "| Uniform | ours | 0.450 ± 0.071 (n=2) |" in table
+    assert "The paper's values for this setup are not published here." in table
+
+
+def test_crossings():
+    budgets = [0.1, 0.2, 0.3, 0.4]
+    assert crossings(budgets, [1, 2, 3, 4], [2, 2.5, 2.5, 3]) == [pytest.approx(0.25)]
+    assert crossings(budgets, [1, 2, 3, 4], [2, 3, 4, 5]) == []
+    assert crossings(budgets, [1, math.nan, 3, 4], [2, 2, 2, 2]) == [pytest.approx(0.2)]
+
+
+def test_cli(sweep, tmp_path, capsys):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "aggregate.py"),
+            str(sweep),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in done.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    assert "no results.json or sweep.json under" in capsys.readouterr().err
+    assert not any(empty.iterdir())
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "nowhere")])
+    assert error.value.code == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    (run,) = (out / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))

@@ -1,0 +1,354 @@
+"""Sweeps as a user runs them: the Table 2 presets, the grid sweeper, skipping finished runs,
+resuming after SIGKILL and after preemption (submitit), the launcher presets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from lightning_fabric.plugins.environments import SLURMEnvironment
+from omegaconf import OmegaConf
+
+from sdexp.errors import ConfigError
+from sdexp.sweep import IDENTITY_KEYS, CellPlanner, with_override
+from sdexp.table import main as aggregate_main
+from sdexp.training import check_launch, cluster_plugins, fill_run_identity, train
+from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train
+from tests.test_train import stable_fields
+
+PRESETS = [
+    "table2_cifar10",
+    "table2_cifar100",
+    "table2_cifar10_resnet56",
+    "table2_cifar100_resnet56",
+]
+FLOAT = r"\d+(?:\.\d+)?"
+
+
+def grid_lines(stdout: str) -> tuple[list[str], list[str]]:
+    """The planned runs and the left-out cells of a dry listing."""
+    runs = [line for line in stdout.splitlines() if re.match(r"\s*\d+\s+(to run|done)\s", line)]
+    left_out = [line for line in stdout.splitlines() if re.match(r"\s+-\s+left out", line)]
+    return runs, left_out
+
+
+def results_in(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+
+
+def wait_for(path: Path, process: subprocess.Popen, limit_s: float = 300) -> None:
+    """Poll until ``path`` exists (the run paused); fail if the process ends first."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended before pausing:\n{out[-3000:]}\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} never appeared")
+        time.sleep(0.1)
+
+
+# --- the presets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_compose(preset):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"+sweep={preset}"], return_hydra_config=True)
+    dataset, model = {
+        "table2_cifar10": ("cifar10", "resnet110"),
+        "table2_cifar100": ("cifar100", "resnet110"),
+        "table2_cifar10_resnet56": ("cifar10", "resnet56"),
+        "table2_cifar100_resnet56": ("cifar100", "resnet56"),
+    }[preset]
+    assert cfg.dataset.name == dataset and cfg.model.depth == int(model[6:])
+    assert cfg.trainer.max_epochs == 164
+    assert cfg.run.group == cfg.logger.group == preset  # one W&B group per sweep
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.hydra.sweeper._target_.endswith("BudgetGridSweeper")
+    assert dict(cfg.hydra.sweeper.params) == {
+        "mode": "sensemode,uniform,linear,none",
+        "budget": "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        "seed": "0,1,2,3",
+    }
+    sweep = OmegaConf.to_container(cfg.hydra.sweep)  # not resolved
+    assert sweep == {
+        "dir": "outputs/sweeps/${hydra.runtime.choices.sweep}",
+        "subdir": ("${hydra.job.override_dirname}"),
+    }
+    assert cfg.hydra.sweep.dir == f"outputs/sweeps/{preset}"
+
+
+@pytest.mark.parametrize(("model", "blocks"), [("resnet110", 54), ("resnet56", 27)])
+def test_planner_leaves_out_linear_below_its_smallest_budget(model, blocks):
+    planner = CellPlanner()
+    for budget in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9):
+        cfg = compose_config([f"model={model}", "mode=linear", f"budget={budget}"])
+        planned = planner.effective_budget(cfg)
+        if budget < (blocks - 1) / (2 * blocks):  # 0.4907 and 0.4815: 0.1..0.4 are left out
+            assert isinstance(planned, str) and "mode=linear needs budget >= 0.4" in planned
+        else:
+            assert planned == budget
+    none = planner.effective_budget(compose_config(["mode=none", "budget=0.3"]))
+    assert none == 1.0  # the baseline runs once, at budget 1
+    with pytest.raises(ConfigError, match="budget"):
+        planner.effective_budget(compose_config(["mode=uniform", "budget=1.5"]))
+    assert with_override(["mode=none", "budget=0.3", "seed=1"], "budget", 1.0) == [
+        "mode=none",
+        "seed=1",
+        "budget=1.0",
+    ]
+
+
+@pytest.mark.slow
+def test_table2_dry_listing_is_the_paper_grid(tmp_path):
+    """Per seed: 3 modes x 9 budgets minus linear's 4 infeasible budgets, plus 1 baseline run;
+    x 4 seeds (the preset's seeds 0..3: 96 runs) in the full listing, narrowed to seed 0 here."""
+    done = run_train(
+        "+sweep=table2_cifar10",
+        "seed=0",
+        "hydra.sweeper.dry_run=true",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr
+    runs, left_out = grid_lines(done.stdout)
+    assert len(runs) == 3 * 9 - 4 + 1 == 24
+    assert len(left_out) == 4
+    assert all(re.search(r"mode=linear budget=0\.[1-4]  ", line) for line in left_out)
+    baseline = [line for line in runs if "mode=none" in line]
+    assert len(baseline) == 1 and "budget=1.0" in baseline[0]
+    for mode, budgets in (("sensemode", 9), ("uniform", 9), ("linear", 5)):
+        assert sum(f"mode={mode} " in line for line in runs) == budgets
+    assert "36 cells, 4 left out (infeasible for their mode), 8 merged" in done.stdout
+    assert "= 24 runs: 0 already done (skipped), 24 to launch" in done.stdout
+    assert not any(tmp_path.iterdir())  # a dry run launches and writes nothing
+
+
+# --- a sweep end to end ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
+    sweep = tmp_path / "smoke"
+    args = ["+sweep=smoke", f"hydra.sweep.dir={sweep}", "logger=csv"]
+    first = run_train(*args)
+    assert first.returncode == 0, first.stderr
+    assert "16 cells, 2 left out (infeasible for their mode), 2 merged" in first.stdout
+    assert "= 12 runs: 0 already done (skipped), 12 to launch" in first.stdout
+    results = results_in(sweep)
+    assert len(results) == 12 and all(r["status"] == "ok" for r in results.values())
+    cells = {(r["mode"], r["budget"], r["seed"]) for r in results.values()}
+    assert ("linear", 0.3, 0) not in cells and ("none", 1.0, 1) in cells
+    grid = json.loads((sweep / "sweep.json").read_text())
+    assert sorted(c["dir"] for c in grid["cells"]) == sorted(results)
+
+    # Re-running the same command skips every finished run; after a "crash" only the lost one runs
+    written = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
+    again = run_train(*args)
+    assert "12 already done (skipped), 0 to launch" in again.stdout, again.stdout
+    lost = next(name for name in results if "mode=uniform" in name)
+    (sweep / lost / "results.json").unlink()
+    third = run_train(*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert "11 already done (skipped), 1 to launch" in third.stdout, third.stdout
+    after = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
+    assert {name for name in results if after[name] != written[name]} == {lost}
+    assert stable_fields(results_in(sweep)[lost]) == stable_fields(results[lost])
+
+    assert aggregate_main([str(sweep)]) == 0  # python scripts/aggregate.py SWEEP_DIR
+    table = capsys.readouterr().out
+    assert "| Linear | ours | - |" in table  # the infeasible cell, as in the paper
+    assert "Runs: 12 finished, 0 failed, 0 missing." in table
+    for name in ("table2.md", "table2.csv", "summary.csv", "table2_toy_vanilla_1ep.png"):
+        assert (sweep / name).exists(), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+sweep=smoke", "budget=1.5"], "budget: the mean survival probability L_bar/L must lie"),
+        (
+            ["+sweep=table2_cifar10", "seed=0", "mode=uniform", "budget=0.5"]
+            + ["dataset.download=false", "dataset.data_dir=MISSING"],
+            "dataset.data_dir: cifar10 is not in",
+        ),
+    ],
+)
+def test_bad_sweep_input_fails_before_anything_runs(tmp_path, overrides, message):
+    overrides = [o.replace("MISSING", str(tmp_path / "data")) for o in overrides]
+    done = run_train(*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_reported_and_counted(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    done = run_train(
+        "+sweep=smoke",
+        "mode=uniform,none",
+        "budget=0.7",
+        "seed=0",
+        "optimizer.lr=1e4",  # the loss diverges
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 1
+    assert "2 of 2 jobs failed" in done.stderr and "mode=uniform budget=0.7" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert {r["status"] for r in results_in(sweep).values()} == {"failed"}
+    assert aggregate_main([str(sweep)]) == 0
+    assert "Runs: 0 finished, 2 failed, 0 missing." in capsys.readouterr().out
+
+
+# --- resuming ----------------------------------------------------------------------------------
+
+
+def test_finished_run_is_skipped(make_config, tmp_path, caplog):
+    cfg = make_config(*FAST_TOY, "logger=none", "trainer.max_epochs=1")
+    first = train(cfg)
+    written = (tmp_path / "run" / "results.json").stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="sdexp.training"):
+        again = train(make_config(*FAST_TOY, "logger=none", "trainer.max_epochs=1"))
+    assert again == first
+    assert (tmp_path / "run" / "results.json").stat().st_mtime_ns == written
+    assert "skipping it" in caplog.text
+
+
+def test_a_run_keeps_its_wandb_identity(make_config):
+    identity = {"dataset": "toy", "model": "vanilla", "mode": "uniform", "budget": 0.5, "seed": 0}
+    first, second = make_config("logger=wandb"), make_config("logger=wandb")
+    fill_run_identity(first, identity)
+    fill_run_identity(second, identity)
+    assert first.run.id == second.run.id  # the same output dir: the same W&B run
+    assert first.logger.resume == "allow"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_the_same_command(tmp_path):
+    """Killed mid-epoch (SIGKILL) and started again, a run ends as an uninterrupted one."""
+    run_dir = tmp_path / "run"
+    args = [*FAST_TOY, "mode=sensemode", "budget=0.5", "logger=csv"]  # 2 epochs
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"]
+    command += ["+callbacks.pause._target_=tests.helpers.PauseOnce"]  # at epoch 1, batch 1
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
+    )
+    wait_for(run_dir / "paused", process)
+    os.kill(int((run_dir / "paused").read_text()), signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run_dir / "results.json").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()  # written at the end of epoch 0
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "Restoring states from the checkpoint path" in (run_dir / "train.log").read_text()
+    resumed = json.loads((run_dir / "results.json").read_text())
+    straight = train(compose_config([*args, f"output_dir={tmp_path / 'straight'}", "logger=none"]))
+    assert resumed["status"] == "ok"
+    assert stable_fields(resumed) == stable_fields(straight)
+
+
+@pytest.mark.slow
+def test_preempted_job_is_requeued_and_resumes(tmp_path):
+    """A small grid through submitit_local: one job gets the preemption signal (USR2) mid-epoch,
+    submitit requeues it, it resumes from last.ckpt and ends as an uninterrupted run."""
+    sweep = tmp_path / "sweep"
+    grid = ["mode=uniform", "budget=0.7", "seed=0,1", "trainer.max_epochs=2", "logger=csv"]
+    command = [sys.executable, str(ROOT / "train.py"), "+sweep=smoke", *grid]
+    command += [f"hydra.sweep.dir={sweep}", "hydra/launcher=submitit_local"]
+    command += ["+callbacks.pause._target_=tests.helpers.PauseOnce", "+callbacks.pause.seed=1"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
+    )
+    job = sweep / (
+        "+callbacks.pause._target_=tests.helpers.PauseOnce,+callbacks.pause.seed=1,"
+        "budget=0.7,mode=uniform,seed=1,trainer.max_epochs=2"
+    )
+    wait_for(job / "paused", process)
+    os.kill(int((job / "paused").read_text()), signal.SIGUSR2)  # what SLURM sends on preemption
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
+    job_log = (job / "train.log").read_text()
+    assert job_log.count("Restoring states from the checkpoint path") == 1
+    results = results_in(sweep)
+    assert len(results) == 2 and all(r["status"] == "ok" for r in results.values())
+    reference = compose_config(
+        ["+sweep=smoke", *[o.replace("0,1", "1") for o in grid], f"output_dir={tmp_path / 'ref'}"]
+    )
+    straight = train(reference)
+    assert stable_fields(results[job.name]) == stable_fields(straight)
+
+
+# --- launchers and clusters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("launcher", "gpus", "tasks"), [("slurm", 1, 1), ("slurm_ddp", 4, 4)])
+def test_slurm_presets(launcher, gpus, tasks):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["+sweep=table2_cifar10", f"hydra/launcher={launcher}"],
+            return_hydra_config=True,
+        )
+    slurm = cfg.hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.gpus_per_node, slurm.tasks_per_node) == (gpus, tasks)
+    assert slurm.max_num_timeout > 0 and slurm.timeout_min > 0 and slurm.mem_gb > 0
+    assert slurm.cpus_per_task > 0 and slurm.signal_delay_s > 0
+
+
+def test_lightning_leaves_requeueing_to_submitit(monkeypatch):
+    assert cluster_plugins() == []  # not on SLURM
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    (environment,) = cluster_plugins()
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+
+
+def test_ddp_is_refused_inside_a_local_multirun():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", ["trainer=ddp", "hydra.mode=MULTIRUN"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigError, match="relaunches the command line"):
+            check_launch(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    check_launch(compose_config(["trainer=ddp"]))  # a single run may
+    check_launch(compose_config([]))
+
+
+def test_run_identity_names_the_run(make_config):
+    cfg = make_config(*FAST_TOY, "mode=none", "budget=0.3")
+    planner = CellPlanner()
+    identity = planner.identity(cfg)
+    assert identity == {
+        "dataset": "toy",
+        "model": "vanilla",
+        "mode": "none",
+        "budget": 1.0,
+        "seed": 0,
+        "stable": True,
+        "num_blocks": 8,
+        "epochs": 2,
+    }
+    assert tuple(identity) == IDENTITY_KEYS
