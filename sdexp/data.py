@@ -137,15 +137,14 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
     """
     b, c, h, w = images.shape
     device = images.device
-    padded = F.pad(images, (padding,) * 4)
+    padded = F.pad(images, (padding,) * 4).flatten(2)  # (B, C, (H + 2p) (W + 2p))
     augment = augment.to(device, non_blocking=True)
     dy, dx, flip = augment[:, 0:1], augment[:, 1:2], augment[:, 2:3].bool()
     rows = dy + torch.arange(h, device=device)  # (B, H)
     cols = torch.arange(w, device=device)
     cols = dx + torch.where(flip, w - 1 - cols, cols)  # (B, W)
-    batch = torch.arange(b, device=device)[:, None, None, None]
-    channel = torch.arange(c, device=device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    pixels = rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]  # (B, H, W) in the padded
+    return padded.gather(2, pixels.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
 class TensorDataModule(pl.LightningDataModule):
