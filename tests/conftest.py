@@ -62,6 +62,11 @@ def cifar_root(tmp_path_factory) -> Path:
     return root
 
 
+def local_cifar(root: Path) -> list[str]:
+    """Overrides that read the fixture's CIFAR copy: no download, no official checksums."""
+    return [f"dataset.data_dir={root}", "dataset.download=false", "dataset.verify_md5=false"]
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600):
     """``python train.py OVERRIDES`` as a user runs it."""
     return subprocess.run(

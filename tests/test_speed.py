@@ -10,6 +10,7 @@ from sdexp.models import StableResNet, compile_branches
 from sdexp.module import StochasticDepthModule
 from sdexp.survival import Uniform
 from sdexp.training import train
+from tests.conftest import local_cifar
 
 
 def module(model, **speed) -> StochasticDepthModule:
@@ -74,9 +75,7 @@ def test_baselines_compute_every_block():
 
 def test_bf16_autocast_run(make_config, cifar_root):
     cfg = make_config(
-        f"dataset.data_dir={cifar_root}",
-        "dataset.download=false",
-        "dataset.verify_md5=false",
+        *local_cifar(cifar_root),
         "dataset.val_size=20",
         "dataset.batch_size=50",
         "model=resnet56",

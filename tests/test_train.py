@@ -11,7 +11,7 @@ from sdexp.errors import ConfigError
 from sdexp.module import NonFiniteLossError
 from sdexp.results import read_results
 from sdexp.training import train
-from tests.conftest import FAST_TOY, run_train
+from tests.conftest import FAST_TOY, local_cifar, run_train
 
 VOLATILE = {"train_time_s", "epoch_times_s"}
 
@@ -141,9 +141,7 @@ def test_cli_cifar_run_reads_the_real_format(tmp_path, cifar_root):
     done = run_train(
         "mode=sensemode",
         "budget=0.3",
-        f"dataset.data_dir={cifar_root}",
-        "dataset.download=false",
-        "dataset.verify_md5=false",
+        *local_cifar(cifar_root),
         "dataset.val_size=20",
         "dataset.batch_size=50",
         "mode.batches=1",
@@ -173,9 +171,7 @@ def test_cli_cifar100(tmp_path, cifar_root):
         "model=resnet56",
         "mode=linear",
         "budget=0.6",
-        f"dataset.data_dir={cifar_root}",
-        "dataset.download=false",
-        "dataset.verify_md5=false",
+        *local_cifar(cifar_root),
         "dataset.val_size=0",
         "dataset.batch_size=60",
         "trainer=cpu",
