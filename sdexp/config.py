@@ -16,12 +16,16 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("epochs_at", epochs_at, replace=True)
 
 
+def mode_and_blocks(cfg: DictConfig):
+    """The configured survival mode and the model's number of blocks L, without building it."""
+    return instantiate(cfg.mode), get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+
+
 def check_config(cfg: DictConfig):
     """Instantiate the mode and check it can meet the budget with the model's L blocks.
 
     Raises ``ConfigError`` for a budget outside (0, 1], bad mode options or an infeasible budget.
     """
-    mode = instantiate(cfg.mode)
-    num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+    mode, num_blocks = mode_and_blocks(cfg)
     mode.check(cfg.budget, num_blocks)
     return mode

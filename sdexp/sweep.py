@@ -16,15 +16,20 @@ Any other bad value (a budget outside (0, 1], bad mode options) is an error, as 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sdexp.config import mode_and_blocks
 from sdexp.results import read_results
 from sdexp.survival import check_budget
+
+#: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
+GRID_FILE = "sweep.json"
 
 #: What names a run in results.json: a finished run with the same values is the same run.
 IDENTITY_KEYS = ("dataset", "model", "mode", "budget", "seed", "stable", "num_blocks", "epochs")
@@ -49,7 +54,7 @@ def completed(run_dir: str | Path, identity: dict) -> dict | None:
     results = read_results(run_dir)
     if results is None or results.get("status") != "ok":
         return None
-    return results if all(results.get(k) == v for k, v in identity.items()) else None
+    return results if all(results.get(k) == identity[k] for k in IDENTITY_KEYS) else None
 
 
 @dataclass
@@ -80,8 +85,7 @@ class CellPlanner:
 
     def effective_budget(self, cfg: DictConfig) -> float | str:
         """The budget the cell runs at, or why it cannot run (raises ConfigError for bad input)."""
-        mode = instantiate(cfg.mode)
-        num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+        mode, num_blocks = mode_and_blocks(cfg)
         budget = check_budget(cfg.budget)
         smallest = mode.smallest_budget(num_blocks)
         if budget < smallest:
@@ -98,3 +102,22 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
     """``overrides`` with ``key=value`` in place of any override of ``key``."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
     return [*kept, f"{key}={value}"]
+
+
+def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
+    """Record the planned cells in sweep.json, keeping those of earlier, wider runs."""
+    path = sweep_dir / GRID_FILE
+    grid = json.loads(path.read_text()) if path.exists() else {"cells": [], "left_out": []}
+    known = {c["dir"] for c in grid["cells"]}
+    for cell in cells:
+        if cell.left_out:
+            entry = {"overrides": list(cell.overrides), "reason": cell.left_out}
+            if entry not in grid["left_out"]:
+                grid["left_out"].append(entry)
+            continue
+        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
+        if run_dir not in known:
+            grid["cells"].append(
+                {"dir": run_dir, "overrides": list(cell.overrides), **cell.identity}
+            )
+    path.write_text(json.dumps(grid, indent=2))

@@ -26,8 +26,8 @@ import pandas as pd
 
 from sdexp.results import RESULTS_FILE
 from sdexp.survival import MODES
+from sdexp.sweep import GRID_FILE
 
-GRID_FILE = "sweep.json"  # the cells a sweep planned (hydra_plugins/sdexp_sweeper)
 SETUP = ["dataset", "model", "stable", "epochs"]  # one table per setup
 CELL = ["mode", "budget"]
 MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear", "none": "No SD"}

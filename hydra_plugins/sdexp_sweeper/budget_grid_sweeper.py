@@ -12,7 +12,6 @@ hence this subclass. It must live in the ``hydra_plugins`` package for Hydra to 
 imports sdexp only when it plans a grid: Hydra imports every plugin module at every start.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,6 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-
-GRID_FILE = "sweep.json"
 
 
 class GridError(CompactHydraException):
@@ -103,6 +100,7 @@ class BudgetGridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from sdexp.errors import ConfigError
+        from sdexp.sweep import write_grid
 
         cells = self.plan(arguments)
         runs = [c for c in cells if c.left_out is None]
@@ -175,22 +173,3 @@ def describe(cells: list) -> list[str]:
 
 def shown(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
-def write_grid(sweep_dir: Path, cells: list) -> None:
-    """Record the planned cells in sweep.json, keeping those of earlier, wider runs."""
-    path = sweep_dir / GRID_FILE
-    grid = json.loads(path.read_text()) if path.exists() else {"cells": [], "left_out": []}
-    known = {c["dir"] for c in grid["cells"]}
-    for cell in cells:
-        if cell.left_out:
-            entry = {"overrides": list(cell.overrides), "reason": cell.left_out}
-            if entry not in grid["left_out"]:
-                grid["left_out"].append(entry)
-            continue
-        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
-        if run_dir not in known:
-            grid["cells"].append(
-                {"dir": run_dir, "overrides": list(cell.overrides), **cell.identity}
-            )
-    path.write_text(json.dumps(grid, indent=2))
