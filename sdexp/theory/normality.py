@@ -96,7 +96,7 @@ def run(
     for num_blocks in sorted(set(lindeberg_depths) | {depth}):
         p = survival(mode, budget, num_blocks)
 
-        def probe(epoch: int, model: ResidualNetwork, logged: dict, num_blocks=num_blocks, p=p):
+        def probe(epoch: int, model: ResidualNetwork, num_blocks=num_blocks, p=p):
             for i, ratio in enumerate(lindeberg_ratio(model, x)):
                 ratios.append({"depth": num_blocks, "epoch": epoch, "input": i, "ratio": ratio})
             if num_blocks != depth:

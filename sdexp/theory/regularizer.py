@@ -162,7 +162,7 @@ def eq6_check(
     )
     rows = []
 
-    def probe(epoch: int, model: ResidualNetwork, logged: dict) -> None:
+    def probe(epoch: int, model: ResidualNetwork) -> None:
         if epoch not in epochs:
             return
         g_one = layer_regularizers(information_discrepancy(model, x))

@@ -18,7 +18,7 @@ from sdexp.models import ResidualNetwork
 from sdexp.module import StochasticDepthModule
 from sdexp.survival import MODES
 
-Probe = Callable[[int, ResidualNetwork, dict], None]  # (epoch, model, logged metrics)
+Probe = Callable[[int, ResidualNetwork], None]  # (epoch, model)
 
 
 def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -29,17 +29,16 @@ def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 class EpochProbe(pl.Callback):
-    """Calls ``probe(epoch, model, metrics)`` before training (epoch 0) and after each epoch."""
+    """Calls ``probe(epoch, model)`` before training (epoch 0) and after each epoch."""
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
 
     def on_train_start(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        self.probe(0, module.model, {})
+        self.probe(0, module.model)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        self.probe(trainer.current_epoch + 1, module.model, metrics)
+        self.probe(trainer.current_epoch + 1, module.model)
 
 
 def train_with_probe(
@@ -55,7 +54,7 @@ def train_with_probe(
     ``epochs`` epochs, without validation, checkpoints or logger; ``probe`` sees every epoch
     (only the initial state when ``epochs`` is 0)."""
     if epochs == 0:
-        probe(0, model, {})
+        probe(0, model)
         return
     module = StochasticDepthModule(
         model, MODES[mode](), budget, datamodule.task, datamodule.num_outputs, optimizer=optimizer
