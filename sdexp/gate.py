@@ -10,7 +10,8 @@ survival probabilities p into one *multiplier* per block for each forward pass:
 - training: one Bernoulli(p_l) draw per block per step, shared by the whole batch. A dropped
   block gets ``None``: the network does not compute it at all (no forward, no backward, BN
   statistics untouched), which is what makes a small budget train faster.
-- evaluation: the *average network*, delta replaced by its mean p (multiplier p_l * s).
+- evaluation: the *average network*, delta replaced by its mean p (multiplier p_l * s); a block
+  with p_l = 0 is never trained and has weight 0 (skipped) in either convention.
 - ``inverted=True`` selects the other convention (timm, torchvision): kept blocks are scaled by
   s / p_l in training and evaluation uses s. Both are equal in expectation; never mix them.
 - an explicit real-valued ``delta`` overrides both: every block is computed with multiplier
@@ -81,8 +82,8 @@ class StochasticDepth(nn.Module):
                     f"delta has {delta.shape[-1]} entries for {self.num_blocks} blocks"
                 )
             return [d * s for d in delta.unbind(-1)]
-        if not self.training:  # the average network
-            return [s] * self.num_blocks if self.inverted else [p * s for p in self.survival]
+        if not self.training:  # the average network; a block with p_l = 0 was never trained
+            return [None if p == 0 else s if self.inverted else p * s for p in self.survival]
         keep = self.sample()
         if self.inverted:
             return [s / p if k else None for k, p in zip(keep, self.survival, strict=False)]

@@ -9,7 +9,7 @@
   or ``affine`` p_l = p_min + alpha |S_l| (Sec. 5). Feasible for b >= p_min.
 
 Every mode returns a float64 tensor p with mean(p) = b, or raises ``ConfigError`` naming the
-option that makes it impossible.
+option that makes it impossible; the mean is checked before p is returned (``met_budget``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from scipy.optimize import brentq
 from torch import Tensor
 
 from sdexp.errors import ConfigError
@@ -30,6 +29,21 @@ def check_budget(budget: float) -> float:
             "budget", f"the mean survival probability L_bar/L must lie in (0, 1], got {budget}"
         )
     return float(budget)
+
+
+class BudgetMissedError(RuntimeError):
+    """A mode computed survival probabilities whose mean is not the budget (a bug, never a
+    silent run: the run fails with this reason)."""
+
+
+def met_budget(survival: Tensor, budget: float, mode: str, tolerance: float = 1e-6) -> Tensor:
+    """``survival`` after checking mean(p) = b to ``tolerance``."""
+    if abs(survival.mean().item() - budget) > tolerance:
+        raise BudgetMissedError(
+            f"mode={mode} gave survival probabilities with mean {survival.mean().item():.9g} "
+            f"for budget {budget}"
+        )
+    return survival
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,9 @@ class Uniform(Mode):
 
     def survival(self, budget, num_blocks, sensitivity=None):
         self.check(budget, num_blocks)
-        return torch.full((num_blocks,), float(budget), dtype=torch.float64)
+        return met_budget(
+            torch.full((num_blocks,), float(budget), dtype=torch.float64), budget, self.name
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,8 @@ class Linear(Mode):
         self.check(budget, num_blocks)
         p_last = self.last_survival(budget, num_blocks)
         depth = torch.arange(1, num_blocks + 1, dtype=torch.float64) / num_blocks
-        return 1.0 - depth * (1.0 - p_last)
+        # At the smallest budget p_L is 0 up to rounding (-2.2e-16 for L = 27 and 54): clamp.
+        return met_budget((1.0 - depth * (1.0 - p_last)).clamp(0.0, 1.0), budget, self.name)
 
 
 SENSEMODE_RULES = ("proportional", "affine")
@@ -155,29 +172,39 @@ class SenseMode(Mode):
             raise ValueError(f"sensemode needs {num_blocks} sensitivities")
         s = sensitivity.detach().abs().to(torch.float64).cpu()
         base = self.p_min if self.rule == "affine" else 0.0
+        scale = self.scale_for(budget, s, base)
+        return met_budget((base + scale * s).clamp(self.p_min, 1.0), budget, self.name)
 
-        def survival_at(c: float) -> Tensor:
-            return (base + c * s).clamp(self.p_min, 1.0)
+    def scale_for(self, budget: float, s: Tensor, base: float) -> float:
+        """The c >= 0 with mean(clip(base + c |S|, p_min, 1)) = b, solved exactly.
 
-        def excess(c: float) -> float:
-            return survival_at(c).mean().item() - budget
+        mean(p) is continuous, non-decreasing and piecewise linear in c, with a kink where a
+        block leaves p_min ((p_min - base) / |S_l|) or reaches 1 ((1 - base) / |S_l|). The
+        root lies on the segment between two consecutive kinks, where it is a linear
+        interpolation: no tolerance, whatever the scale of S (|S| reaches 1e15 for the plain
+        Vanilla ResNet, where an absolute root tolerance would return c = 0, i.e. p = p_min).
+        """
 
-        # mean(p) grows with c from p_min (c = 0) to its ceiling, reached once c|S_l| >= 1 for
-        # every l with S_l != 0; blocks with S_l = 0 stay at p_min.
-        if excess(0.0) >= 0.0:
-            return survival_at(0.0)
+        def mean_at(c: Tensor) -> Tensor:  # c: (K,) -> mean(p) at each, (K,)
+            return (base + c[:, None] * s).clamp(self.p_min, 1.0).mean(1)
+
         nonzero = s[s > 0]
-        c_max = 1.0 / nonzero.min().item() if nonzero.numel() else 0.0
-        if excess(c_max) < 0.0:
-            ceiling = excess(c_max) + budget
+        kinks = torch.cat([(self.p_min - base) / nonzero, (1.0 - base) / nonzero])
+        kinks = torch.unique(torch.cat([torch.zeros(1, dtype=s.dtype), kinks.clamp(min=0.0)]))
+        means = mean_at(kinks)
+        if means[0] >= budget:
+            return 0.0
+        if means[-1] < budget:
             raise ConfigError(
                 "budget",
-                f"mode=sensemode can reach a mean survival of at most {ceiling:.4f} here: "
-                f"{num_blocks - nonzero.numel()} of {num_blocks} blocks have zero sensitivity "
-                f"and stay at p_min = {self.p_min}; got budget={budget}",
+                f"mode=sensemode can reach a mean survival of at most {means[-1].item():.4f} "
+                f"here: {len(s) - len(nonzero)} of {len(s)} blocks have zero sensitivity and "
+                f"stay at p_min = {self.p_min}; got budget={budget}",
             )
-        c = brentq(excess, 0.0, c_max, xtol=1e-15, rtol=1e-15, maxiter=500)
-        return survival_at(c)
+        k = int(torch.searchsorted(means, torch.tensor([budget], dtype=s.dtype)).item())
+        lo, hi = kinks[k - 1], kinks[k]
+        fraction = (budget - means[k - 1]) / (means[k] - means[k - 1])
+        return (lo + fraction * (hi - lo)).item()
 
 
 MODES = {mode.name: mode for mode in (NoSD, Uniform, Linear, SenseMode)}

@@ -131,3 +131,15 @@ def test_one_delta_per_row():
     rows = model(x, delta=delta)
     for i in range(5):
         torch.testing.assert_close(rows[i], model(x[i : i + 1], delta=delta[i])[0])
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_a_block_that_never_survives_has_no_weight_at_evaluation(inverted):
+    """p_l = 0: the block is never trained; the average network weighs it by p_l = 0, and so
+    must the inverted convention (it weighed it by s before)."""
+    gate = StochasticDepth(3, scale=0.5, inverted=inverted)
+    gate.set_survival([1.0, 0.0, 0.5])
+    gate.eval()
+    multipliers = gate.multipliers()
+    assert multipliers[1] is None  # skipped: weight 0, not computed
+    assert multipliers[0] == 0.5 and multipliers[2] == (0.5 if inverted else 0.25)

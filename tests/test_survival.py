@@ -146,3 +146,40 @@ def test_lemma1_bound_holds():
     pmf = depth_distribution(p)
     deviation = np.abs(np.arange(101) - expected_depth(p))
     assert pmf[deviation > bound].sum() <= 0.05
+
+
+@pytest.mark.parametrize("magnitude", [1e-12, 1.0, 1e15])
+@pytest.mark.parametrize("rule", ["proportional", "affine"])
+def test_sensemode_meets_the_budget_at_any_scale(magnitude, rule):
+    """|S| around 1e14-1e15 (the plain Vanilla ResNet on the toy task) once gave p = 0 for every
+    block at budget 0.3: the scale's root was below an absolute tolerance."""
+    s = sensitivity(50, seed=4) * magnitude
+    for budget in (0.05, 0.3, 0.7, 0.99):
+        p = SenseMode(rule=rule, p_min=0.01 if rule == "affine" else 0.0).survival(budget, 50, s)
+        assert abs(p.mean().item() - budget) < 1e-9
+        assert (p > 0).sum() > 10  # not a collapse to p_min
+
+
+def test_sensemode_with_sensitivities_over_many_orders_of_magnitude():
+    s = torch.logspace(-10, 15, 40, dtype=torch.float64)
+    p = SenseMode().survival(0.3, 40, s)
+    assert abs(p.mean().item() - 0.3) < 1e-9
+    assert p[-1].item() == 1.0 and 0 < p[0].item() < 1e-15
+    assert p[0].item() / p[1].item() == pytest.approx((s[0] / s[1]).item())  # p_l ∝ |S_l|
+
+
+def test_a_missed_budget_is_an_error():
+    from sdexp.survival import BudgetMissedError, met_budget
+
+    with pytest.raises(BudgetMissedError, match="mean 0.25"):
+        met_budget(torch.tensor([0.2, 0.3], dtype=torch.float64), 0.3, "sensemode")
+
+
+@pytest.mark.parametrize("num_blocks", [27, 54])
+def test_linear_at_its_smallest_budget_is_a_valid_gate(num_blocks):
+    """p_L = 1 - 2L(1 - b)/(L + 1) is -2.2e-16 at b = (L-1)/(2L) for L = 27, 54: clamped to 0."""
+    from sdexp.gate import StochasticDepth
+
+    p = Linear().survival((num_blocks - 1) / (2 * num_blocks), num_blocks)
+    assert p.min().item() == 0.0
+    StochasticDepth(num_blocks).set_survival(p.tolist())  # rejected values outside [0, 1] before
