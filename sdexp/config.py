@@ -1,31 +1,275 @@
-"""Config helpers: the resolvers ``conf/`` uses (registered when ``sdexp`` is imported) and the
-checks that reject a bad configuration within seconds, before data, model or Lightning load."""
+"""Config checks: every value a user can set is checked by type and range within seconds, before
+data, model or Lightning load, and a bad one is a ``ConfigError`` naming the option.
+
+The types are declared once, where the values are used: the signature of each ``_target_``
+(the model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``), the ``Recipe``
+dataclass and ``TopLevel`` below. Hydra's structured configs would declare them a second time
+and fail inside ``@hydra.main`` with a traceback-like message; this check reads the signatures
+and fails with one line (``train.py``: exit status 2). Ranges are checked by the constructors
+themselves (they raise ``ConfigError``), which the check calls on cheap objects.
+"""
 
 from __future__ import annotations
 
-from hydra.utils import get_class, instantiate
+import collections.abc
+import inspect
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Union
+
+import torch
+from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sdexp.errors import ConfigError
+from sdexp.recipe import Recipe
+from sdexp.survival import check_budget
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy (and so pl.seed_everything) accepts
 
 
-def epochs_at(total_epochs: int, *fractions: float) -> list[int]:
-    """The epochs at the given fractions of training: ``${epochs_at:164,0.5,0.75}`` -> [82, 123]."""
-    return [int(fraction * total_epochs) for fraction in fractions]
+@dataclass
+class TopLevel:
+    """The keys of ``conf/train.yaml`` that are not groups of their own."""
+
+    budget: float
+    seed: int
+    overwrite: bool
+    output_dir: str
+    optimizer: dict
+    scheduler: dict | None
+    speed: dict
+    callbacks: dict
+    run: dict
+    recipe: dict
+    trainer: dict
+    dataset: dict
+    model: dict
+    mode: dict
+    logger: dict | None
 
 
-def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("epochs_at", epochs_at, replace=True)
+@dataclass
+class RunNames:
+    """``run``: the W&B name, group, tags and id (null: derived from the run's key)."""
+
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] | None = None
+    id: str | None = None
 
 
-def mode_and_blocks(cfg: DictConfig):
-    """The configured survival mode and the model's number of blocks L, without building it."""
-    return instantiate(cfg.mode), get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+# --- types --------------------------------------------------------------------------------------
+
+
+def conforms(value: Any, annotation: Any) -> bool:
+    """Whether a config value (after resolution: None, bool, int, float, str, list, dict) can
+    be passed where ``annotation`` is declared; True where a YAML value cannot be judged."""
+    if annotation in (Any, inspect.Parameter.empty):
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    sequence = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
+    if origin in sequence or annotation in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        item = args[0] if args and args[-1] is not Ellipsis or len(args) == 2 else Any
+        return all(conforms(v, item) for v in value)
+    if origin in (dict, collections.abc.Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(value, dict) and "_target_" in value:
+        return True  # a nested object, instantiated by Hydra
+    return True  # a class (a device, a path object, a tensor...): not a YAML value's to judge
+
+
+def describe(annotation: Any) -> str:
+    """``annotation`` in words: "a number", "one of ['a', 'b']", "null or an integer"..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin is Literal:
+        return f"one of {list(args)}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if annotation in names:
+        return names[annotation]
+    if annotation is type(None) or annotation is None:
+        return "null"
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        return f"a list of ({describe(args[0])})" if args else "a list"
+    if origin is dict or annotation is dict:
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def signature_types(target: Any) -> tuple[dict[str, Any], bool]:
+    """The declared type of each keyword of ``target`` (a class or function), and whether it
+    takes ``**kwargs``. A type that cannot be evaluated counts as Any."""
+    function = target.__init__ if inspect.isclass(target) else target
+    parameters = inspect.signature(target).parameters
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - a forward reference the module cannot resolve
+        hints = {}
+    varkw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    named = {
+        name: hints.get(name, Any)
+        for name, p in parameters.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    return named, varkw
+
+
+def check_values(
+    values: dict, types_: dict[str, Any], path: str, owner: str, open_: bool = False
+) -> None:
+    """Raise ConfigError for a key ``types_`` does not declare (unless ``open_``) or a value
+    of the wrong type; ``path`` prefixes the option's name."""
+    for key, value in values.items():
+        if key.startswith("_") and key.endswith("_"):  # _target_, _partial_, _convert_...
+            continue
+        option = f"{path}.{key}" if path else key
+        if key not in types_:
+            if open_:
+                continue
+            known = ", ".join(k for k in types_ if not k.startswith("_"))
+            raise ConfigError(option, f"not an option of {owner} (its options: {known})")
+        if not conforms(value, types_[key]):
+            raise ConfigError(option, f"{describe(types_[key])}, got {value!r}")
+
+
+def check_target(node: dict, path: str) -> Any:
+    """Check a ``_target_`` node's keys against its target's signature; return the target."""
+    try:
+        target = get_class(node["_target_"])
+    except Exception:  # noqa: BLE001 - not a class: a function (e.g. a logger factory)
+        target = get_method(node["_target_"])
+    declared, varkw = signature_types(target)
+    check_values(node, declared, path, node["_target_"], open_=varkw)
+    return target
+
+
+def dataclass_types(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in fields(schema)}
+
+
+# --- the whole config ---------------------------------------------------------------------------
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain values; an interpolation that fails names its key. ``output_dir``
+    (and what interpolates it) is taken as written: outside a running Hydra job (a sweep's
+    planning, a test's compose) ``${hydra:runtime.output_dir}`` has no value yet."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    if str(container.get("output_dir", "")).startswith("${hydra:"):
+        container["output_dir"] = "<output dir>"
+    try:
+        return OmegaConf.to_container(
+            OmegaConf.create(container), resolve=True, throw_on_missing=True
+        )
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(getattr(error, "full_key", "") or "config"), str(error)) from error
+
+
+def check_types(values: dict, groups: tuple[str, ...]) -> None:
+    """The keys of ``groups`` against their declared types."""
+    for group in groups:
+        if group == "recipe":
+            check_values(values["recipe"], dataclass_types(Recipe), "recipe", "the recipe")
+        elif group == "run":
+            check_values(values["run"], dataclass_types(RunNames), "run", "run")
+        elif group == "speed":
+            from sdexp.module import Speed  # imports Lightning: checked last
+
+            check_values(values["speed"], dataclass_types(Speed), "speed", "speed")
+        elif group == "callbacks":
+            for name, callback in values["callbacks"].items():
+                check_target(callback, f"callbacks.{name}")
+        elif values.get(group):
+            check_target(values[group], group)
+
+
+def check_ranges(cfg: DictConfig, values: dict):
+    """Ranges the constructors do not check; returns the instantiated mode."""
+    lo, hi = SEED_RANGE
+    if not lo <= values["seed"] <= hi:
+        raise ConfigError("seed", f"an integer in [{lo}, {hi}], got {values['seed']}")
+    epochs = values["trainer"].get("max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError("trainer.max_epochs", f"an integer, at least 1, got {epochs!r}")
+    check_budget(values["budget"])
+    mode = instantiate(cfg.mode)
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)  # reads no data
+    with torch.device("meta"):  # the model's own checks, without allocating its weights
+        instantiate(
+            cfg.model,
+            input_shape=datamodule.input_shape,
+            num_outputs=datamodule.num_outputs,
+            mask_seed=cfg.seed,
+        )
+    if values["recipe"]["report"] == "best" and not datamodule.has_validation:
+        raise ConfigError(
+            "recipe.report",
+            "best needs a validation split to choose the checkpoint (the dataset has none): "
+            "set recipe.report=final, or give the dataset a validation split",
+        )
+    return mode
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """torch.optim's own checks ("Invalid learning rate: -0.1"), and the scheduler's."""
+    probe = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = instantiate(cfg.optimizer)([probe])
+        if cfg.scheduler:
+            instantiate(cfg.scheduler)(optimizer)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError("optimizer", str(error)) from error
+
+
+def checked_mode(cfg: DictConfig):
+    """Check the run config by type and range, all but whether the mode can meet the budget;
+    return the instantiated survival mode (a sweep leaves out the cells it cannot meet).
+
+    Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, a
+    budget outside (0, 1], bad mode, data or optimizer options, a seed numpy would not take,
+    fewer than one epoch. The checks that import Lightning (trainer, logger, callbacks, speed)
+    come last, so most bad values fail within a second.
+    """
+    values = resolved(cfg)
+    check_values(values, dataclass_types(TopLevel), "", "the run config")
+    check_types(values, ("recipe", "run", "mode", "model", "dataset"))
+    mode = check_ranges(cfg, values)
+    check_types(values, ("optimizer", "scheduler", "trainer", "logger", "callbacks", "speed"))
+    check_optimizer(cfg)
+    if cfg.logger and "mode" in cfg.logger:
+        from sdexp.loggers import resolve_wandb_mode
+
+        resolve_wandb_mode(cfg.logger.mode)
+    return mode
 
 
 def check_config(cfg: DictConfig):
-    """Instantiate the mode and check it can meet the budget with the model's L blocks.
-
-    Raises ``ConfigError`` for a budget outside (0, 1], bad mode options or an infeasible budget.
-    """
-    mode, num_blocks = mode_and_blocks(cfg)
-    mode.check(cfg.budget, num_blocks)
+    """``checked_mode``, and a ``ConfigError`` if the mode cannot meet the budget with the
+    model's L blocks (linear below (L - 1)/(2L), SenseMode below its p_min)."""
+    mode = checked_mode(cfg)
+    mode.check(cfg.budget, get_class(cfg.model._target_).blocks_for(cfg.model.depth))
     return mode

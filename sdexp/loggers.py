@@ -1,31 +1,55 @@
 """Experiment loggers: Weights & Biases that never prompts and never crashes a run.
 
 ``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
-W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If an
-online run cannot start (no network), the run goes on offline; ``wandb sync`` uploads it later.
+W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
+server cannot be reached, or an online run cannot start, the run goes on offline; ``wandb sync``
+uploads it later. A resumed run does not log again the steps its predecessor logged after its
+last checkpoint (``ResumableWandbLogger``), and every run ends its W&B run with its exit code.
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import socket
 import sys
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from sdexp.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_server() -> tuple[str, int]:
+    """The W&B server's host and port (``WANDB_BASE_URL``, else the public one)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def server_reachable(timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to the W&B server opens within ``timeout_s``.
+
+    wandb has no quick check: an online ``wandb.init`` against an unreachable server retries
+    for its ``init_timeout`` (90 s and more), in every run of a sweep."""
+    try:
+        socket.create_connection(wandb_server(), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def has_wandb_credentials() -> bool:
     """Whether wandb could log in without asking (wandb has no public call that says so)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = wandb_server()[0]
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
@@ -40,17 +64,56 @@ def resolve_wandb_mode(mode: str) -> str:
     return "offline" if mode == "dryrun" else mode
 
 
+class ResumableWandbLogger(WandbLogger):
+    """A WandbLogger whose history continues from where the run's previous process stopped.
+
+    A run killed mid-epoch resumes from the checkpoint of its last finished epoch and computes
+    the steps after it again, with the same values (masks and data order are seeded). Those
+    steps were logged already: this logger skips every step up to the last one the previous
+    process logged into the same W&B run, which it records in ``<save_dir>/wandb/logged_step``.
+    """
+
+    def __init__(self, save_dir: str, **kwargs) -> None:
+        super().__init__(save_dir=save_dir, **kwargs)
+        self._step_file = Path(save_dir) / "wandb" / "logged_step"
+        self._resume_after = self._recorded_step()
+
+    def _recorded_step(self) -> int:
+        """The last step logged into this W&B run by an earlier process, -1 if none."""
+        if not self._step_file.exists():
+            return -1
+        run_id, _, step = self._step_file.read_text().partition(" ")
+        return int(step) if run_id == str(self._wandb_init.get("id")) else -1
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is not None and step <= self._resume_after:
+            return
+        super().log_metrics(metrics, step)
+        if step is not None and self._wandb_init.get("id"):
+            self._step_file.parent.mkdir(parents=True, exist_ok=True)
+            self._step_file.write_text(f"{self._wandb_init['id']} {step}")
+
+
 def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
-    """A WandbLogger writing into the run's own directory; ``kwargs`` go to ``wandb.init``."""
+    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``."""
     mode = resolve_wandb_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
-    logger = WandbLogger(save_dir=save_dir, mode=mode, **kwargs)
+    if mode == "online" and not server_reachable():
+        host, port = wandb_server()
+        log.warning(f"W&B server {host}:{port} unreachable: logging offline (wandb sync uploads)")
+        mode = "offline"
+    logger = ResumableWandbLogger(save_dir=save_dir, mode=mode, **kwargs)
     if mode == "online":
         try:
             logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
-        except Exception as error:  # no network, server down, bad key
-            warnings.warn(f"W&B could not start online ({error}); logging offline", stacklevel=2)
-            logger = WandbLogger(save_dir=save_dir, mode="offline", **kwargs)
+        except Exception as error:  # server error, bad key, timeout
+            log.warning(f"W&B could not start online ({error}): logging offline")
+            import wandb
+
+            # The failed online run still holds its id in wandb's service process ("run ID ...
+            # is in use"): a fresh service lets the offline run take it.
+            wandb.teardown()
+            logger = ResumableWandbLogger(save_dir=save_dir, mode="offline", **kwargs)
     return logger
 
 
@@ -64,8 +127,21 @@ def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> Non
     logger.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
 
 
-def finish() -> None:
-    """End this job's W&B run (if any), so that the next job in the same process starts its own."""
+def log_summary(loggers: Sequence[Logger], summary: Mapping) -> None:
+    """Values a dashboard filters and groups by, in the W&B run's summary."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(dict(summary))
+
+
+def finish(exit_code: int = 0) -> None:
+    """End this job's W&B run (if any) with ``exit_code`` (non-zero: the run failed), so that
+    the next job in the same process starts its own. Never raises: logging is not a reason for
+    a run to fail."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
+    if wandb is None or wandb.run is None:
+        return
+    try:
+        wandb.finish(exit_code=exit_code)
+    except Exception as error:  # noqa: BLE001
+        log.warning(f"W&B could not finish the run cleanly ({error})")

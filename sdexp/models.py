@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,8 @@ class ResidualBlock(nn.Module):
         if multiplier is None:
             # Dropped: the branch is not computed. ``post`` is skipped too: it is the identity
             # (Vanilla) or a ReLU applied to a non-negative input (the CIFAR blocks take the
-            # output of a ReLU, and their shortcut only subsamples and pads with zeros).
+            # output of a ReLU, and their shortcut only averages or subsamples it and pads it
+            # with zeros), as in the code the paper builds on.
             return skip
         branch = self.branch(y)
         if isinstance(multiplier, Tensor):  # a scalar, or one per row of the batch: (B,)
@@ -90,26 +92,38 @@ class ResidualNetwork(nn.Module):
 
 
 class ZeroPadShortcut(nn.Module):
-    """He et al.'s option A: subsample by the stride, append zero channels; no parameters."""
+    """He et al.'s option A, a parameter-free shortcut: downsample by the stride, then append zero
+    channels. ``avgpool``: ``stride`` x ``stride`` average pooling, as ``DownsampleB`` of the
+    code the paper builds on and Huang et al.'s ``SpatialAveragePooling``; ``stride``: keep every
+    ``stride``-th pixel (the ``legacy`` recipe)."""
 
-    def __init__(self, stride: int, extra_channels: int) -> None:
+    def __init__(self, stride: int, extra_channels: int, downsample: str = "avgpool") -> None:
         super().__init__()
         self.stride = stride
         self.extra_channels = extra_channels
+        self.downsample = downsample
 
     def forward(self, y: Tensor) -> Tensor:
-        y = y[:, :, :: self.stride, :: self.stride]
+        if self.downsample == "avgpool":
+            y = F.avg_pool2d(y, self.stride)
+        else:
+            y = y[:, :, :: self.stride, :: self.stride]
         return F.pad(y, (0, 0, 0, 0, 0, self.extra_channels))
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+        return (
+            f"stride={self.stride}, extra_channels={self.extra_channels}, "
+            f"downsample={self.downsample}"
+        )
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
-def basic_block(in_channels: int, out_channels: int, stride: int) -> ResidualBlock:
+def basic_block(
+    in_channels: int, out_channels: int, stride: int, shortcut: str = "avgpool"
+) -> ResidualBlock:
     """conv-BN-ReLU-conv-BN branch, ReLU after the addition."""
     branch = nn.Sequential(
         conv3x3(in_channels, out_channels, stride),
@@ -118,18 +132,23 @@ def basic_block(in_channels: int, out_channels: int, stride: int) -> ResidualBlo
         conv3x3(out_channels, out_channels),
         nn.BatchNorm2d(out_channels),
     )
-    shortcut = None
+    downsample = None
     if stride != 1 or in_channels != out_channels:
-        shortcut = ZeroPadShortcut(stride, out_channels - in_channels)
-    return ResidualBlock(branch, shortcut, post=nn.ReLU(inplace=True))
+        downsample = ZeroPadShortcut(stride, out_channels - in_channels, shortcut)
+    return ResidualBlock(branch, downsample, post=nn.ReLU(inplace=True))
 
 
 class StableResNet(ResidualNetwork):
     """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64.
 
     L = 3n residual blocks (ResNet56: 27, ResNet110: 54). ``stable=True`` is the Stable ResNet
-    of eq. 3 (branches scaled by 1/sqrt(L)); ``stable=False`` is eq. 1.
+    of eq. 3 (branches scaled by 1/sqrt(L)); ``stable=False`` is eq. 1. ``shortcut``: how the
+    first block of a stage downsamples its input (``ZeroPadShortcut``).
     """
+
+    @staticmethod
+    def name_for(depth: int) -> str:
+        return f"resnet{depth}"
 
     @staticmethod
     def blocks_for(depth: int) -> int:
@@ -147,6 +166,7 @@ class StableResNet(ResidualNetwork):
         widths: Sequence[int] = (16, 32, 64),
         stable: bool = True,
         inverted: bool = False,
+        shortcut: Literal["avgpool", "stride"] = "avgpool",
         mask_seed: int = 0,
     ) -> None:
         if len(input_shape) != 3:
@@ -163,13 +183,13 @@ class StableResNet(ResidualNetwork):
         for stage, width in enumerate(widths):
             for i in range(per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(basic_block(channels, width, stride))
+                blocks.append(basic_block(channels, width, stride, shortcut))
                 channels = width
         head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_outputs)
         )
         super().__init__(stem, blocks, head, stable, inverted, mask_seed)
-        self.name = f"resnet{depth}"
+        self.name = self.name_for(depth)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -206,6 +226,10 @@ class VanillaResNet(ResidualNetwork):
     """
 
     @staticmethod
+    def name_for(depth: int) -> str:
+        return "vanilla"
+
+    @staticmethod
     def blocks_for(depth: int) -> int:
         if depth < 1:
             raise ConfigError("model.depth", f"the Vanilla ResNet needs depth >= 1, got {depth}")
@@ -234,7 +258,7 @@ class VanillaResNet(ResidualNetwork):
         ]
         head = he_linear(width, num_outputs, bias=True)
         super().__init__(stem, blocks, head, stable, inverted, mask_seed)
-        self.name = "vanilla"
+        self.name = self.name_for(depth)
 
 
 def compile_branches(model: ResidualNetwork) -> ResidualNetwork:

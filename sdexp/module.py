@@ -8,11 +8,17 @@ Training draws one mask per step (``train/sampled_depth`` is its depth L_delta);
 test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` and
 ``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
 
-Dropped blocks get no gradient, and PyTorch's optimisers skip parameters whose gradient is None:
-a dropped block receives no weight decay and no momentum step either. The paper's description
-("SD ... only updates the weights of the resulting subnetwork at each training iteration", Sec. 1)
-is what this implements; Huang et al.'s Torch code, which zero-filled gradients, still decayed
-and moved dropped blocks.
+A dropped block gets no gradient. What the optimizer then does to its parameters is the
+recipe's ``dropped_blocks``: ``decay`` zero-fills the gradients (``zero_grad(set_to_none=False)``,
+what PyTorch 1.x did in the code the paper builds on), so SGD still applies weight decay and
+momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves them None, and PyTorch's
+optimisers skip such parameters: only the sampled subnetwork moves, as the paper describes SD
+("SD ... only updates the weights of the resulting subnetwork at each training iteration",
+Sec. 1).
+
+Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
+size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
+test metrics (``test/*`` for the final model, ``test_best/*`` for the best checkpoint).
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError
 
+from sdexp.data import METRIC
 from sdexp.depth import depth_variance, expected_depth
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
@@ -71,10 +80,20 @@ def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def stage_metric(task: str, num_outputs: int) -> tuple[str, Metric]:
-    """The metric reported per stage: test error in % or the mean squared error."""
+    """The metric reported per stage (``METRIC``): test error in % or the mean squared error."""
     if task == "classification":
-        return "error", (1 - MulticlassAccuracy(num_classes=num_outputs, average="micro")) * 100
-    return "mse", MeanSquaredError()
+        error = (1 - MulticlassAccuracy(num_classes=num_outputs, average="micro")) * 100
+        return METRIC[task], error
+    return METRIC[task], MeanSquaredError()
+
+
+@dataclass
+class Speed:
+    """``speed.*``: fast paths for accelerators; the numbers agree with the plain path up to
+    float rounding."""
+
+    channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
+    compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
 
 
 class StochasticDepthModule(pl.LightningModule):
@@ -87,23 +106,26 @@ class StochasticDepthModule(pl.LightningModule):
         num_outputs: int,
         optimizer: Callable,
         scheduler: Callable | None = None,
-        channels_last: bool = False,
-        compile_blocks: bool = False,
+        dropped_blocks: Literal["decay", "frozen"] = "decay",
+        speed: Speed | None = None,
     ) -> None:
         super().__init__()
         self.model, self.mode, self.budget = model, mode, budget
-        self.channels_last = channels_last
-        if channels_last:
+        self.dropped_blocks = dropped_blocks
+        self.speed = speed or Speed()
+        if self.speed.channels_last:
             model.to(memory_format=torch.channels_last)
-        if compile_blocks:
+        if self.speed.compile_blocks:
             compile_branches(model)
         self.loss_fn = loss_function(task)
         self.metric_name, self.val_metric = stage_metric(task, num_outputs)
         _, self.test_metric = stage_metric(task, num_outputs)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.test_stage = "test"
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
     def forward(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
-        if self.channels_last and x.ndim == 4:
+        if self.speed.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x, delta)
 
@@ -160,18 +182,24 @@ class StochasticDepthModule(pl.LightningModule):
         self.log("train/sampled_depth", float(sum(self.model.gate.last_mask)), batch_size=len(y))
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric, loss: Metric):
         x, y = batch
         out = self(x)
         metric.update(out, y)
-        self.log(f"{stage}/loss", self.loss_fn(out, y), batch_size=len(y))
+        loss.update(self.loss_fn(out, y), weight=len(y))
+        self.log(f"{stage}/loss", loss)
         self.log(f"{stage}/{self.metric_name}", metric, prog_bar=stage == "val")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metric)
+        self._evaluate(batch, "val", self.val_metric, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metric)
+        self._evaluate(batch, self.test_stage, self.test_metric, self.test_loss)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        """``decay``: zero-filled gradients, so a block this step drops is still decayed and moved
+        by momentum; ``frozen``: None, so the optimizer skips it."""
+        optimizer.zero_grad(set_to_none=self.dropped_blocks == "frozen")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

@@ -8,53 +8,33 @@ cartesian product holds cells that are not experiments, and the grid sweeper
   cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
 - a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
   runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
-- a cell whose ``results.json`` says "ok" for the same run is done and not launched again, so
-  re-running a sweep after a crash runs only the missing cells.
+- a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
+  not launched again, so re-running a sweep after a crash runs only the missing cells;
+- a cell whose directory holds a run of another identity (the preset was edited, say) is a
+  conflict: nothing is launched until the user chooses another sweep directory or
+  ``overwrite=true`` (``sdexp.rundir``).
 
 Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp.config import mode_and_blocks
-from sdexp.results import read_results
-from sdexp.survival import check_budget
+from sdexp.config import checked_mode
+from sdexp.data import METRIC
+from sdexp.results import RunKey, UnreadableResult, read_result
+from sdexp.rundir import CHECKPOINTS, LAST, conflicts
 
 #: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
 GRID_FILE = "sweep.json"
-
-#: What names a run in results.json: a finished run with the same values is the same run.
-IDENTITY_KEYS = ("dataset", "model", "mode", "budget", "seed", "stable", "num_blocks", "epochs")
-
-
-def run_identity(cfg: DictConfig, datamodule: Any, model: Any, mode: Any) -> dict:
-    """The fields of results.json that name a run (``IDENTITY_KEYS``), before it trains."""
-    return {
-        "dataset": datamodule.name,
-        "model": model.name,
-        "mode": mode.name,
-        "budget": mode.effective_budget(cfg.budget),
-        "seed": cfg.seed,
-        "stable": model.stable,
-        "num_blocks": model.num_blocks,
-        "epochs": cfg.trainer.max_epochs,
-    }
-
-
-def completed(run_dir: str | Path, identity: dict) -> dict | None:
-    """The results.json in ``run_dir`` if it says "ok" for the run named by ``identity``."""
-    results = read_results(run_dir)
-    if results is None or results.get("status") != "ok":
-        return None
-    return results if all(results.get(k) == identity[k] for k in IDENTITY_KEYS) else None
 
 
 @dataclass
@@ -62,40 +42,39 @@ class Cell:
     """One cell of a budget grid: the overrides that run it, the run it is, where it writes."""
 
     overrides: list[str]
-    identity: dict = field(default_factory=dict)
+    key: RunKey | None = None
     run_dir: Path | None = None
     left_out: str | None = None  # why the grid does not run it
-    done: bool = False  # its results.json says "ok" for this run
+    status: str = "to run"  # "to run", "done" (its results.json says ok) or "conflict"
+    note: str = ""  # what the planner found in its directory
     config: DictConfig | None = field(default=None, repr=False)
 
 
-class CellPlanner:
-    """Plans cells from their composed configs (the model of a config is built once, on CPU)."""
+def planned_budget(cfg: DictConfig) -> float | str:
+    """The budget the cell runs at, or why it cannot run (raises ConfigError for bad input)."""
+    mode = checked_mode(cfg)
+    num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+    smallest = mode.smallest_budget(num_blocks)
+    if cfg.budget < smallest:
+        return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
+    mode.check(cfg.budget, num_blocks)
+    return mode.effective_budget(cfg.budget)
 
-    def __init__(self) -> None:
-        self._models: dict[str, Any] = {}
 
-    def _model(self, cfg: DictConfig, datamodule: Any) -> Any:
-        key = OmegaConf.to_yaml(cfg.model) + repr((datamodule.input_shape, datamodule.num_outputs))
-        if key not in self._models:
-            self._models[key] = instantiate(
-                cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
-            )
-        return self._models[key]
-
-    def effective_budget(self, cfg: DictConfig) -> float | str:
-        """The budget the cell runs at, or why it cannot run (raises ConfigError for bad input)."""
-        mode, num_blocks = mode_and_blocks(cfg)
-        budget = check_budget(cfg.budget)
-        smallest = mode.smallest_budget(num_blocks)
-        if budget < smallest:
-            return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
-        mode.check(budget, num_blocks)
-        return mode.effective_budget(budget)
-
-    def identity(self, cfg: DictConfig) -> dict:
-        datamodule = instantiate(cfg.dataset)  # no data is read here
-        return run_identity(cfg, datamodule, self._model(cfg, datamodule), instantiate(cfg.mode))
+def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
+    """("done" | "to run" | "conflict", a note) for the cell writing into ``run_dir``."""
+    try:
+        result = read_result(run_dir)
+    except UnreadableResult as error:
+        return "to run", f"{error}; treated as not finished"
+    if result is not None and result.status == "ok" and result.key.identity == key.identity:
+        return "done", ""
+    found = conflicts(run_dir, key, config)
+    if found:
+        return "conflict", f"{found[0].file} is {found[0].why}"
+    if (run_dir / CHECKPOINTS / LAST).exists():
+        return "to run", "resumes from its last checkpoint"
+    return "to run", "failed before; runs again" if result is not None else ""
 
 
 def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
@@ -105,19 +84,31 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
 
 
 def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
-    """Record the planned cells in sweep.json, keeping those of earlier, wider runs."""
+    """Record the planned cells in sweep.json, keeping those of earlier, wider runs (a cell
+    re-planned with another identity replaces its entry)."""
     path = sweep_dir / GRID_FILE
-    grid = json.loads(path.read_text()) if path.exists() else {"cells": [], "left_out": []}
-    known = {c["dir"] for c in grid["cells"]}
+    try:
+        grid = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        grid = {}  # unreadable: rewritten from this plan
+    entries = {c["dir"]: c for c in grid.get("cells", [])}
+    left_out = grid.get("left_out", [])
     for cell in cells:
         if cell.left_out:
             entry = {"overrides": list(cell.overrides), "reason": cell.left_out}
-            if entry not in grid["left_out"]:
-                grid["left_out"].append(entry)
+            if entry not in left_out:
+                left_out.append(entry)
             continue
         run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
-        if run_dir not in known:
-            grid["cells"].append(
-                {"dir": run_dir, "overrides": list(cell.overrides), **cell.identity}
-            )
-    path.write_text(json.dumps(grid, indent=2))
+        entries[run_dir] = {
+            "dir": run_dir,
+            "overrides": list(cell.overrides),
+            **dataclasses.asdict(cell.key),
+            "mode_options": OmegaConf.to_container(cell.config.mode, resolve=True),
+            "metric": METRIC[get_class(cell.config.dataset._target_).task],
+            "report": cell.config.recipe.report,
+        }
+    grid = {"cells": list(entries.values()), "left_out": left_out}
+    tmp = path.with_name(f".{GRID_FILE}.tmp")
+    tmp.write_text(json.dumps(grid, indent=2))
+    tmp.replace(path)

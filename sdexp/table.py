@@ -1,8 +1,12 @@
 """Table 2 from sweeps: ``python scripts/aggregate.py SWEEP_DIR...`` (or ``sdexp-table``).
 
-Reads every ``results.json`` under the given directories, and the cells each sweep planned
-(``sweep.json``, written by the grid sweeper) to count the runs that never finished. Per dataset,
-model and training length it writes
+Reads every ``results.json`` under the given directories (``sdexp.results``), and the cells each
+sweep planned (``sweep.json``, written by the grid sweeper) to count the runs that never
+finished. Runs are grouped by **setup** (``RunKey.setup``: everything that changes what a run
+computes, less mode, budget and seed): a table holds one setup, and runs that differ in anything
+else (a learning rate, a width) get tables of their own, with the keys that differ named. A run
+found twice (the same identity) counts once; an unreadable ``results.json`` is named and counted
+as missing. Per setup it writes
 
 - ``table2.md`` and ``table2.csv``: the paper's layout (modes as rows, budgets as columns, the
   no-SD baseline), mean ± sample std over seeds with n, failed and missing runs counted in the
@@ -11,7 +15,9 @@ model and training length it writes
 - ``table2_<dataset>_<model>.png``: test error against budget per mode with error bars (the
   budget-performance trade-off), the baseline as a band, where SenseMode and Uniform cross;
 
-and prints the markdown. ``--wandb`` logs the tables and plots to a W&B run in the sweep's group.
+and prints the markdown. The value of a run is its recipe's reported test metric (``report``:
+the best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the
+table says which. ``--wandb`` logs the tables and plots to a W&B run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -20,18 +26,31 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from sdexp.results import RESULTS_FILE
+from sdexp.results import (
+    CELL as CELL_KEYS,
+)
+from sdexp.results import (
+    RESULTS_FILE,
+    RunResult,
+    UnreadableResult,
+    config_hash,
+    differences,
+    read_result,
+    without,
+)
 from sdexp.survival import MODES
 from sdexp.sweep import GRID_FILE
 
-SETUP = ["dataset", "model", "stable", "epochs"]  # one table per setup
-CELL = ["mode", "budget"]
+SETUP = ["setup", "dataset", "model", "stable", "epochs", "recipe"]  # one table per setup
+CELL = ["mode", "variant", "budget"]
 MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear", "none": "No SD"}
 ROW_ORDER = ["sensemode", "uniform", "linear"]
+REPORTS = {"best": "the best-validation checkpoint", "final": "the final model"}
 
 # Table 2 of the paper (CIFAR-10, Stable ResNet110, test error %, mean and std over 4 runs).
 # The CIFAR-100 half and the ResNet56 appendix are not in the text we have.
@@ -64,66 +83,151 @@ def paper_value(dataset: str, model: str, mode: str, budget: float) -> tuple[flo
 
 # --- reading ---------------------------------------------------------------------------------
 
+COLUMNS = [
+    *SETUP,
+    "num_blocks",
+    "metric",
+    "report",
+    *CELL,
+    "seed",
+    "identity",
+    "mode_options",
+    "status",
+    "value",
+    "dir",
+]
 
-def collect(sweep_dirs: list[str | Path]) -> pd.DataFrame:
+
+@dataclass
+class Runs:
+    """Every run found: one row each (``COLUMNS``), the setups' configs (less mode, budget and
+    seed) by setup hash, and the results.json files that could not be read."""
+
+    frame: pd.DataFrame
+    setups: dict[str, dict] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
+    key = result.key
+    chosen = report or result.report
+    value = result.test_best if chosen == "best" else result.test_final
+    return {
+        **{k: getattr(key, k) for k in SETUP if k != "setup"},
+        "setup": key.setup,
+        "num_blocks": key.num_blocks,
+        "metric": result.metric,
+        "report": chosen,
+        "mode": key.mode,
+        "budget": key.budget,
+        "seed": key.seed,
+        "identity": key.identity,
+        "mode_options": config_hash(result.config.get("mode", {})),
+        "status": result.status,
+        "value": value,
+        "dir": str(run_dir),
+    }
+
+
+def grid_row(cell: dict, run_dir: Path) -> dict:
+    """A planned cell that wrote no results.json."""
+    row = {k: cell.get(k) for k in COLUMNS}
+    row["mode_options"] = config_hash(cell.get("mode_options") or {})
+    return {**row, "status": "missing", "value": None, "dir": str(run_dir)}
+
+
+def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
+    """A label for each run's mode options, "" unless one setup ran a mode with several sets
+    of options (then e.g. "p_min=0.1"): such runs are rows of their own, never merged."""
+    labels = pd.Series("", index=frame.index)
+    for _, group in frame.groupby(["setup", "mode"], dropna=False):
+        hashes = group["mode_options"].dropna().unique()
+        if len(hashes) < 2:
+            continue
+        flat = {h: options.get(h, {}) for h in hashes}
+        keys = {
+            k for h in hashes for k in flat[h] if len({str(flat[o].get(k)) for o in hashes}) > 1
+        }
+        for h in hashes:
+            label = ", ".join(f"{k}={flat[h].get(k)}" for k in sorted(keys) if k != "_target_")
+            labels[group.index[group["mode_options"] == h]] = label
+    return labels
+
+
+def collect(sweep_dirs: list[str | Path], report: str | None = None) -> Runs:
     """One row per run: every results.json under ``sweep_dirs`` (status ok or failed), and every
     cell a sweep planned that has none (status missing: never started, or killed)."""
-    rows, found = [], set()
+    rows, found, setups, options, unreadable = [], set(), {}, {}, []
     for root in map(Path, sweep_dirs):
         for path in sorted(root.rglob(RESULTS_FILE)):
-            results = json.loads(path.read_text())
-            metric = (
-                "test_error"
-                if "test_error" in results or "best_val_error" in results
-                else ("test_mse")
-            )
-            rows.append(
-                {
-                    **{k: results.get(k) for k in [*SETUP, *CELL, "seed", "num_blocks"]},
-                    "status": results.get("status", "failed"),
-                    "metric": metric,
-                    "value": results.get(metric),
-                    "dir": str(path.parent),
-                }
-            )
+            try:
+                result = read_result(path.parent)
+            except UnreadableResult as error:  # counted as missing where a sweep planned it
+                unreadable.append(str(error))
+                continue
             found.add(path.parent.resolve())
+            rows.append(run_row(result, report, path.parent))
+            setups.setdefault(result.key.setup, without(result.config, CELL_KEYS))
+            options[rows[-1]["mode_options"]] = result.config.get("mode", {})
         for grid in sorted(root.rglob(GRID_FILE)):
-            for cell in json.loads(grid.read_text())["cells"]:
+            try:
+                cells = json.loads(grid.read_text())["cells"]
+            except (ValueError, KeyError, TypeError) as error:
+                unreadable.append(f"{grid}: unreadable ({type(error).__name__}: {error})")
+                continue
+            for cell in cells:
                 run_dir = (grid.parent / cell["dir"]).resolve()
-                if run_dir not in found:
+                if run_dir not in found and "setup" in cell:
                     found.add(run_dir)
-                    identity = {k: cell.get(k) for k in [*SETUP, *CELL, "seed", "num_blocks"]}
-                    rows.append({**identity, "status": "missing", "dir": str(run_dir)})
-    columns = [*SETUP, *CELL, "seed", "num_blocks", "status", "metric", "value", "dir"]
-    runs = pd.DataFrame(rows, columns=columns)
+                    rows.append(grid_row(cell, run_dir))
+                    options.setdefault(rows[-1]["mode_options"], cell.get("mode_options") or {})
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["variant"] = mode_variants(frame, options)
     # A run found twice (e.g. in two sweeps) counts once: a finished copy before a failed one.
-    rank = runs["status"].map({"ok": 0, "failed": 1, "missing": 2})
-    runs = runs.assign(_rank=rank).sort_values("_rank", kind="stable")
-    runs = runs.drop_duplicates([*SETUP, *CELL, "seed"]).drop(columns="_rank")
-    return runs.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
+    rank = frame["status"].map({"ok": 0, "failed": 1, "missing": 2})
+    frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
+    frame = frame.drop_duplicates("identity").drop(columns="_rank")
+    frame = frame.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
+    return Runs(frame, setups, unreadable)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per setup, mode and budget: n finished runs, mean and sample std (ddof 1) of the test
     metric over their seeds, the failed and missing runs, and the paper's value if published."""
+    keys = [*SETUP, *CELL]
     ok = runs[runs.status == "ok"]
-    stats = ok.groupby([*SETUP, *CELL], dropna=False)["value"].agg(["count", "mean", "std"])
-    status = pd.crosstab([runs[k] for k in [*SETUP, *CELL]], runs["status"]).reindex(
+    stats = ok.groupby(keys, dropna=False)["value"].agg(["count", "mean", "std"])
+    status = pd.crosstab([runs[k] for k in keys], runs["status"]).reindex(
         columns=["ok", "failed", "missing"], fill_value=0
     )
     summary = status.join(stats).reset_index().rename(columns={"count": "n"})
     summary["n"] = summary["n"].fillna(0).astype(int)
-    metric = runs.groupby(SETUP, dropna=False)["metric"].agg(
-        lambda m: m.dropna().iloc[0] if m.notna().any() else "test_error"
-    )
-    summary["metric"] = [metric.loc[tuple(r[k] for k in SETUP)] for _, r in summary.iterrows()]
+    first = runs.groupby("setup")[["metric", "report", "num_blocks"]].first()
+    summary = summary.join(first, on="setup")
     paper = [
-        paper_value(r.dataset, r.model, r["mode"], r.budget) if r.metric == "test_error" else None
+        paper_value(r.dataset, r.model, r["mode"], r.budget)
+        if r.metric == "error" and not r.variant
+        else None
         for _, r in summary.iterrows()
     ]
     summary["paper_mean"] = [p[0] if p else None for p in paper]
     summary["paper_std"] = [p[1] if p else None for p in paper]
     return summary
+
+
+def setup_notes(runs: Runs) -> dict[str, str]:
+    """For each setup that shares dataset, model, epochs and recipe with another: the keys in
+    which it differs from the first of them (the reader must not take them for one setup)."""
+    frame = runs.frame.drop_duplicates("setup")
+    notes = {}
+    for _, group in frame.groupby(["dataset", "model", "epochs", "recipe"], dropna=False):
+        hashes = list(group["setup"])
+        for other in hashes[1:]:
+            first, this = runs.setups.get(hashes[0]), runs.setups.get(other)
+            if first is not None and this is not None:
+                notes[other] = f"differs from setup {hashes[0][:6]} in {differences(first, this)}"
+                notes.setdefault(hashes[0], f"differs from setup {other[:6]}: see below")
+    return notes
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -174,35 +278,45 @@ def crossings(budgets: list[float], a: list[float], b: list[float]) -> list[floa
 
 
 class Table:
-    """Table 2 for one setup (dataset, model, stable, epochs)."""
+    """Table 2 for one setup (``SETUP``): a row per mode (and per variant of its options)."""
 
-    def __init__(self, setup: tuple, summary: pd.DataFrame, num_blocks: int) -> None:
-        self.dataset, self.model, self.stable, self.epochs = setup
-        self.summary, self.num_blocks = summary, num_blocks
-        self.metric = summary["metric"].iloc[0]
-        self.digits = 1 if self.metric == "test_error" else 3
-        published = (self.dataset, self.model) in PAPER and self.metric == "test_error"
+    def __init__(self, summary: pd.DataFrame, note: str = "", suffix: str = "") -> None:
+        first = summary.iloc[0]
+        self.setup, self.dataset, self.model = first.setup, first.dataset, first.model
+        self.stable, self.epochs, self.recipe = first.stable, first.epochs, first.recipe
+        self.metric, self.report = first.metric, first.report
+        self.num_blocks = int(first.num_blocks)
+        self.summary, self.note, self.suffix = summary, note, suffix
+        self.digits = 1 if self.metric == "error" else 3
+        published = (self.dataset, self.model) in PAPER and self.metric == "error"
         self.published = published
         budgets = set(summary.loc[summary["mode"] != "none", "budget"])
         self.budgets = sorted(budgets | (set(PAPER_BUDGETS) if published else set()))
-        self.modes = [m for m in ROW_ORDER if m in set(summary["mode"]) or published]
-        self.modes += sorted(set(summary["mode"]) - {*ROW_ORDER, "none"})
+        found = set(summary["mode"])
+        modes = [m for m in ROW_ORDER if m in found or published]
+        modes += sorted(found - {*ROW_ORDER, "none"})
+        variants = summary.groupby("mode")["variant"].unique()
+        self.rows = [(m, v) for m in modes for v in (variants.get(m, [""]))]
 
     @property
     def title(self) -> str:
-        what = "test error (%)" if self.metric == "test_error" else "test MSE"
+        what = "test error (%)" if self.metric == "error" else "test MSE"
         net = f"{'Stable ' if self.stable else ''}{self.model} (L = {self.num_blocks})"
         epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
-        return f"{self.dataset}, {net}, {epochs}: {what}, mean ± std over seeds"
+        return (
+            f"{self.dataset}, {net}, {epochs}, recipe {self.recipe}: {what} of "
+            f"{REPORTS[self.report]}, mean ± std over seeds"
+        )
 
-    def row(self, mode: str, budget: float) -> pd.Series | None:
-        rows = self.summary[(self.summary["mode"] == mode) & (self.summary.budget == budget)]
+    def row(self, mode: str, budget: float, variant: str = "") -> pd.Series | None:
+        s = self.summary
+        rows = s[(s["mode"] == mode) & (s.budget == budget) & (s["variant"] == variant)]
         return rows.iloc[0] if len(rows) else None
 
-    def ours(self, mode: str, budget: float) -> str:
+    def ours(self, mode: str, budget: float, variant: str = "") -> str:
         if budget < smallest_budget(mode, self.num_blocks):
             return "-"  # the mode cannot run this budget (the paper's "-")
-        return cell_text(self.row(mode, budget), self.digits)
+        return cell_text(self.row(mode, budget, variant), self.digits)
 
     def paper(self, mode: str, budget: float) -> str:
         value = paper_value(self.dataset, self.model, mode, budget)
@@ -214,10 +328,10 @@ class Table:
         """The paper's layout: a row of ours (and the paper's) per mode, then the baseline."""
         columns = [f"b={b:g}" for b in self.budgets]
         rows = []
-        for mode in self.modes:
-            name = MODE_NAMES.get(mode, mode)
-            rows.append([name, "ours", *(self.ours(mode, b) for b in self.budgets)])
-            if self.published:
+        for mode, variant in self.rows:
+            name = MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else "")
+            rows.append([name, "ours", *(self.ours(mode, b, variant) for b in self.budgets)])
+            if self.published and not variant:
                 rows.append([name, "paper", *(self.paper(mode, b) for b in self.budgets)])
         baseline = self.summary[self.summary["mode"] == "none"]
         if len(baseline) or self.published:
@@ -228,7 +342,9 @@ class Table:
                 rows.append(["No SD (b=1)", "paper", paper, *[""] * (len(columns) - 1)])
         return pd.DataFrame(rows, columns=["mode", "", *columns])
 
-    def curves(self, mode: str, source: str = "ours") -> tuple[list[float], list, list]:
+    def curves(
+        self, mode: str, source: str = "ours", variant: str = ""
+    ) -> tuple[list[float], list, list]:
         means, stds = [], []
         for b in self.budgets:
             if source == "paper":
@@ -236,7 +352,7 @@ class Table:
                 means.append(value[0] if value else math.nan)
                 stds.append(value[1] if value else math.nan)
             else:
-                row = self.row(mode, b)
+                row = self.row(mode, b, variant)
                 ok = row is not None and row.n > 0
                 means.append(row["mean"] if ok else math.nan)
                 stds.append(row["std"] if ok else math.nan)
@@ -257,7 +373,11 @@ class Table:
         return f"Runs: {total.ok} finished, {total.failed} failed, {total.missing} missing."
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", markdown_table(self.grid()), ""]
+        heading = f"### {self.title}" + (f" (setup {self.setup[:6]})" if self.suffix else "")
+        lines = [heading, ""]
+        if self.note:
+            lines += [f"This setup {self.note}.", ""]
+        lines += [markdown_table(self.grid()), ""]
         lines.append(f"{self.counts()} {self.crossing_note()}.")
         if not self.published:
             lines.append("The paper's values for this setup are not published here.")
@@ -273,9 +393,9 @@ class Table:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         colors = {"sensemode": "C0", "uniform": "C1", "linear": "C2"}
-        for mode in self.modes:
-            budgets, means, stds = self.curves(mode)
-            color = colors.get(mode)
+        for mode, variant in self.rows:
+            budgets, means, stds = self.curves(mode, variant=variant)
+            color = colors.get(mode) if not variant else None
             ax.errorbar(
                 budgets,
                 means,
@@ -283,9 +403,9 @@ class Table:
                 marker="o",
                 capsize=3,
                 color=color,
-                label=MODE_NAMES.get(mode, mode),
+                label=MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else ""),
             )
-            if self.published:
+            if self.published and not variant:
                 _, paper, _ = self.curves(mode, "paper")
                 ax.plot(
                     budgets,
@@ -316,7 +436,7 @@ class Table:
                 color="gray",
             )
         ax.set_xlabel("budget b = mean survival probability")
-        ax.set_ylabel("test error (%)" if self.metric == "test_error" else "test MSE")
+        ax.set_ylabel("test error (%)" if self.metric == "error" else "test MSE")
         ax.set_title(self.title, fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -326,24 +446,35 @@ class Table:
         return path
 
 
-def tables(runs: pd.DataFrame) -> list[Table]:
-    summary = summarize(runs)
-    result = []
-    for setup, part in summary.groupby(SETUP, dropna=False, sort=True):
-        blocks = runs.loc[(runs[SETUP] == pd.Series(setup, index=SETUP)).all(axis=1), "num_blocks"]
-        result.append(Table(setup, part.reset_index(drop=True), int(blocks.dropna().iloc[0])))
-    return result
+def tables(runs: Runs) -> list[Table]:
+    """One table per setup; setups that could be taken for one another are told apart."""
+    summary = summarize(runs.frame)
+    notes = setup_notes(runs)
+    return [
+        Table(
+            part.reset_index(drop=True), notes.get(setup, ""), setup[:6] if setup in notes else ""
+        )
+        for setup, part in summary.groupby("setup", sort=False)
+    ]
 
 
-def write(runs: pd.DataFrame, out: Path) -> tuple[list[Table], list[Path]]:
+def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     """Write table2.md, table2.csv, summary.csv and one plot per setup into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     found = tables(runs)
-    (out / "table2.md").write_text("\n".join(t.markdown() for t in found))
+    text = "\n".join(t.markdown() for t in found)
+    if runs.unreadable:
+        text += "\nUnreadable files (counted as missing):\n" + "".join(
+            f"- {line}\n" for line in runs.unreadable
+        )
+    (out / "table2.md").write_text(text)
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
     wide.to_csv(out / "table2.csv", index=False)
-    summarize(runs).to_csv(out / "summary.csv", index=False)
-    plots = [t.plot(out / f"table2_{t.dataset}_{t.model}_{t.epochs}ep.png") for t in found]
+    summarize(runs.frame).to_csv(out / "summary.csv", index=False)
+    plots = [
+        t.plot(out / f"table2_{t.dataset}_{t.model}_{t.epochs}ep{t.suffix and '_'}{t.suffix}.png")
+        for t in found
+    ]
     return found, plots
 
 
@@ -395,14 +526,22 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where to write (default: the one SWEEP_DIR, or outputs/tables with several)",
     )
+    parser.add_argument(
+        "--report",
+        choices=sorted(REPORTS),
+        help="the test metric to show: of the best-validation checkpoint or of the final model "
+        "(default: what each run's recipe reports)",
+    )
     parser.add_argument("--wandb", action="store_true", help="also log tables and plots to W&B")
     parser.add_argument("--project", default="sdexp", help="W&B project (default: sdexp)")
     args = parser.parse_args(argv)
     for d in args.sweep_dirs:
         if not d.is_dir():
             parser.error(f"{d} is not a directory")
-    runs = collect(args.sweep_dirs)
-    if runs.empty:
+    runs = collect(args.sweep_dirs, args.report)
+    for line in runs.unreadable:
+        print(f"warning: {line}; counted as missing", file=sys.stderr)
+    if runs.frame.empty:
         print(
             f"error: no {RESULTS_FILE} or {GRID_FILE} under {', '.join(map(str, args.sweep_dirs))}",
             file=sys.stderr,

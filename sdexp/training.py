@@ -1,14 +1,22 @@
 """The task function: one configured run, from config checks to ``results.json``.
 
 ``train(cfg)`` is a plain function (``train.py`` only wraps it in ``@hydra.main``), so tests and
-scripts call it with a composed config. The order matters for bad input: the budget and the mode
-are checked first (seconds), then the data (before any model is built), then training starts.
+scripts call it with a composed config. The order matters:
+
+1. the config is checked by type and range (``sdexp.config``: seconds, before any data);
+2. the run's key is computed from the config alone (``sdexp.results``), and a finished
+   ``results.json`` of the same identity ends the job here;
+3. the output directory is claimed (``sdexp.rundir``: a lock, and nothing of another run);
+4. the data, the model and the Trainer; training resumes from ``checkpoints/last.ckpt``;
+5. the test set, for the final model and for the best-validation checkpoint; ``results.json``
+   (failed runs too, with the reason) and the W&B summary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,6 +26,7 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
+from pytorch_lightning.utilities import rank_zero_only
 
 import sdexp
 from sdexp import loggers
@@ -26,25 +35,27 @@ from sdexp.data import TensorDataModule
 from sdexp.depth import depth_variance, expected_depth
 from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
-from sdexp.module import EpochTimer, StochasticDepthModule
-from sdexp.results import write_results
-from sdexp.sweep import completed, run_identity
+from sdexp.module import EpochTimer, Speed, StochasticDepthModule
+from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
+from sdexp.rundir import AtomicCheckpointIO, RunIdentity, claim
 
 log = logging.getLogger(__name__)
 
 
-def fill_run_identity(cfg: DictConfig, identity: dict) -> None:
-    """W&B name, group, tags and id from the run's identity, unless the config sets them."""
-    budget, seed = identity["budget"], identity["seed"]
+def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
+    """W&B name, group, tags and id from the run's key, unless the config sets them. The id
+    hashes the output directory and the identity: a re-run of the same run continues its W&B
+    run, another configuration in the same directory (``overwrite=true``) gets its own."""
+    where = f"{Path(cfg.output_dir).resolve()}:{key.identity}"
     defaults = {
-        "name": f"{identity['dataset']}-{identity['model']}-{identity['mode']}-b{budget:g}-s{seed}",
-        "group": f"{identity['dataset']}-{identity['model']}",
-        "tags": [identity["dataset"], identity["model"], identity["mode"], f"budget={budget:g}"],
-        "id": hashlib.sha1(str(Path(cfg.output_dir).resolve()).encode()).hexdigest()[:16],
+        "name": key.name,
+        "group": f"{key.dataset}-{key.model}",
+        "tags": [key.dataset, key.model, key.mode, f"budget={key.budget:g}", key.recipe],
+        "id": hashlib.sha1(where.encode()).hexdigest()[:16],
     }
-    for key, value in defaults.items():
-        if cfg.run.get(key) is None:
-            cfg.run[key] = value
+    for name, value in defaults.items():
+        if cfg.run.get(name) is None:
+            cfg.run[name] = value
 
 
 def checkpointing(cfg: DictConfig, metric: str, validate: bool) -> ModelCheckpoint:
@@ -74,17 +85,65 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train one network with stochastic depth; write and return the contents of results.json.
+def finished(out: Path, key: RunKey) -> RunResult | None:
+    """The run's own finished results.json in ``out``; an unreadable one counts as not finished."""
+    try:
+        return completed(out, key)
+    except UnreadableResult as error:
+        log.warning(f"{error}; treated as not finished")
+        return None
 
-    A run whose results.json already says "ok" for the same run (``sdexp.sweep.IDENTITY_KEYS``)
-    is not trained again; a run with ``checkpoints/last.ckpt`` resumes from it.
+
+def summary(result: RunResult) -> dict:
+    """What a W&B dashboard filters and groups by: the key's plain fields and the numbers."""
+    key = result.key
+    return {
+        **{k: getattr(key, k) for k in ("dataset", "model", "mode", "budget", "seed", "recipe")},
+        "setup": key.setup,
+        "status": result.status,
+        "reason": result.reason,
+        "metric": result.metric,
+        "report": result.report,
+        "test": result.test,
+        "test_final": result.test_final,
+        "test_best": result.test_best,
+        "best_val": result.best_val,
+        "expected_depth": result.expected_depth,
+        "depth_variance": result.depth_variance,
+        "epoch_time_s": statistics.median(result.epoch_times_s) if result.epoch_times_s else None,
+    }
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Train one network with stochastic depth; write and return its results.json.
+
+    A run whose results.json already says "ok" for the same identity is not trained again; a
+    run with ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that
+    holds a run of another identity stops the run (``overwrite=true`` discards that run).
     """
     out = Path(cfg.output_dir)
     mode = check_config(cfg)
     check_launch(cfg)
-    datamodule: TensorDataModule = instantiate(cfg.dataset)
-    datamodule.prepare_data()
+    key, config = run_key(cfg)
+    if (done := finished(out, key)) is not None:
+        log.info(f"{out}: results.json says this run finished (status ok): skipping it")
+        return done
+    datamodule: TensorDataModule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.prepare_data()  # missing data stops the run before it claims the directory
+    # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
+    with claim(out, key, config, cfg.overwrite, lock=rank_zero_only.rank == 0) as resume_from:
+        return fit_and_test(cfg, key, config, mode, datamodule, resume_from)
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    key: RunKey,
+    config: dict,
+    mode,
+    datamodule: TensorDataModule,
+    resume_from: Path | None,
+) -> RunResult:
+    out = Path(cfg.output_dir)
     datamodule.setup("fit")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -94,26 +153,21 @@ def train(cfg: DictConfig) -> dict:
         num_outputs=datamodule.num_outputs,
         mask_seed=cfg.seed,
     )
-    results = run_identity(cfg, datamodule, model, mode)
-    if (done := completed(out, results)) is not None:
-        log.info(f"{out}: results.json says this run finished (status ok): skipping it")
-        return done
-    budget = results["budget"]
     module = StochasticDepthModule(
         model,
         mode,
-        budget,
+        key.budget,
         datamodule.task,
         datamodule.num_outputs,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler),
-        **cfg.speed,
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        dropped_blocks=cfg.recipe.dropped_blocks,
+        speed=Speed(**cfg.speed),
     )
-    fill_run_identity(cfg, results)
-
+    fill_run_names(cfg, key)
     logger = instantiate(cfg.logger) if cfg.logger else False
     if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": vars(key)})
     validate = datamodule.has_validation
     checkpoint = checkpointing(cfg, module.metric_name, validate)
     timer, epoch_timer = Timer(), EpochTimer()
@@ -121,38 +175,54 @@ def train(cfg: DictConfig) -> dict:
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[checkpoint, timer, epoch_timer, *extra],
-        plugins=cluster_plugins(),
+        callbacks=[checkpoint, timer, epoch_timer, RunIdentity(key, config), *extra],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         limit_val_batches=None if validate else 0,
     )
-    last = out / "checkpoints" / "last.ckpt"
+    result = RunResult(
+        key=key,
+        config=config,
+        status="",
+        metric=module.metric_name,
+        report=cfg.recipe.report,
+        version=sdexp.__version__,
+    )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None)
-        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-        metric = module.metric_name
-        best = checkpoint.best_model_score
-        results |= {
-            f"test_{metric}": test[f"test/{metric}"],
-            "test_loss": test["test/loss"],
-            f"best_val_{metric}": None if best is None else best.item(),
-            "status": "ok",
-        }
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        test(trainer, module, datamodule, result, checkpoint if validate else None)
+        result.status = "ok"
     except Exception as error:
-        results |= {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+        result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
         raise
     finally:
         gate = model.gate
-        results |= {
-            "survival": gate.survival,
-            "sensitivity": gate.sensitivity,
-            "expected_depth": expected_depth(gate.survival),
-            "depth_variance": depth_variance(gate.survival),
-            "train_time_s": timer.time_elapsed("train"),
-            "epoch_times_s": epoch_timer.times,  # this process's epochs, validation excluded
-            "version": sdexp.__version__,
-        }
-        # an interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes
-        if results.get("status") and trainer.is_global_zero:
-            write_results(out, results)
-        loggers.finish()
-    return results
+        result.survival, result.sensitivity = gate.survival, gate.sensitivity
+        result.expected_depth = expected_depth(gate.survival)
+        result.depth_variance = depth_variance(gate.survival)
+        result.train_time_s = timer.time_elapsed("train")
+        result.epoch_times_s = epoch_timer.times  # this process's epochs, validation excluded
+        # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
+        if result.status and trainer.is_global_zero:
+            write_result(out, result)
+            loggers.log_summary(trainer.loggers, summary(result))
+        loggers.finish(exit_code=0 if result.status == "ok" else 1)
+    return result
+
+
+def test(
+    trainer: pl.Trainer,
+    module: StochasticDepthModule,
+    datamodule: TensorDataModule,
+    result: RunResult,
+    checkpoint: ModelCheckpoint | None,
+) -> None:
+    """The test metrics of the final model and, with validation, of the best checkpoint."""
+    metric = module.metric_name
+    final = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    result.test_final, result.test_loss = final[f"test/{metric}"], final["test/loss"]
+    if checkpoint is None:
+        return
+    result.best_val = checkpoint.best_model_score.item()
+    module.test_stage = "test_best"
+    best = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+    result.test_best = best[f"test_best/{metric}"]

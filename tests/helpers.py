@@ -31,6 +31,20 @@ class PauseOnce(Callback):
             time.sleep(0.05)
 
 
+class CrashOnce(Callback):
+    """Raises at the start of epoch ``epoch``, the first time only (a marker file in the output
+    directory remembers it): a run that crashes and is started again."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        marker = Path(trainer.default_root_dir) / "crashed"
+        if trainer.current_epoch == self.epoch and not marker.exists():
+            marker.write_text("crashed once")
+            raise RuntimeError("a crash, once")
+
+
 class RecordMasks(Callback):
     """Saves the gate's mask of every training step and the final parameters of this rank to
     ``<out>/rank<global rank>.pt``."""

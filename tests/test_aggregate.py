@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sdexp.results import write_results
+from sdexp.results import CELL, RunKey, RunResult, config_hash, without, write_result
 from sdexp.table import PAPER, PAPER_BUDGETS, collect, crossings, main, summarize
 from tests.conftest import ROOT
 
@@ -28,23 +29,46 @@ def fake_run(
     status: str = "ok",
     dataset: str = "cifar10",
     model: str = "resnet110",
+    lr: float = 0.1,
+    write: bool = True,
 ) -> dict:
-    identity = {
-        "dataset": dataset,
-        "model": model,
-        "mode": mode,
+    """A results.json as a run of this setup writes it (its identity config reduced to what
+    matters here); returns its sweep.json entry."""
+    config = {
+        "dataset": {"name": dataset},
+        "model": {"name": model},
+        "optimizer": {"lr": lr},
+        "mode": {"_target_": f"sdexp.survival.{mode}"},
         "budget": budget,
         "seed": seed,
-        "stable": True,
-        "num_blocks": 54 if model == "resnet110" else 8,
-        "epochs": 164,
     }
-    metric = "test_mse" if dataset == "toy" else "test_error"
-    results = {**identity, metric: value, "status": status}
+    key = RunKey(
+        dataset=dataset,
+        model=model,
+        mode=mode,
+        budget=budget,
+        seed=seed,
+        recipe="reference",
+        epochs=164,
+        stable=True,
+        num_blocks=54 if model == "resnet110" else 8,
+        identity=config_hash(config),
+        setup=config_hash(without(config, CELL)),
+    )
+    metric = "mse" if dataset == "toy" else "error"
+    result = RunResult(key, config, status, metric=metric, report="final", test_final=value)
     if status == "failed":
-        results["reason"] = "NonFiniteLossError: training loss is nan"
-    write_results(root / f"budget={budget},mode={mode},seed={seed}", results)
-    return identity
+        result.reason = "NonFiniteLossError: training loss is nan"
+    run_dir = f"budget={budget},mode={mode},seed={seed}"
+    if write:
+        write_result(root / run_dir, result)
+    return {
+        "dir": run_dir,
+        **dataclasses.asdict(key),
+        "mode_options": config["mode"],
+        "metric": metric,
+        "report": "final",
+    }
 
 
 @pytest.fixture
@@ -58,34 +82,20 @@ def sweep(tmp_path) -> Path:
             if paper[mode][i] is None:
                 continue
             for seed, offset in enumerate(OFFSETS):
-                if (mode, budget, seed) == ("sensemode", 0.2, 2):
-                    cells.append(
-                        {
-                            "dir": "never-started",
-                            "mode": mode,
-                            "budget": budget,
-                            "seed": seed,
-                            "dataset": "cifar10",
-                            "model": "resnet110",
-                            "stable": True,
-                            "num_blocks": 54,
-                            "epochs": 164,
-                        }
-                    )
+                if (mode, budget, seed) == ("sensemode", 0.2, 2):  # planned, never started
+                    cells.append(fake_run(root, mode, budget, seed, None, write=False))
                     continue
                 status = "failed" if (mode, budget, seed) == ("sensemode", 0.2, 3) else "ok"
                 value = paper[mode][i] + offset if status == "ok" else None
-                identity = fake_run(root, mode, budget, seed, value, status)
-                cells.append({"dir": f"budget={budget},mode={mode},seed={seed}", **identity})
+                cells.append(fake_run(root, mode, budget, seed, value, status))
     for seed, offset in enumerate(OFFSETS):
-        identity = fake_run(root, "none", 1.0, seed, paper["none"] + offset / 10)
-        cells.append({"dir": f"budget=1.0,mode=none,seed={seed}", **identity})
+        cells.append(fake_run(root, "none", 1.0, seed, paper["none"] + offset / 10))
     (root / "sweep.json").write_text(json.dumps({"cells": cells, "left_out": []}))
     return root
 
 
 def test_runs_are_counted_not_dropped(sweep):
-    runs = collect([sweep])
+    runs = collect([sweep]).frame
     assert len(runs) == (9 + 9 + 5) * 4 + 4
     assert runs.status.value_counts().to_dict() == {"ok": 94, "failed": 1, "missing": 1}
     summary = summarize(runs).set_index(["mode", "budget"])
@@ -101,7 +111,7 @@ def test_runs_are_counted_not_dropped(sweep):
 def test_a_run_found_twice_counts_once(sweep, tmp_path):
     copy = tmp_path / "copy"
     fake_run(copy, "uniform", 0.5, 0, 99.0, status="failed")  # the same run, failed elsewhere
-    runs = collect([sweep, copy])
+    runs = collect([sweep, copy]).frame
     same = runs[(runs["mode"] == "uniform") & (runs.budget == 0.5) & (runs.seed == 0)]
     assert len(same) == 1 and same.iloc[0].status == "ok"
 
@@ -144,6 +154,37 @@ def test_setups_get_their_own_tables(sweep, tmp_path, capsys):
     assert table.count("### ") == 2 and "test MSE" in table
     assert "| Uniform | ours | 0.450 ± 0.071 (n=2) |" in table
     assert "The paper's values for this setup are not published here." in table
+
+
+def test_setups_that_differ_only_in_learning_rate_are_kept_apart(sweep, tmp_path, capsys):
+    """Two sweeps of the same grid at another learning rate: two tables, never merged cells,
+    and the table says which key differs."""
+    other = tmp_path / "lr0.05"
+    for seed in range(4):
+        fake_run(other, "uniform", 0.5, seed, 50.0 + seed, lr=0.05)
+    assert main([str(sweep), str(other), "--out", str(tmp_path / "tables")]) == 0
+    table = (tmp_path / "tables" / "table2.md").read_text()
+    assert table.count("### cifar10, Stable resnet110") == 2
+    assert "optimizer.lr: 0.1 -> 0.05" in table
+    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in table  # the first sweep's cells, alone
+    assert "51.5 ± 1.3 (n=4)" in table  # the other's, in a table of their own
+    summary = pd.read_csv(tmp_path / "tables" / "summary.csv")
+    cells = summary[(summary["mode"] == "uniform") & (summary.budget == 0.5)]
+    assert sorted(cells.n) == [4, 4] and cells.setup.nunique() == 2
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"dataset": "cifar10", "status": "ok"}'])
+def test_an_unreadable_results_file_is_named_and_counted_missing(sweep, tmp_path, content, capsys):
+    broken = sweep / "budget=0.5,mode=uniform,seed=0" / "results.json"
+    broken.write_text(content)
+    assert main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {broken}: unreadable" in captured.err
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in table
+    uniform = next(line for line in table.splitlines() if line.startswith("| Uniform | ours |"))
+    assert "(n=3; 1 missing)" in uniform  # b = 0.5: planned in sweep.json, unreadable
+    assert f"- {broken}: unreadable" in table
 
 
 def test_crossings():

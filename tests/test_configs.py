@@ -10,8 +10,9 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from sdexp.data import TensorDataModule
 from sdexp.models import ResidualNetwork
+from sdexp.results import run_key
 from sdexp.survival import Mode
-from sdexp.training import fill_run_identity
+from sdexp.training import fill_run_names
 from tests.conftest import CONF
 
 
@@ -25,6 +26,14 @@ def test_every_group_has_options():
     assert options("dataset") == ["cifar10", "cifar100", "toy"]
     assert {"default", "cpu"} <= set(options("trainer"))
     assert options("logger") == ["csv", "none", "wandb"]
+    assert set(options("recipe")) == {
+        "reference",
+        "legacy",
+        "huang2016",
+        "toy",
+        "cifar10",
+        "cifar100",
+    }
 
 
 @pytest.mark.parametrize("option", options("model"))
@@ -46,10 +55,54 @@ def test_mode(make_config, option):
 @pytest.mark.parametrize("option", options("dataset"))
 def test_dataset(make_config, option):
     cfg = make_config(f"dataset={option}")
-    datamodule = instantiate(cfg.dataset)
+    datamodule = instantiate(cfg.dataset, seed=0)
     assert isinstance(datamodule, TensorDataModule)
     assert datamodule.name == option
     assert cfg.trainer.max_epochs > 0 and cfg.optimizer.lr > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "recipe"),
+    [
+        ([], "reference"),
+        (["dataset=cifar100"], "reference"),
+        (["dataset=toy", "model=vanilla"], "toy"),
+        (["recipe=legacy"], "legacy"),
+        (["recipe=huang2016"], "huang2016"),
+    ],
+)
+def test_the_dataset_chooses_its_recipe(make_config, overrides, recipe):
+    cfg = make_config(*overrides)
+    assert cfg.recipe.name == recipe and run_key(cfg)[0].recipe == recipe
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        # the reference code (felixgwu 298758d): batch 64, no normalisation, DownsampleB, decayed
+        # dropped blocks, lr steps counted from epoch 1, the best-validation checkpoint
+        ("reference", (64, False, "avgpool", "decay", [81, 122], "best", True, 164)),
+        ("legacy", (128, True, "stride", "frozen", [82, 123], "final", True, 164)),
+        ("huang2016", (128, True, "avgpool", "decay", [249, 374], "best", True, 500)),
+    ],
+)
+def test_recipes(make_config, recipe, expected):
+    cfg = make_config(f"recipe={recipe}")
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    milestones = sorted(instantiate(cfg.scheduler)(optimizer).milestones)
+    found = (
+        cfg.dataset.batch_size,
+        cfg.dataset.normalize,
+        cfg.model.shortcut,
+        cfg.recipe.dropped_blocks,
+        milestones,
+        cfg.recipe.report,
+        optimizer.defaults["nesterov"],
+        cfg.trainer.max_epochs,
+    )
+    assert found == expected
+    assert (optimizer.defaults["lr"], optimizer.defaults["momentum"]) == (0.1, 0.9)
+    assert optimizer.defaults["weight_decay"] == 1e-4
 
 
 @pytest.mark.parametrize("option", options("trainer"))
@@ -64,15 +117,14 @@ def test_optimizer_and_scheduler(make_config):
     optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
     scheduler = instantiate(cfg.scheduler)(optimizer)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
-    assert scheduler.milestones == {82: 1, 123: 1}  # 50% and 75% of 164 epochs
+    # lr x0.1 from epoch 82 of 164 and x0.01 from 123, counted from 1: milestones 81 and 122
+    assert scheduler.milestones == {81: 1, 122: 1}
 
 
 @pytest.mark.parametrize("option", options("logger"))
 def test_logger(make_config, option):
     cfg = make_config(f"logger={option}")
-    fill_run_identity(
-        cfg, {"dataset": "toy", "model": "vanilla", "mode": "uniform", "budget": 0.5, "seed": 0}
-    )
+    fill_run_names(cfg, run_key(cfg)[0])
     logger = instantiate(cfg.logger) if cfg.logger else None
     expected = {"wandb": WandbLogger, "csv": CSVLogger, "none": type(None)}[option]
     assert isinstance(logger, expected)

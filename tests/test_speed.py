@@ -7,7 +7,7 @@ import torch
 
 from sdexp.bench import dropout, forward_every_block, main, row_mask
 from sdexp.models import StableResNet, compile_branches
-from sdexp.module import StochasticDepthModule
+from sdexp.module import Speed, StochasticDepthModule
 from sdexp.survival import Uniform
 from sdexp.training import train
 from tests.conftest import local_cifar
@@ -15,7 +15,7 @@ from tests.conftest import local_cifar
 
 def module(model, **speed) -> StochasticDepthModule:
     return StochasticDepthModule(
-        model, Uniform(), 0.5, "classification", 10, optimizer=torch.optim.SGD, **speed
+        model, Uniform(), 0.5, "classification", 10, optimizer=torch.optim.SGD, speed=Speed(**speed)
     )
 
 
@@ -87,8 +87,8 @@ def test_bf16_autocast_run(make_config, cifar_root):
         "speed.channels_last=true",
         "logger=none",
     )
-    results = train(cfg)
-    assert results["status"] == "ok" and 0 <= results["test_error"] <= 100
+    result = train(cfg)
+    assert result.status == "ok" and 0 <= result.test <= 100
 
 
 @pytest.mark.slow

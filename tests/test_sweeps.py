@@ -19,9 +19,10 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.sweep import IDENTITY_KEYS, CellPlanner, with_override
+from sdexp.results import RunResult, read_result, run_key
+from sdexp.sweep import planned_budget, with_override
 from sdexp.table import main as aggregate_main
-from sdexp.training import check_launch, cluster_plugins, fill_run_identity, train
+from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
 from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train
 from tests.test_train import stable_fields
 
@@ -41,8 +42,8 @@ def grid_lines(stdout: str) -> tuple[list[str], list[str]]:
     return runs, left_out
 
 
-def results_in(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+def results_in(sweep_dir: Path) -> dict[str, RunResult]:
+    return {p.parent.name: read_result(p.parent) for p in sweep_dir.glob("*/results.json")}
 
 
 def wait_for(path: Path, process: subprocess.Popen, limit_s: float = 300) -> None:
@@ -91,18 +92,17 @@ def test_presets_compose(preset):
 
 @pytest.mark.parametrize(("model", "blocks"), [("resnet110", 54), ("resnet56", 27)])
 def test_planner_leaves_out_linear_below_its_smallest_budget(model, blocks):
-    planner = CellPlanner()
     for budget in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9):
         cfg = compose_config([f"model={model}", "mode=linear", f"budget={budget}"])
-        planned = planner.effective_budget(cfg)
+        planned = planned_budget(cfg)
         if budget < (blocks - 1) / (2 * blocks):  # 0.4907 and 0.4815: 0.1..0.4 are left out
             assert isinstance(planned, str) and "mode=linear needs budget >= 0.4" in planned
         else:
             assert planned == budget
-    none = planner.effective_budget(compose_config(["mode=none", "budget=0.3"]))
+    none = planned_budget(compose_config(["mode=none", "budget=0.3"]))
     assert none == 1.0  # the baseline runs once, at budget 1
     with pytest.raises(ConfigError, match="budget"):
-        planner.effective_budget(compose_config(["mode=uniform", "budget=1.5"]))
+        planned_budget(compose_config(["mode=uniform", "budget=1.5"]))
     assert with_override(["mode=none", "budget=0.3", "seed=1"], "budget", 1.0) == [
         "mode=none",
         "seed=1",
@@ -146,8 +146,8 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
     assert "16 cells, 2 left out (infeasible for their mode), 2 merged" in first.stdout
     assert "= 12 runs: 0 already done (skipped), 12 to launch" in first.stdout
     results = results_in(sweep)
-    assert len(results) == 12 and all(r["status"] == "ok" for r in results.values())
-    cells = {(r["mode"], r["budget"], r["seed"]) for r in results.values()}
+    assert len(results) == 12 and all(r.status == "ok" for r in results.values())
+    cells = {(r.key.mode, r.key.budget, r.key.seed) for r in results.values()}
     assert ("linear", 0.3, 0) not in cells and ("none", 1.0, 1) in cells
     grid = json.loads((sweep / "sweep.json").read_text())
     assert sorted(c["dir"] for c in grid["cells"]) == sorted(results)
@@ -208,7 +208,7 @@ def test_a_failed_job_is_reported_and_counted(tmp_path, capsys):
     assert done.returncode == 1
     assert "2 of 2 jobs failed" in done.stderr and "mode=uniform budget=0.7" in done.stderr
     assert "Traceback" not in done.stderr
-    assert {r["status"] for r in results_in(sweep).values()} == {"failed"}
+    assert {r.status for r in results_in(sweep).values()} == {"failed"}
     assert aggregate_main([str(sweep)]) == 0
     assert "Runs: 0 finished, 2 failed, 0 missing." in capsys.readouterr().out
 
@@ -228,12 +228,14 @@ def test_finished_run_is_skipped(make_config, tmp_path, caplog):
 
 
 def test_a_run_keeps_its_wandb_identity(make_config):
-    identity = {"dataset": "toy", "model": "vanilla", "mode": "uniform", "budget": 0.5, "seed": 0}
     first, second = make_config("logger=wandb"), make_config("logger=wandb")
-    fill_run_identity(first, identity)
-    fill_run_identity(second, identity)
-    assert first.run.id == second.run.id  # the same output dir: the same W&B run
+    fill_run_names(first, run_key(first)[0])
+    fill_run_names(second, run_key(second)[0])
+    assert first.run.id == second.run.id  # the same output dir and run: the same W&B run
     assert first.logger.resume == "allow"
+    other = make_config("logger=wandb", "optimizer.lr=0.05")  # another run in the same dir
+    fill_run_names(other, run_key(other)[0])
+    assert other.run.id != first.run.id and other.run.name != first.run.name
 
 
 @pytest.mark.slow
@@ -257,10 +259,10 @@ def test_sigkill_mid_epoch_then_the_same_command(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "Restoring states from the checkpoint path" in (run_dir / "train.log").read_text()
-    resumed = json.loads((run_dir / "results.json").read_text())
+    resumed = read_result(run_dir)
     straight = train(compose_config([*args, f"output_dir={tmp_path / 'straight'}", "logger=none"]))
-    assert resumed["status"] == "ok"
-    assert stable_fields(resumed) == stable_fields(straight)
+    assert resumed.status == "ok"
+    assert same_numbers(resumed, straight)
 
 
 @pytest.mark.slow
@@ -290,12 +292,12 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     job_log = (job / "train.log").read_text()
     assert job_log.count("Restoring states from the checkpoint path") == 1
     results = results_in(sweep)
-    assert len(results) == 2 and all(r["status"] == "ok" for r in results.values())
+    assert len(results) == 2 and all(r.status == "ok" for r in results.values())
     reference = compose_config(
         ["+sweep=smoke", *[o.replace("0,1", "1") for o in grid], f"output_dir={tmp_path / 'ref'}"]
     )
     straight = train(reference)
-    assert stable_fields(results[job.name]) == stable_fields(straight)
+    assert same_numbers(results[job.name], straight)
 
 
 # --- launchers and clusters ----------------------------------------------------------------------
@@ -339,16 +341,29 @@ def test_ddp_is_refused_inside_a_local_multirun():
 
 def test_run_identity_names_the_run(make_config):
     cfg = make_config(*FAST_TOY, "mode=none", "budget=0.3")
-    planner = CellPlanner()
-    identity = planner.identity(cfg)
-    assert identity == {
+    key, config = run_key(cfg)
+    readable = {k: getattr(key, k) for k in ("dataset", "model", "mode", "budget", "seed")}
+    assert readable == {
         "dataset": "toy",
         "model": "vanilla",
         "mode": "none",
         "budget": 1.0,
         "seed": 0,
-        "stable": True,
-        "num_blocks": 8,
-        "epochs": 2,
     }
-    assert tuple(identity) == IDENTITY_KEYS
+    assert (key.recipe, key.epochs, key.stable, key.num_blocks) == ("toy", 2, True, 8)
+    assert config["budget"] == 1.0 and config["model"]["width"] == 32
+    # What changes the computation changes the identity; where it writes and logs does not.
+    same = ["logger=none", "trainer.enable_progress_bar=true", "dataset.on_device=false"]
+    assert run_key(make_config(*FAST_TOY, "mode=none", "budget=0.7", *same))[0] == key
+    for other in ("model.width=64", "optimizer.lr=0.01", "dataset.beta_scale=0.5", "seed=1"):
+        changed = run_key(make_config(*FAST_TOY, "mode=none", other))[0]
+        assert changed.identity != key.identity, other
+        assert (changed.setup == key.setup) == (other == "seed=1"), other
+
+
+def same_numbers(a: RunResult, b: RunResult) -> bool:
+    """Two runs computed the same numbers (a may carry a test callback that b lacks)."""
+    ignore = {"identity", "setup", "config"}
+    return {k: v for k, v in stable_fields(a).items() if k not in ignore} == {
+        k: v for k, v in stable_fields(b).items() if k not in ignore
+    }

@@ -9,35 +9,35 @@ import pytest
 
 from sdexp.errors import ConfigError
 from sdexp.module import NonFiniteLossError
-from sdexp.results import read_results
+from sdexp.results import RunResult, read_result
 from sdexp.training import train
 from tests.conftest import FAST_TOY, local_cifar, run_train
 
 VOLATILE = {"train_time_s", "epoch_times_s"}
 
 
-def stable_fields(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k not in VOLATILE}
+def stable_fields(result: RunResult) -> dict:
+    """What two runs of the same computation agree on (not their timings)."""
+    return {k: v for k, v in result.to_dict().items() if k not in VOLATILE}
 
 
 def test_toy_sensemode_run(make_config, tmp_path):
     cfg = make_config(*FAST_TOY, "mode=sensemode", "budget=0.3", "logger=csv")
-    results = train(cfg)
-    assert read_results(tmp_path / "run") == results
-    assert results["status"] == "ok"
-    assert (results["dataset"], results["model"], results["mode"]) == (
-        "toy",
-        "vanilla",
-        "sensemode",
-    )
-    survival = results["survival"]
+    result = train(cfg)
+    assert read_result(tmp_path / "run") == result
+    assert result.status == "ok"
+    key = result.key
+    assert (key.dataset, key.model, key.mode, key.recipe) == ("toy", "vanilla", "sensemode", "toy")
+    survival = result.survival
     assert len(survival) == 8 and abs(sum(survival) / 8 - 0.3) < 1e-6
-    assert len(results["sensitivity"]) == 8
-    assert results["expected_depth"] == pytest.approx(0.3 * 8)
-    for key in ("test_mse", "test_loss", "best_val_mse", "train_time_s", "depth_variance"):
-        assert results[key] > 0, key
-    assert results["epochs"] == 2 and results["stable"] is True and results["version"]
-    assert len(results["epoch_times_s"]) == 2 and min(results["epoch_times_s"]) > 0
+    assert len(result.sensitivity) == 8
+    assert result.expected_depth == pytest.approx(0.3 * 8)
+    assert result.metric == "mse" and result.report == "final"
+    for name in ("test_final", "test_best", "test_loss", "best_val", "train_time_s"):
+        assert getattr(result, name) > 0, name
+    assert result.test == result.test_final and result.depth_variance > 0
+    assert key.epochs == 2 and key.stable is True and result.version
+    assert len(result.epoch_times_s) == 2 and min(result.epoch_times_s) > 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").exists()
@@ -52,31 +52,36 @@ def test_same_seed_same_results(tmp_path):
 
     first, second, other = run("a", 0), run("b", 0), run("c", 1)
     assert stable_fields(first) == stable_fields(second)
-    assert first["test_mse"] != other["test_mse"]
+    assert first.test != other.test
 
 
-def test_resume_continues_as_one_run(tmp_path):
-    """Stopping after 2 epochs and resuming to 4 equals training 4 epochs straight."""
+def test_a_crashed_run_resumes_as_one_run(tmp_path):
+    """A run that crashed after 2 of its 4 epochs (results.json says failed) is started again
+    with the same command: it resumes from last.ckpt and ends as the uninterrupted run."""
     from tests.conftest import compose_config
 
-    def run(name: str, epochs: int) -> dict:
-        overrides = [*FAST_TOY, "mode=uniform", "logger=none", "scheduler.milestones=[3]"]
-        overrides += [f"trainer.max_epochs={epochs}"]
-        return train(compose_config([f"output_dir={tmp_path / name}", *overrides]))
-
-    straight = run("straight", 4)
-    run("resumed", 2)
-    resumed = run("resumed", 4)  # finds checkpoints/last.ckpt and continues from epoch 2
-    assert stable_fields(resumed) == stable_fields(straight)
+    overrides = [*FAST_TOY, "mode=uniform", "logger=none", "trainer.max_epochs=4"]
+    straight = train(compose_config([f"output_dir={tmp_path / 'straight'}", *overrides]))
+    crash = ["+callbacks.crash._target_=tests.helpers.CrashOnce", "+callbacks.crash.epoch=2"]
+    cfg = compose_config([f"output_dir={tmp_path / 'crashed'}", *overrides, *crash])
+    with pytest.raises(RuntimeError, match="a crash, once"):
+        train(cfg)
+    assert read_result(tmp_path / "crashed").status == "failed"
+    resumed = train(compose_config([f"output_dir={tmp_path / 'crashed'}", *overrides, *crash]))
+    assert resumed.status == "ok" and resumed.key.epochs == 4
+    ignore = {"identity", "setup", "config"}  # the crashing callback is part of the config
+    assert {k: v for k, v in stable_fields(resumed).items() if k not in ignore} == {
+        k: v for k, v in stable_fields(straight).items() if k not in ignore
+    }
 
 
 def test_nonfinite_loss_marks_the_run_failed(make_config, tmp_path):
     cfg = make_config(*FAST_TOY, "logger=none", "optimizer.lr=1e4", "trainer.log_every_n_steps=1")
     with pytest.raises(NonFiniteLossError):
         train(cfg)
-    results = read_results(tmp_path / "run")
-    assert results["status"] == "failed"
-    assert "NonFiniteLossError" in results["reason"] and "loss is" in results["reason"]
+    result = read_result(tmp_path / "run")
+    assert result.status == "failed"
+    assert "NonFiniteLossError" in result.reason and "loss is" in result.reason
 
 
 @pytest.mark.parametrize(
@@ -90,6 +95,28 @@ def test_nonfinite_loss_marks_the_run_failed(make_config, tmp_path):
         (["mode=sensemode", "mode.rule=inverse"], "mode.rule", "proportional"),
         (["dataset=toy"], "model", "model=vanilla"),
         (["model.depth=100"], "model.depth", "6n + 2"),
+        (["budget=abc"], "budget", "a number, got 'abc'"),
+        (["seed=-1"], "seed", "an integer in [0, 4294967295], got -1"),
+        (["seed=abc"], "seed", "an integer, got 'abc'"),
+        (["seed=1.5"], "seed", "an integer, got 1.5"),
+        (["model.depth=abc"], "model.depth", "an integer, got 'abc'"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs", "at least 1, got 0"),
+        (["trainer.max_epochs=-1"], "trainer.max_epochs", "at least 1, got -1"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs", "got 'abc'"),
+        (["trainer.precision=15"], "trainer.precision", "one of"),
+        (["optimizer.lr=-0.1"], "optimizer", "Invalid learning rate"),
+        (["optimizer.nesterov=maybe"], "optimizer.nesterov", "true or false, got 'maybe'"),
+        (["mode=sensemode", "mode.batches=abc"], "mode.batches", "an integer"),
+        (["recipe.report=sometimes"], "recipe.report", "one of ['best', 'final']"),
+        (["recipe.dropped_blocks=thawed"], "recipe.dropped_blocks", "one of ['decay', 'frozen']"),
+        (["model.shortcut=conv"], "model.shortcut", "one of ['avgpool', 'stride']"),
+        (["dataset.batch_size=0"], "dataset.batch_size", "a positive integer, got 0"),
+        (["dataset.val_size=0"], "recipe.report", "best needs a validation split"),
+        (["overwrite=yes"], "overwrite", "true or false, got 'yes'"),
+        (["scheduler.fractions=[0.5,2]"], "scheduler.fractions", "fractions in (0, 1]"),
+        (["+model.colour=red"], "model.colour", "not an option of sdexp.models.StableResNet"),
+        (["+speed.turbo=true"], "speed.turbo", "not an option of speed"),
+        (["+budgett=0.3"], "budgett", "not an option of the run config"),
     ],
 )
 def test_bad_input_fails_before_training(make_config, tmp_path, overrides, option, message):
@@ -111,8 +138,8 @@ def test_cli_toy_run_logs_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
     done = run_train(*FAST_TOY, "mode=sensemode", "budget=0.3", f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok" and abs(sum(results["survival"]) / 8 - 0.3) < 1e-6
+    result = read_result(run_dir)
+    assert result.status == "ok" and abs(sum(result.survival) / 8 - 0.3) < 1e-6
     (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
     inspect = subprocess.run(
         ["wandb", "leet", "inspect", "--summary", "--json", str(wandb_run)],
@@ -125,14 +152,23 @@ def test_cli_toy_run_logs_to_wandb(tmp_path):
     assert record["config"]["mode"]["_target_"] == "sdexp.survival.SenseMode"
     assert record["config"]["expected_depth"] == pytest.approx(2.4)
     assert len(record["config"]["survival"]) == 8
-    assert record["name"] == "toy-vanilla-sensemode-b0.3-s0"
+    assert record["config"]["key"]["identity"] == result.key.identity
+    assert record["name"] == f"toy-vanilla-sensemode-b0.3-s0-{result.key.setup[:6]}"
     assert set(record["tags"]) >= {"toy", "vanilla", "sensemode", "budget=0.3"}
     summary = record["summary"]
-    assert summary["test/mse"] == pytest.approx(results["test_mse"])
+    assert summary["test/mse"] == pytest.approx(result.test_final)
+    assert summary["test_best/mse"] == pytest.approx(result.test_best)
     for key in ("train/loss", "train/sampled_depth", "val/mse", "val/loss", "test/loss"):
         assert key in summary, key
     assert "layers/survival_table" in summary and "layers/sensitivity_table" in summary
-    assert record["state"] == "finished"
+    # plain names and the numbers, for dashboards that filter failures and group by mode
+    plain = {"status": "ok", "mode": "sensemode", "dataset": "toy", "model": "vanilla"}
+    assert {k: summary[k] for k in plain} == plain
+    assert summary["budget"] == 0.3 and summary["seed"] == 0 and summary["recipe"] == "toy"
+    assert summary["test"] == pytest.approx(result.test) and summary["metric"] == "mse"
+    assert summary["best_val"] == pytest.approx(result.best_val)
+    assert summary["setup"] == result.key.setup and summary["expected_depth"] > 0
+    assert record["state"] == "finished" and record["exit_code"] == 0
 
 
 @pytest.mark.slow
@@ -152,15 +188,19 @@ def test_cli_cifar_run_reads_the_real_format(tmp_path, cifar_root):
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok"
-    assert (results["dataset"], results["model"], results["num_blocks"]) == (
+    result = read_result(run_dir)
+    assert result.status == "ok"
+    key = result.key
+    assert (key.dataset, key.model, key.num_blocks, key.recipe) == (
         "cifar10",
         "resnet110",
         54,
+        "reference",
     )
-    assert abs(sum(results["survival"]) / 54 - 0.3) < 1e-6
-    assert 0 <= results["test_error"] <= 100 and results["best_val_error"] is not None
+    assert abs(sum(result.survival) / 54 - 0.3) < 1e-6
+    assert result.report == "best" and result.test == result.test_best
+    assert 0 <= result.test_best <= 100 and 0 <= result.test_final <= 100
+    assert result.best_val is not None
 
 
 @pytest.mark.slow
@@ -173,6 +213,7 @@ def test_cli_cifar100(tmp_path, cifar_root):
         "budget=0.6",
         *local_cifar(cifar_root),
         "dataset.val_size=0",
+        "recipe.report=final",  # no validation split: no best checkpoint to report
         "dataset.batch_size=60",
         "trainer=cpu",
         "trainer.max_epochs=1",
@@ -180,13 +221,11 @@ def test_cli_cifar100(tmp_path, cifar_root):
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    results = json.loads((run_dir / "results.json").read_text())
-    assert (results["dataset"], results["model"], results["mode"]) == (
-        "cifar100",
-        "resnet56",
-        "linear",
-    )
-    assert results["best_val_error"] is None  # val_size=0: no validation
+    result = read_result(run_dir)
+    key = result.key
+    assert (key.dataset, key.model, key.mode) == ("cifar100", "resnet56", "linear")
+    assert result.best_val is None and result.test_best is None  # val_size=0: no validation
+    assert result.test == result.test_final
 
 
 @pytest.mark.slow
@@ -196,6 +235,11 @@ def test_cli_cifar100(tmp_path, cifar_root):
         (["mode=linear", "budget=0.3"], 2, "error: budget: mode=linear cannot meet budget=0.3"),
         (["mode=uniformm"], 1, "Available options in 'mode'"),
         (["dataset.download=false", "dataset.data_dir=DATA"], 2, "error: dataset.data_dir:"),
+        (["budget=abc"], 2, "error: budget: a number, got 'abc'"),
+        (["seed=-1"], 2, "error: seed: an integer in [0, 4294967295], got -1"),
+        (["seed=abc"], 2, "error: seed: an integer, got 'abc'"),
+        (["model.depth=abc"], 2, "error: model.depth: an integer, got 'abc'"),
+        (["trainer.max_epochs=0"], 2, "error: trainer.max_epochs: an integer, at least 1, got 0"),
     ],
 )
 def test_cli_bad_input(tmp_path, overrides, returncode, expected):

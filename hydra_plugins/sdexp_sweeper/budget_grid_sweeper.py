@@ -71,16 +71,17 @@ class BudgetGridSweeper(BasicSweeper):
     def plan(self, arguments: list[str]) -> list:
         """The cells of the grid, in the basic sweeper's order, each planned by sdexp.sweep."""
         from sdexp.errors import ConfigError
-        from sdexp.sweep import Cell, CellPlanner, completed, with_override
+        from sdexp.results import run_key
+        from sdexp.sweep import Cell, cell_status, planned_budget, with_override
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([*self._parse_config(), *arguments])
         (product,) = self.split_arguments(parsed, max_batch_size=None)
-        planner, cells, planned, self.merged = CellPlanner(), [], set(), 0
+        cells, planned, self.merged = [], set(), 0
         for overrides in product:
             cfg = self.compose(overrides)
             try:
-                budget = planner.effective_budget(cfg)
+                budget = planned_budget(cfg)
             except ConfigError as error:
                 raise GridError(f"{' '.join(overrides)}: {error}") from error
             if isinstance(budget, str):
@@ -93,32 +94,43 @@ class BudgetGridSweeper(BasicSweeper):
                     continue
                 cfg = self.compose(overrides)
             planned.add(tuple(overrides))
-            run_dir, identity = self.run_dir(cfg), planner.identity(cfg)
-            done = completed(run_dir, identity) is not None
-            cells.append(Cell(overrides, identity, run_dir, done=done, config=cfg))
+            run_dir = self.run_dir(cfg)
+            key, config = run_key(cfg)
+            status, note = cell_status(run_dir, key, config)
+            cells.append(Cell(overrides, key, run_dir, status=status, note=note, config=cfg))
         return cells
 
     def sweep(self, arguments: list[str]) -> Any:
         from sdexp.errors import ConfigError
+        from sdexp.rundir import WAYS_OUT
         from sdexp.sweep import write_grid
 
         cells = self.plan(arguments)
         runs = [c for c in cells if c.left_out is None]
-        todo = [c for c in runs if not c.done]
+        done = [c for c in runs if c.status == "done"]
+        clashes = [c for c in runs if c.status == "conflict"]
+        todo = [c for c in runs if c.status != "done"]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         summary = (
             f"Grid {shown(sweep_dir.absolute())}: {len(cells) + self.merged} cells, "
             f"{len(cells) - len(runs)} left out (infeasible for their mode), {self.merged} merged "
             f"(the no-SD baseline runs once per seed) = {len(runs)} runs: "
-            f"{len(runs) - len(todo)} already done (skipped), {len(todo)} to launch"
+            f"{len(done)} already done (skipped), {len(todo)} to launch"
+            + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
         if self.dry_run:
             print("\n".join(describe(cells)))
             print(summary)
             return []
         log.info(summary)
-        for line in describe([c for c in cells if c.left_out]):
+        for line in describe([c for c in cells if c.left_out or c.note]):
             log.info(line)
+        if clashes and not all(c.config.overwrite for c in clashes):
+            raise GridError(
+                f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
+                f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
+                f"{WAYS_OUT}"
+            )
         if not todo:
             return []
         try:
@@ -153,21 +165,22 @@ def prepare_data(cells: list) -> None:
         key = OmegaConf.to_yaml(cell.config.dataset)
         if key not in seen:
             seen.add(key)
-            instantiate(cell.config.dataset).prepare_data()
+            instantiate(cell.config.dataset, seed=cell.config.seed).prepare_data()
 
 
 def describe(cells: list) -> list[str]:
-    """One line per cell: the overrides that vary over the grid, its status, its directory."""
+    """One line per cell: the overrides that vary over the grid, its status, its directory,
+    and what the planner found there."""
     shared = set.intersection(*(set(c.overrides) for c in cells)) if len(cells) > 1 else set()
     lines, runs = [], 0
     for cell in cells:
         varying = " ".join(o for o in cell.overrides if o not in shared)
         if cell.left_out:
             lines.append(f"   -  left out  {varying}  ({cell.left_out})")
-        else:
-            status = "done" if cell.done else "to run"
-            lines.append(f"{runs:4d}  {status:8s}  {varying}  -> {shown(cell.run_dir)}")
-            runs += 1
+            continue
+        note = f"  ({cell.note})" if cell.note else ""
+        lines.append(f"{runs:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
+        runs += 1
     return lines
 
 

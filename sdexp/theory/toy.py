@@ -57,7 +57,13 @@ def train_with_probe(
         probe(0, model)
         return
     module = StochasticDepthModule(
-        model, MODES[mode](), budget, datamodule.task, datamodule.num_outputs, optimizer=optimizer
+        model,
+        MODES[mode](),
+        budget,
+        datamodule.task,
+        datamodule.num_outputs,
+        optimizer=optimizer,
+        dropped_blocks="frozen",  # the setting the theory figures in README were made with
     )
     trainer = pl.Trainer(
         max_epochs=epochs,
