@@ -12,6 +12,7 @@ themselves (they raise ``ConfigError``), which the check calls on cheap objects.
 from __future__ import annotations
 
 import collections.abc
+import importlib
 import inspect
 import types
 import typing
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Union
 
 import torch
-from hydra.utils import get_class, get_method, instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -152,12 +153,27 @@ def check_values(
             raise ConfigError(option, f"{describe(types_[key])}, got {value!r}")
 
 
+def locate(dotted: str) -> Any:
+    """The object a ``_target_`` names, a class or a function. (Hydra's ``get_class`` and
+    ``get_method`` each log an error for the other kind.)"""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ImportError(dotted)
+
+
 def check_target(node: dict, path: str) -> Any:
     """Check a ``_target_`` node's keys against its target's signature; return the target."""
     try:
-        target = get_class(node["_target_"])
-    except Exception:  # noqa: BLE001 - not a class: a function (e.g. a logger factory)
-        target = get_method(node["_target_"])
+        target = locate(node["_target_"])
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{path}._target_", f"cannot import {node['_target_']!r}") from error
     declared, varkw = signature_types(target)
     check_values(node, declared, path, node["_target_"], open_=varkw)
     return target

@@ -48,7 +48,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class EpochSampler(Sampler):
     """The rows of one epoch: a fresh order of the indices (``shuffle``), each with a random crop
     offset in [0, 2 * padding]^2 and a flip flag when ``padding`` > 0, shared over ``num_replicas``
-    ranks. Lightning calls ``set_epoch`` at the start of every epoch."""
+    ranks. Training pads the epoch by wrapping around so that every rank takes the same number of
+    steps (``even``, as ``DistributedSampler``); evaluation does not, so that every example counts
+    exactly once in the metrics summed over the ranks. Lightning calls ``set_epoch`` at the start
+    of every epoch."""
 
     def __init__(
         self,
@@ -58,16 +61,19 @@ class EpochSampler(Sampler):
         padding: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        even: bool = True,
     ) -> None:
         self.size, self.seed, self.shuffle, self.padding = size, seed, shuffle, padding
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.even = num_replicas, rank, even
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.num_replicas)
+        if self.even:
+            return math.ceil(self.size / self.num_replicas)
+        return len(range(self.rank, self.size, self.num_replicas))
 
     def epoch_rows(self) -> Tensor:
         """(len(self), 1) indices, or (len(self), 4) indices, dy, dx, flip; int64 on the CPU."""
@@ -78,8 +84,9 @@ class EpochSampler(Sampler):
             offsets = torch.randint(0, 2 * self.padding + 1, (self.size, 2), generator=g)
             flips = torch.randint(0, 2, (self.size, 1), generator=g)
             rows = torch.cat([rows, offsets, flips], 1)
-        if self.num_replicas > 1:  # pad by wrapping around so that every rank gets len(self)
-            rows = rows[torch.arange(len(self) * self.num_replicas) % self.size]
+        if self.num_replicas > 1:
+            if self.even:  # pad by wrapping around so that every rank gets len(self)
+                rows = rows[torch.arange(len(self) * self.num_replicas) % self.size]
             rows = rows[self.rank :: self.num_replicas]
         return rows
 
@@ -209,6 +216,7 @@ class TensorDataModule(pl.LightningDataModule):
             padding=self.padding if train else 0,
             num_replicas=num_replicas,
             rank=rank,
+            even=train,
         )
         batch_size = self.batch_size if train else self.eval_batch_size
         return DataLoader(

@@ -3,16 +3,18 @@
 ``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
 W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
 server cannot be reached, or an online run cannot start, the run goes on offline; ``wandb sync``
-uploads it later. A resumed run does not log again the steps its predecessor logged after its
-last checkpoint (``ResumableWandbLogger``), and every run ends its W&B run with its exit code.
+uploads it later. A resumed run does not log again the steps the W&B run already holds
+(``ResumableWandbLogger``), and every run ends its W&B run with its exit code.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,33 +67,49 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 class ResumableWandbLogger(WandbLogger):
-    """A WandbLogger whose history continues from where the run's previous process stopped.
+    """A WandbLogger whose history continues from the last step the W&B run already holds.
 
-    A run killed mid-epoch resumes from the checkpoint of its last finished epoch and computes
-    the steps after it again, with the same values (masks and data order are seeded). Those
-    steps were logged already: this logger skips every step up to the last one the previous
-    process logged into the same W&B run, which it records in ``<save_dir>/wandb/logged_step``.
+    A run killed or preempted mid-epoch resumes from the checkpoint of its last finished epoch
+    and computes the steps after it again, with the same values (masks and data order are
+    seeded). Whatever of those steps the W&B run received before the interruption is not
+    logged a second time; what it never received (an offline run killed before wandb wrote it)
+    is logged now. The run's last step comes from wandb itself: the resumed online run's
+    summary, or the summaries of this directory's earlier offline runs of the same id.
     """
+
+    STEP = "trainer/global_step"  # Lightning's step metric in W&B
 
     def __init__(self, save_dir: str, **kwargs) -> None:
         super().__init__(save_dir=save_dir, **kwargs)
-        self._step_file = Path(save_dir) / "wandb" / "logged_step"
-        self._resume_after = self._recorded_step()
+        self._held: int | None = None  # found when the first metrics are logged
 
-    def _recorded_step(self) -> int:
-        """The last step logged into this W&B run by an earlier process, -1 if none."""
-        if not self._step_file.exists():
-            return -1
-        run_id, _, step = self._step_file.read_text().partition(" ")
-        return int(step) if run_id == str(self._wandb_init.get("id")) else -1
+    def held_step(self) -> int:
+        """The last trainer step this W&B run holds (-1: none)."""
+        summaries = [dict(self.experiment.summary)]
+        if self._wandb_init.get("mode") == "offline":
+            current = Path(self.experiment.dir).parent
+            earlier = Path(self.save_dir, "wandb").glob(f"offline-run-*-{self.experiment.id}")
+            summaries = [offline_summary(run) for run in earlier if run != current]
+        steps = [s[self.STEP] for s in summaries if isinstance(s.get(self.STEP), int | float)]
+        return int(max(steps, default=-1))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if step is not None and step <= self._resume_after:
+        if self._held is None:
+            self._held = self.held_step()
+        if step is not None and step <= self._held:
             return
         super().log_metrics(metrics, step)
-        if step is not None and self._wandb_init.get("id"):
-            self._step_file.parent.mkdir(parents=True, exist_ok=True)
-            self._step_file.write_text(f"{self._wandb_init['id']} {step}")
+
+
+def offline_summary(run_dir: Path) -> dict:
+    """The summary of an offline W&B run, read from its files by wandb's own reader
+    (``wandb leet inspect``); empty if it cannot be read (a run killed before wandb wrote)."""
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json"]
+    try:
+        done = subprocess.run([*command, str(run_dir)], capture_output=True, text=True, timeout=60)
+        return json.loads(done.stdout).get("summary") or {}
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
 
 
 def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:

@@ -132,8 +132,9 @@ class StochasticDepthModule(pl.LightningModule):
     # --- survival probabilities ----------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        if self.trainer.ckpt_path is None:  # resumed runs keep the p stored in the checkpoint
-            self.choose_survival()
+        if self.trainer.ckpt_path is not None:
+            return  # a resumed run keeps the p stored in its checkpoint, and logged them before
+        self.choose_survival()
         gate = self.model.gate
         summary = {
             "expected_depth": expected_depth(gate.survival),

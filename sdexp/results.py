@@ -21,6 +21,7 @@ reports), the survival probabilities and what they imply, and timings. It is wri
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -93,16 +94,21 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 def differences(old: dict, new: dict, limit: int = 6) -> str:
     """The keys two configs disagree on, as ``key: old -> new, ...`` (``limit`` at most)."""
-    a, b = flatten(canonical(old)), flatten(canonical(new))
-    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
-    shown = [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in keys[:limit]]
+    a, b = flatten(old), flatten(new)
+    missing = "<unset>"
+    keys = sorted(
+        k
+        for k in a.keys() | b.keys()
+        if canonical(a.get(k, missing)) != canonical(b.get(k, missing))
+    )
+    shown = [f"{k}: {a.get(k, missing)} -> {b.get(k, missing)}" for k in keys[:limit]]
     more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(shown) + more
 
 
 def without(config: dict, keys: tuple[str, ...]) -> dict:
     """``config`` less the (dotted) ``keys``."""
-    kept = json.loads(json.dumps(config))
+    kept = copy.deepcopy(config)
     for key in keys:
         *parents, last = key.split(".")
         node = kept

@@ -80,7 +80,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(checkpoint, tmp)
             os.replace(tmp, path)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch.save's writer raises RuntimeError
             tmp.unlink(missing_ok=True)
             raise CheckpointWriteError(f"could not write the checkpoint {path}: {error}") from error
 

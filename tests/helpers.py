@@ -45,6 +45,20 @@ class CrashOnce(Callback):
             raise RuntimeError("a crash, once")
 
 
+class InterruptOnce(Callback):
+    """Interrupts the run (KeyboardInterrupt, as Ctrl-C) before batch ``batch`` of epoch
+    ``epoch``, the first time only (a marker file in the output directory remembers it)."""
+
+    def __init__(self, epoch: int = 1, batch: int = 4) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        marker = Path(trainer.default_root_dir) / "interrupted"
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and not marker.exists():
+            marker.write_text("interrupted once")
+            raise KeyboardInterrupt
+
+
 class RecordMasks(Callback):
     """Saves the gate's mask of every training step and the final parameters of this rank to
     ``<out>/rank<global rank>.pt``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from sdexp import loggers
 from sdexp.errors import ConfigError
 from sdexp.results import read_result
 from sdexp.training import train
-from tests.conftest import FAST_TOY, ROOT, compose_config
+from tests.conftest import FAST_TOY, ROOT, compose_config, run_train
+from tests.test_sweeps import wait_for
 
 
 @pytest.fixture
@@ -132,3 +134,71 @@ def test_jobs_in_one_process_get_their_own_runs(tmp_path):
     import wandb
 
     assert wandb.run is None  # finished at the end of each job
+
+
+@pytest.mark.slow
+def test_a_failed_run_ends_its_wandb_run_as_failed(tmp_path):
+    """A NaN loss: the W&B run ends with a non-zero exit code and says why in its summary."""
+    run_dir = tmp_path / "run"
+    done = run_train(
+        *FAST_TOY,
+        "optimizer.lr=1e4",
+        "trainer.log_every_n_steps=1",
+        "logger=wandb",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 1
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    record = inspect(wandb_run)
+    assert record["exit_code"] != 0
+    summary = record["summary"]
+    assert summary["status"] == "failed" and "NonFiniteLossError" in summary["reason"]
+    assert (summary["mode"], summary["dataset"], summary["model"]) == ("uniform", "toy", "vanilla")
+
+
+def history_steps(wandb_run: Path) -> list[int]:
+    """The trainer steps of a W&B run's history rows, from its .wandb file."""
+    done = subprocess.run(
+        ["wandb", "leet", "inspect", "--json", str(wandb_run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps = []
+    for line in done.stdout.splitlines():
+        record = json.loads(line)
+        if record.get("type") == "history" and "trainer/global_step" in record["history"]["item"]:
+            steps.append(int(record["history"]["item"]["trainer/global_step"]))
+    return steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["sigkill", "interrupt"])
+def test_a_resumed_run_continues_its_wandb_history(tmp_path, stop):
+    """Stopped mid-epoch 1 and resumed from epoch 0's checkpoint (step 8), the run computes the
+    steps after it again. Its W&B history continues from the checkpoint's step (nothing logged
+    at lower steps again) and skips what the W&B run already holds: nothing, when the killed
+    process never got to write its offline run; the steps to the interruption otherwise."""
+    run_dir = tmp_path / "run"
+    args = [*FAST_TOY, "trainer.log_every_n_steps=1", "logger=wandb", f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    if stop == "sigkill":
+        pause = ["+callbacks.pause._target_=tests.helpers.PauseOnce", "+callbacks.pause.batch=4"]
+        process = subprocess.Popen(
+            [*command, *pause], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        wait_for(run_dir / "paused", process)
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate()
+        command += pause
+    else:
+        command += ["+callbacks.stop._target_=tests.helpers.InterruptOnce"]
+        first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert first.returncode != 0 and not (run_dir / "results.json").exists()
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first, second = (history_steps(r) for r in sorted((run_dir / "wandb").glob("offline-run-*")))
+    assert min(second) >= 8 and second == sorted(second)  # 8: the checkpoint's step
+    if stop == "interrupt":
+        assert max(first) > 8 and min(second) > max(first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,16 +153,21 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
     grid = json.loads((sweep / "sweep.json").read_text())
     assert sorted(c["dir"] for c in grid["cells"]) == sorted(results)
 
-    # Re-running the same command skips every finished run; after a "crash" only the lost one runs
+    # Re-running the same command skips every finished run; after a "crash" only the lost one
+    # runs, and a results.json that cannot be read is named and counts as not finished.
     written = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
     again = run_train(*args)
     assert "12 already done (skipped), 0 to launch" in again.stdout, again.stdout
-    lost = next(name for name in results if "mode=uniform" in name)
+    lost, corrupt = [name for name in results if "mode=uniform" in name][:2]
     (sweep / lost / "results.json").unlink()
+    (sweep / corrupt / "results.json").write_text("{")
+    dry = run_train(*args, "hydra.sweeper.dry_run=true")
+    assert f"{sweep / corrupt / 'results.json'}: unreadable" in dry.stdout, dry.stdout
+    assert "10 already done (skipped), 2 to launch" in dry.stdout
     third = run_train(*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert "11 already done (skipped), 1 to launch" in third.stdout, third.stdout
+    assert "10 already done (skipped), 2 to launch" in third.stdout, third.stdout
     after = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
-    assert {name for name in results if after[name] != written[name]} == {lost}
+    assert {name for name in results if after[name] != written[name]} == {lost, corrupt}
     assert stable_fields(results_in(sweep)[lost]) == stable_fields(results[lost])
 
     assert aggregate_main([str(sweep)]) == 0  # python scripts/aggregate.py SWEEP_DIR
@@ -170,6 +176,35 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
     assert "Runs: 12 finished, 0 failed, 0 missing." in table
     for name in ("table2.md", "table2.csv", "summary.csv", "table2_toy_vanilla_1ep.png"):
         assert (sweep / name).exists(), name
+
+
+@pytest.mark.slow
+def test_an_edited_preset_is_not_taken_for_done(tmp_path):
+    """Editing the preset (width 32 -> 64) and running it again used to say "already done":
+    now nothing is launched until the user chooses another directory or overwrite=true."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)  # the project's configs, as a user edits them
+    sweep = tmp_path / "smoke"
+    grid = ["--config-path", str(conf), "+sweep=smoke", "seed=0", "budget=0.7"]
+    grid += ["mode=uniform,none", "logger=csv", f"hydra.sweep.dir={sweep}"]
+    assert run_train(*grid).returncode == 0
+    preset = conf / "sweep" / "smoke.yaml"
+    preset.write_text(preset.read_text().replace("width: 32", "width: 64"))
+
+    dry = run_train(*grid, "hydra.sweeper.dry_run=true")
+    assert "0 already done (skipped), 2 to launch (2 of them where another run's files are)" in (
+        dry.stdout
+    )
+    assert "conflict" in dry.stdout and "model.width: 32 -> 64" in dry.stdout
+    refused = run_train(*grid)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "Nothing was launched" in refused.stderr and "overwrite=true" in refused.stderr
+    assert {r.config["model"]["width"] for r in results_in(sweep).values()} == {32}
+
+    done = run_train(*grid, "overwrite=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {r.config["model"]["width"] for r in results_in(sweep).values()} == {64}
+    assert "2 already done (skipped)" in run_train(*grid).stdout
 
 
 @pytest.mark.slow
@@ -258,7 +293,8 @@ def test_sigkill_mid_epoch_then_the_same_command(tmp_path):
 
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert "Restoring states from the checkpoint path" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert f"Restoring states from the checkpoint path at {run_dir}/checkpoints/last.ckpt" in log
     resumed = read_result(run_dir)
     straight = train(compose_config([*args, f"output_dir={tmp_path / 'straight'}", "logger=none"]))
     assert resumed.status == "ok"
@@ -290,7 +326,9 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert "this job is preempted" in logs and "Requeued job" in logs
     job_log = (job / "train.log").read_text()
-    assert job_log.count("Restoring states from the checkpoint path") == 1
+    assert (
+        job_log.count(f"Restoring states from the checkpoint path at {job}/checkpoints/last") == 1
+    )
     results = results_in(sweep)
     assert len(results) == 2 and all(r.status == "ok" for r in results.values())
     reference = compose_config(
