@@ -112,27 +112,41 @@ def offline_summary(run_dir: Path) -> dict:
         return {}
 
 
+def started(save_dir: str, mode: str, kwargs: dict) -> WandbLogger | None:
+    """A W&B logger whose run has started (so that falling back is still possible), or None."""
+    logger = ResumableWandbLogger(save_dir=save_dir, mode=mode, **kwargs)
+    try:
+        logger.experiment  # noqa: B018 - starts the run now
+    except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
+        log.warning(f"W&B could not start {mode} ({error})")
+        import wandb
+
+        # The failed run still holds its id in the wandb-core service ("run ID ... is in use"),
+        # and so does a run killed in another process that shares this service (a parent's,
+        # inherited through WANDB_SERVICE): the next attempt starts a service of its own.
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
+        return None
+    return logger
+
+
 def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
-    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``."""
+    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
+
+    Online when asked and the server answers, else offline; if W&B cannot start at all, the
+    run goes on without it (a warning says so)."""
     mode = resolve_wandb_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
     if mode == "online" and not server_reachable():
         host, port = wandb_server()
         log.warning(f"W&B server {host}:{port} unreachable: logging offline (wandb sync uploads)")
         mode = "offline"
-    logger = ResumableWandbLogger(save_dir=save_dir, mode=mode, **kwargs)
-    if mode == "online":
-        try:
-            logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
-        except Exception as error:  # server error, bad key, timeout
-            log.warning(f"W&B could not start online ({error}): logging offline")
-            import wandb
-
-            # The failed online run still holds its id in wandb's service process ("run ID ...
-            # is in use"): a fresh service lets the offline run take it.
-            wandb.teardown()
-            logger = ResumableWandbLogger(save_dir=save_dir, mode="offline", **kwargs)
-    return logger
+    # A second attempt runs in a wandb-core service of its own (see ``started``).
+    for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
+        if (logger := started(save_dir, attempt, kwargs)) is not None:
+            return logger
+    log.warning("W&B could not start: this run logs nothing to W&B")
+    return ResumableWandbLogger(save_dir=save_dir, mode="disabled", **kwargs)
 
 
 def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> None:

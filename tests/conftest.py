@@ -67,6 +67,13 @@ def local_cifar(root: Path) -> list[str]:
     return [f"dataset.data_dir={root}", "dataset.download=false", "dataset.verify_md5=false"]
 
 
+def user_env(**changes: str) -> dict[str, str]:
+    """The environment of a user's shell: this one, with W&B offline and without the wandb-core
+    service this test process may have started (a child would share it)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return env | {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"} | changes
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600):
     """``python train.py OVERRIDES`` as a user runs it."""
     return subprocess.run(
@@ -75,5 +82,5 @@ def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"},
+        env=user_env(),
     )

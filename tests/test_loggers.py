@@ -18,7 +18,7 @@ from sdexp import loggers
 from sdexp.errors import ConfigError
 from sdexp.results import read_result
 from sdexp.training import train
-from tests.conftest import FAST_TOY, ROOT, compose_config, run_train
+from tests.conftest import FAST_TOY, ROOT, compose_config, run_train, user_env
 from tests.test_sweeps import wait_for
 
 
@@ -78,7 +78,7 @@ def failing_server():
 
 def online_run(tmp_path: Path, base_url: str, *extra: str):
     """A toy run with W&B credentials (logger.mode=auto: online) and the server at base_url."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env = {k: v for k, v in user_env().items() if k != "WANDB_MODE"}
     env |= {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": base_url, "HOME": str(tmp_path)}
     run_dir = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), *FAST_TOY, "logger=wandb"]
@@ -182,7 +182,7 @@ def test_a_resumed_run_continues_its_wandb_history(tmp_path, stop):
     run_dir = tmp_path / "run"
     args = [*FAST_TOY, "trainer.log_every_n_steps=1", "logger=wandb", f"hydra.run.dir={run_dir}"]
     command = [sys.executable, str(ROOT / "train.py"), *args]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = user_env()
     if stop == "sigkill":
         pause = ["+callbacks.pause._target_=tests.helpers.PauseOnce", "+callbacks.pause.batch=4"]
         process = subprocess.Popen(
@@ -202,3 +202,26 @@ def test_a_resumed_run_continues_its_wandb_history(tmp_path, stop):
     assert min(second) >= 8 and second == sorted(second)  # 8: the checkpoint's step
     if stop == "interrupt":
         assert max(first) > 8 and min(second) > max(first)
+
+
+@pytest.mark.slow
+def test_a_run_id_held_by_a_shared_service_does_not_stop_the_run(tmp_path):
+    """A wandb-core service shared with a parent process (inherited through WANDB_SERVICE)
+    that still holds the run's id, as after a killed job: the run starts a service of its own."""
+    import wandb
+
+    holder = wandb.init(mode="offline", id="heldrunid0000001", dir=str(tmp_path), project="p")
+    try:
+        run_dir = tmp_path / "run"
+        env = user_env(WANDB_SERVICE=os.environ["WANDB_SERVICE"])
+        command = [sys.executable, str(ROOT / "train.py"), *FAST_TOY, "logger=wandb"]
+        command += ["run.id=heldrunid0000001", f"hydra.run.dir={run_dir}"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "is in use" in done.stdout + done.stderr  # the first attempt, reported
+        assert "logs nothing to W&B" not in done.stdout + done.stderr
+        assert read_result(run_dir).status == "ok"
+        offline = (run_dir / "wandb").glob("offline-run-*")  # the second attempt's, among them
+        assert any(inspect(run)["summary"].get("status") == "ok" for run in offline)
+    finally:
+        holder.finish()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sdexp.results import read_result
-from tests.conftest import FAST_TOY, ROOT, run_train
+from tests.conftest import FAST_TOY, ROOT, run_train, user_env
 from tests.test_sweeps import wait_for
 
 TOY = [*FAST_TOY, "logger=none"]
@@ -134,7 +134,7 @@ def test_a_live_run_keeps_its_directory(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), *TOY, f"hydra.run.dir={run_dir}"]
     command += ["+callbacks.pause._target_=tests.helpers.PauseOnce"]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = user_env()
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         wait_for(run_dir / "paused", first)

@@ -24,7 +24,7 @@ from sdexp.results import RunResult, read_result, run_key
 from sdexp.sweep import planned_budget, with_override
 from sdexp.table import main as aggregate_main
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
-from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train
+from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train, user_env
 from tests.test_train import stable_fields
 
 PRESETS = [
@@ -280,7 +280,7 @@ def test_sigkill_mid_epoch_then_the_same_command(tmp_path):
     args = [*FAST_TOY, "mode=sensemode", "budget=0.5", "logger=csv"]  # 2 epochs
     command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"]
     command += ["+callbacks.pause._target_=tests.helpers.PauseOnce"]  # at epoch 1, batch 1
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = user_env()
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
     )
@@ -310,7 +310,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     command = [sys.executable, str(ROOT / "train.py"), "+sweep=smoke", *grid]
     command += [f"hydra.sweep.dir={sweep}", "hydra/launcher=submitit_local"]
     command += ["+callbacks.pause._target_=tests.helpers.PauseOnce", "+callbacks.pause.seed=1"]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = user_env()
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
     )

@@ -4,7 +4,6 @@ assert the paper's results where the theory is exact or tight at that size."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from sdexp.theory.probes import (
 )
 from sdexp.theory.task import run_theory
 from sdexp.theory.toy import toy_data
+from tests.conftest import user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -102,7 +102,7 @@ def test_command_line_quick_run(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_logs_summary_and_figure(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = user_env(WANDB_SILENT="true")
     subprocess.run(
         [
             sys.executable,
