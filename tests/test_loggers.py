@@ -222,6 +222,6 @@ def test_a_run_id_held_by_a_shared_service_does_not_stop_the_run(tmp_path):
         assert "logs nothing to W&B" not in done.stdout + done.stderr
         assert read_result(run_dir).status == "ok"
         offline = (run_dir / "wandb").glob("offline-run-*")  # the second attempt's, among them
-        assert any(inspect(run)["summary"].get("status") == "ok" for run in offline)
+        assert any(loggers.offline_summary(run).get("status") == "ok" for run in offline)
     finally:
         holder.finish()
