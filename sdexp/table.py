@@ -14,10 +14,13 @@ as missing. Per setup it writes
 - ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
 - ``table2_<dataset>_<model>.png``: test error against budget per mode with error bars (the
   budget-performance trade-off), the baseline as a band, where SenseMode and Uniform cross;
+- ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5),
+  per budget SenseMode against Uniform (and Linear) over seeds (``sdexp.verdict``);
 
-and prints the markdown. The value of a run is its recipe's reported test metric (``report``:
-the best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the
-table says which. ``--wandb`` logs the tables and plots to a W&B run in the sweep's group.
+and prints the markdown, each table followed by its verdict. The value of a run is its
+recipe's reported test metric (``report``: the best-validation checkpoint's, or the final
+model's; ``--report`` chooses for all), and the table says which. ``--wandb`` logs the tables,
+plots and verdicts to a W&B run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from sdexp.results import (
 )
 from sdexp.survival import MODES
 from sdexp.sweep import GRID_FILE
+from sdexp.verdict import COLUMNS as VERDICT_COLUMNS
+from sdexp.verdict import Verdict, verdict
 
 SETUP = ["setup", "dataset", "model", "stable", "epochs", "recipe"]  # one table per setup
 CELL = ["mode", "variant", "budget"]
@@ -478,10 +483,29 @@ def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     return found, plots
 
 
+def write_verdicts(runs: Runs, found: list[Table], out: Path) -> list[Verdict]:
+    """Per table, the Budget Hypothesis verdict (``sdexp.verdict``, Sec. 5) from the setup's
+    finished runs (mode, budget, seed, value; the modes' plain options only): ``verdict.md``
+    (each under its table's title) and ``verdict.csv`` (one row per setup, budget and pair)."""
+    frame = runs.frame
+    ok = frame[(frame.status == "ok") & (frame["variant"] == "") & frame["value"].notna()]
+    verdicts, frames = [], []
+    for t in found:
+        verdicts.append(verdict(ok[ok.setup == t.setup]))
+        if len(verdicts[-1].comparisons):
+            frames.append(verdicts[-1].comparisons.assign(setup=t.setup, table=t.title))
+    pairs = zip(found, verdicts, strict=True)
+    (out / "verdict.md").write_text("\n".join(f"### {t.title}\n\n{v.markdown()}" for t, v in pairs))
+    columns = ["setup", "table", *VERDICT_COLUMNS]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    table.reindex(columns=columns).to_csv(out / "verdict.csv", index=False)
+    return verdicts
+
+
 def log_to_wandb(
     out: Path, found: list[Table], plots: list[Path], group: str | None, project: str
 ) -> None:
-    """The tables and plots as one W&B run (job_type aggregate) in the sweep's group."""
+    """The tables, plots and verdicts as one W&B run (job_type aggregate) in the sweep's group."""
     import wandb
 
     from sdexp.loggers import resolve_wandb_mode
@@ -500,8 +524,10 @@ def log_to_wandb(
             "table2/summary": wandb.Table(dataframe=summary),
             **{f"table2/{t.dataset}_{t.model}": wandb.Table(dataframe=t.grid()) for t in found},
             **{f"table2/plot_{p.stem}": wandb.Image(str(p)) for p in plots},
+            "verdict/comparisons": wandb.Table(dataframe=pd.read_csv(out / "verdict.csv")),
         }
     )
+    run.summary["verdict/markdown"] = (out / "verdict.md").read_text()
     run.finish()
 
 
@@ -549,8 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("outputs/tables"))
     found, plots = write(runs, out)
-    print((out / "table2.md").read_text())
-    print(f"Wrote {out / 'table2.md'}, table2.csv, summary.csv and {len(plots)} plot(s) to {out}")
+    verdicts = write_verdicts(runs, found, out)
+    for table, result in zip(found, verdicts, strict=True):
+        print(f"{table.markdown()}\n{result.markdown()}")
+    print(
+        f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, verdict.md, verdict.csv "
+        f"and {len(plots)} plot(s) to {out}"
+    )
     if args.wandb:
         log_to_wandb(out, found, plots, sweep_group(args.sweep_dirs), args.project)
     return 0

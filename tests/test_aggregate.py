@@ -145,6 +145,21 @@ def test_table_has_the_papers_layout(sweep, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_verdict_follows_the_table(sweep, capsys):
+    """The paper's means (std 0.26 in every cell) agree with the Budget Hypothesis (Sec. 5)."""
+    assert main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    verdict = (sweep / "verdict.md").read_text()
+    sentence = next(line for line in verdict.splitlines() if line.startswith("**Verdict:**"))
+    assert sentence.endswith("this agrees with the Budget Hypothesis.")
+    assert "the better mode switches at b ≈ 0.42" in sentence
+    assert printed.index("Runs: 94 finished") < printed.index(sentence)
+    rows = pd.read_csv(sweep / "verdict.csv")
+    assert len(rows) == 9 + 5 + 5 and rows.setup.nunique() == 1
+    cell = rows[(rows.mode_a == "sensemode") & (rows.mode_b == "uniform") & (rows.budget == 0.2)]
+    assert (cell.n_a.item(), cell.n_b.item()) == (2, 4)  # the failed and the missing run left out
+
+
 def test_setups_get_their_own_tables(sweep, tmp_path, capsys):
     toy = tmp_path / "smoke"
     for seed in (0, 1):
@@ -154,6 +169,9 @@ def test_setups_get_their_own_tables(sweep, tmp_path, capsys):
     assert table.count("### ") == 2 and "test MSE" in table
     assert "| Uniform | ours | 0.450 ± 0.071 (n=2) |" in table
     assert "The paper's values for this setup are not published here." in table
+    verdict = (tmp_path / "tables" / "verdict.md").read_text()
+    assert verdict.count("### ") == 2
+    assert "SenseMode and Uniform do not both have finished runs" in verdict
 
 
 def test_setups_that_differ_only_in_learning_rate_are_kept_apart(sweep, tmp_path, capsys):
@@ -224,3 +242,12 @@ def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
     assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
     (run,) = (out / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))
+    inspect = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(inspect.stdout)["summary"]
+    assert summary["verdict/comparisons"]["nrows"] == 9 + 5 + 5
+    assert summary["verdict/markdown"] == (out / "verdict.md").read_text()

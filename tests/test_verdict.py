@@ -1,0 +1,336 @@
+"""The Budget Hypothesis verdict (Sec. 5) on synthetic grids whose answer is known.
+
+Expected numbers come from the formulas (Welch's standard error and degrees of freedom, Student's
+t quantiles from scipy.stats.t, Holm by hand), not from the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from sdexp.verdict import COLUMNS, compare, holm, pair, switches, verdict, welch
+
+BUDGETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+# Table 2 of the paper (CIFAR-10, Stable ResNet110, test error %): mean, std over 4 runs
+PAPER = {
+    "sensemode": (
+        [15.4, 9.3, 7.0, 7.3, 7.3, 6.9, 7.3, 6.6, 6.2],
+        [0.4, 0.5, 0.3, 0.4, 0.2, 0.1, 0.3, 0.2, 0.2],
+    ),
+    "uniform": (
+        [17.2, 10.3, 7.7, 7.4, 6.8, 6.3, 5.9, 5.7, 5.7],
+        [0.3, 0.4, 0.2, 0.3, 0.1, 0.2, 0.1, 0.1, 0.1],
+    ),
+    "linear": ([None] * 4 + [9.1, 7.5, 6.4, 6.1, 6.0], [None] * 4 + [0.1, 0.2, 0.2, 0.2, 0.2]),
+}
+Z = np.array([-3.0, -1.0, 1.0, 3.0]) / np.std([-3.0, -1.0, 1.0, 3.0], ddof=1)  # mean 0, std 1
+
+
+def seeds(mean: float, std: float, n: int = 4) -> np.ndarray:
+    """n values whose mean and sample std (ddof 1) are exactly ``mean`` and ``std``."""
+    z = np.arange(n) - (n - 1) / 2
+    return mean + std * z / z.std(ddof=1) if n > 1 else np.array([mean])
+
+
+def grid(table: dict, n: int = 4, budgets=BUDGETS) -> pd.DataFrame:
+    """Finished runs (mode, budget, seed, value) from {mode: (means, stds)}; None: not run."""
+    rows = [
+        {"mode": mode, "budget": b, "seed": s, "value": v}
+        for mode, (means, stds) in table.items()
+        for b, mean, std in zip(budgets, means, stds, strict=True)
+        if mean is not None
+        for s, v in enumerate(seeds(mean, std, n))
+    ]
+    return pd.DataFrame(rows)
+
+
+def hand_welch(mean_a, std_a, mean_b, std_b, n_a=4, n_b=4, level=0.95):
+    """diff, CI and p-value of Welch's test from the textbook formulas."""
+    va, vb = std_a**2 / n_a, std_b**2 / n_b
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
+    diff = mean_a - mean_b
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return diff, diff - half, diff + half, 2 * stats.t.sf(abs(diff) / se, df)
+
+
+# --- one budget ----------------------------------------------------------------------------------
+
+
+def test_welch_matches_the_formulas():
+    a, b = seeds(15.4, 0.4), seeds(17.2, 0.3)
+    row = welch(a, b)
+    diff, low, high, p = hand_welch(15.4, 0.4, 17.2, 0.3)
+    # b = 0.1 of Table 2 by hand: se = sqrt(0.16/4 + 0.09/4) = 0.25, t = -7.2, df = 5.564
+    assert diff == pytest.approx(-1.8) and abs(diff) / 0.25 == pytest.approx(7.2)
+    assert (row["n_a"], row["n_b"]) == (4, 4)
+    assert (row["mean_a"], row["mean_b"]) == (pytest.approx(15.4), pytest.approx(17.2))
+    assert row["diff"] == pytest.approx(diff)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert row["p_value"] == pytest.approx(p) and 0.0004 < p < 0.0006
+    assert row["note"] == ""
+    wider = welch(a, b, level=0.99)
+    _, low99, high99, _ = hand_welch(15.4, 0.4, 17.2, 0.3, level=0.99)
+    assert (wider["ci_low"], wider["ci_high"]) == (pytest.approx(low99), pytest.approx(high99))
+
+
+def test_welch_with_one_side_constant_is_still_a_test():
+    row = welch([7.0, 7.0, 7.0], seeds(6.0, 0.5, 3))
+    _, low, high, p = hand_welch(7.0, 0.0, 6.0, 0.5, 3, 3)  # df = n_b - 1 = 2
+    assert row["p_value"] == pytest.approx(p) and row["ci_low"] == pytest.approx(low)
+    assert row["ci_high"] == pytest.approx(high)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "note"),
+    [
+        ([7.0], [6.0, 6.5], "no test: SenseMode has 1 seed"),
+        ([7.0], [6.0], "no test: SenseMode has 1 seed, Uniform has 1 seed"),
+        ([], [6.0, 6.5], "no test: SenseMode has no run"),
+        ([7.0, 7.0], [6.0, 6.0, 6.0], "no test: zero variance on both sides"),
+    ],
+)
+def test_welch_gives_no_p_value_rather_than_a_wrong_one(a, b, note):
+    row = welch(a, b, names=("SenseMode", "Uniform"))
+    assert math.isnan(row["p_value"]) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    assert row["note"].startswith(note)
+    if a:
+        assert row["diff"] == pytest.approx(np.mean(a) - np.mean(b))  # the means still count
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # NaN does not count: m = 2
+    adjusted = holm([0.02, math.nan, 0.9])
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1])
+    assert adjusted[2] == pytest.approx(0.9)
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+# --- the paper's grid ----------------------------------------------------------------------------
+
+
+def test_the_papers_table_2_agrees_with_the_hypothesis():
+    runs = pd.concat(
+        [
+            grid(PAPER),
+            pd.DataFrame({"mode": "none", "budget": 1.0, "seed": range(4), "value": 6.37}),
+        ]
+    )
+    result = verdict(runs)
+    table = result.comparisons
+    assert list(table.columns) == COLUMNS
+    rows = pair(table).set_index("budget")
+    assert list(rows.index) == BUDGETS
+    raw = []
+    for i, b in enumerate(BUDGETS):
+        (ms, ss), (mu, su) = ((m[i] for m in PAPER[k]) for k in ("sensemode", "uniform"))
+        diff, low, high, p = hand_welch(ms, ss, mu, su)
+        row = rows.loc[b]
+        assert row["diff"] == pytest.approx(diff)
+        assert (row.ci_low, row.ci_high, row.p_value) == pytest.approx((low, high, p))
+        raw.append(p)
+    # Holm over the 9 budgets by hand: sort, multiply by 9..1, running max
+    order = np.argsort(raw)
+    steps = np.maximum.accumulate(np.array(raw)[order] * np.arange(9, 0, -1))
+    expected = np.empty(9)
+    expected[order] = np.minimum(steps, 1)
+    assert rows["p_adjusted"].to_numpy() == pytest.approx(expected)
+    assert rows.loc[0.4, "p_value"] > 0.5  # 7.3 ± 0.4 against 7.4 ± 0.3
+    significant = rows[rows.significant]
+    assert list(significant.index) == [0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert list(significant.better) == ["sensemode"] * 3 + ["uniform"] * 5
+    assert list(rows.better) == ["sensemode"] * 4 + ["uniform"] * 5
+
+    # Linear only where it ran (b >= 0.5), against Uniform and SenseMode
+    linear = table[(table.mode_a == "linear") | (table.mode_b == "linear")]
+    assert sorted(set(linear.budget)) == BUDGETS[4:] and len(linear) == 10
+    assert "none" not in set(table.mode_a) | set(table.mode_b)
+
+    # diff -0.1 at 0.4, +0.5 at 0.5: zero at 0.4 + 0.1 * 0.1 / 0.6
+    (switch,) = result.switches
+    assert switch.budget == pytest.approx(0.4 + 0.1 / 6)
+    assert (switch.below, switch.above, switch.low, switch.high) == (
+        "sensemode",
+        "uniform",
+        0.4,
+        0.5,
+    )
+    assert switch.significant and switch.evidence == (0.3, 0.5)
+
+    assert result.outcome == "agrees"
+    assert result.sentence.startswith(
+        "SenseMode better than Uniform at b = 0.1–0.4 (p_Holm < 0.05 at 0.1–0.3); "
+        "Uniform better than SenseMode at b = 0.5–0.9 (p_Holm < 0.05 at 0.5–0.9); "
+        "no significant difference at 0.4; the better mode switches at b ≈ 0.42"
+    )
+    assert result.sentence.endswith("this agrees with the Budget Hypothesis.")
+    md = result.markdown()
+    assert result.sentence in md and "Holm" in md
+    assert "| budget | mode_a | mode_b | n_a | n_b |" in md
+    assert "| 0.1 | SenseMode | Uniform | 4 | 4 | 15.4 | 17.2 | -1.8 |" in md
+
+
+# --- no difference, the reverse, half of it --------------------------------------------------
+
+
+def test_identical_modes_give_no_significant_difference():
+    same = [7.0 + i for i in range(9)], [0.3] * 9
+    result = verdict(grid({"sensemode": same, "uniform": same}))
+    rows = pair(result.comparisons)
+    assert rows.p_value.to_list() == pytest.approx([1.0] * 9) and (rows["diff"] == 0).all()
+    assert set(rows.better) == {"tie"} and not rows.significant.any()
+    assert result.switches == []
+    assert result.outcome == "no significant difference"
+    assert "equal means at b = 0.1–0.9" in result.sentence
+    assert "no significant difference at 0.1–0.9" in result.sentence
+    assert "does not switch" in result.sentence
+    assert "neither supports nor contradicts the Budget Hypothesis" in result.sentence
+
+
+def test_large_noise_hides_the_papers_pattern():
+    noisy = {k: (PAPER[k][0], [3.0] * 9) for k in ("sensemode", "uniform")}
+    result = verdict(grid(noisy))
+    rows = pair(result.comparisons)
+    assert rows.p_value.min() > 0.05 and not rows.significant.any()
+    assert result.outcome == "no significant difference"
+    (switch,) = result.switches  # the means still switch, but not significantly
+    assert not switch.significant and "not significant" in result.sentence
+
+
+def test_the_reverse_pattern_does_not_agree():
+    swapped = {"sensemode": PAPER["uniform"], "uniform": PAPER["sensemode"]}
+    result = verdict(grid(swapped))
+    assert result.outcome == "does not agree"
+    assert result.sentence.startswith("SenseMode better than Uniform at b = 0.5–0.9")
+    assert result.sentence.endswith("this does not agree with the Budget Hypothesis.")
+    assert (result.switches[0].below, result.switches[0].above) == ("uniform", "sensemode")
+
+
+def test_one_contrary_result_is_enough_to_disagree():
+    means = list(PAPER["sensemode"][0])
+    means[-1] = 5.0  # SenseMode significantly better at 0.9 too
+    table = {"sensemode": (means, PAPER["sensemode"][1]), "uniform": PAPER["uniform"]}
+    assert verdict(grid(table)).outcome == "does not agree"
+
+
+def test_only_the_large_budgets_differ_partly_agrees():
+    sense = PAPER["uniform"][0][:4] + PAPER["sensemode"][0][4:]
+    table = {"sensemode": (sense, PAPER["sensemode"][1]), "uniform": PAPER["uniform"]}
+    result = verdict(grid(table))
+    assert result.outcome == "partly agrees"
+    assert result.sentence.endswith("this partly agrees with the Budget Hypothesis.")
+
+
+# --- edge cases ----------------------------------------------------------------------------------
+
+
+def test_one_seed_per_cell_cannot_be_tested():
+    result = verdict(grid({k: PAPER[k] for k in ("sensemode", "uniform")}, n=1))
+    rows = pair(result.comparisons)
+    assert rows.p_value.isna().all() and rows.p_adjusted.isna().all()
+    assert (rows.note == "no test: SenseMode has 1 seed, Uniform has 1 seed").all()
+    assert result.outcome == "cannot be tested"
+    assert "no test at 0.1–0.9 (SenseMode has 1 seed, Uniform has 1 seed)" in result.sentence
+    assert result.sentence.endswith("the Budget Hypothesis cannot be tested.")
+    (switch,) = result.switches  # by the means
+    assert switch.budget == pytest.approx(0.4 + 0.1 / 6) and not switch.significant
+
+
+def test_a_cell_without_variance_is_left_out_of_the_tests():
+    table = {k: (list(m), list(s)) for k, (m, s) in PAPER.items() if k != "linear"}
+    table["sensemode"][1][6] = table["uniform"][1][6] = 0.0  # b = 0.7: 7.3 and 5.9 exactly
+    rows = pair(verdict(grid(table)).comparisons).set_index("budget")
+    assert math.isnan(rows.loc[0.7, "p_value"]) and rows.loc[0.7, "diff"] == pytest.approx(1.4)
+    assert rows.loc[0.7, "note"].startswith("no test: zero variance on both sides")
+    assert not rows.loc[0.7, "significant"]
+    # Holm over the 8 budgets that have a test: the smallest p-value times 8
+    smallest = rows.p_value.idxmin()
+    assert rows.loc[smallest, "p_adjusted"] == pytest.approx(8 * rows.p_value.min())
+
+
+def test_a_budget_only_one_mode_ran():
+    runs = grid({k: PAPER[k] for k in ("sensemode", "uniform")})
+    extra = pd.DataFrame({"mode": "sensemode", "budget": 0.05, "seed": range(4), "value": 20.0})
+    runs = pd.concat([runs[~((runs["mode"] == "uniform") & (runs.budget == 0.3))], extra])
+    result = verdict(runs)
+    rows = pair(result.comparisons).set_index("budget")
+    assert list(rows.index) == [0.05, *BUDGETS]
+    assert (rows.loc[0.3, "n_a"], rows.loc[0.3, "n_b"]) == (4, 0)
+    assert rows.loc[0.3, "note"] == "no test: Uniform has no run"
+    assert math.isnan(rows.loc[0.3, "diff"]) and rows.loc[0.3, "better"] == ""
+    assert "no test at 0.05, 0.3 (Uniform has no run)" in result.sentence
+    assert result.outcome == "agrees"  # 0.1 and 0.2 still carry the small-budget regime
+    (switch,) = result.switches
+    assert switch.budget == pytest.approx(0.4 + 0.1 / 6)
+
+
+def test_linear_missing_below_half_and_missing_altogether():
+    rows = compare(grid(PAPER))
+    for a, b in [("linear", "uniform"), ("sensemode", "linear")]:
+        assert list(pair(rows, a, b).budget) == BUDGETS[4:]
+        assert (pair(rows, a, b).n_a == 4).all()
+    without = compare(grid({k: PAPER[k] for k in ("sensemode", "uniform")}))
+    assert set(zip(without.mode_a, without.mode_b, strict=True)) == {("sensemode", "uniform")}
+
+
+def test_without_sensemode_the_hypothesis_cannot_be_tested():
+    result = verdict(grid({"uniform": PAPER["uniform"], "linear": PAPER["linear"]}))
+    assert result.outcome == "cannot be tested"
+    assert "SenseMode and Uniform do not both have finished runs" in result.sentence
+    assert len(result.comparisons) == 5  # Linear against Uniform at 0.5..0.9
+    empty = verdict(pd.DataFrame(columns=["mode", "budget", "seed", "value"]))
+    assert empty.comparisons.empty and empty.outcome == "cannot be tested"
+    with pytest.raises(ValueError, match="confidence level"):
+        verdict(grid(PAPER), level=95)
+
+
+# --- the switch ----------------------------------------------------------------------------------
+
+
+def rows_of(diffs, significant=None, budgets=None) -> pd.DataFrame:
+    """SenseMode-Uniform rows with the given mean differences (sense - uniform)."""
+    budgets = budgets or BUDGETS[: len(diffs)]
+    better = ["sensemode" if d < 0 else "uniform" if d > 0 else "tie" for d in diffs]
+    return pd.DataFrame(
+        {
+            "budget": budgets,
+            "diff": diffs,
+            "better": better,
+            "significant": significant or [False] * len(diffs),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("diffs", "expected"),
+    [
+        ([-1.0, -0.5, 0.5, 1.0], [0.25]),  # halfway between 0.2 and 0.3
+        ([-0.3, -0.1, 0.2, 0.4], [0.2 + 0.1 / 3]),  # a third of the way
+        ([-1.0, 0.0, 0.0, 1.0], [0.25]),  # tied at 0.2 and 0.3: their middle
+        ([-1.0, 0.0, 1.0], [0.2]),  # tied at one grid budget: that budget
+        ([-1.0, 0.0, -1.0], []),  # touching, not switching
+        ([1.0, -1.0, 1.0], [0.15, 0.25]),  # back and forth
+        ([-1.0, math.nan, 1.0], [0.2]),  # a budget without both modes is skipped
+        ([0.0, 0.0], []),
+    ],
+)
+def test_switch_interpolation(diffs, expected):
+    assert [s.budget for s in switches(rows_of(diffs))] == pytest.approx(expected)
+
+
+def test_switch_significance_needs_both_sides():
+    diffs = [-2.0, -1.0, -0.1, 0.5, 1.0]
+    (switch,) = switches(rows_of(diffs, [True, True, False, True, False]))
+    assert switch.evidence == (0.2, 0.4) and switch.significant
+    (switch,) = switches(rows_of(diffs, [True, True, False, False, False]))
+    assert switch.evidence is None
+    # a significant difference beyond the switch that favours the wrong mode: not this switch's
+    (first, second) = switches(rows_of([-1.0, 1.0, -1.0], [True, False, True]))
+    assert first.evidence is None and second.evidence is None
