@@ -1,0 +1,181 @@
+"""``sdexp-dashboard`` as a user runs it: the report's specification from ``--dry-run``, checked
+against the keys a real smoke sweep logged offline, and the one-line failure without a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb_workspaces import expr
+
+from sdexp.dashboard import inspect, logged_keys, run_directories, unresolved
+from tests.conftest import run_train
+
+DASHBOARD = Path(sys.executable).with_name("sdexp-dashboard")  # the installed console script
+REPORT = ["--entity", "someone", "--project", "sdexp", "--group", "smoke"]
+
+
+def dashboard(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DASHBOARD), *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def dry_run(tmp_path: Path, *args: str) -> dict:
+    spec = tmp_path / "spec.json"
+    done = dashboard(*REPORT, "--dry-run", str(spec), *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(spec.read_text())
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """The smoke sweep for seed 0 (6 runs) and, in the same W&B group, one run that fails (its
+    loss diverges), all logged to W&B offline."""
+    root = tmp_path_factory.mktemp("dashboard") / "sweep"
+    done = run_train("+sweep=smoke", "seed=0", "logger=wandb", f"hydra.sweep.dir={root}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    diverges = ["mode=uniform", "budget=0.7", "seed=1", "optimizer.lr=1e4"]
+    done = run_train(
+        "+sweep=smoke", *diverges, "trainer.log_every_n_steps=1", f"hydra.sweep.dir={root}"
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    return root
+
+
+def read_run(run_dir: Path) -> dict:
+    """What W&B's run filters look at: run attributes, summary and config of one offline run."""
+    state = json.loads(inspect(run_dir, "--summary", "--json"))
+    records = (json.loads(line) for line in inspect(run_dir, "--json").splitlines())
+    group = next(r["run"]["run_group"] for r in records if r.get("type") == "run")
+    attributes = {"group": group, "state": state["state"]}
+    return {"run": attributes, "summary": state["summary"], "config": state["config"]}
+
+
+def value(run: dict, key: expr.Key):
+    """A run's value for a filter key; config keys are dotted paths into the nested config."""
+    if key.section == "config":
+        found = run["config"]
+        for part in key.name.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+    return run[key.section].get(key.name)
+
+
+def selects(filters: expr.Filters, run: dict) -> bool:
+    """Whether a run set's filter tree (as wandb-workspaces parses it) keeps ``run``."""
+    if filters.key is None:
+        kept = [selects(child, run) for child in filters.filters or []]
+        return all(kept) if filters.op == "AND" else any(kept)
+    found = value(run, filters.key)
+    tests = {
+        "=": lambda: found == filters.value,
+        "!=": lambda: found != filters.value,
+        "IN": lambda: found in filters.value,
+        "NIN": lambda: found not in filters.value,
+    }
+    return tests[filters.op]()
+
+
+@pytest.mark.slow
+def test_every_key_the_report_reads_is_logged_by_the_sweeps_runs(sweep, tmp_path):
+    spec = dry_run(tmp_path, "--metric", "mse", "--check-runs", str(sweep))  # the check passes
+    runs = run_directories(sweep)
+    assert len(runs) == 7
+    logged = logged_keys(runs)
+    assert unresolved(spec, logged) == []
+    # a key that no run logs is named, once, wherever the report reads it
+    assert unresolved(spec, logged - {"history:budget", "config:key.mode"}) == [
+        "config:key.mode",
+        "history:budget",
+    ]
+    error = dry_run(tmp_path)  # --metric error: the toy runs log no val/error
+    assert unresolved(error, logged) == ["history:val/error"]
+
+
+@pytest.mark.slow
+def test_failed_runs_are_in_no_panel_and_in_their_own_run_set(sweep, tmp_path):
+    spec = dry_run(tmp_path, "--metric", "mse")
+    runs = {path: read_run(path) for path in run_directories(sweep)}
+    status = {path: run["summary"]["status"] for path, run in runs.items()}
+    assert sorted(status.values()) == ["failed"] + ["ok"] * 6
+    for runset in spec["runsets"]:
+        tree = expr.expr_to_filters(runset["filters"])
+        kept = {path for path, run in runs.items() if selects(tree, run)}
+        if runset["name"] == "failed runs":
+            assert {status[p] for p in kept} == {"failed"} and len(kept) == 1
+        elif runset["name"] == "no-SD baseline":
+            assert [runs[p]["summary"]["mode"] for p in kept] == ["none"]
+        else:
+            assert kept == {p for p in runs if status[p] == "ok"}, runset["name"]
+    # a run of another sweep is in no run set
+    stranger = next(iter(runs.values())) | {"run": {"group": "other", "state": "finished"}}
+    assert not any(selects(expr.expr_to_filters(r["filters"]), stranger) for r in spec["runsets"])
+
+
+def test_the_report_has_every_panel_of_issue_11(tmp_path):
+    spec = dry_run(tmp_path)
+    panels = spec["panels"]
+    runsets = {runset["name"]: runset for runset in spec["runsets"]}
+    assert len(runsets) == len(spec["runsets"])  # panels name their run set
+    by_mode = {"by": "config:key.mode", "agg": "mean", "range": "stddev"}
+
+    def find(kind: str, *keys: str) -> list[dict]:
+        return [p for p in panels if p["type"] == kind and set(keys) <= set(p["keys"])]
+
+    # test error, expected depth and epoch time against the budget: one line per mode, mean ± std
+    for y in ("test", "expected_depth", "epoch_time_s"):
+        [plot] = find("LinePlot", "history:budget", f"history:{y}")
+        assert plot["grouping"] == by_mode, y
+    # the no-SD baseline: mode none only, mean ± std over its seeds
+    [scalar] = find("ScalarChart", "history:test")
+    assert "summary:mode" in runsets[scalar["runset"]]["filter_keys"]
+    assert "== 'none'" in runsets[scalar["runset"]]["filters"]
+    # Table 2: the runs grouped by mode and budget, as a table and as bars with error bars
+    cell = ["config:key.mode", "config:key.budget"]
+    [bars] = find("BarPlot", "history:test")
+    table = runsets[bars["runset"]]
+    assert table["groupby"] == cell and table["runs_table"]
+    assert {"summary:test", "summary:mode", "summary:budget"} <= set(table["columns"])
+    assert bars["grouping"]["agg"] == "mean" and bars["grouping"]["range"] == "stddev"
+    # survival and sensitivity per layer, from the tables wandb.plot.line logged
+    for name in ("survival", "sensitivity"):
+        table_key = f"layers/{name}_table"
+        assert find("CustomChart", f"table:{table_key}#layer", f"table:{table_key}#{name}")
+    # training curves, grouped by mode and budget
+    for y in ("train/loss", "val/error"):
+        [plot] = find("LinePlot", f"history:{y}")
+        assert runsets[plot["runset"]]["groupby"] == cell
+    # failed runs: in no other run set, listed (and so counted) with their reason in their own
+    failed = runsets.pop("failed runs")
+    assert failed["runs_table"] and "summary:reason" in failed["columns"]
+    assert "summary:status" in failed["filter_keys"] and "run:state" in failed["filter_keys"]
+    assert all("== 'ok'" in runset["filters"] for runset in runsets.values())
+    assert all(p["runset"] in runsets for p in panels if p["type"] != "RunComparer")
+
+
+def without_credentials(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return env | {"HOME": str(home)}  # no ~/.netrc there
+
+
+def test_without_credentials_it_says_so_in_one_line(tmp_path):
+    done = dashboard(*REPORT, env=without_credentials(tmp_path))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == "sdexp-dashboard: no W&B credentials: run `wandb login` first"
+
+
+@pytest.mark.slow
+def test_without_a_server_it_fails_in_one_line(tmp_path):
+    env = without_credentials(tmp_path) | {
+        "WANDB_BASE_URL": "http://127.0.0.1:9",  # nothing listens there
+        "WANDB_API_KEY": "0" * 40,
+    }
+    done = dashboard(*REPORT, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("sdexp-dashboard: could not save the report: ") and "127.0.0.1:9" in line
