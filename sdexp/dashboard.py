@@ -33,7 +33,7 @@ import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 from wandb_workspaces.reports.v2.interface import Panel
 
-from sdexp.loggers import has_wandb_credentials
+from sdexp.loggers import has_wandb_credentials, server_reachable, wandb_server
 
 # ---- The logged names the report reads: adjust them here only. -----------------------------
 # wandb.config, what the runs are grouped by. wandb-workspaces sends "key.mode" as "key.value.mode":
@@ -470,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not has_wandb_credentials():
         print("sdexp-dashboard: no W&B credentials: run `wandb login` first", file=sys.stderr)
+        return 2
+    if not server_reachable():  # else wandb retries for a minute or more before it gives up
+        host, port = wandb_server()
+        reason = f"the W&B server {host}:{port} is unreachable"
+        print(f"sdexp-dashboard: could not save the report: {reason}", file=sys.stderr)
         return 2
     try:
         report.save()

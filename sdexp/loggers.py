@@ -159,11 +159,15 @@ def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> Non
     logger.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
 
 
-def log_summary(loggers: Sequence[Logger], summary: Mapping) -> None:
-    """Values a dashboard filters and groups by, in the W&B run's summary."""
+def log_result(loggers: Sequence[Logger], summary: Mapping, row: Mapping | None = None) -> None:
+    """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
+    in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
+    budget, for ``sdexp.dashboard``) must be a logged metric."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(dict(summary))
+            if row:
+                logger.experiment.log(dict(row))
 
 
 def finish(exit_code: int = 0) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -167,7 +168,7 @@ def fit_and_test(
     fill_run_names(cfg, key)
     logger = instantiate(cfg.logger) if cfg.logger else False
     if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": vars(key)})
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": asdict(key)})
     validate = datamodule.has_validation
     checkpoint = checkpointing(cfg, module.metric_name, validate)
     timer, epoch_timer = Timer(), EpochTimer()
@@ -204,7 +205,9 @@ def fit_and_test(
         # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
         if result.status and trainer.is_global_zero:
             write_result(out, result)
-            loggers.log_summary(trainer.loggers, summary(result))
+            numbers = summary(result)
+            row = {k: numbers[k] for k in ("budget", "test", "expected_depth", "epoch_time_s")}
+            loggers.log_result(trainer.loggers, numbers, row if result.status == "ok" else None)
         loggers.finish(exit_code=0 if result.status == "ok" else 1)
     return result
 
