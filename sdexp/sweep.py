@@ -77,6 +77,28 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     return "to run", "failed before; runs again" if result is not None else ""
 
 
+def describe_setups(cells: list[Cell]) -> list[str]:
+    """One line per distinct setup of the planned cells: what trains them (the recipe)."""
+    lines = {}
+    for cell in cells:
+        if cell.left_out:
+            continue
+        cfg, key = cell.config, cell.key
+        recipe, optimizer = cfg.recipe, cfg.optimizer
+        lines.setdefault(
+            key.setup,
+            f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
+            f"{recipe.name}: {key.epochs} epochs, batch {cfg.dataset.batch_size}, SGD lr "
+            f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
+            f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
+            f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "
+            f"{optimizer.weight_decay}, dropped blocks {recipe.dropped_blocks}, shortcut "
+            f"{recipe.shortcut}, normalize {recipe.normalize}, reports the "
+            f"{'best-validation checkpoint' if recipe.report == 'best' else 'final model'}",
+        )
+    return list(lines.values())
+
+
 def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
     """``overrides`` with ``key=value`` in place of any override of ``key``."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from sdexp.data import TensorDataModule
+from sdexp.loggers import finish
 from sdexp.models import ResidualNetwork
 from sdexp.results import run_key
 from sdexp.survival import Mode
@@ -128,3 +129,4 @@ def test_logger(make_config, option):
     logger = instantiate(cfg.logger) if cfg.logger else None
     expected = {"wandb": WandbLogger, "csv": CSVLogger, "none": type(None)}[option]
     assert isinstance(logger, expected)
+    finish()  # the W&B logger starts its run at once: end it, as train() does

@@ -132,6 +132,10 @@ def test_table2_dry_listing_is_the_paper_grid(tmp_path):
         assert sum(f"mode={mode} " in line for line in runs) == budgets
     assert "36 cells, 4 left out (infeasible for their mode), 8 merged" in done.stdout
     assert "= 24 runs: 0 already done (skipped), 24 to launch" in done.stdout
+    (setup,) = [line for line in done.stdout.splitlines() if line.startswith("Setup ")]
+    assert "cifar10, resnet110 (L = 54), recipe reference: 164 epochs, batch 64" in setup
+    assert "epochs counted from 1" in setup and "dropped blocks decay" in setup
+    assert "shortcut avgpool, normalize False, reports the best-validation checkpoint" in setup
     assert not any(tmp_path.iterdir())  # a dry run launches and writes nothing
 
 

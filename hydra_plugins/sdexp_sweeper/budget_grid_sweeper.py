@@ -103,7 +103,7 @@ class BudgetGridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from sdexp.errors import ConfigError
         from sdexp.rundir import WAYS_OUT
-        from sdexp.sweep import write_grid
+        from sdexp.sweep import describe_setups, write_grid
 
         cells = self.plan(arguments)
         runs = [c for c in cells if c.left_out is None]
@@ -119,9 +119,11 @@ class BudgetGridSweeper(BasicSweeper):
             + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
         if self.dry_run:
-            print("\n".join(describe(cells)))
+            print("\n".join([*describe_setups(cells), *describe(cells)]))
             print(summary)
             return []
+        for line in describe_setups(cells):
+            log.info(line)
         log.info(summary)
         for line in describe([c for c in cells if c.left_out or c.note]):
             log.info(line)
