@@ -29,7 +29,7 @@ run() {  # run NAME OVERRIDES...
   # shellcheck disable=SC2086
   $python train.py mode=uniform dataset.data_dir="$out/data" dataset.download=false \
     dataset.verify_md5=false dataset.val_size="$val" trainer.max_epochs=2 trainer.enable_progress_bar=false \
-    +trainer.enable_model_summary=false logger=csv hydra.run.dir="$out/runs/$name" ${RUN:-} "$@" \
+    trainer.enable_model_summary=false logger=csv hydra.run.dir="$out/runs/$name" ${RUN:-} "$@" \
     >"$out/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$out/$name.log"; }
 }
 fast="trainer.precision=bf16-mixed speed.channels_last=true"

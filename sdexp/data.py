@@ -415,6 +415,12 @@ class ToyDataModule(TensorDataModule):
             x = torch.randn(n, self.dim, generator=g)
             self.splits[split] = TensorSplit(x, torch.sin(x @ self.beta)[:, None])
 
+    @property
+    def baseline(self) -> str:
+        """What a test MSE is to be read against: predicting the mean has the targets' variance."""
+        self.setup()
+        return f"the test targets' variance is {self.splits['test'].targets.var().item():.3g}"
+
 
 def write_synthetic_cifar(
     root: str | Path,

@@ -16,8 +16,9 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -27,6 +28,7 @@ from sdexp.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+T = TypeVar("T")
 
 
 def wandb_server() -> tuple[str, int]:
@@ -82,6 +84,9 @@ class ResumableWandbLogger(WandbLogger):
     def __init__(self, save_dir: str, **kwargs) -> None:
         super().__init__(save_dir=save_dir, **kwargs)
         self._held: int | None = None  # found when the first metrics are logged
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning 2.6 passes anonymous=None, which wandb 0.31 warns about on every run.
+            self._wandb_init.pop("anonymous", None)
 
     def held_step(self) -> int:
         """The last trainer step this W&B run holds (-1: none)."""
@@ -112,41 +117,44 @@ def offline_summary(run_dir: Path) -> dict:
         return {}
 
 
-def started(save_dir: str, mode: str, kwargs: dict) -> WandbLogger | None:
-    """A W&B logger whose run has started (so that falling back is still possible), or None."""
-    logger = ResumableWandbLogger(save_dir=save_dir, mode=mode, **kwargs)
-    try:
-        logger.experiment  # noqa: B018 - starts the run now
-    except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
-        log.warning(f"W&B could not start {mode} ({error})")
-        import wandb
-
-        # The failed run still holds its id in the wandb-core service ("run ID ... is in use"),
-        # and so does a run killed in another process that shares this service (a parent's,
-        # inherited through WANDB_SERVICE): the next attempt starts a service of its own.
-        wandb.teardown()
-        os.environ.pop("WANDB_SERVICE", None)
-        return None
-    return logger
-
-
-def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
-    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
-
-    Online when asked and the server answers, else offline; if W&B cannot start at all, the
-    run goes on without it (a warning says so)."""
+def with_fallback(start: Callable[[str], T], mode: str = "auto") -> T | None:
+    """``start(mode)``, where ``start`` starts a W&B run, as W&B should be for a run that must
+    not stop: offline when the server is unreachable (checked in seconds) and, if the run cannot
+    start online, offline; None (and a warning) if it cannot start at all."""
     mode = resolve_wandb_mode(mode)
-    os.makedirs(save_dir, exist_ok=True)
     if mode == "online" and not server_reachable():
         host, port = wandb_server()
         log.warning(f"W&B server {host}:{port} unreachable: logging offline (wandb sync uploads)")
         mode = "offline"
-    # A second attempt runs in a wandb-core service of its own (see ``started``).
+    import wandb
+
     for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
-        if (logger := started(save_dir, attempt, kwargs)) is not None:
-            return logger
-    log.warning("W&B could not start: this run logs nothing to W&B")
-    return ResumableWandbLogger(save_dir=save_dir, mode="disabled", **kwargs)
+        try:
+            return start(attempt)
+        except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
+            log.warning(f"W&B could not start {attempt} ({error})")
+            # The failed run still holds its id in the wandb-core service ("run ID ... is in
+            # use"), and so does a run killed in another process that shares this service (a
+            # parent's, inherited through WANDB_SERVICE): the next attempt starts its own.
+            wandb.teardown()
+            os.environ.pop("WANDB_SERVICE", None)
+    log.warning("W&B could not start: nothing of this is logged to W&B")
+    return None
+
+
+def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
+    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
+    Its run starts at once (``with_fallback``); if W&B cannot start, the run goes on without."""
+    os.makedirs(save_dir, exist_ok=True)
+
+    def start(attempt: str) -> WandbLogger:
+        logger = ResumableWandbLogger(save_dir=save_dir, mode=attempt, **kwargs)
+        logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
+        return logger
+
+    return with_fallback(start, mode) or ResumableWandbLogger(
+        save_dir=save_dir, mode="disabled", **kwargs
+    )
 
 
 def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> None:
@@ -168,6 +176,18 @@ def log_result(loggers: Sequence[Logger], summary: Mapping, row: Mapping | None 
             logger.experiment.summary.update(dict(summary))
             if row:
                 logger.experiment.log(dict(row))
+
+
+def where(loggers: Sequence[Logger]) -> str:
+    """Where the run's W&B run is: its page, or its offline folder and how to upload it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if not run.offline:
+                return f"W&B: {run.url}"
+            folder = Path(run.dir).parent
+            return f"W&B: logged offline to {folder} (upload: wandb sync {folder})"
+    return ""
 
 
 def finish(exit_code: int = 0) -> None:

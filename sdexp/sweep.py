@@ -36,6 +36,9 @@ from sdexp.rundir import CHECKPOINTS, LAST, conflicts
 #: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
 GRID_FILE = "sweep.json"
 
+#: Set by the grid sweeper for its jobs: how many it launched ("job 3/12" on a job's first line).
+SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
+
 
 @dataclass
 class Cell:

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sdexp.results import (
@@ -388,23 +389,38 @@ class Table:
             lines.append("The paper's values for this setup are not published here.")
         return "\n".join(lines) + "\n"
 
+    def error_bars(self, means: list, stds: list) -> list[list[float]]:
+        """±std, cut at the metric's range ([0, 100] for an error in %, >= 0 for an MSE)."""
+        top = 100.0 if self.metric == "error" else math.inf
+        below = [min(s, m) if pd.notna(s) else 0.0 for m, s in zip(means, stds, strict=True)]
+        above = [min(s, top - m) if pd.notna(s) else 0.0 for m, s in zip(means, stds, strict=True)]
+        return [below, above]
+
     def plot(self, path: Path) -> Path:
-        """Test metric against budget per mode, error bars over seeds; the baseline as a band;
-        dashed: the paper's curves; dotted verticals: where SenseMode and Uniform cross."""
-        import matplotlib
+        self.figure().savefig(path, dpi=120)
+        return path
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def figure(self):
+        """Test metric against budget per mode, error bars over seeds (modes side by side, so
+        that a budget's points do not hide each other); the baseline as a band; dashed: the
+        paper's curves; dotted verticals: where SenseMode and Uniform cross. Matplotlib's
+        ``Figure`` API: no global backend or pyplot state."""
+        from matplotlib.figure import Figure
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
         colors = {"sensemode": "C0", "uniform": "C1", "linear": "C2"}
-        for mode, variant in self.rows:
+        spread = min(np.diff(self.budgets), default=0.1) * 0.08  # the side-by-side offset
+        drawn = False
+        for i, (mode, variant) in enumerate(self.rows):
             budgets, means, stds = self.curves(mode, variant=variant)
+            drawn |= any(pd.notna(m) for m in means)
             color = colors.get(mode) if not variant else None
+            shift = (i - (len(self.rows) - 1) / 2) * spread
             ax.errorbar(
-                budgets,
+                [b + shift for b in budgets],
                 means,
-                yerr=stds,
+                yerr=self.error_bars(means, stds),
                 marker="o",
                 capsize=3,
                 color=color,
@@ -422,10 +438,11 @@ class Table:
                 )
         baseline = self.summary[(self.summary["mode"] == "none") & (self.summary.n > 0)]
         if len(baseline):
+            drawn = True
             mean, std = baseline.iloc[0]["mean"], baseline.iloc[0]["std"]
             std = 0.0 if pd.isna(std) else std
             ax.axhline(mean, color="k", linewidth=1, label="no SD (b = 1)")
-            ax.axhspan(mean - std, mean + std, color="k", alpha=0.1)
+            ax.axhspan(max(mean - std, 0.0), mean + std, color="k", alpha=0.1)
         budgets, sense, _ = self.curves("sensemode")
         _, uniform, _ = self.curves("uniform")
         for point in crossings(budgets, sense, uniform):
@@ -440,15 +457,15 @@ class Table:
                 fontsize=8,
                 color="gray",
             )
+        if not drawn:
+            ax.text(0.5, 0.5, "no finished run in this setup", ha="center", transform=ax.transAxes)
         ax.set_xlabel("budget b = mean survival probability")
         ax.set_ylabel("test error (%)" if self.metric == "error" else "test MSE")
         ax.set_title(self.title, fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return fig
 
 
 def tables(runs: Runs) -> list[Table]:
@@ -508,16 +525,22 @@ def log_to_wandb(
     """The tables, plots and verdicts as one W&B run (job_type aggregate) in the sweep's group."""
     import wandb
 
-    from sdexp.loggers import resolve_wandb_mode
+    from sdexp.loggers import with_fallback
 
-    run = wandb.init(
-        project=project,
-        group=group,
-        job_type="aggregate",
-        name="table2",
-        mode=resolve_wandb_mode("auto"),
-        dir=str(out),
-    )
+    def start(mode: str):
+        return wandb.init(
+            project=project,
+            group=group,
+            job_type="aggregate",
+            name="table2",
+            mode=mode,
+            dir=str(out),
+            settings=wandb.Settings(silent=True),
+        )
+
+    run = with_fallback(start)  # offline without credentials or server, like training
+    if run is None:
+        return
     summary = pd.read_csv(out / "summary.csv")
     run.log(
         {
@@ -528,7 +551,10 @@ def log_to_wandb(
         }
     )
     run.summary["verdict/markdown"] = (out / "verdict.md").read_text()
+    folder = Path(run.dir).parent
     run.finish()
+    shown = f"offline to {folder} (upload: wandb sync {folder})" if run.offline else run.url
+    print(f"W&B: logged the tables, plots and verdicts {shown}")
 
 
 def sweep_group(sweep_dirs: list[Path]) -> str | None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import statistics
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,17 +32,18 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_only
 
 import sdexp
-from sdexp import loggers
+from sdexp import console, loggers
 from sdexp.config import check_config
 from sdexp.data import TensorDataModule
 from sdexp.depth import depth_variance, expected_depth
 from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
-from sdexp.module import EpochTimer, Speed, StochasticDepthModule
+from sdexp.module import EpochTimer, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
 from sdexp.rundir import AtomicCheckpointIO, RunIdentity, claim
+from sdexp.sweep import SWEEP_JOBS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sdexp")
 
 
 def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
@@ -125,15 +128,23 @@ def train(cfg: DictConfig) -> RunResult:
     out = Path(cfg.output_dir)
     mode = check_config(cfg)
     check_launch(cfg)
+    console.quiet_libraries()
     key, config = run_key(cfg)
     if (done := finished(out, key)) is not None:
-        log.info(f"{out}: results.json says this run finished (status ok): skipping it")
+        log.info(f"{job_label()}{key.name}: finished before (results.json says ok): {out}")
         return done
     datamodule: TensorDataModule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
     # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
     with claim(out, key, config, cfg.overwrite, lock=rank_zero_only.rank == 0) as resume_from:
         return fit_and_test(cfg, key, config, mode, datamodule, resume_from)
+
+
+def job_label() -> str:
+    """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
+    if not (total := os.environ.get(SWEEP_JOBS)) or not HydraConfig.initialized():
+        return ""
+    return f"job {HydraConfig.get().job.num + 1}/{total}: "
 
 
 def fit_and_test(
@@ -173,21 +184,30 @@ def fit_and_test(
     checkpoint = checkpointing(cfg, module.metric_name, validate)
     timer, epoch_timer = Timer(), EpochTimer()
     extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
+    progress = [] if bar else [ProgressLines()]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[checkpoint, timer, epoch_timer, RunIdentity(key, config), *extra],
+        callbacks=[checkpoint, timer, epoch_timer, RunIdentity(key, config), *progress, *extra],
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         limit_val_batches=None if validate else 0,
+        enable_progress_bar=bar,
     )
+    if trainer.is_global_zero:
+        device = str(trainer.strategy.root_device)
+        log.info(console.start_line(key, device, str(out), job_label()))
+        if resume_from is not None:
+            log.info(f"resuming from {resume_from}")
     result = RunResult(
         key=key,
         config=config,
-        status="",
+        status="running",
         metric=module.metric_name,
         report=cfg.recipe.report,
         version=sdexp.__version__,
     )
+    start = time.monotonic()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         test(trainer, module, datamodule, result, checkpoint if validate else None)
@@ -203,11 +223,15 @@ def fit_and_test(
         result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = epoch_timer.times  # this process's epochs, validation excluded
         # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
-        if result.status and trainer.is_global_zero:
-            write_result(out, result)
+        if result.status != "running" and trainer.is_global_zero:
+            path = write_result(out, result)
             numbers = summary(result)
             row = {k: numbers[k] for k in ("budget", "test", "expected_depth", "epoch_time_s")}
             loggers.log_result(trainer.loggers, numbers, row if result.status == "ok" else None)
+            if not job_label() and (where := loggers.where(trainer.loggers)):
+                log.info(where)  # a sweep's closing summary says it once for all its jobs
+            baseline = getattr(datamodule, "baseline", "")
+            log.info(console.end_line(result, str(path), baseline, time.monotonic() - start))
         loggers.finish(exit_code=0 if result.status == "ok" else 1)
     return result
 

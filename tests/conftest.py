@@ -34,7 +34,6 @@ FAST_TOY = [
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=4",
     "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
 ]
 
 

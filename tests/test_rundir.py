@@ -20,7 +20,7 @@ from tests.conftest import FAST_TOY, ROOT, run_train, user_env
 from tests.test_sweeps import wait_for
 
 TOY = [*FAST_TOY, "logger=none"]
-RESUMED = "Restoring states from the checkpoint path at"  # what Lightning logs on resuming
+RESUMED = "resuming from"  # the run's line when it resumes
 CRASH_AT_EPOCH_1 = ["+callbacks.crash._target_=tests.helpers.CrashOnce", "+callbacks.crash.epoch=1"]
 
 

@@ -245,7 +245,9 @@ def test_a_failed_job_is_reported_and_counted(tmp_path, capsys):
         f"hydra.sweep.dir={sweep}",
     )
     assert done.returncode == 1
-    assert "2 of 2 jobs failed" in done.stderr and "mode=uniform budget=0.7" in done.stderr
+    assert "2 of 2 jobs failed" in done.stderr
+    assert "2 launched: 0 ok, 2 failed" in done.stdout
+    assert f"  failed: {sweep}/budget=0.7,mode=uniform," in done.stdout
     assert "Traceback" not in done.stderr
     assert {r.status for r in results_in(sweep).values()} == {"failed"}
     assert aggregate_main([str(sweep)]) == 0
@@ -298,7 +300,7 @@ def test_sigkill_mid_epoch_then_the_same_command(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     log = (run_dir / "train.log").read_text()
-    assert f"Restoring states from the checkpoint path at {run_dir}/checkpoints/last.ckpt" in log
+    assert f"resuming from {run_dir}/checkpoints/last.ckpt" in log
     resumed = read_result(run_dir)
     straight = train(compose_config([*args, f"output_dir={tmp_path / 'straight'}", "logger=none"]))
     assert resumed.status == "ok"
@@ -330,9 +332,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert "this job is preempted" in logs and "Requeued job" in logs
     job_log = (job / "train.log").read_text()
-    assert (
-        job_log.count(f"Restoring states from the checkpoint path at {job}/checkpoints/last") == 1
-    )
+    assert job_log.count(f"resuming from {job}/checkpoints/last.ckpt") == 1
     results = results_in(sweep)
     assert len(results) == 2 and all(r.status == "ok" for r in results.values())
     reference = compose_config(

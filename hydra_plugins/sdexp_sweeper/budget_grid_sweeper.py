@@ -12,7 +12,7 @@ hence this subclass. It must live in the ``hydra_plugins`` package for Hydra to 
 imports sdexp only when it plans a grid: Hydra imports every plugin module at every start.
 """
 
-import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger(__name__)
 
 
 class GridError(CompactHydraException):
@@ -77,6 +74,8 @@ class BudgetGridSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([*self._parse_config(), *arguments])
         (product,) = self.split_arguments(parsed, max_batch_size=None)
+        sweep_dir = shown(Path(str(self.config.hydra.sweep.dir)).absolute())
+        print(f"Planning {len(product)} cells into {sweep_dir} ...", flush=True)
         cells, planned, self.merged = [], set(), 0
         for overrides in product:
             cfg = self.compose(overrides)
@@ -103,7 +102,7 @@ class BudgetGridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from sdexp.errors import ConfigError
         from sdexp.rundir import WAYS_OUT
-        from sdexp.sweep import describe_setups, write_grid
+        from sdexp.sweep import SWEEP_JOBS, describe_setups, write_grid
 
         cells = self.plan(arguments)
         runs = [c for c in cells if c.left_out is None]
@@ -122,11 +121,8 @@ class BudgetGridSweeper(BasicSweeper):
             print("\n".join([*describe_setups(cells), *describe(cells)]))
             print(summary)
             return []
-        for line in describe_setups(cells):
-            log.info(line)
-        log.info(summary)
-        for line in describe([c for c in cells if c.left_out or c.note]):
-            log.info(line)
+        shown_cells = [c for c in cells if c.left_out or c.note]
+        print("\n".join([*describe_setups(cells), *describe(shown_cells), summary]), flush=True)
         if clashes and not all(c.config.overwrite for c in clashes):
             raise GridError(
                 f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
@@ -143,6 +139,7 @@ class BudgetGridSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         write_grid(sweep_dir, cells)
 
+        os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
         self.overrides = list(
             self.split_overrides_to_chunks([c.overrides for c in todo], self.max_batch_size)
         )
@@ -151,11 +148,38 @@ class BudgetGridSweeper(BasicSweeper):
             batch = self.get_job_batch()
             returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
             initial_job_idx += len(batch)
-        failed = [r for batch in returns for r in batch if r.status == JobStatus.FAILED]
+        failed = closing_summary(sweep_dir, todo, len(done), len(cells) - len(runs))
         if failed:  # each failed run wrote results.json with its reason; the others went on
-            lines = [f"\t{' '.join(filter_overrides(r.overrides))}" for r in failed]
-            raise GridError(f"{len(failed)} of {len(todo)} jobs failed:\n" + "\n".join(lines))
+            raise GridError(f"{failed} of {len(todo)} jobs failed (listed above)")
         return returns
+
+
+def closing_summary(sweep_dir: Path, todo: list, skipped: int, left_out: int) -> int:
+    """Print what the sweep did, from the launched runs' results.json; return the failures."""
+    from sdexp.results import RunResult, UnreadableResult, read_result
+
+    outcome: dict[str, list] = {"ok": [], "failed": [], "missing": []}
+    for cell in todo:
+        try:
+            result: RunResult | None = read_result(cell.run_dir)
+        except UnreadableResult:
+            result = None
+        status = result.status if result is not None else "missing"
+        outcome.setdefault(status, []).append((cell, result))
+    ok, failed, missing = outcome["ok"], outcome["failed"], outcome["missing"]
+    lines = [
+        f"Sweep {shown(sweep_dir.absolute())}: {len(todo)} launched: {len(ok)} ok, "
+        f"{len(failed)} failed, {len(missing)} without results (killed or interrupted); "
+        f"{skipped} already done, {left_out} left out"
+    ]
+    lines += [f"  failed: {shown(c.run_dir)} ({r.reason})" for c, r in failed]
+    lines += [f"  no results.json: {shown(c.run_dir)}" for c, _ in missing]
+    where = shown(sweep_dir.absolute())
+    if any((c.run_dir / "wandb").is_dir() for c in todo):
+        lines.append(f"W&B: offline runs upload with: wandb sync {where}/*/wandb/offline-run-*")
+    lines.append(f"Table: python scripts/aggregate.py {where}")
+    print("\n".join(lines), flush=True)
+    return len(failed) + len(missing)
 
 
 def prepare_data(cells: list) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import platform
 import time
 from pathlib import Path
@@ -13,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from sdexp import loggers
 from sdexp.theory.outcome import Outcome
 
+log = logging.getLogger("sdexp")
+
 
 def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
@@ -20,6 +24,8 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     ``command``, the overrides that made it."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
+    log.info(f"{module.__doc__.splitlines()[0].rstrip('.')}: running ...")
     start = time.perf_counter()
     outcome: Outcome = instantiate(cfg.experiment, _convert_="all")
     seconds = time.perf_counter() - start
@@ -30,6 +36,8 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
         f"`python -m sdexp.theory {command}`.\n"
     )
     files = outcome.write(Path(cfg.output_dir))
+    names = ", ".join(sorted(path.name for path in files.values()))
+    log.info(f"done in {seconds:.1f} s: {names} in {cfg.output_dir}")
     if cfg.logger:
         identity = {"name": f"theory-{outcome.name}", "tags": ["theory", outcome.name]}
         for key, value in identity.items():

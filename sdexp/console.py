@@ -1,0 +1,81 @@
+"""What a run prints: one line when it starts, one when it ends, and progress a person can read.
+
+Lightning, W&B and PyTorch print a lot on every run (GPU and TPU lines, tips, a model summary,
+deprecation warnings, W&B's run history): ``quiet_libraries`` turns that off, so that what is
+left is ours and what is worth reading. On a terminal the progress bar stays; without one (a
+SLURM job's log, a file) it would write a few hundred bytes per step, so
+``sdexp.module.ProgressLines`` writes a short line at most once a minute instead. This module
+imports no Lightning: Hydra loads its formatter before a run's config is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+from sdexp.results import RunKey, RunResult
+
+
+class BriefFormatter(logging.Formatter):
+    """The console's format (``conf/hydra/job_logging/sdexp.yaml``): the message alone, and the
+    level before warnings and errors; the log file keeps time and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def quiet_libraries() -> None:
+    """Lightning's and Lightning Fabric's info lines off (warnings stay), and the warnings
+    every run triggers (a PyTorch deprecation inside Lightning, the worker-count advice that does
+    not apply to data gathered from memory) off."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def progress_bar_wanted(configured: bool) -> bool:
+    """The Trainer's progress bar: only when configured and writing to a terminal."""
+    return configured and sys.stderr.isatty()
+
+
+def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
+    return (
+        f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
+        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, {key.epochs} "
+        f"epoch{'s' * (key.epochs != 1)} on {device}: {out}"
+    )
+
+
+def metric_text(metric: str, value: float | None, report: str, baseline: str = "") -> str:
+    """``test MSE 0.0728 (final model; the test targets' variance is 0.398)``."""
+    which = "best-validation checkpoint" if report == "best" else "final model"
+    which += f"; {baseline}" if baseline else ""
+    if value is None:
+        return f"no test {metric} ({which})"
+    shown = f"{value:.2f}%" if metric == "error" else f"{value:.4g}"
+    return f"test {'error' if metric == 'error' else 'MSE'} {shown} ({which})"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def end_line(result: RunResult, path: str, baseline: str = "", elapsed: float | None = None) -> str:
+    """``ok: test MSE 0.0728 (final model; ...), expected depth 15.0 of 50, 20s: results.json``,
+    or ``failed: <reason>, ...``."""
+    key = result.key
+    if result.status == "ok":
+        head = f"ok: {metric_text(result.metric, result.test, result.report, baseline)}"
+    else:
+        head = f"{result.status}: {result.reason}"
+    depth = f"expected depth {result.expected_depth:.1f} of {key.num_blocks}"
+    return f"{head}, {depth}, {duration(elapsed)}: {path}"

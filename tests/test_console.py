@@ -1,0 +1,126 @@
+"""What a person reads: a run's few lines, a sweep's job count and closing summary, the theory
+commands' lines, and plots that show every series."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sdexp.table import Table
+from tests.conftest import ROOT, run_train, user_env
+
+
+@pytest.mark.slow
+def test_a_toy_run_prints_a_few_lines_and_ends_with_its_result(tmp_path):
+    """The README's first command, its output redirected to a file (as in every SLURM job)."""
+    run_dir = tmp_path / "run"
+    log = tmp_path / "console.txt"
+    command = [sys.executable, str(ROOT / "train.py"), "dataset=toy", "model=vanilla"]
+    command += ["mode=sensemode", "budget=0.3", f"hydra.run.dir={run_dir}"]
+    with log.open("w") as out:
+        done = subprocess.run(command, cwd=ROOT, env=user_env(), stdout=out, stderr=out)
+    assert done.returncode == 0, log.read_text()[-3000:]
+    lines = log.read_text().splitlines()
+    assert len(lines) < 30, "\n".join(lines)
+    assert lines[0].startswith("Training toy, vanilla (L = 50), mode sensemode at budget 0.3")
+    assert any(line.startswith("W&B: logged offline to ") for line in lines)
+    last = lines[-1]
+    assert last.startswith("ok: test MSE ") and last.endswith(f"{run_dir}/results.json")
+    # The quickstart learns: its test MSE is well below the targets' variance.
+    mse = float(last.split("test MSE ")[1].split()[0])
+    variance = float(last.split("variance is ")[1].split(")")[0])
+    assert mse < variance / 2, last
+
+
+@pytest.mark.slow
+def test_a_sweep_counts_its_jobs_and_sums_up(tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ["+sweep=smoke", "seed=0", "budget=0.7", "mode=uniform,none", "logger=csv"]
+    done = run_train(*grid, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Planning 2 cells into {sweep} ..."
+    starts = [line for line in lines if line.startswith("job ")]
+    assert [line.split(":")[0] for line in starts] == ["job 1/2", "job 2/2"]
+    assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed" in done.stdout
+    assert lines[-1] == f"Table: python scripts/aggregate.py {sweep}"
+    assert "[HYDRA]" not in done.stdout  # the launchers' own lines are off
+
+
+@pytest.mark.slow
+def test_a_failed_sweep_job_is_listed_in_the_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_train(
+        "+sweep=smoke",
+        "seed=0",
+        "budget=0.7",
+        "mode=uniform",
+        "optimizer.lr=1e4",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 1
+    assert "1 launched: 0 ok, 1 failed" in done.stdout
+    (failed,) = [line for line in done.stdout.splitlines() if line.startswith("  failed: ")]
+    assert failed.startswith(f"  failed: {sweep}/budget=0.7,mode=uniform")
+    assert failed.endswith("(NonFiniteLossError: training loss is inf at epoch 0, step 1)")
+
+
+def test_the_theory_commands_say_what_they_do_and_where_they_wrote(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdexp.theory",
+            "experiment=depth_quick",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
+    assert first.startswith("Lemma 1 and Fig. 1a") and first.endswith("running ...")
+    assert last.startswith("done in ") and "depth.png" in last and last.endswith(str(tmp_path))
+
+
+def table(metric: str, rows: list[tuple]) -> Table:
+    """A Table of one setup from (mode, budget, n, mean, std) rows."""
+    frame = pd.DataFrame(
+        [
+            {"mode": m, "variant": "", "budget": b, "n": n, "mean": mean, "std": std}
+            | {"ok": n, "failed": 0, "missing": 0 if n else 1}
+            for m, b, n, mean, std in rows
+        ]
+    )
+    setup = {"setup": "abc123", "dataset": "toy", "model": "vanilla", "stable": True}
+    setup |= {"epochs": 1, "recipe": "toy", "metric": metric, "report": "final"}
+    return Table(frame.assign(**setup, num_blocks=8))
+
+
+def test_error_bars_stay_within_the_metric_range():
+    t = table("error", [("uniform", 0.5, 4, 1.0, 3.0), ("uniform", 0.7, 4, 99.0, 3.0)])
+    below, above = t.error_bars([1.0, 99.0], [3.0, 3.0])
+    assert below == [1.0, 3.0] and above == [3.0, 1.0]  # never below 0 % or above 100 %
+    mse = table("mse", [("uniform", 0.5, 4, 0.1, 0.5)])
+    assert mse.error_bars([0.1], [0.5]) == [[0.1], [0.5]]  # an MSE is not negative
+    assert mse.error_bars([0.1], [math.nan]) == [[0.0], [0.0]]  # one seed: no bar
+
+
+def test_a_plot_without_finished_runs_says_so(tmp_path):
+    empty = table("mse", [("uniform", 0.5, 0, math.nan, math.nan)])
+    assert empty.plot(tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+    texts = [t.get_text() for t in empty.figure().axes[0].texts]
+    assert "no finished run in this setup" in texts
+    full = table("mse", [("uniform", 0.5, 2, 0.3, 0.1), ("sensemode", 0.5, 2, 0.4, 0.1)])
+    axes = full.figure().axes[0]
+    assert "no finished run in this setup" not in [t.get_text() for t in axes.texts]
+    xs = {round(line.get_xdata()[0], 6) for line in axes.lines if len(line.get_xdata())}
+    assert len(xs) == 2  # the two modes' points at b = 0.5 side by side, not on top
