@@ -251,3 +251,19 @@ def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
     summary = json.loads(inspect.stdout)["summary"]
     assert summary["verdict/comparisons"]["nrows"] == 9 + 5 + 5
     assert summary["verdict/markdown"] == (out / "verdict.md").read_text()
+
+
+def test_logs_to_wandb_offline_when_the_server_is_down(sweep, tmp_path, monkeypatch, capsys):
+    """Credentials, and nothing listening at the server's address: offline, like training."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    (run,) = (out / "wandb").glob("offline-run-*")
+    assert f"W&B: logged the tables, plots and verdicts offline to {run}" in capsys.readouterr().out
