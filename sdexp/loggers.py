@@ -173,9 +173,12 @@ def log_result(loggers: Sequence[Logger], summary: Mapping, row: Mapping | None 
     budget, for ``sdexp.dashboard``) must be a logged metric."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(dict(summary))
-            if row:
-                logger.experiment.log(dict(row))
+            try:
+                logger.experiment.summary.update(dict(summary))
+                if row:
+                    logger.experiment.log(dict(row))
+            except Exception as error:  # noqa: BLE001 - logging is never why a run fails
+                log.warning(f"W&B could not take the run's result ({error})")
 
 
 def where(loggers: Sequence[Logger]) -> str:

@@ -71,7 +71,7 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.times.append(self._now(trainer) - self._start - self._validation)
-        pl_module.log("train/epoch_time_s", self.times[-1])
+        pl_module.log("train/epoch_time_s", self.times[-1], sync_dist=True)  # mean over ranks
 
 
 class NonFiniteLossError(RuntimeError):

@@ -247,7 +247,7 @@ def test(
     metric = module.metric_name
     final = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     result.test_final, result.test_loss = final[f"test/{metric}"], final["test/loss"]
-    if checkpoint is None:
+    if checkpoint is None or checkpoint.best_model_score is None:  # validation never ran
         return
     result.best_val = checkpoint.best_model_score.item()
     module.test_stage = "test_best"

@@ -11,7 +11,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import sdexp  # noqa: F401 - registers the config resolvers
 from sdexp.data import write_synthetic_cifar
 
 ROOT = Path(__file__).resolve().parents[1]

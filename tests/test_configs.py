@@ -24,17 +24,11 @@ def options(group: str) -> list[str]:
 def test_every_group_has_options():
     assert options("model") == ["resnet110", "resnet56", "vanilla"]
     assert options("mode") == ["linear", "none", "sensemode", "uniform"]
-    assert options("dataset") == ["cifar10", "cifar100", "toy"]
+    assert options("dataset") == ["cifar10", "cifar100", "toy", "toy_paper"]
     assert {"default", "cpu"} <= set(options("trainer"))
     assert options("logger") == ["csv", "none", "wandb"]
-    assert set(options("recipe")) == {
-        "reference",
-        "legacy",
-        "huang2016",
-        "toy",
-        "cifar10",
-        "cifar100",
-    }
+    recipes = {"reference", "legacy", "huang2016", "toy"}
+    assert set(options("recipe")) == recipes | set(options("dataset"))  # each dataset's own
 
 
 @pytest.mark.parametrize("option", options("model"))
@@ -58,7 +52,7 @@ def test_dataset(make_config, option):
     cfg = make_config(f"dataset={option}")
     datamodule = instantiate(cfg.dataset, seed=0)
     assert isinstance(datamodule, TensorDataModule)
-    assert datamodule.name == option
+    assert datamodule.name == option.removesuffix("_paper")
     assert cfg.trainer.max_epochs > 0 and cfg.optimizer.lr > 0
 
 
