@@ -84,8 +84,6 @@ def describe_setups(cells: list[Cell]) -> list[str]:
     """One line per distinct setup of the planned cells: what trains them (the recipe)."""
     lines = {}
     for cell in cells:
-        if cell.left_out:
-            continue
         cfg, key = cell.config, cell.key
         recipe, optimizer = cfg.recipe, cfg.optimizer
         lines.setdefault(
@@ -120,7 +118,8 @@ def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
     left_out = grid.get("left_out", [])
     for cell in cells:
         if cell.left_out:
-            entry = {"overrides": list(cell.overrides), "reason": cell.left_out}
+            where = {k: getattr(cell.key, k) for k in ("setup", "mode", "budget")}
+            entry = {"overrides": list(cell.overrides), "reason": cell.left_out, **where}
             if entry not in left_out:
                 left_out.append(entry)
             continue

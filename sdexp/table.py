@@ -47,7 +47,6 @@ from sdexp.results import (
     read_result,
     without,
 )
-from sdexp.survival import MODES
 from sdexp.sweep import GRID_FILE
 from sdexp.verdict import COLUMNS as VERDICT_COLUMNS
 from sdexp.verdict import Verdict, verdict
@@ -112,6 +111,7 @@ class Runs:
     frame: pd.DataFrame
     setups: dict[str, dict] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    left_out: dict[str, set[tuple[str, float]]] = field(default_factory=dict)  # by setup
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
@@ -163,7 +163,7 @@ def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
 def collect(sweep_dirs: list[str | Path], report: str | None = None) -> Runs:
     """One row per run: every results.json under ``sweep_dirs`` (status ok or failed), and every
     cell a sweep planned that has none (status missing: never started, or killed)."""
-    rows, found, setups, options, unreadable = [], set(), {}, {}, []
+    rows, found, setups, options, unreadable, left_out = [], set(), {}, {}, [], {}
     for root in map(Path, sweep_dirs):
         for path in sorted(root.rglob(RESULTS_FILE)):
             try:
@@ -177,10 +177,14 @@ def collect(sweep_dirs: list[str | Path], report: str | None = None) -> Runs:
             options[rows[-1]["mode_options"]] = result.config.get("mode", {})
         for grid in sorted(root.rglob(GRID_FILE)):
             try:
-                cells = json.loads(grid.read_text())["cells"]
+                planned = json.loads(grid.read_text())
+                cells = planned["cells"]
             except (ValueError, KeyError, TypeError) as error:
                 unreadable.append(f"{grid}: unreadable ({type(error).__name__}: {error})")
                 continue
+            for cell in planned.get("left_out", []):
+                if "setup" in cell:
+                    left_out.setdefault(cell["setup"], set()).add((cell["mode"], cell["budget"]))
             for cell in cells:
                 run_dir = (grid.parent / cell["dir"]).resolve()
                 if run_dir not in found and "setup" in cell:
@@ -194,7 +198,7 @@ def collect(sweep_dirs: list[str | Path], report: str | None = None) -> Runs:
     frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
     frame = frame.drop_duplicates("identity").drop(columns="_rank")
     frame = frame.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
-    return Runs(frame, setups, unreadable)
+    return Runs(frame, setups, unreadable, left_out)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -239,11 +243,6 @@ def setup_notes(runs: Runs) -> dict[str, str]:
 # --- the table ---------------------------------------------------------------------------------
 
 
-def smallest_budget(mode: str, num_blocks: int) -> float:
-    """Where a mode's default configuration becomes infeasible (linear: (L-1)/(2L))."""
-    return MODES[mode]().smallest_budget(num_blocks) if mode in MODES else 0.0
-
-
 def fmt(mean: float, std: float | None, digits: int) -> str:
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.{digits}f}"
@@ -286,7 +285,14 @@ def crossings(budgets: list[float], a: list[float], b: list[float]) -> list[floa
 class Table:
     """Table 2 for one setup (``SETUP``): a row per mode (and per variant of its options)."""
 
-    def __init__(self, summary: pd.DataFrame, note: str = "", suffix: str = "") -> None:
+    def __init__(
+        self,
+        summary: pd.DataFrame,
+        note: str = "",
+        suffix: str = "",
+        left_out: set[tuple[str, float]] | None = None,
+    ) -> None:
+        self.left_out = left_out or set()  # (mode, budget) the sweep did not run
         first = summary.iloc[0]
         self.setup, self.dataset, self.model = first.setup, first.dataset, first.model
         self.stable, self.epochs, self.recipe = first.stable, first.epochs, first.recipe
@@ -320,14 +326,15 @@ class Table:
         return rows.iloc[0] if len(rows) else None
 
     def ours(self, mode: str, budget: float, variant: str = "") -> str:
-        if budget < smallest_budget(mode, self.num_blocks):
-            return "-"  # the mode cannot run this budget (the paper's "-")
+        if (mode, budget) in self.left_out:
+            return "-"  # the mode cannot run this budget (the paper's "-"): sweep.json says so
         return cell_text(self.row(mode, budget, variant), self.digits)
 
     def paper(self, mode: str, budget: float) -> str:
         value = paper_value(self.dataset, self.model, mode, budget)
         if value is None:
-            return "-" if budget < smallest_budget(mode, self.num_blocks) else ""
+            published = PAPER.get((self.dataset, self.model), {}).get(mode)
+            return "-" if published is not None and budget in PAPER_BUDGETS else ""
         return fmt(*value, digits=1 if mode != "none" else 2)
 
     def grid(self) -> pd.DataFrame:
@@ -474,7 +481,10 @@ def tables(runs: Runs) -> list[Table]:
     notes = setup_notes(runs)
     return [
         Table(
-            part.reset_index(drop=True), notes.get(setup, ""), setup[:6] if setup in notes else ""
+            part.reset_index(drop=True),
+            notes.get(setup, ""),
+            setup[:6] if setup in notes else "",
+            runs.left_out.get(setup),
         )
         for setup, part in summary.groupby("setup", sort=False)
     ]

@@ -83,8 +83,8 @@ class BudgetGridSweeper(BasicSweeper):
                 budget = planned_budget(cfg)
             except ConfigError as error:
                 raise GridError(f"{' '.join(overrides)}: {error}") from error
-            if isinstance(budget, str):
-                cells.append(Cell(overrides, left_out=budget))
+            if isinstance(budget, str):  # its key still says which table's "-" it is
+                cells.append(Cell(overrides, run_key(cfg)[0], left_out=budget, config=cfg))
                 continue
             if budget != cfg.budget:  # mode=none runs at budget 1.0, whatever is asked: once
                 overrides = with_override(overrides, "budget", budget)
