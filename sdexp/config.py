@@ -184,6 +184,9 @@ def dataclass_types(schema: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(schema)}
 
 
+TOP_LEVEL = dataclass_types(TopLevel)
+
+
 # --- the whole config ---------------------------------------------------------------------------
 
 
@@ -221,11 +224,15 @@ def check_types(values: dict, groups: tuple[str, ...]) -> None:
             check_target(values[group], group)
 
 
+def check_seed(seed: int) -> None:
+    lo, hi = SEED_RANGE
+    if not lo <= seed <= hi:
+        raise ConfigError("seed", f"an integer in [{lo}, {hi}], got {seed}")
+
+
 def check_ranges(cfg: DictConfig, values: dict):
     """Ranges the constructors do not check; returns the instantiated mode."""
-    lo, hi = SEED_RANGE
-    if not lo <= values["seed"] <= hi:
-        raise ConfigError("seed", f"an integer in [{lo}, {hi}], got {values['seed']}")
+    check_seed(values["seed"])
     epochs = values["trainer"].get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"an integer, at least 1, got {epochs!r}")
@@ -271,7 +278,7 @@ def checked_mode(cfg: DictConfig):
     come last, so most bad values fail within a second.
     """
     values = resolved(cfg)
-    check_values(values, dataclass_types(TopLevel), "", "the run config")
+    check_values(values, TOP_LEVEL, "", "the run config")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
     mode = check_ranges(cfg, values)
     check_types(values, ("optimizer", "scheduler", "trainer", "logger", "callbacks", "speed"))

@@ -19,6 +19,7 @@ Any other bad value (a budget outside (0, 1], bad mode options) is an error, as 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sdexp.config import checked_mode
+from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
 from sdexp.data import METRIC
 from sdexp.results import RunKey, UnreadableResult, read_result
 from sdexp.rundir import CHECKPOINTS, LAST, conflicts
+from sdexp.survival import check_budget
 
 #: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
 GRID_FILE = "sweep.json"
@@ -53,15 +55,107 @@ class Cell:
     config: DictConfig | None = field(default=None, repr=False)
 
 
-def planned_budget(cfg: DictConfig) -> float | str:
-    """The budget the cell runs at, or why it cannot run (raises ConfigError for bad input)."""
-    mode = checked_mode(cfg)
-    num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
-    smallest = mode.smallest_budget(num_blocks)
-    if cfg.budget < smallest:
-        return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
-    mode.check(cfg.budget, num_blocks)
-    return mode.effective_budget(cfg.budget)
+class CellComposer:
+    """The configs of a grid's cells, as Hydra composes them for the jobs, fast, and where
+    each job writes.
+
+    Composing a config takes Hydra about a third of a second, and a Table 2 preset has 144
+    cells. Only overrides that choose a config group (``mode=sensemode``) or add, delete or
+    touch Hydra's own settings change what is composed: those are composed once per distinct
+    combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
+    Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
+    Hydra's own node (nothing here reads it but the job's directory, ``run_dir``, which follows
+    Hydra's rule for ``hydra.job.override_dirname``: the sorted overrides less the excluded
+    keys). ``tests/test_sweeps.py`` checks both against Hydra's composition of every cell.
+    """
+
+    def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.loader, self.sweep_config = config_loader, sweep_config
+        self.parser = OverridesParser.create(config_loader=config_loader)
+        self.groups = set(sweep_config.hydra.runtime.choices)  # every config group chosen
+        self.composed: dict[tuple[str, ...], tuple[dict, DictConfig]] = {}
+
+    def is_value(self, override: Any) -> bool:
+        """A plain value: not a group choice, an addition, a deletion or a Hydra setting."""
+        key = override.key_or_group
+        return not (
+            override.is_add()
+            or override.is_delete()
+            or override.is_force_add()
+            or key in self.groups
+            or key.startswith("hydra")
+            or override.package is not None
+        )
+
+    def compose(self, structure: tuple[str, ...]) -> tuple[dict, DictConfig]:
+        """The job config less Hydra's node, as plain values, and the whole config."""
+        if structure not in self.composed:
+            cfg = self.loader.load_sweep_config(self.sweep_config, list(structure))
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            plain.pop("hydra")
+            self.composed[structure] = plain, cfg
+        return self.composed[structure]
+
+    def __call__(self, overrides: list[str]) -> tuple[DictConfig, Path]:
+        """The cell's job config (without Hydra's node) and the job's directory."""
+        parsed = self.parser.parse_overrides(list(overrides))
+        plain, composed = self.compose(tuple(o.input_line for o in parsed if not self.is_value(o)))
+        cfg = OmegaConf.create(copy.deepcopy(plain))
+        OmegaConf.set_struct(cfg, True)
+        for override in parsed:
+            if self.is_value(override):
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        return cfg, self.run_dir(parsed, composed)
+
+    @staticmethod
+    def run_dir(parsed: list, composed: DictConfig) -> Path:
+        """hydra.sweep.dir / hydra.sweep.subdir of the job, as Hydra's run_job names it."""
+        from hydra.core.hydra_config import HydraConfig
+
+        naming = composed.hydra.job.config.override_dirname
+        lines = sorted(o.input_line for o in parsed if o.key_or_group not in naming.exclude_keys)
+        dirname = naming.item_sep.join(lines).replace("=", naming.kv_sep)
+        subdir = OmegaConf.to_container(composed.hydra.sweep, resolve=False)["subdir"]
+        if subdir == "${hydra.job.override_dirname}":  # the presets' naming: no copy needed
+            return Path(str(composed.hydra.sweep.dir), dirname).absolute()
+        job = copy.deepcopy(composed)
+        with open_dict(job):
+            job.hydra.job.override_dirname = dirname
+        sweep_config = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(job)  # for ${hydra:...} in the directory names
+        try:
+            return Path(str(job.hydra.sweep.dir), str(job.hydra.sweep.subdir)).absolute()
+        finally:
+            HydraConfig.instance().cfg = sweep_config
+
+
+class CellPlanner:
+    """Plans cells: checks each distinct config once (``sdexp.config``) and each cell's budget
+    and seed, and says which budget a cell runs at or why the grid leaves it out."""
+
+    def __init__(self) -> None:
+        self.checked: dict[str, Any] = {}
+
+    def budget(self, cfg: DictConfig) -> float | str:
+        """The budget the cell runs at, or why it cannot run (ConfigError for bad input)."""
+        values = OmegaConf.to_container(cfg, resolve=False)
+        for key in ("budget", "seed"):
+            values.pop(key, None)
+        settled = json.dumps(values, sort_keys=True, default=str)
+        if settled not in self.checked:  # all but budget and seed: once per distinct config
+            self.checked[settled] = checked_mode(cfg)
+        mode = self.checked[settled]
+        check_values({"budget": cfg.budget, "seed": cfg.seed}, TOP_LEVEL, "", "the run config")
+        check_budget(cfg.budget)
+        check_seed(cfg.seed)
+        num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+        smallest = mode.smallest_budget(num_blocks)
+        if cfg.budget < smallest:
+            return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
+        mode.check(cfg.budget, num_blocks)
+        return mode.effective_budget(cfg.budget)
 
 
 def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:

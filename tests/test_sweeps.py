@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
 from sdexp.results import RunResult, read_result, run_key
-from sdexp.sweep import planned_budget, with_override
+from sdexp.sweep import CellPlanner, with_override
 from sdexp.table import main as aggregate_main
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
 from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train, user_env
@@ -93,17 +93,20 @@ def test_presets_compose(preset):
 
 @pytest.mark.parametrize(("model", "blocks"), [("resnet110", 54), ("resnet56", 27)])
 def test_planner_leaves_out_linear_below_its_smallest_budget(model, blocks):
+    planner = CellPlanner()
     for budget in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9):
         cfg = compose_config([f"model={model}", "mode=linear", f"budget={budget}"])
-        planned = planned_budget(cfg)
+        planned = planner.budget(cfg)
         if budget < (blocks - 1) / (2 * blocks):  # 0.4907 and 0.4815: 0.1..0.4 are left out
             assert isinstance(planned, str) and "mode=linear needs budget >= 0.4" in planned
         else:
             assert planned == budget
-    none = planned_budget(compose_config(["mode=none", "budget=0.3"]))
+    none = planner.budget(compose_config(["mode=none", "budget=0.3"]))
     assert none == 1.0  # the baseline runs once, at budget 1
     with pytest.raises(ConfigError, match="budget"):
-        planned_budget(compose_config(["mode=uniform", "budget=1.5"]))
+        planner.budget(compose_config(["mode=uniform", "budget=1.5"]))
+    with pytest.raises(ConfigError, match="seed"):  # checked per cell, not once per config
+        planner.budget(compose_config(["mode=uniform", "budget=0.5", "seed=-1"]))
     assert with_override(["mode=none", "budget=0.3", "seed=1"], "budget", 1.0) == [
         "mode=none",
         "seed=1",
@@ -409,3 +412,35 @@ def same_numbers(a: RunResult, b: RunResult) -> bool:
     return {k: v for k, v in stable_fields(a).items() if k not in ignore} == {
         k: v for k, v in stable_fields(b).items() if k not in ignore
     }
+
+
+@pytest.mark.parametrize("preset", ["table2_cifar10", "smoke", "table2_cifar100_resnet56"])
+def test_the_fast_composer_is_hydras_composition(preset):
+    """A cell's config set from a composed one (``CellComposer``) is what Hydra composes for its
+    job: the same identity and the same directory, for cells of every mode, the merged baseline
+    and values given on the command line."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sdexp.sweep import CellComposer
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sweep = compose(
+            "train", [f"+sweep={preset}", "hydra.sweep.dir=outputs/x"], return_hydra_config=True
+        )
+        loader = GlobalHydra.instance().config_loader()
+        composer = CellComposer(loader, sweep)
+        cells = [
+            [f"mode={m}", f"budget={b}", f"seed={s}", f"+sweep={preset}"]
+            for m, b, s in [("sensemode", 0.3, 0), ("uniform", 0.7, 1), ("linear", 0.9, 2)]
+        ]
+        cells += [["mode=none", "seed=3", "budget=1.0", f"+sweep={preset}", "optimizer.lr=0.05"]]
+        for overrides in cells:
+            fast, run_dir = composer(overrides)
+            full = loader.load_sweep_config(sweep, overrides)
+            assert run_key(fast) == run_key(full), overrides
+            HydraConfig.instance().set_config(full)
+            try:
+                expected = Path(str(full.hydra.sweep.dir), str(full.hydra.sweep.subdir))
+            finally:
+                HydraConfig.instance().cfg = None
+            assert run_dir == expected.absolute(), overrides

@@ -1,27 +1,32 @@
-"""``hydra/sweeper=budget_grid``: Hydra's basic sweeper, planned as a budget grid.
+"""``hydra/sweeper=budget_grid``: a budget grid, planned before anything is launched.
 
-It expands ``hydra.sweeper.params`` and the command line exactly like the basic sweeper (the
-command line narrows or replaces a preset's values), then plans the cartesian product with
-``sdexp.sweep`` before launching anything: it leaves out the cells a mode cannot run, runs the
-no-SD baseline once per seed, skips the cells already done, says how many of each, and writes
-the planned cells to ``<sweep dir>/sweep.json`` (what ``scripts/aggregate.py`` counts missing
-runs against). ``hydra.sweeper.dry_run=true`` lists the grid and launches nothing.
+It expands ``hydra.sweeper.params`` and the command line as Hydra's basic sweeper does (the
+command line narrows or replaces a preset's values; their cartesian product, in the same order),
+then plans the cells with ``sdexp.sweep``: it leaves out the cells a mode cannot run, runs the
+no-SD baseline once per seed, skips the cells already done, refuses directories that hold
+another run's files, says how many of each, and writes the planned cells to
+``<sweep dir>/sweep.json`` (what ``scripts/aggregate.py`` counts missing runs against). Then
+Hydra's configured launcher runs the rest. ``hydra.sweeper.dry_run=true`` lists the grid and
+launches nothing.
 
 Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
-hence this subclass. It must live in the ``hydra_plugins`` package for Hydra to accept it, and
-imports sdexp only when it plans a grid: Hydra imports every plugin module at every start.
+hence a sweeper of our own, on Hydra's public ``Sweeper`` interface. It must live in the
+``hydra_plugins`` package for Hydra to find it, and imports sdexp only when it plans a grid:
+Hydra imports every plugin module at every start.
 """
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -32,7 +37,7 @@ class GridError(CompactHydraException):
 @dataclass
 class BudgetGridSweeperConf:
     _target_: str = "hydra_plugins.sdexp_sweeper.budget_grid_sweeper.BudgetGridSweeper"
-    max_batch_size: int | None = None
+    max_batch_size: int | None = None  # jobs handed to the launcher at once (None: all)
     params: dict[str, str] | None = None
     dry_run: bool = False  # list the planned grid and launch nothing
 
@@ -42,45 +47,55 @@ ConfigStore.instance().store(
 )
 
 
-class BudgetGridSweeper(BasicSweeper):
+def cartesian(parsed: list) -> list[list[str]]:
+    """The cells of the overrides' cartesian product, as Hydra's basic sweeper orders them: a
+    later override of a key replaces an earlier one (the command line narrows a preset)."""
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise GridError(f"{key}: the budget grid takes lists of values, not ranges")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(cell) for cell in itertools.product(*choices.values())]
+
+
+class BudgetGridSweeper(Sweeper):
     def __init__(
         self,
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
         dry_run: bool = False,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
-        self.dry_run = dry_run
+        self.max_batch_size, self.params, self.dry_run = max_batch_size, params or {}, dry_run
 
-    def compose(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-
-    def run_dir(self, cfg: DictConfig) -> Path:
-        """Where the job writes: hydra.sweep.dir / hydra.sweep.subdir, as Hydra's run_job has it."""
-        sweep_config = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the directory names
-        try:
-            subdir = OmegaConf.select(cfg, "hydra.sweep.subdir")
-            return Path(str(cfg.hydra.sweep.dir), str(subdir)).absolute()
-        finally:
-            HydraConfig.instance().cfg = sweep_config
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def plan(self, arguments: list[str]) -> list:
         """The cells of the grid, in the basic sweeper's order, each planned by sdexp.sweep."""
         from sdexp.errors import ConfigError
         from sdexp.results import run_key
-        from sdexp.sweep import Cell, cell_status, planned_budget, with_override
+        from sdexp.sweep import Cell, CellComposer, CellPlanner, cell_status, with_override
 
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        parsed = parser.parse_overrides([*self._parse_config(), *arguments])
-        (product,) = self.split_arguments(parsed, max_batch_size=None)
+        loader = self.hydra_context.config_loader
+        params = [f"{k}={v}" for k, v in self.params.items()]
+        product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
         sweep_dir = shown(Path(str(self.config.hydra.sweep.dir)).absolute())
         print(f"Planning {len(product)} cells into {sweep_dir} ...", flush=True)
+        compose, planner = CellComposer(loader, self.config), CellPlanner()
         cells, planned, self.merged = [], set(), 0
         for overrides in product:
-            cfg = self.compose(overrides)
+            cfg, run_dir = compose(overrides)
             try:
-                budget = planned_budget(cfg)
+                budget = planner.budget(cfg)
             except ConfigError as error:
                 raise GridError(f"{' '.join(overrides)}: {error}") from error
             if isinstance(budget, str):  # its key still says which table's "-" it is
@@ -91,9 +106,8 @@ class BudgetGridSweeper(BasicSweeper):
                 if tuple(overrides) in planned:
                     self.merged += 1
                     continue
-                cfg = self.compose(overrides)
+                cfg, run_dir = compose(overrides)
             planned.add(tuple(overrides))
-            run_dir = self.run_dir(cfg)
             key, config = run_key(cfg)
             status, note = cell_status(run_dir, key, config)
             cells.append(Cell(overrides, key, run_dir, status=status, note=note, config=cfg))
@@ -140,18 +154,14 @@ class BudgetGridSweeper(BasicSweeper):
         write_grid(sweep_dir, cells)
 
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
-        self.overrides = list(
-            self.split_overrides_to_chunks([c.overrides for c in todo], self.max_batch_size)
-        )
-        returns, initial_job_idx = [], 0
-        while not self.is_done():
-            batch = self.get_job_batch()
-            returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
-            initial_job_idx += len(batch)
+        jobs = [c.overrides for c in todo]
+        size = self.max_batch_size or len(jobs)
+        for first in range(0, len(jobs), size):
+            self.launcher.launch(jobs[first : first + size], initial_job_idx=first)
         failed = closing_summary(sweep_dir, todo, len(done), len(cells) - len(runs))
         if failed:  # each failed run wrote results.json with its reason; the others went on
             raise GridError(f"{failed} of {len(todo)} jobs failed (listed above)")
-        return returns
+        return cells
 
 
 def closing_summary(sweep_dir: Path, todo: list, skipped: int, left_out: int) -> int:
