@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,26 +21,23 @@ CONF = ROOT / "conf"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# A toy run that takes a few seconds: small data, small network, two epochs.
-FAST_TOY = [
-    "dataset=toy",
-    "model=vanilla",
-    "model.depth=8",
-    "model.width=32",
-    "dataset.n_train=256",
-    "dataset.n_val=64",
-    "dataset.n_test=64",
-    "dataset.batch_size=32",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.log_every_n_steps=4",
-    "trainer.enable_progress_bar=false",
-]
+# A toy run that takes a few seconds (conf/scale/tiny.yaml: the smoke sweep's runs too).
+FAST_TOY = ["+scale=tiny"]
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+@contextmanager
+def hydra_configs() -> Iterator[None]:
+    """The project's configs, loaded as Hydra loads them for ``train.py`` and the theory."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        yield
+
+
+def compose_config(
+    overrides: list[str], config_name: str = "train", hydra: bool = False
+) -> DictConfig:
+    """The composed config (with Hydra's own node when ``hydra``), as a job gets it."""
+    with hydra_configs():
+        return compose(config_name, overrides, return_hydra_config=hydra)
 
 
 @pytest.fixture

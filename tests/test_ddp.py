@@ -12,7 +12,7 @@ from tests.conftest import FAST_TOY, run_train
 @pytest.mark.slow
 def test_ranks_draw_the_same_masks_and_end_with_the_same_weights(tmp_path):
     run_dir, record = tmp_path / "run", tmp_path / "record"
-    overrides = [o for o in FAST_TOY if not o.startswith("trainer=")]
+    overrides = list(FAST_TOY)
     done = run_train(
         *overrides,
         "trainer=ddp",
@@ -48,7 +48,7 @@ def test_ddp_numbers_are_the_single_device_numbers(tmp_path):
     gradient up to rounding). With 63 validation and test samples the ranks' shards are uneven:
     every sample must count once (wrapping around used to repeat one), and the losses are the
     means over all samples, not rank 0's."""
-    overrides = [o for o in FAST_TOY if not o.startswith("trainer=")]
+    overrides = list(FAST_TOY)
     overrides += ["dataset.n_val=63", "dataset.n_test=63", "mode=sensemode", "budget=0.5"]
     overrides += ["logger=none", "trainer.accelerator=cpu"]
     ddp = run_train(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
@@ -24,7 +24,7 @@ from sdexp.results import RunResult, read_result, run_key
 from sdexp.sweep import CellPlanner, with_override
 from sdexp.table import main as aggregate_main
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
-from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, run_train, user_env
+from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, hydra_configs, run_train, user_env
 from tests.test_train import stable_fields
 
 PRESETS = [
@@ -65,8 +65,7 @@ def wait_for(path: Path, process: subprocess.Popen, limit_s: float = 300) -> Non
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_compose(preset):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", [f"+sweep={preset}"], return_hydra_config=True)
+    cfg = compose_config([f"+sweep={preset}"], hydra=True)
     dataset, model = {
         "table2_cifar10": ("cifar10", "resnet110"),
         "table2_cifar100": ("cifar100", "resnet110"),
@@ -350,12 +349,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
 
 @pytest.mark.parametrize(("launcher", "gpus", "tasks"), [("slurm", 1, 1), ("slurm_ddp", 4, 4)])
 def test_slurm_presets(launcher, gpus, tasks):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            ["+sweep=table2_cifar10", f"hydra/launcher={launcher}"],
-            return_hydra_config=True,
-        )
+    cfg = compose_config(["+sweep=table2_cifar10", f"hydra/launcher={launcher}"], hydra=True)
     slurm = cfg.hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
     assert (slurm.gpus_per_node, slurm.tasks_per_node) == (gpus, tasks)
@@ -372,8 +366,7 @@ def test_lightning_leaves_requeueing_to_submitit(monkeypatch):
 
 
 def test_ddp_is_refused_inside_a_local_multirun():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", ["trainer=ddp", "hydra.mode=MULTIRUN"], return_hydra_config=True)
+    cfg = compose_config(["trainer=ddp", "hydra.mode=MULTIRUN"], hydra=True)
     HydraConfig.instance().set_config(cfg)
     try:
         with pytest.raises(ConfigError, match="relaunches the command line"):
@@ -423,7 +416,7 @@ def test_the_fast_composer_is_hydras_composition(preset):
 
     from sdexp.sweep import CellComposer
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with hydra_configs():
         sweep = compose(
             "train", [f"+sweep={preset}", "hydra.sweep.dir=outputs/x"], return_hydra_config=True
         )

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 
 from sdexp.models import VanillaResNet
@@ -28,18 +27,15 @@ from sdexp.theory.probes import (
 )
 from sdexp.theory.task import run_theory
 from sdexp.theory.toy import toy_data
-from tests.conftest import user_env
+from tests.conftest import compose_config, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
 def compose_theory(experiment: str, output_dir: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "theory",
-            overrides=[f"experiment={experiment}", f"output_dir={output_dir}", *overrides],
-        )
+    overrides = [f"experiment={experiment}", f"output_dir={output_dir}", *overrides]
+    return compose_config(overrides, config_name="theory")
 
 
 @pytest.fixture(scope="module")
