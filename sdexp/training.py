@@ -210,6 +210,8 @@ def fit_and_test(
     start = time.monotonic()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        # Read now: loading the best checkpoint to test it restores the Timer's saved state.
+        result.train_time_s = timer.time_elapsed("train")
         test(trainer, module, datamodule, result, checkpoint if validate else None)
         result.status = "ok"
     except Exception as error:
@@ -220,7 +222,8 @@ def fit_and_test(
         result.survival, result.sensitivity = gate.survival, gate.sensitivity
         result.expected_depth = expected_depth(gate.survival)
         result.depth_variance = depth_variance(gate.survival)
-        result.train_time_s = timer.time_elapsed("train")
+        if result.train_time_s is None:  # fit did not end
+            result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = epoch_timer.times  # this process's epochs, validation excluded
         # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
         if result.status != "running" and trainer.is_global_zero:

@@ -195,7 +195,7 @@ def test_an_edited_preset_is_not_taken_for_done(tmp_path):
     grid += ["mode=uniform,none", "logger=csv", f"hydra.sweep.dir={sweep}"]
     assert run_train(*grid).returncode == 0
     preset = conf / "sweep" / "smoke.yaml"
-    preset.write_text(preset.read_text().replace("width: 32", "width: 64"))
+    preset.write_text(preset.read_text() + "model:\n  width: 64\n")  # the tiny runs' 32
 
     dry = run_train(*grid, "hydra.sweeper.dry_run=true")
     assert "0 already done (skipped), 2 to launch (2 of them where another run's files are)" in (

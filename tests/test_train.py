@@ -251,3 +251,16 @@ def test_cli_bad_input(tmp_path, overrides, returncode, expected):
     assert "Traceback" not in done.stderr
     written = {p.name for p in run_dir.iterdir()} if run_dir.exists() else set()
     assert written <= {".hydra", "train.log"}  # no results.json, checkpoints or W&B run
+
+
+def test_training_time_is_counted_once(make_config, tmp_path):
+    """Testing the best checkpoint loads it, and with it the Timer's saved state: the training
+    time is read before, not counted twice."""
+    import torch
+
+    result = train(make_config(*FAST_TOY, "logger=none"))
+    assert result.test_best is not None  # the best checkpoint was loaded and tested
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    (timer,) = [v for k, v in last["callbacks"].items() if k.startswith("Timer")]
+    saved = timer["time_elapsed"]["train"]  # at the end of the last epoch
+    assert saved <= result.train_time_s < 1.5 * saved
