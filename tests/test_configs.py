@@ -24,7 +24,7 @@ def options(group: str) -> list[str]:
 def test_every_group_has_options():
     assert options("model") == ["resnet110", "resnet56", "vanilla"]
     assert options("mode") == ["linear", "none", "sensemode", "uniform"]
-    assert options("dataset") == ["cifar10", "cifar100", "toy"]
+    assert options("dataset") == ["cifar10", "cifar100", "digits", "toy"]
     assert {"default", "cpu"} <= set(options("trainer"))
     assert options("logger") == ["csv", "none", "wandb"]
     assert set(options("recipe")) == {
@@ -34,6 +34,8 @@ def test_every_group_has_options():
         "toy",
         "cifar10",
         "cifar100",
+        "short",
+        "digits",
     }
 
 
