@@ -465,3 +465,67 @@ def write_synthetic_cifar(
         with open(folder / filename, "wb") as f:
             pickle.dump(content, f)
     return Path(root)
+
+
+# --- scikit-learn's handwritten digits (a CPU-sized image task) ---------------------------------
+
+
+class DigitsDataModule(TensorDataModule):
+    """scikit-learn's bundled handwritten digits (UCI optdigits test set): 1,797 grey 8x8 images
+    of 10 classes, pixel values 0..16, read from the package's own copy (no download).
+
+    The images are split once, by a permutation drawn from ``data_seed`` (the same split for
+    every run seed), into ``n_test`` test and ``n_val`` validation images, and ``n_train``
+    training images from the rest (null: all of the rest). Pixels are scaled to [0, 1];
+    ``normalize`` then standardises them with the training split's mean and standard deviation.
+    No augmentation: a flip changes a digit, and without augmentation stochastic depth (with
+    weight decay) is the run's only regulariser.
+    """
+
+    name = "digits"
+    task = "classification"
+    num_outputs = 10
+    input_shape = (1, 8, 8)
+    size = 1797  # images in sklearn.datasets.load_digits
+
+    def __init__(
+        self,
+        n_train: int | None = None,
+        n_val: int = 300,
+        n_test: int = 500,
+        data_seed: int = 0,
+        normalize: bool = True,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        seed: int = 0,
+        on_device: bool | str = "auto",
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, seed, on_device=on_device)
+        if n_test < 1 or n_val < 0:
+            raise ConfigError(
+                "dataset", f"n_test >= 1 and n_val >= 0 images, got n_test={n_test}, n_val={n_val}"
+            )
+        rest = self.size - n_test - n_val
+        n_train = rest if n_train is None else n_train
+        if not 1 <= n_train <= rest:
+            raise ConfigError(
+                "dataset.n_train",
+                f"between 1 and the {rest} images left by n_val={n_val} and n_test={n_test} "
+                f"(of {self.size}), or null for all of them, got {n_train}",
+            )
+        self.sizes = {"test": n_test, "val": n_val, "train": n_train}
+        self.val_size, self.data_seed, self.normalize = n_val, data_seed, normalize
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from sklearn.datasets import load_digits  # here: only this task needs scikit-learn
+
+        digits = load_digits()
+        images = torch.from_numpy(digits.images).float().div_(16.0)[:, None]  # (N, 1, 8, 8)
+        labels = torch.from_numpy(digits.target).long()
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.data_seed))
+        test, val, train = order[: sum(self.sizes.values())].split(list(self.sizes.values()))
+        mean, std = (images[train].mean(), images[train].std()) if self.normalize else (0.0, 1.0)
+        for split, index in (("train", train), ("val", val), ("test", test)):
+            self.splits[split] = TensorSplit((images[index] - mean) / std, labels[index])

@@ -24,10 +24,10 @@ def options(group: str) -> list[str]:
 def test_every_group_has_options():
     assert options("model") == ["resnet110", "resnet56", "vanilla"]
     assert options("mode") == ["linear", "none", "sensemode", "uniform"]
-    assert options("dataset") == ["cifar10", "cifar100", "toy", "toy_paper"]
+    assert options("dataset") == ["cifar10", "cifar100", "digits", "toy", "toy_paper"]
     assert {"default", "cpu"} <= set(options("trainer"))
     assert options("logger") == ["csv", "none", "wandb"]
-    recipes = {"reference", "legacy", "huang2016", "toy"}
+    recipes = {"reference", "legacy", "huang2016", "toy", "short"}
     assert set(options("recipe")) == recipes | set(options("dataset"))  # each dataset's own
 
 
