@@ -9,7 +9,7 @@ test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` 
 ``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
 
 A dropped block gets no gradient. What the optimizer then does to its parameters is the
-recipe's ``dropped_blocks`` (``zero_gradients``): ``decay`` zero-fills the gradients (what
+recipe's ``dropped_blocks`` (``StepGradients``): ``decay`` gives them zero gradients (what
 PyTorch 1.x's ``zero_grad`` did in the code the paper builds on), so SGD still applies weight
 decay and momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves them None, and
 PyTorch's optimisers skip such parameters: only the sampled subnetwork moves, as the paper
@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -124,6 +124,12 @@ def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
             raise ConfigError(
                 "speed.cuda_graphs", "choose one of it and speed.compile_blocks, not both"
             )
+        if (trainer.get("accumulate_grad_batches") or 1) > 1:
+            raise ConfigError(
+                "speed.cuda_graphs",
+                "not with trainer.accumulate_grad_batches > 1: a graph's gradient buffers are "
+                "overwritten by the next batch's backward pass before the optimizer step",
+            )
         if "ddp" in str(trainer.get("strategy", "")):
             raise ConfigError(
                 "speed.cuda_graphs",
@@ -135,28 +141,45 @@ def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
         raise ConfigError("speed.fused_optimizer", f"{name} has no fused implementation")
 
 
-def zero_gradients(parameters: Iterable[Tensor], dropped_blocks: str) -> None:
-    """Clear the gradients before a backward pass, as the recipe's ``dropped_blocks`` says.
+class StepGradients:
+    """Clears a network's gradients between a step's forward pass and its backward pass, as
+    the recipe's ``dropped_blocks`` says, for the mask that forward pass drew.
 
-    ``frozen``: None, so the optimizer skips the parameters of blocks this step drops.
-    ``decay``: zeros, so it applies weight decay and momentum to them, at every step: also the
-    first and the first after validation, where Lightning has set the gradients to None to free
-    memory (the code the paper builds on leaves them only at its first step without one). A
-    gradient is then always a tensor of this loop's own, which a graphed backward adds to,
-    never a graph's static buffer (``sdexp.graphs``). One fused kernel zeroes them all.
+    Every gradient the backward pass writes starts as None, so autograd takes the new gradient
+    as it is (under ``speed.cuda_graphs``, a graph's static buffer; no copy), instead of adding
+    it to a zero-filled one with a kernel per parameter. The blocks the step dropped:
+    ``frozen``: None too, and the optimizer skips them; ``decay``: a gradient of zeros of this
+    object's own (one per parameter, zeroed again with one fused kernel at every use), so SGD
+    applies weight decay and momentum to them, at every step (the code the paper builds on
+    zero-fills its gradients; only its first step has none). A gradient is so never a graph's
+    buffer left over from an earlier step, which a zero-fill and the next backward pass would
+    add to itself (``sdexp.graphs``).
     """
-    if dropped_blocks == "frozen":
-        for p in parameters:
+
+    def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:
+        self.network, self.dropped_blocks = network, dropped_blocks
+        self.blocks = [tuple(block.parameters()) for block in network.blocks]
+        in_blocks = {id(p) for params in self.blocks for p in params}
+        self.others = tuple(p for p in network.parameters() if id(p) not in in_blocks)
+        self.zeros: dict[Tensor, Tensor] = {}
+
+    def clear(self) -> None:
+        """Before the backward pass of the forward pass that drew ``gate.last_mask``."""
+        for p in self.others:
             p.grad = None
-        return
-    grads = []
-    for p in parameters:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        else:
-            grads.append(p.grad)
-    if grads:
-        torch._foreach_zero_(grads)
+        handed = []
+        decay = self.dropped_blocks == "decay"
+        for kept, params in zip(self.network.gate.last_mask, self.blocks, strict=True):
+            for p in params:
+                if kept or not decay:
+                    p.grad = None
+                    continue
+                if p not in self.zeros:
+                    self.zeros[p] = torch.zeros_like(p)
+                p.grad = self.zeros[p]
+                handed.append(p.grad)
+        if handed:
+            torch._foreach_zero_(handed)
 
 
 def start_momentum(optimizer: torch.optim.Optimizer) -> None:
@@ -208,6 +231,7 @@ class StochasticDepthModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.make_graphed = make_graphed
         self.graphs: GraphedSteps | None = None  # captured at the first full training batch
+        self.gradients: StepGradients | None = None
 
     def forward(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
         return self.model(self.network_input(x), delta)
@@ -313,10 +337,13 @@ class StochasticDepthModule(pl.LightningModule):
         self._evaluate(batch, self.test_stage, self.test_metric, self.test_loss)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        """``decay``: zero-filled gradients, so a block this step drops is still decayed and moved
-        by momentum; ``frozen``: None, so the optimizer skips it (``zero_gradients``)."""
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        zero_gradients(parameters, self.dropped_blocks)
+        """Called by Lightning after the step's forward pass, before its backward pass:
+        ``decay``: zero gradients for the blocks this step dropped, so they are still decayed
+        and moved by momentum; ``frozen``: None, so the optimizer skips them
+        (``StepGradients``)."""
+        if self.gradients is None:
+            self.gradients = StepGradients(self.model, self.dropped_blocks)
+        self.gradients.clear()
 
     def configure_optimizers(self):
         fused = {"fused": True} if self.speed.fused_optimizer else {}

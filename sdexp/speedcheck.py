@@ -53,7 +53,7 @@ import sdexp
 from sdexp.data import CIFARDataModule, write_synthetic_cifar
 from sdexp.graphs import GraphedSteps, emulated_make_graphed_callables
 from sdexp.models import StableResNet
-from sdexp.module import Speed, StochasticDepthModule, start_momentum, zero_gradients
+from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import MODES, Uniform
 
 BASELINE_IMAGES_PER_S = 2169  # issue 10: eager fp32, b = 1, batch 128, H200 (gpu_check_h200.log)
@@ -289,7 +289,7 @@ def bare_loop(setup: Setup, data_dir: Path, device: torch.device, sizes: Sizes, 
     optimizer = sgd(module.parameters(), **({"fused": True} if setup.fused else {}))
     if setup.fused:
         start_momentum(optimizer)
-    parameters = list(module.parameters())
+    gradients = StepGradients(network, setup.dropped_blocks)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in setup.precision)
     graphs = None
     start = 0.0
@@ -305,7 +305,7 @@ def bare_loop(setup: Setup, data_dir: Path, device: torch.device, sizes: Sizes, 
             if setup.graphs and graphs is None:
                 graphs = GraphedSteps(network, module.loss_fn, x, y, graph_maker(device))
             loss = graphs.loss(x, y) if graphs is not None else F.cross_entropy(network(x), y)
-        zero_gradients(parameters, setup.dropped_blocks)
+        gradients.clear()
         loss.backward()
         optimizer.step()
         if (index + 1) % 50 == 0 and not torch.isfinite(loss.detach().cpu()):
@@ -381,9 +381,11 @@ def parity(
     graphs = GraphedSteps(graphed, F.cross_entropy, *batches[0], maker)
     losses, worst, mismatches = [], 0.0, []
 
+    gradients = {id(n): StepGradients(n, dropped_blocks) for n in (eager, graphed)}
+
     def step(loss_of, network, optimizer, x, y) -> torch.Tensor:
         loss = loss_of(x, y)
-        zero_gradients(list(network.parameters()), dropped_blocks)
+        gradients[id(network)].clear()
         loss.backward()
         optimizer.step()
         return loss.detach()

@@ -17,7 +17,7 @@ from sdexp.data import CIFARDataModule
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, KeptPath, emulated_make_graphed_callables
 from sdexp.models import StableResNet, VanillaResNet
-from sdexp.module import Speed, StochasticDepthModule, start_momentum, zero_gradients
+from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import Uniform
 
 EMULATED = emulated_make_graphed_callables
@@ -71,7 +71,7 @@ def sgd(model, **kwargs):
 def train_step(loss_of, model, optimizer, x, y, dropped_blocks) -> torch.Tensor:
     """What Lightning's automatic optimisation does: forward, clear gradients, backward, step."""
     loss = loss_of(x, y)
-    zero_gradients(list(model.parameters()), dropped_blocks)
+    StepGradients(model, dropped_blocks).clear()
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -167,6 +167,35 @@ def test_capture_under_autocast_turns_its_cache_off():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+# --- gradients ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropped_blocks", ["decay", "frozen"])
+def test_step_gradients(dropped_blocks):
+    """After a forward pass: None for all the backward pass writes; for the dropped blocks,
+    None (frozen) or zeros of its own (decay), zero again even if someone wrote into them."""
+    model = resnet()
+    x, y = batches(1)[0]
+    gradients = StepGradients(model, dropped_blocks)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    for _ in range(2):
+        loss = F.cross_entropy(model(x), y)
+        gradients.clear()
+        mask = model.gate.last_mask
+        assert 0 < sum(mask) < len(mask)
+        for kept, block in zip(mask, model.blocks, strict=True):
+            for p in block.parameters():
+                if kept or dropped_blocks == "frozen":
+                    assert p.grad is None
+                else:
+                    assert p.grad is gradients.zeros[p] and not p.grad.any()
+                    p.grad.fill_(3.0)  # an in-place write, as gradient clipping does
+        assert model.stem[0].weight.grad is None and model.head[-1].weight.grad is None
+        loss.backward()
+    assert (not gradients.zeros) == (dropped_blocks == "frozen")
+
+
 # --- the graphed step computes the eager step ---------------------------------------------------
 
 
@@ -195,9 +224,10 @@ def test_graphed_steps_are_the_eager_steps_bit_for_bit(dropped_blocks, fused):
 
 
 def test_a_gradient_left_none_would_take_the_graphs_buffer():
-    """Why ``zero_gradients`` fills missing gradients for ``decay``: PyTorch's own
-    ``zero_grad(set_to_none=False)`` leaves a None gradient None, the backward then takes a
-    graph's static buffer as ``.grad``, and the next zero-fill and backward add it to itself."""
+    """Why ``StepGradients`` leaves no gradient a graph's buffer from an earlier step: with
+    PyTorch's own ``zero_grad(set_to_none=False)`` a None gradient stays None, the backward
+    takes a graph's static buffer as ``.grad``, and the next zero-fill and backward add it to
+    itself."""
     model = resnet(survival=1.0)
     data = batches(2)
     graphs = GraphedSteps(model, F.cross_entropy, *data[0], EMULATED)

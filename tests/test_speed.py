@@ -199,6 +199,7 @@ def test_cuda_graphs_are_refused_on_a_cpu(make_config):
     [
         (["speed.compile_blocks=true"], "choose one of it and speed.compile_blocks"),
         (["trainer=ddp"], "not with trainer=ddp"),
+        (["+trainer.accumulate_grad_batches=2"], "not with trainer.accumulate_grad_batches"),
     ],
 )
 def test_cuda_graphs_on_a_gpu_refuse(make_config, monkeypatch, overrides, message):
