@@ -9,19 +9,22 @@
 #   3. python -m sdexp.speedcheck concurrent: aggregate img/s of K = 1, 8, 4, 2 graphed runs at
 #      once, without MPS, then with it (scripts/mps.sh start/stop);
 #   4. python -m sdexp.speedcheck report: tables, targets and the presets' cost in GPU-hours.
-# Every step is bounded (timeout, and a deadline inside the Python parts): about 7 minutes in
-# all on an H200; BUDGET_S (default 420) is the time allowed for steps 1-3.
+# Every step is bounded (a timeout, and a deadline after which the Python parts start nothing
+# new and list what they skipped): about 7 minutes in all on an H200, at most 8; BUDGET_S
+# (default 420 s) is the time for steps 1-3. One part alone, e.g. the concurrent runs again:
+#   python -m sdexp.speedcheck concurrent --graphs --label plain --out OUT --data WORK/data
 # Output in OUT (default outputs/gpu_check): single.json, concurrent_plain.json,
 # concurrent_mps.json, speedcheck.json, speedcheck.md, gpu_check.log (tee it); data and scratch
 # files in WORK (default /tmp/sdexp_gpu_check). Commit OUT's files under docs/performance/.
 #
 # On a lent machine (device tool; its image has torch and Lightning but not Hydra): once, here,
 #   scripts/gpu_wheels.sh                  # hydra-core, omegaconf, antlr4, joblib launcher -> .whl/
-# then run, with carry [".whl"] and timeout_s 560:
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; set -o pipefail;
-#   PYTHON=python3 scripts/gpu_check.sh $OUT/gc 2>&1 | tee $OUT/gc/gpu_check.log
-# (mkdir -p $OUT/gc first). A CPU dry run of every step, with emulated graphs and tiny sizes:
+# then this command (one line), with carry [".whl"] and timeout_s 560:
+#   mkdir -p $OUT/gc && python3 -m pip install -q --no-index --no-deps --no-compile
+#   --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   || exit; set -o pipefail; PYTHON=python3 scripts/gpu_check.sh $OUT/gc 2>&1
+#   | tee $OUT/gc/gpu_check.log
+# A CPU dry run of every step, with emulated graphs and tiny sizes:
 #   QUICK=1 scripts/gpu_check.sh /tmp/gpu_check_dry
 set -uo pipefail
 out=${1:-outputs/gpu_check}
@@ -55,15 +58,16 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__
       'hydra', hydra.__version__, 'omegaconf', omegaconf.__version__)" || exit 1
 
 echo "== 1. one run: parity, throughput, waits, Lightning's share (${SECONDS}s)"
-timeout $(($(left) - 60)) $python -m sdexp.speedcheck single "${common[@]}" \
-  --deadline-s $(($(left) - 200)) || echo "single: exit status $?"
+timeout $(($(left) - 120)) $python -m sdexp.speedcheck single "${common[@]}" \
+  --deadline-s $(($(left) - 220)) || echo "single: exit status $?"
 
 echo "== 2. hydra/launcher=gpu_shared: two graphed runs at once through train.py (${SECONDS}s)"
 graphs="speed.cuda_graphs=true speed.fused_optimizer=true"
 if [ "${QUICK:-0}" = 1 ]; then graphs="model.depth=8 dataset.batch_size=8"; fi
 rm -rf "$work/sweep"
+if [ "$(left)" -lt 130 ]; then echo "skipped: too little time left"; else
 # shellcheck disable=SC2086
-timeout 120 $python train.py -m seed=0,1 budget=0.5 mode=uniform logger=csv \
+timeout 100 $python train.py -m seed=0,1 budget=0.5 mode=uniform logger=csv \
   dataset.data_dir="$work/data" dataset.download=false dataset.verify_md5=false \
   dataset.val_size=$val trainer.max_epochs=1 trainer.limit_train_batches=$((steps + 20)) \
   trainer.enable_progress_bar=false hydra/launcher=gpu_shared hydra.launcher.n_jobs=2 \
@@ -77,16 +81,19 @@ for run in "$work"/sweep/*/; do
     "$run/results.json" 2>/dev/null || echo "no results.json")
   echo "  $(basename "$run"): $status; $(grep -ho 'slot [0-9]* of [0-9]*, CPUs \[[^]]*\], [0-9]* torch threads' "$run"/*.log | head -1)"
 done
+fi
 
 echo "== 3. several runs at once, without MPS (${SECONDS}s)"
-timeout $(($(left) > 60 ? $(left) : 60)) $python -m sdexp.speedcheck concurrent "${common[@]}" \
-  --graphs --label plain --jobs "${jobs[@]}" --timeout-s 150 --deadline-s $(($(left) / 2 - 20)) ||
+hard=$(($(left) - 40 > 20 ? $(left) - 40 : 20))
+timeout $hard $python -m sdexp.speedcheck concurrent "${common[@]}" \
+  --graphs --label plain --jobs "${jobs[@]}" --timeout-s 120 --deadline-s $(($(left) / 2 - 20)) ||
   echo "concurrent (plain): exit status $?"
 
 echo "== 3b. with the MPS daemon (${SECONDS}s)"
 if scripts/mps.sh start; then
-  timeout $(($(left) > 30 ? $(left) : 30)) $python -m sdexp.speedcheck concurrent "${common[@]}" \
-    --graphs --label mps --jobs "${jobs[@]}" --timeout-s 150 --deadline-s $(($(left) - 40)) ||
+  hard=$(($(left) + 30 > 20 ? $(left) + 30 : 20))
+  timeout $hard $python -m sdexp.speedcheck concurrent "${common[@]}" \
+    --graphs --label mps --jobs "${jobs[@]}" --timeout-s 120 --deadline-s $(($(left) - 40)) ||
     echo "concurrent (mps): exit status $?"
   scripts/mps.sh stop
 else
