@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -265,7 +267,14 @@ def timed_fit(
 def validation_seconds(setup: Setup, data_dir: Path, device: torch.device, sizes: Sizes) -> float:
     """One pass over the validation split (eager: evaluation never uses the graphs)."""
     module, data = build(setup, data_dir, device, sizes.val_images)
-    trainer = trainer_for(device, setup.precision, 0, [])
+    trainer = pl.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=setup.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.validate(module, datamodule=data, verbose=False)  # warm-up: cuDNN, allocations
     synchronize(device)
     start = time.perf_counter()
@@ -454,94 +463,119 @@ class Deadline:
         return False
 
 
+class Parts:
+    """Runs the parts of a check in turn: past the deadline a part is skipped (and listed); a
+    part that fails is recorded with the end of its traceback and the next one runs (one
+    failure must not cost the measurements of a lent GPU); the results are written after each."""
+
+    def __init__(self, path: Path, deadline_s: float, results: dict) -> None:
+        self.path, self.deadline, self.results = path, Deadline(deadline_s), results
+        results.setdefault("errors", [])
+
+    def __call__(self, name: str, part: Callable[[], object]) -> object | None:
+        try:
+            return part() if self.deadline.allows(name) else None
+        except Exception as error:  # noqa: BLE001 - recorded, and the check goes on
+            tail = traceback.format_exc().splitlines()[-12:]
+            self.results["errors"].append({"part": name, "error": repr(error), "traceback": tail})
+            print(f"  {name}: FAILED ({type(error).__name__}: {error})", flush=True)
+            return None
+        finally:
+            gc.collect()  # the graphs' memory pools of the run just measured
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.results["skipped"] = self.deadline.skipped
+            self.path.write_text(json.dumps(self.results, indent=1))
+
+
 def single(args, sizes: Sizes, device: torch.device) -> dict:
     data_dir = prepare_data(Path(args.data), sizes)
-    deadline = Deadline(args.deadline_s)
     results: dict = {"info": info(device, sizes), "parity": [], "runs": [], "validation": []}
-    out = Path(args.out)
+    part = Parts(Path(args.out) / "single.json", args.deadline_s, results)
+    batch = sizes.batch_size
 
-    def save() -> None:
-        results["skipped"] = deadline.skipped
-        (out / "single.json").write_text(json.dumps(results, indent=1))
+    def run(setup: Setup, steps: int) -> None:
+        def measure() -> None:
+            result = timed_fit(setup, data_dir, device, sizes, steps)
+            results["runs"].append(result)
+            memory = result.get("max_memory_gib")
+            print(
+                f"  {setup.name:<46} {result['step_ms']:8.2f} ms/step "
+                f"{result['images_per_s']:10,.0f} img/s"
+                + (f", {memory:.2f} GiB" if memory is not None else ""),
+                flush=True,
+            )
 
-    def run(setup: Setup, steps: int, **kwargs) -> None:
-        if not deadline.allows(setup.name):
-            return
-        result = timed_fit(setup, data_dir, device, sizes, steps, **kwargs)
-        results["runs"].append(result)
-        memory = f", {result['max_memory_gib']:.2f} GiB" if "max_memory_gib" in result else ""
-        print(
-            f"  {setup.name:<46} {result['step_ms']:8.2f} ms/step "
-            f"{result['images_per_s']:10,.0f} img/s{memory}",
-            flush=True,
-        )
-        save()
+        part(setup.name, measure)
 
     def validate(depth: int) -> None:
         """A pass over the validation split, eager, in each precision."""
         for precision in sizes.precisions:
-            setup = Setup(depth, sizes.batch_size, 0.5, precision=precision)
-            if deadline.allows(f"validation {setup.name}"):
+            setup = Setup(depth, batch, 0.5, precision=precision)
+
+            def measure(setup=setup, precision=precision) -> None:
                 seconds = validation_seconds(setup, data_dir, device, sizes)
                 found = {"depth": depth, "precision": precision, "seconds": seconds}
                 results["validation"].append(found | {"images": sizes.val_images})
                 print(f"  validation pass, resnet{depth} {precision}: {seconds:.2f} s", flush=True)
-                save()
+
+            part(f"validation {setup.name}", measure)
 
     print("== parity, eager against graphed, b = 0.5", flush=True)
     for dropped_blocks in ("decay", "frozen"):
         for lock_step in (True, False):
-            if not deadline.allows(f"parity {dropped_blocks}"):
-                continue
-            found = parity(device, sizes, dropped_blocks, lock_step, fused=True)
-            results["parity"].append(found)
-            print(
-                f"  {dropped_blocks:<6} {'lock step' if lock_step else 'free':<9} "
-                f"loss rel. diff {found['loss_max_relative_difference']:.2e}, params "
-                f"{found['parameters_max_relative_difference']:.2e}, dropped-block mismatches "
-                f"{found['dropped_block_mismatch_count']}",
-                flush=True,
-            )
-            save()
+
+            def check(dropped_blocks=dropped_blocks, lock_step=lock_step) -> None:
+                found = parity(device, sizes, dropped_blocks, lock_step, fused=True)
+                results["parity"].append(found)
+                print(
+                    f"  {dropped_blocks:<6} {'lock step' if lock_step else 'free':<9} "
+                    f"loss rel. diff {found['loss_max_relative_difference']:.2e}, params "
+                    f"{found['parameters_max_relative_difference']:.2e}, dropped-block "
+                    f"mismatches {found['dropped_block_mismatch_count']}",
+                    flush=True,
+                )
+
+            part(f"parity {dropped_blocks}", check)
 
     print("== one run: eager against graphed (+ fused SGD)", flush=True)
-    batch = sizes.batch_size
     for precision in sizes.precisions:
         for budget in sizes.budgets:
             run(Setup(sizes.depth, batch, budget, precision=precision), sizes.eager_steps)
-            graphed = Setup(sizes.depth, batch, budget, True, precision, fused=True)
-            run(graphed, sizes.graphed_steps)
+            run(Setup(sizes.depth, batch, budget, True, precision, True), sizes.graphed_steps)
     validate(sizes.depth)
 
     print("== waits for the device per training step (CUDA sync debug mode)", flush=True)
     for graphs in (False, True):
         setup = Setup(sizes.depth, batch, 0.5, graphs, fused=graphs)
-        if deadline.allows(f"waits {setup.name}"):
+
+        def count(setup=setup) -> None:
             found = timed_fit(setup, data_dir, device, sizes, sizes.sync_steps, count_waits=True)
-            results.setdefault("waits", []).append({"name": setup.name, **found["waits"]})
             waits = found["waits"]
+            results.setdefault("waits", []).append({"name": setup.name, **waits})
             print(
                 f"  {setup.name:<46} plain steps: max {max(waits['plain_steps'], default=0)}, "
                 f"logging steps: {waits['logging_steps']} (counted: {waits['counted']})",
                 flush=True,
             )
-            save()
+
+        part(f"waits {setup.name}", count)
 
     print("== Lightning's share of a graphed step", flush=True)
-    setup = Setup(sizes.depth, batch, 0.5, True, fused=True)
-    if deadline.allows("bare loop"):
-        bare = bare_loop(setup, data_dir, device, sizes, sizes.graphed_steps)
-        results["bare_loop"] = bare
+
+    def share() -> None:
+        setup = Setup(sizes.depth, batch, 0.5, True, fused=True)
+        bare = results["bare_loop"] = bare_loop(setup, data_dir, device, sizes, sizes.graphed_steps)
         lightning = next((r for r in results["runs"] if r["name"] == setup.name), None)
         if lightning is not None:
-            share = 1 - bare["step_ms"] / lightning["step_ms"]
-            results["lightning_share"] = share
+            results["lightning_share"] = 1 - bare["step_ms"] / lightning["step_ms"]
             print(
                 f"  bare loop {bare['step_ms']:.2f} ms/step, Lightning {lightning['step_ms']:.2f}"
-                f" ms/step: Lightning's share {100 * share:.0f}%",
+                f" ms/step: Lightning's share {100 * results['lightning_share']:.0f}%",
                 flush=True,
             )
-        save()
+
+    part("bare loop", share)
 
     print(f"== resnet{sizes.small_depth}; variants of resnet{sizes.depth} at b = 0.5", flush=True)
     for precision in sizes.precisions:
@@ -554,7 +588,6 @@ def single(args, sizes: Sizes, device: torch.device) -> dict:
     run(Setup(sizes.depth, batch, 0.5, True), sizes.graphed_steps)  # graphed, SGD not fused
     bf16 = sizes.precisions[-1]
     run(Setup(sizes.depth, batch, 0.5, True, bf16, True, True), sizes.graphed_steps)
-    save()
     return results
 
 
@@ -924,10 +957,28 @@ def target_lines(found: dict) -> list[str]:
     return [*lines, ""]
 
 
+def error_lines(m: Measured) -> list[str]:
+    errors = m.single.get("errors", []) + [
+        {"part": f"{label}, K = {e['jobs']}", "error": f"{len(e['failed'])} runs failed"}
+        for label, c in m.concurrent.items()
+        for e in c["runs"]
+        if e.get("failed")
+    ]
+    skipped = m.single.get("skipped", []) + [
+        f"{label}: {part}" for label, c in m.concurrent.items() for part in c.get("skipped", [])
+    ]
+    lines = [f"- FAILED: {e['part']}: {e['error']}" for e in errors]
+    lines += [f"- skipped (deadline): {part}" for part in skipped]
+    return ["## Failures and skipped parts", "", *lines, ""] if lines else []
+
+
 def report(args) -> dict:
     """The tables, costs and targets of the measurements in ``--out``: ``speedcheck.md``
     and ``speedcheck.json`` (everything measured, with the costs and targets)."""
     out = Path(args.out)
+    if not (out / "single.json").exists():
+        print(f"nothing to report: no {out / 'single.json'}")
+        return {}
     m = Measured(out)
     found = costs(m)
     met = targets(m, found)
@@ -935,7 +986,7 @@ def report(args) -> dict:
     lines = [f"# Speed check: {head['device']}", ""]
     lines += [f"torch {head['torch']}, Lightning {head['lightning']}, {head['date']}", ""]
     lines += parity_lines(m) + throughput_lines(m) + concurrent_lines(m)
-    lines += cost_lines(found) + target_lines(met)
+    lines += cost_lines(found) + target_lines(met) + error_lines(m)
     text = "\n".join(lines)
     (out / "speedcheck.md").write_text(text)
     summary = {"info": head, "targets": met, "cost_gpu_hours": found}
@@ -1003,11 +1054,22 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.part == "single":
         return single(args, sizes, device)
     if args.part == "concurrent":
+        if args.graphs and not graphs_worked(out):
+            print("no graphed run succeeded in single.json: the concurrent runs are eager")
+            args.graphs = False
         return concurrent(args, sizes)
     if args.part == "worker":
         worker(args, sizes, device)
         return None
     return report(args)
+
+
+def graphs_worked(out: Path) -> bool:
+    """Whether ``single.json`` (if there is one yet) holds a graphed run that succeeded."""
+    path = out / "single.json"
+    if not path.exists():
+        return True
+    return any("graphed" in r["name"] for r in json.loads(path.read_text())["runs"])
 
 
 def faster_precision(out: Path, sizes: Sizes) -> str:

@@ -15,6 +15,7 @@ from sdexp.graphs import KeptPath, emulated_make_graphed_callables
 from sdexp.speedcheck import (
     BASELINE_IMAGES_PER_S,
     QUICK,
+    Parts,
     Setup,
     Sizes,
     fit_line,
@@ -45,6 +46,21 @@ def test_cost_of_a_preset():
     linear = preset_hours({1.0: 1.0, 0.3: 0.3}, validation_s=2.0, num_blocks=54)
     expected = 164 * 704 * 54 + 96 * (164 + 4) * 2.0
     assert linear == pytest.approx(expected / 3600)
+
+
+def test_a_failing_part_is_recorded_and_the_check_goes_on(tmp_path):
+    results: dict = {}
+    part = Parts(tmp_path / "single.json", deadline_s=60, results=results)
+    done = []
+    part("first", lambda: 1 / 0)
+    part("second", lambda: done.append("second"))
+    assert done == ["second"]
+    (error,) = results["errors"]
+    assert error["part"] == "first" and "ZeroDivisionError" in error["error"]
+    assert json.loads((tmp_path / "single.json").read_text())["errors"][0]["part"] == "first"
+    late = Parts(tmp_path / "late.json", deadline_s=0, results={})
+    assert late("third", lambda: done.append("third")) is None and done == ["second"]
+    assert late.results["skipped"] == ["third"]
 
 
 @pytest.mark.slow
