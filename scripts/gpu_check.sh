@@ -11,7 +11,7 @@
 #   4. python -m sdexp.speedcheck report: tables, targets and the presets' cost in GPU-hours.
 # Every step is bounded (a timeout, and a deadline after which the Python parts start nothing
 # new and list what they skipped): about 7 minutes in all on an H200, at most 8; BUDGET_S
-# (default 420 s) is the time for steps 1-3. One part alone, e.g. the concurrent runs again:
+# (default 450 s) is the time for steps 1-3. One part alone, e.g. the concurrent runs again:
 #   python -m sdexp.speedcheck concurrent --graphs --label plain --out OUT --data WORK/data
 # Output in OUT (default outputs/gpu_check): single.json, concurrent_plain.json,
 # concurrent_mps.json, speedcheck.json, speedcheck.md, gpu_check.log (tee it); data and scratch
@@ -30,7 +30,7 @@ set -uo pipefail
 out=${1:-outputs/gpu_check}
 work=${WORK:-/tmp/sdexp_gpu_check}
 python=${PYTHON:-python}
-budget=${BUDGET_S:-420}
+budget=${BUDGET_S:-450}
 quick=()
 jobs=(1 8 4 2)
 steps=30 val=5000
@@ -59,7 +59,7 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__
 
 echo "== 1. one run: parity, throughput, waits, Lightning's share (${SECONDS}s)"
 timeout $(($(left) - 120)) $python -m sdexp.speedcheck single "${common[@]}" \
-  --deadline-s $(($(left) - 220)) || echo "single: exit status $?"
+  --deadline-s $(($(left) - 250)) || echo "single: exit status $?"
 
 echo "== 2. hydra/launcher=gpu_shared: two graphed runs at once through train.py (${SECONDS}s)"
 graphs="speed.cuda_graphs=true speed.fused_optimizer=true"
@@ -86,7 +86,7 @@ fi
 echo "== 3. several runs at once, without MPS (${SECONDS}s)"
 hard=$(($(left) - 40 > 20 ? $(left) - 40 : 20))
 timeout $hard $python -m sdexp.speedcheck concurrent "${common[@]}" \
-  --graphs --label plain --jobs "${jobs[@]}" --timeout-s 120 --deadline-s $(($(left) / 2 - 20)) ||
+  --graphs --label plain --jobs "${jobs[@]}" --timeout-s 120 --deadline-s $((($(left) - 40) / 2)) ||
   echo "concurrent (plain): exit status $?"
 
 echo "== 3b. with the MPS daemon (${SECONDS}s)"

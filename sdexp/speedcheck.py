@@ -77,7 +77,7 @@ class Sizes:
     graphed_steps: int = 200
     sync_steps: int = 60
     parity_steps: int = 30
-    concurrent_steps: int = 200
+    concurrent_steps: int = 150
     budgets: tuple[float, ...] = BUDGETS
     precisions: tuple[str, ...] = PRECISIONS
 
