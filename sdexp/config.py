@@ -214,9 +214,11 @@ def check_types(values: dict, groups: tuple[str, ...]) -> None:
         elif group == "run":
             check_values(values["run"], dataclass_types(RunNames), "run", "run")
         elif group == "speed":
-            from sdexp.module import Speed  # imports Lightning: checked last
+            from sdexp.module import Speed, check_speed  # imports Lightning: checked last
 
             check_values(values["speed"], dataclass_types(Speed), "speed", "speed")
+            optimizer = locate(values["optimizer"]["_target_"])
+            check_speed(values["speed"], values["trainer"], optimizer)
         elif group == "callbacks":
             for name, callback in values["callbacks"].items():
                 check_target(callback, f"callbacks.{name}")

@@ -9,12 +9,18 @@ test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` 
 ``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
 
 A dropped block gets no gradient. What the optimizer then does to its parameters is the
-recipe's ``dropped_blocks``: ``decay`` zero-fills the gradients (``zero_grad(set_to_none=False)``,
-what PyTorch 1.x did in the code the paper builds on), so SGD still applies weight decay and
-momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves them None, and PyTorch's
-optimisers skip such parameters: only the sampled subnetwork moves, as the paper describes SD
-("SD ... only updates the weights of the resulting subnetwork at each training iteration",
-Sec. 1).
+recipe's ``dropped_blocks`` (``StepGradients``): ``decay`` gives them zero gradients (what
+PyTorch 1.x's ``zero_grad`` did in the code the paper builds on), so SGD still applies weight
+decay and momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves them None, and
+PyTorch's optimisers skip such parameters: only the sampled subnetwork moves, as the paper
+describes SD ("SD ... only updates the weights of the resulting subnetwork at each training
+iteration", Sec. 1).
+
+Nothing in a training step waits for the device (``log_training``): the loss is copied to the
+CPU, checked for NaN and logged only on the steps Lightning writes to its loggers (every
+``trainer.log_every_n_steps``); the progress bar shows that CPU value. ``speed.cuda_graphs``
+replays the step as CUDA graphs (``sdexp.graphs``), ``speed.fused_optimizer`` updates all
+parameters in one fused SGD kernel.
 
 Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
 size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
@@ -23,6 +29,7 @@ test metrics (``test/*`` for the final model, ``test_best/*`` for the best check
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import time
@@ -40,6 +47,8 @@ from torchmetrics.regression import MeanSquaredError
 
 from sdexp.data import METRIC
 from sdexp.depth import depth_variance, expected_depth
+from sdexp.errors import ConfigError
+from sdexp.graphs import GraphedSteps, MakeGraphed
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
 from sdexp.sensitivity import sensitivities
@@ -93,10 +102,104 @@ def stage_metric(task: str, num_outputs: int) -> tuple[str, Metric]:
 @dataclass
 class Speed:
     """``speed.*``: fast paths for accelerators; the numbers agree with the plain path up to
-    float rounding."""
+    float rounding (so they are not part of a run's identity)."""
 
     channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
     compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
+    cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
+    fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
+
+
+def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
+    """What the fast paths cannot do with the rest of the config (``trainer``, and the
+    ``optimizer`` class or function), as a ``ConfigError`` (one line) from the config check,
+    before data or model load."""
+    if speed.get("cuda_graphs"):
+        accelerator = str(trainer.get("accelerator", "auto"))
+        if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
+            where = f"trainer.accelerator={accelerator}" if accelerator != "auto" else "no GPU"
+            raise ConfigError(
+                "speed.cuda_graphs",
+                f"CUDA graphs need a CUDA GPU and this run has none ({where}): "
+                "set speed.cuda_graphs=false",
+            )
+        if speed.get("compile_blocks"):
+            raise ConfigError(
+                "speed.cuda_graphs", "choose one of it and speed.compile_blocks, not both"
+            )
+        if (trainer.get("accumulate_grad_batches") or 1) > 1:
+            raise ConfigError(
+                "speed.cuda_graphs",
+                "not with trainer.accumulate_grad_batches > 1: a graph's gradient buffers are "
+                "overwritten by the next batch's backward pass before the optimizer step",
+            )
+        if "ddp" in str(trainer.get("strategy", "")):
+            raise ConfigError(
+                "speed.cuda_graphs",
+                "runs on one device only, not with trainer=ddp (several runs on one GPU: "
+                "hydra/launcher=gpu_shared)",
+            )
+    if speed.get("fused_optimizer") and "fused" not in inspect.signature(optimizer).parameters:
+        name = getattr(optimizer, "__qualname__", optimizer)
+        raise ConfigError("speed.fused_optimizer", f"{name} has no fused implementation")
+
+
+class StepGradients:
+    """Clears a network's gradients between a step's forward pass and its backward pass, as
+    the recipe's ``dropped_blocks`` says, for the mask that forward pass drew.
+
+    Every gradient the backward pass writes starts as None, so autograd takes the new gradient
+    as it is (under ``speed.cuda_graphs``, a graph's static buffer; no copy), instead of adding
+    it to a zero-filled one with a kernel per parameter. The blocks the step dropped:
+    ``frozen``: None too, and the optimizer skips them; ``decay``: a gradient of zeros of this
+    object's own (one per parameter, zeroed again with one fused kernel at every use), so SGD
+    applies weight decay and momentum to them, at every step (the code the paper builds on
+    zero-fills its gradients; only its first step has none). A gradient is so never a graph's
+    buffer left over from an earlier step, which a zero-fill and the next backward pass would
+    add to itself (``sdexp.graphs``).
+    """
+
+    def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:
+        self.network, self.dropped_blocks = network, dropped_blocks
+        self.blocks = [tuple(block.parameters()) for block in network.blocks]
+        in_blocks = {id(p) for params in self.blocks for p in params}
+        self.others = tuple(p for p in network.parameters() if id(p) not in in_blocks)
+        self.zeros: dict[Tensor, Tensor] = {}
+
+    def clear(self) -> None:
+        """Before the backward pass of the forward pass that drew ``gate.last_mask``."""
+        for p in self.others:
+            p.grad = None
+        handed = []
+        decay = self.dropped_blocks == "decay"
+        for kept, params in zip(self.network.gate.last_mask, self.blocks, strict=True):
+            for p in params:
+                if kept or not decay:
+                    p.grad = None
+                    continue
+                if p not in self.zeros:
+                    self.zeros[p] = torch.zeros_like(p)
+                p.grad = self.zeros[p]
+                handed.append(p.grad)
+        if handed:
+            torch._foreach_zero_(handed)
+
+
+def start_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Zero momentum buffers for every parameter of a fused SGD, before its first step.
+
+    Fused SGD (PyTorch 2.11 to 2.14) creates its momentum buffers only at a step where all are
+    missing, and fails at a step where some exist and some do not: a block that ``frozen``
+    dropped at the first step and keeps at a later one. Zeros are SGD's own start: its first
+    step sets buf = g, and mu * 0 + (1 - dampening) g = g with dampening 0, bit for bit.
+    """
+    for group in optimizer.param_groups:
+        if not group.get("fused") or not group.get("momentum"):
+            continue
+        if group.get("dampening"):
+            raise ConfigError("speed.fused_optimizer", "needs optimizer.dampening=0")
+        for p in group["params"]:
+            optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
 
 
 class StochasticDepthModule(pl.LightningModule):
@@ -111,7 +214,10 @@ class StochasticDepthModule(pl.LightningModule):
         scheduler: Callable | None = None,
         dropped_blocks: Literal["decay", "frozen"] = "decay",
         speed: Speed | None = None,
+        make_graphed: MakeGraphed | None = None,
     ) -> None:
+        """``make_graphed``: what captures the graphs of ``speed.cuda_graphs``
+        (``torch.cuda.make_graphed_callables`` when None; a stand-in in the CPU tests)."""
         super().__init__()
         self.model, self.mode, self.budget = model, mode, budget
         self.dropped_blocks = dropped_blocks
@@ -126,11 +232,17 @@ class StochasticDepthModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_stage = "test"
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.make_graphed = make_graphed
+        self.graphs: GraphedSteps | None = None  # captured at the first full training batch
+        self.gradients: StepGradients | None = None
 
     def forward(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
+        return self.model(self.network_input(x), delta)
+
+    def network_input(self, x: Tensor) -> Tensor:
         if self.speed.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x, delta)
+        return x
 
     # --- survival probabilities ----------------------------------------------------------
 
@@ -175,16 +287,43 @@ class StochasticDepthModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
-        # Checking finiteness waits for the device: do it only on steps that log anyway.
-        if self.global_step % self.trainer.log_every_n_steps == 0 and not torch.isfinite(loss):
+        x = self.network_input(x)
+        if self.speed.cuda_graphs and self.graphs is None and self.full_batch(len(y)):
+            self.graphs = GraphedSteps(self.model, self.loss_fn, x, y, self.make_graphed)
+        if self.graphs is not None and self.graphs.matches(x, y):
+            loss = self.graphs.loss(x, y)
+        else:  # no graphs, or a batch of another shape (an epoch's last): eagerly
+            loss = self.loss_fn(self.model(x), y)
+        self.log_training(loss, len(y))
+        return loss
+
+    def full_batch(self, size: int) -> bool:
+        """Whether a batch has the data module's batch size (the shape to capture)."""
+        expected = getattr(self.trainer.datamodule, "batch_size", None)
+        return expected is None or size == expected
+
+    def log_training(self, loss: Tensor, batch_size: int) -> None:
+        """``train/loss`` and ``train/sampled_depth``, logged only on the steps that Lightning
+        writes to its loggers ((step + 1) % log_every_n_steps == 0), as CPU values.
+
+        Waiting for the device happens there alone: the loss is copied to the CPU once and
+        checked for NaN. Lightning turns every progress-bar value into a number after every
+        batch (``.item()``, enabled progress bar or not), and a Python number logged becomes a
+        tensor on the module's device (a blocking copy): either would wait for the GPU at every
+        step if the value lived on the GPU or were logged at every step.
+        """
+        every = self.trainer.log_every_n_steps or 50  # 0: Lightning logs nothing; check anyway
+        if (self.global_step + 1) % every:
+            return
+        value = loss.detach().float().cpu()
+        if not torch.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, "
+                f"training loss is {value.item()} at epoch {self.current_epoch}, "
                 f"step {self.global_step}"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log("train/sampled_depth", float(sum(self.model.gate.last_mask)), batch_size=len(y))
-        return loss
+        depth = torch.tensor(float(sum(self.model.gate.last_mask)))
+        self.log("train/loss", value, prog_bar=True, batch_size=batch_size)
+        self.log("train/sampled_depth", depth, batch_size=batch_size)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric, loss: Metric):
         x, y = batch
@@ -201,12 +340,19 @@ class StochasticDepthModule(pl.LightningModule):
         self._evaluate(batch, self.test_stage, self.test_metric, self.test_loss)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        """``decay``: zero-filled gradients, so a block this step drops is still decayed and moved
-        by momentum; ``frozen``: None, so the optimizer skips it."""
-        optimizer.zero_grad(set_to_none=self.dropped_blocks == "frozen")
+        """Called by Lightning after the step's forward pass, before its backward pass:
+        ``decay``: zero gradients for the blocks this step dropped, so they are still decayed
+        and moved by momentum; ``frozen``: None, so the optimizer skips them
+        (``StepGradients``)."""
+        if self.gradients is None:
+            self.gradients = StepGradients(self.model, self.dropped_blocks)
+        self.gradients.clear()
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        fused = {"fused": True} if self.speed.fused_optimizer else {}
+        optimizer = self.optimizer_factory(self.parameters(), **fused)
+        if self.speed.fused_optimizer:
+            start_momentum(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

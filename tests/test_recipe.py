@@ -28,8 +28,9 @@ def test_the_update_of_a_dropped_block(dropped_blocks, moves):
     model.train()
     for survival in ([1.0, 1.0], [1.0, 0.0]):  # block 2 kept, then dropped
         model.gate.set_survival(survival)
-        module.optimizer_zero_grad(0, 0, sgd)
-        torch.nn.functional.mse_loss(model(x), y).backward()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        module.optimizer_zero_grad(0, 0, sgd)  # as Lightning: after the forward pass
+        loss.backward()
         before = model.blocks[1].branch[1].weight.detach().clone()
         sgd.step()
     after = model.blocks[1].branch[1].weight.detach()

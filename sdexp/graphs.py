@@ -1,0 +1,269 @@
+"""CUDA graphs for the training step of a stochastic-depth network (``speed.cuda_graphs``).
+
+On a GPU a Stable ResNet110 step is bound by launching its kernels one by one from Python, not by
+arithmetic (README "Performance"). A CUDA graph replays a captured sequence of kernels with one
+launch. One graph for the whole step is not possible: which blocks run changes at every step (any
+of 2^L subnetworks). So every piece that can run gets graphs of its own, forward and backward
+(``torch.cuda.make_graphed_callables``, one call and so one memory pool per piece):
+
+    stem            y_0 = stem(x)
+    block l         y_l = post(shortcut(y_{l-1}) + m_l Psi_l(y_{l-1}))   its kept path (eq. 3)
+    head and loss   loss(head(y_L), target)
+
+A training step is Python around them (``GraphedSteps.loss``): the gate draws delta on the CPU
+(``sdexp.gate``), a kept block replays its graph, a dropped block returns its shortcut eagerly (the
+identity, or pooling and zero channels where a stage begins) and launches nothing of its branch.
+Each graphed piece is one autograd node, so the backward pass replays the backward graphs of
+exactly the blocks the forward pass ran.
+
+What capture needs, and how it is met here:
+
+- Static shapes: the graphs hold one batch shape. A batch of another shape (an epoch's last,
+  partial batch) runs eagerly (``matches``), with the same semantics.
+- ``make_graphed_callables`` runs every piece ``num_warmup_iters`` times before capturing it, in
+  training mode: that moves BatchNorm's running statistics, so every buffer of the network is
+  restored afterwards. The captured graphs update them in place at each replay, as the eager step.
+- Autocast: captured under the caller's autocast with its weight cache off
+  (``cache_enabled=False``), which capture requires (``without_autocast_cache``).
+- The graphs read the parameters and buffers at their addresses at capture: the network must not
+  be moved or rebuilt afterwards (``load_state_dict`` copies in place and is fine).
+- Gradients: a backward graph writes the parameters' gradients into static buffers of its own,
+  and autograd accumulates them into ``.grad``: added to a gradient that exists, or, for a
+  gradient that is None, the static buffer itself becomes ``.grad`` (no copy). So before every
+  backward pass a gradient must be None, or a tensor that the training loop owns; never a
+  buffer taken at an earlier step, which the next zero-fill would clear and the next backward
+  add to itself, doubling the gradient. ``sdexp.module.StepGradients`` keeps to that for both
+  of the recipe's ``dropped_blocks``.
+- Evaluation never uses the graphs: the network's own forward runs eagerly.
+
+``make_graphed`` is injected: ``torch.cuda.make_graphed_callables`` on a GPU, or
+``emulated_make_graphed_callables`` (same contract, eager, any device) for the CPU tests and dry
+runs of ``sdexp.speedcheck``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from sdexp.errors import ConfigError
+from sdexp.models import ResidualBlock, ResidualNetwork
+
+#: ``make_graphed(module, sample_args) -> callable``, as ``torch.cuda.make_graphed_callables``.
+MakeGraphed = Callable[[nn.Module, tuple[Tensor, ...]], Callable[..., Tensor]]
+
+
+class Stem(nn.Module):
+    """y_0 = stem(x): a piece of its own (the network's own ``stem`` stays eager)."""
+
+    def __init__(self, stem: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stem(x)
+
+
+class KeptPath(nn.Module):
+    """Block l when the gate keeps it: post(shortcut(y) + multiplier * branch(y))."""
+
+    def __init__(self, block: ResidualBlock, multiplier: float) -> None:
+        super().__init__()
+        self.block, self.multiplier = block, multiplier
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.block(y, self.multiplier)
+
+    def extra_repr(self) -> str:
+        return f"multiplier={self.multiplier:.4g}"
+
+
+class HeadLoss(nn.Module):
+    """loss(head(y_L), target): the loss is captured with the head."""
+
+    def __init__(self, head: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.head, self.loss_fn = head, loss_fn
+
+    def forward(self, y: Tensor, target: Tensor) -> Tensor:
+        return self.loss_fn(self.head(y), target)
+
+
+def kept_multipliers(network: ResidualNetwork) -> list[float | None]:
+    """Each block's multiplier when the gate keeps it in training (``sdexp.gate``): s, or s / p_l
+    in the inverted convention; None for a block with p_l = 0, which never runs."""
+    gate = network.gate
+    return [
+        None if p == 0 else gate.scale / p if gate.inverted else gate.scale for p in gate.survival
+    ]
+
+
+@contextmanager
+def without_autocast_cache(device_type: str) -> Iterator[None]:
+    """The caller's autocast (if any) with its weight cache off, as capture requires."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    dtype = torch.get_autocast_dtype(device_type)
+    with torch.autocast(device_type, dtype=dtype, cache_enabled=False):
+        yield
+
+
+@torch.no_grad()
+def block_inputs(network: ResidualNetwork, x: Tensor) -> list[Tensor]:
+    """The input of every block and of the head, with every block kept: sample arguments of
+    the right shape, dtype and scale for capture (moves BatchNorm statistics: restore them)."""
+    y, inputs = network.stem(x), []
+    for block, multiplier in zip(network.blocks, kept_multipliers(network), strict=True):
+        inputs.append(y)
+        y = block(y, multiplier)
+    return [*inputs, y]
+
+
+def activation(t: Tensor) -> Tensor:
+    """A static input for capture of an activation: a copy that requires grad, as live ones do."""
+    return t.detach().clone().requires_grad_(True)
+
+
+class GraphedSteps:
+    """The graphed pieces of ``network``'s training step, captured for batches shaped as
+    ``(x, target)``; ``loss(x, target)`` is one training forward pass (it draws the gate's mask).
+
+    Raises ``ConfigError`` when no ``make_graphed`` is given and ``x`` is not on a CUDA device.
+    """
+
+    def __init__(
+        self,
+        network: ResidualNetwork,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        x: Tensor,
+        target: Tensor,
+        make_graphed: MakeGraphed | None = None,
+    ) -> None:
+        if make_graphed is None:
+            if x.device.type != "cuda":
+                raise ConfigError(
+                    "speed.cuda_graphs",
+                    f"CUDA graphs need a CUDA device, and this run trains on {x.device.type}: "
+                    "set speed.cuda_graphs=false",
+                )
+            make_graphed = torch.cuda.make_graphed_callables
+        if not network.training:
+            raise RuntimeError("capture the training step of a network in training mode")
+        self.network = network
+        self.signature = (x.shape, x.dtype, x.device, target.shape, target.dtype)
+        self.multipliers = kept_multipliers(network)
+        saved = [(b, b.detach().clone()) for b in network.buffers()]
+        with without_autocast_cache(x.device.type):
+            inputs = block_inputs(network, x)
+            self.stem = make_graphed(Stem(network.stem), (x.detach().clone(),))
+            self.kept = [
+                None if m is None else make_graphed(KeptPath(block, m), (activation(y),))
+                for block, m, y in zip(network.blocks, self.multipliers, inputs, strict=False)
+            ]
+            head = HeadLoss(network.head, loss_fn)
+            self.head_loss = make_graphed(head, (activation(inputs[-1]), target.detach().clone()))
+        with torch.no_grad():  # the warm-up iterations ran in training mode
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+    def matches(self, x: Tensor, target: Tensor) -> bool:
+        """Whether the graphs can take this batch (else it runs eagerly)."""
+        return (x.shape, x.dtype, x.device, target.shape, target.dtype) == self.signature
+
+    def loss(self, x: Tensor, target: Tensor) -> Tensor:
+        """One training forward pass: the gate draws delta; kept blocks replay their graphs,
+        dropped blocks run their shortcut eagerly."""
+        if not self.network.training:
+            raise RuntimeError("the graphs are the training step: evaluate with the network")
+        multipliers = self.network.gate.multipliers()  # a Python draw on the CPU, outside graphs
+        y = self.stem(x)
+        for index, (block, kept, m) in enumerate(
+            zip(self.network.blocks, self.kept, multipliers, strict=True)
+        ):
+            if m is None:
+                y = block(y, None)
+                continue
+            if m != self.multipliers[index]:
+                raise RuntimeError(
+                    f"block {index}: the gate's multiplier changed since capture "
+                    f"({self.multipliers[index]} -> {m}): survival probabilities were reset"
+                )
+            y = kept(y)
+        return self.head_loss(y, target)
+
+
+# --- a stand-in for torch.cuda.make_graphed_callables ----------------------------------------
+
+
+def emulated_make_graphed_callables(
+    module: nn.Module, sample_args: tuple[Tensor, ...], num_warmup_iters: int = 3
+) -> nn.Module:
+    """``torch.cuda.make_graphed_callables`` for one module, emulated eagerly on any device.
+
+    It keeps the contract that the code around the graphs depends on: the checks at capture
+    (no hooks, no trainable buffers, tensors only, no autocast cache); ``num_warmup_iters``
+    warm-up forward and backward passes in the module's mode (so BatchNorm statistics move);
+    the sample arguments become the static inputs that live inputs are copied into (a shape
+    the graph was not captured for is an error); outputs and parameter gradients are static
+    buffers, overwritten at every replay and handed out as such (so a gradient left None
+    takes the buffer, as on a GPU). A replay runs the module's forward again on the static
+    inputs. ``replays`` and ``backward_replays`` count them, for tests.
+    """
+    hooks = module._forward_hooks, module._forward_pre_hooks, module._backward_hooks
+    if any(len(h) for h in hooks):
+        raise AssertionError("Modules must not have hooks registered at the time they are passed")
+    if any(b.requires_grad for b in module.buffers()):
+        raise AssertionError("only parameters may be trainable, buffers must not require grad")
+    if not all(isinstance(a, Tensor) for a in sample_args):
+        raise AssertionError("sample_args must contain only Tensors")
+    for device_type in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device_type) and torch.is_autocast_cache_enabled():
+            raise RuntimeError("make_graphed_callables does not support the autocast caching")
+    forward = module.forward
+    params = tuple(module.parameters())
+    surface = (*sample_args, *params)
+    wanted = [t for t in surface if t.requires_grad]
+    for _ in range(num_warmup_iters):
+        out = forward(*sample_args)
+        torch.autograd.grad(out, wanted, torch.zeros_like(out))
+    static_out = torch.empty_like(out)
+    static_grads = [torch.empty_like(t) if t.requires_grad else None for t in surface]
+    live: dict[str, Tensor] = {}
+
+    class Replay(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs: Tensor) -> Tensor:
+            for static, given in zip(sample_args, inputs, strict=False):
+                if given.shape != static.shape:
+                    raise RuntimeError(
+                        f"a graph captured for shape {list(static.shape)} got {list(given.shape)}"
+                    )
+                if static.data_ptr() != given.data_ptr():
+                    static.copy_(given)
+            with torch.enable_grad():
+                live["out"] = forward(*sample_args)
+            static_out.copy_(live["out"].detach())
+            module.replays += 1
+            return static_out.detach()
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+            grads = iter(torch.autograd.grad(live.pop("out"), wanted, grad))
+            for buffer in static_grads:
+                if buffer is not None:
+                    buffer.copy_(next(grads))
+            module.backward_replays += 1
+            return tuple(None if b is None else b.detach() for b in static_grads)
+
+    def graphed(*args: Tensor) -> Tensor:
+        return Replay.apply(*args, *params)
+
+    module.replays = module.backward_replays = 0
+    module.forward = graphed
+    return module

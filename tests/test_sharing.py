@@ -1,0 +1,208 @@
+"""Several runs per GPU on the CPU: the launcher presets compose, every job gets its own slot
+and CPUs, and scripts/mps.sh's paths that need no GPU (--print, no driver tools, a stand-in
+for nvidia-cuda-mps-control)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sdexp.errors import ConfigError
+from sdexp.sharing import PinThreads, claim_slot, cpu_share
+from tests.conftest import CONF, FAST_TOY, ROOT, run_train, user_env
+
+MPS = ROOT / "scripts" / "mps.sh"
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", ["+sweep=table2_cifar10", *overrides], return_hydra_config=True)
+
+
+def test_the_shared_gpu_preset_composes():
+    cfg = composed("hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=8")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("JoblibLauncher")
+    assert (launcher.n_jobs, launcher.backend) == (8, "loky")
+    callback = cfg.hydra.callbacks.pin_threads
+    assert callback._target_ == "sdexp.sharing.PinThreads" and callback.jobs == 8
+    assert composed("hydra/launcher=gpu_shared").hydra.callbacks.pin_threads.jobs == 4
+
+
+def test_the_shared_slurm_preset_composes():
+    slurm = composed("hydra/launcher=slurm_shared").hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert slurm.gpus_per_node is None and slurm.gres == "shard:1"
+    assert slurm.cpus_per_task == 2 and slurm.max_num_timeout > 0  # requeue as the slurm preset
+    (setup,) = OmegaConf.to_container(slurm, resolve=False)["setup"]
+    assert setup == "${hydra:runtime.cwd}/scripts/mps.sh status || true"  # resolved at launch
+
+
+@pytest.mark.parametrize(
+    ("slot", "slots", "cpus", "share"),
+    [
+        (0, 4, list(range(16)), [0, 1, 2, 3]),
+        (3, 4, list(range(16)), [12, 13, 14, 15]),
+        (1, 3, list(range(16)), [5, 6, 7, 8, 9]),
+        (2, 8, [1, 3, 5, 7], [5]),  # more slots than CPUs: round-robin
+        (7, 8, [1, 3, 5, 7], [7]),
+        (0, 1, [2, 0, 1], [0, 1, 2]),
+    ],
+)
+def test_cpu_shares(slot, slots, cpus, share):
+    assert cpu_share(slot, slots, cpus) == share
+
+
+def test_shares_of_all_slots_are_disjoint():
+    cpus = list(range(16))
+    for slots in (1, 2, 3, 4, 8):
+        shares = [set(cpu_share(s, slots, cpus)) for s in range(slots)]
+        assert sum(len(s) for s in shares) == len(set().union(*shares))
+
+
+def claimer(directory: Path, slots: int, hold_s: float) -> subprocess.Popen:
+    code = (
+        "import sys, time; from sdexp.sharing import claim_slot; "
+        f"print(claim_slot({str(directory)!r}, {slots}), flush=True); time.sleep({hold_s})"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_slots_are_held_by_live_processes(tmp_path):
+    """Each live process holds one slot; a slot comes free when its holder ends."""
+    assert claim_slot(tmp_path, 2) == 0
+    assert claim_slot(tmp_path, 2) == 0  # the same process: the same slot
+    holder = claimer(tmp_path, 2, hold_s=30)
+    assert holder.stdout.readline().strip() == "1"
+    late = claimer(tmp_path, 2, hold_s=0)
+    assert late.communicate(timeout=60)[0].strip() == "None"  # both taken
+    holder.kill()
+    holder.wait()
+    again = claimer(tmp_path, 2, hold_s=0)
+    assert again.communicate(timeout=60)[0].strip() == "1"
+
+
+def test_pinning_sets_affinity_and_threads():
+    cpus = sorted(os.sched_getaffinity(0))
+    slots = 2 if len(cpus) > 1 else 1
+    code = (
+        "import os, torch; from sdexp.sharing import pin_threads; "
+        f"mine = pin_threads({slots - 1}, {slots}); "
+        "print(mine, sorted(os.sched_getaffinity(0)), torch.get_num_threads(), "
+        "os.environ['OMP_NUM_THREADS'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected = cpu_share(slots - 1, slots, cpus)
+    assert done.stdout.split("] ")[0] + "]" == str(expected)
+    assert done.stdout.strip().endswith(f"{expected} {len(expected)} {len(expected)}")
+
+
+def test_the_callback_checks_its_job_count():
+    with pytest.raises(ConfigError, match="hydra.launcher.n_jobs"):
+        PinThreads(jobs=0)
+    assert PinThreads(jobs=3).jobs == 3
+
+
+@pytest.mark.slow
+def test_a_shared_gpu_sweep_pins_its_jobs(tmp_path):
+    """The preset as a user runs it (on the CPU): two jobs at once, each in its own slot."""
+    sweep = tmp_path / "sweep"
+    done = run_train(
+        "-m",
+        *FAST_TOY,
+        "seed=0,1,2",
+        "logger=none",
+        "hydra/launcher=gpu_shared",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = [p.read_text() for p in sorted(sweep.glob("*/train.log"))]
+    assert len(logs) == 3
+    pins = [re.search(r"slot (\d) of 2, CPUs \[([\d, ]+)\], (\d+) torch threads", t) for t in logs]
+    assert all(pins), logs
+    assert {p.group(1) for p in pins} == {"0", "1"}  # two workers, two slots
+    for pin in pins:
+        assert len(pin.group(2).split(",")) == int(pin.group(3))
+    assert len(list(sweep.glob("*/results.json"))) == 3
+
+
+# --- scripts/mps.sh ---------------------------------------------------------------------------
+
+
+def mps(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(MPS), *args], capture_output=True, text=True, env=user_env(**env), timeout=60
+    )
+
+
+def test_mps_print_needs_no_gpu(tmp_path):
+    pipes = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "p"), "MPS_CONTROL": "mpsctl"}
+    start = mps("start", "--print", **pipes)
+    assert start.returncode == 0
+    assert start.stdout.splitlines() == [
+        f"mkdir -p {tmp_path / 'p'} /tmp/nvidia-log",
+        f"CUDA_MPS_PIPE_DIRECTORY={tmp_path / 'p'} CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-log "
+        "mpsctl -d",
+    ]
+    assert mps("stop", "--print", **pipes).stdout.startswith("echo quit | CUDA_MPS_PIPE")
+    assert "get_server_list" in mps("status", "--print", **pipes).stdout
+    assert not (tmp_path / "p").exists()  # printed, not run
+
+
+def test_mps_without_driver_tools_says_so(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    path = f"{empty}:/usr/bin:/bin"
+    if Path("/usr/local/nvidia/bin/nvidia-cuda-mps-control").exists():
+        pytest.skip("this machine has the driver's MPS control")
+    done = mps("start", PATH=path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "mps: nvidia-cuda-mps-control not found (no NVIDIA driver tools here): "
+        "runs share the GPU without MPS"
+    )
+    assert mps("bogus").returncode == 2 and mps("start", "--now").returncode == 2
+
+
+STAND_IN = """\
+#!/usr/bin/env bash
+# nvidia-cuda-mps-control's interface: -d starts the daemon, otherwise commands on stdin.
+dir=$CUDA_MPS_PIPE_DIRECTORY
+if [ "${1:-}" = -d ]; then mkfifo "$dir/control"; echo started >>"$dir/calls"; exit 0; fi
+read -r command
+[ -e "$dir/control" ] || { echo "Cannot find MPS control daemon process" >&2; exit 1; }
+echo "$command" >>"$dir/calls"
+if [ "$command" = quit ]; then rm "$dir/control"; fi
+"""
+
+
+def test_mps_start_status_stop_with_a_stand_in(tmp_path):
+    control = tmp_path / "mps-control"
+    control.write_text(STAND_IN)
+    control.chmod(0o755)
+    env = {"MPS_CONTROL": str(control), "CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe")}
+    env["CUDA_MPS_LOG_DIRECTORY"] = str(tmp_path / "log")
+    assert mps("status", **env).returncode == 3
+    started = mps("start", **env)
+    assert started.returncode == 0 and started.stdout.startswith("mps: started"), started.stderr
+    assert mps("status", **env).returncode == 0
+    assert mps("start", **env).stdout.startswith("mps: already running")
+    assert mps("stop", **env).stdout.strip() == "mps: stopped"
+    assert mps("status", **env).returncode == 3
+    assert mps("stop", **env).stdout.startswith("mps: not running")
+    calls = (tmp_path / "pipe" / "calls").read_text().split()
+    assert calls.count("started") == 1 and calls.count("quit") == 1
+
+
+def test_mps_script_is_valid_bash():
+    assert subprocess.run(["bash", "-n", str(MPS)]).returncode == 0
+    assert os.access(MPS, os.X_OK)
