@@ -38,7 +38,7 @@ from torch import Tensor
 
 import sdexp
 from sdexp.data import CIFARDataModule, unverified, write_synthetic_cifar
-from sdexp.models import ResidualNetwork, StableResNet
+from sdexp.models import CifarResNet, ResidualNetwork
 from sdexp.sensitivity import removal_sensitivities, sensitivities
 from sdexp.theory.gradient import sample_gradient_norms, settings
 
@@ -107,7 +107,7 @@ BASELINES = {"row": row_mask, "dropout": dropout}
 
 def step_benchmark(device, depth: int, batch_size: int, repeats: int, budgets=BUDGETS) -> dict:
     torch.manual_seed(0)
-    model = StableResNet(depth=depth, num_outputs=10).to(device).train()
+    model = CifarResNet(depth=depth, num_outputs=10).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x = torch.randn(batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -200,7 +200,7 @@ def data_wait_share(batches, step: Callable[[Tensor, Tensor], None], device, ste
 
 def sensitivity_benchmark(device, depth: int, batch_size: int, repeats: int) -> dict:
     torch.manual_seed(0)
-    model = StableResNet(depth=depth, num_outputs=10).to(device).train()
+    model = CifarResNet(depth=depth, num_outputs=10).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": vars(args),
         "step": step_benchmark(device, args.depth, args.batch_size, args.repeats),
     }
-    model = StableResNet(depth=args.depth, num_outputs=10).to(device).train()
+    model = CifarResNet(depth=args.depth, num_outputs=10).to(device).train()
     model.gate.set_survival([0.3] * model.num_blocks)  # the smallest budget: the hardest case
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 

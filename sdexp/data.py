@@ -15,7 +15,6 @@ its own share of the same rows (``num_replicas``, ``rank``), like ``DistributedS
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,9 +27,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from sdexp.errors import ConfigError
-
-# Batches are gathered from memory by the main process; worker processes would only add latency.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 class Batch(NamedTuple):

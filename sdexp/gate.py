@@ -40,7 +40,7 @@ def branch_scale(num_blocks: int, stable: bool) -> float:
     return 1.0 / math.sqrt(num_blocks) if stable else 1.0
 
 
-class StochasticDepth(nn.Module):
+class SurvivalGate(nn.Module):
     """Survival probabilities p (one per block) and the Bernoulli gate delta ~ Bernoulli(p)."""
 
     def __init__(

@@ -9,7 +9,7 @@ is skipped when delta_l = 0), p_l * s for the average network at evaluation, or 
 real-valued delta_l * s, shared by the batch (delta of shape (L,)) or one per row (shape (B, L)).
 ``num_blocks`` is L.
 
-- ``StableResNet``: He et al.'s CIFAR ResNet (ResNet56: L = 27, ResNet110: L = 54) used in
+- ``CifarResNet``: He et al.'s CIFAR ResNet (ResNet56: L = 27, ResNet110: L = 54) used in
   Sec. 6; ``stable=True`` scales every branch by 1/sqrt(L) (eq. 3).
 - ``VanillaResNet``: the fully connected model of Sec. 2, Psi_l(y) = W_l phi(y), constant width N,
   He init N(0, 2/N); it flattens any input (toy vectors or CIFAR images).
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdexp.errors import ConfigError
-from sdexp.gate import Multiplier, StochasticDepth, branch_scale
+from sdexp.gate import Multiplier, SurvivalGate, branch_scale
 
 
 class ResidualBlock(nn.Module):
@@ -73,7 +73,7 @@ class ResidualNetwork(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.stable = stable
-        self.gate = StochasticDepth(
+        self.gate = SurvivalGate(
             len(self.blocks), branch_scale(len(self.blocks), stable), inverted, mask_seed
         )
 
@@ -138,7 +138,7 @@ def basic_block(
     return ResidualBlock(branch, downsample, post=nn.ReLU(inplace=True))
 
 
-class StableResNet(ResidualNetwork):
+class CifarResNet(ResidualNetwork):
     """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64.
 
     L = 3n residual blocks (ResNet56: 27, ResNet110: 54). ``stable=True`` is the Stable ResNet

@@ -46,12 +46,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError
 
 from sdexp.data import METRIC
-from sdexp.depth import depth_variance, expected_depth
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, MakeGraphed
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
 from sdexp.sensitivity import sensitivities
+from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.survival import Mode
 
 log = logging.getLogger("sdexp")

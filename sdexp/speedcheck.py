@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import sdexp
 from sdexp.data import CIFARDataModule, write_synthetic_cifar
 from sdexp.graphs import GraphedSteps, emulated_make_graphed_callables
-from sdexp.models import StableResNet
+from sdexp.models import CifarResNet
 from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import MODES, Uniform
 
@@ -137,7 +137,7 @@ def graph_maker(device: torch.device):
 
 def build(setup: Setup, data_dir: Path, device: torch.device, val_images: int):
     pl.seed_everything(0, verbose=False)
-    model = StableResNet(depth=setup.depth, num_outputs=10, mask_seed=0)
+    model = CifarResNet(depth=setup.depth, num_outputs=10, mask_seed=0)
     module = StochasticDepthModule(
         model,
         Uniform(),
@@ -369,7 +369,7 @@ def parity(
     ``make_graphed``: what captures the graphs (default: CUDA graphs on a GPU, else their
     stand-in)."""
     torch.manual_seed(0)
-    eager = StableResNet(depth=sizes.depth, num_outputs=10, mask_seed=0).to(device).train()
+    eager = CifarResNet(depth=sizes.depth, num_outputs=10, mask_seed=0).to(device).train()
     graphed = copy.deepcopy(eager)
     for network in (eager, graphed):
         network.gate.set_survival([0.5] * network.num_blocks)
@@ -876,7 +876,7 @@ def costs(m: Measured) -> dict[str, dict[str, float | None]]:
             times = m.step_seconds(depth, graphed, precision)
             if len(times) == len(s.budgets):
                 validation = m.validation_seconds(depth, precision)
-                hours[depth] = preset_hours(times, validation, StableResNet.blocks_for(depth))
+                hours[depth] = preset_hours(times, validation, CifarResNet.blocks_for(depth))
         found[label] = hours
     for label, rates in m.aggregate().items():
         jobs = max(rates, key=rates.get, default=1)

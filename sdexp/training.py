@@ -35,12 +35,12 @@ import sdexp
 from sdexp import console, loggers
 from sdexp.config import check_config
 from sdexp.data import TensorDataModule
-from sdexp.depth import depth_variance, expected_depth
 from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
 from sdexp.module import EpochTimer, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
 from sdexp.rundir import AtomicCheckpointIO, RunIdentity, claim
+from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
 
 log = logging.getLogger("sdexp")

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 from sdexp.data import DigitsDataModule
 from sdexp.errors import ConfigError
-from sdexp.models import StableResNet
+from sdexp.models import CifarResNet
 from sdexp.results import read_result, run_key
 from tests.conftest import CONF, run_train
 from tests.test_sweeps import grid_lines
@@ -94,7 +94,7 @@ def test_digits_bad_sizes(options, message):
 
 
 def test_cifar_resnet_takes_one_channel_8x8():
-    model = StableResNet(20, 10, input_shape=(1, 8, 8))
+    model = CifarResNet(20, 10, input_shape=(1, 8, 8))
     assert model.num_blocks == 9 and model.name == "resnet20"
     model.gate.set_survival([0.5] * 9)
     x = torch.randn(4, 1, 8, 8)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sdexp.gate import StochasticDepth
-from sdexp.models import StableResNet, VanillaResNet
+from sdexp.gate import SurvivalGate
+from sdexp.models import CifarResNet, VanillaResNet
 
 
 def branch_calls(model) -> list[int]:
@@ -21,7 +21,7 @@ def branch_calls(model) -> list[int]:
 
 def test_dropped_block_is_not_computed_and_gets_no_gradient():
     torch.manual_seed(0)
-    model = StableResNet(depth=20, num_outputs=10)
+    model = CifarResNet(depth=20, num_outputs=10)
     model.gate.set_survival([0.5] * model.num_blocks)
     calls = branch_calls(model)
     stats_before = [b.branch[1].running_mean.clone() for b in model.blocks]
@@ -54,7 +54,7 @@ def test_eval_is_the_average_network(inverted):
 
 def test_cifar_eval_is_the_average_network():
     torch.manual_seed(0)
-    model = StableResNet(depth=20, num_outputs=10).eval()
+    model = CifarResNet(depth=20, num_outputs=10).eval()
     p = torch.linspace(0.3, 1.0, model.num_blocks)
     model.gate.set_survival(p.tolist())
     x = torch.randn(2, 3, 32, 32)
@@ -63,7 +63,7 @@ def test_cifar_eval_is_the_average_network():
 
 @pytest.mark.parametrize("inverted", [False, True])
 def test_training_multipliers(inverted):
-    gate = StochasticDepth(4, scale=0.5, inverted=inverted, seed=3)
+    gate = SurvivalGate(4, scale=0.5, inverted=inverted, seed=3)
     gate.set_survival([1.0, 0.0, 0.25, 0.5])
     for _ in range(20):
         m = gate.multipliers()
@@ -74,7 +74,7 @@ def test_training_multipliers(inverted):
 
 
 def test_keep_frequency_matches_survival():
-    gate = StochasticDepth(5, seed=0)
+    gate = SurvivalGate(5, seed=0)
     p = [0.1, 0.3, 0.5, 0.7, 0.95]
     gate.set_survival(p)
     steps = 20_000
@@ -84,13 +84,13 @@ def test_keep_frequency_matches_survival():
 
 
 def test_masks_come_from_the_seed_and_resume_with_the_state():
-    a, b = StochasticDepth(30, seed=7), StochasticDepth(30, seed=7)
+    a, b = SurvivalGate(30, seed=7), SurvivalGate(30, seed=7)
     for gate in (a, b):
         gate.set_survival([0.5] * 30)
     assert [a.sample() for _ in range(5)] == [b.sample() for _ in range(5)]
     state = a.get_extra_state()
     expected = [a.sample() for _ in range(5)]
-    c = StochasticDepth(30, seed=0)
+    c = SurvivalGate(30, seed=0)
     c.set_extra_state(state)
     assert [c.sample() for _ in range(5)] == expected
     assert c.survival == a.survival
@@ -137,7 +137,7 @@ def test_one_delta_per_row():
 def test_a_block_that_never_survives_has_no_weight_at_evaluation(inverted):
     """p_l = 0: the block is never trained; the average network weighs it by p_l = 0, and so
     must the inverted convention (it weighed it by s before)."""
-    gate = StochasticDepth(3, scale=0.5, inverted=inverted)
+    gate = SurvivalGate(3, scale=0.5, inverted=inverted)
     gate.set_survival([1.0, 0.0, 0.5])
     gate.eval()
     multipliers = gate.multipliers()

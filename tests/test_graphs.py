@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sdexp.data import CIFARDataModule
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, KeptPath, emulated_make_graphed_callables
-from sdexp.models import StableResNet, VanillaResNet
+from sdexp.models import CifarResNet, VanillaResNet
 from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import Uniform
 
@@ -26,11 +26,11 @@ EMULATED = emulated_make_graphed_callables
 SIDE = 16  # small images: the unit tests run in about a second each
 
 
-def resnet(survival: float = 0.5, seed: int = 0, **kwargs) -> StableResNet:
+def resnet(survival: float = 0.5, seed: int = 0, **kwargs) -> CifarResNet:
     """ResNet14: 6 blocks, two of them starting a stage (a shortcut with pooling)."""
     torch.manual_seed(seed)
     shape = (3, SIDE, SIDE)
-    model = StableResNet(depth=14, num_outputs=10, input_shape=shape, mask_seed=seed, **kwargs)
+    model = CifarResNet(depth=14, num_outputs=10, input_shape=shape, mask_seed=seed, **kwargs)
     model.train()
     model.gate.set_survival([survival] * model.num_blocks)
     return model
@@ -284,7 +284,7 @@ def fit(cifar_root, make_graphed=None, dropped_blocks="decay", epochs=2, **speed
     """Two epochs of a tiny Stable ResNet on the fixture's CIFAR copy (100 training images in
     batches of 32: the last one partial), validating after each."""
     pl.seed_everything(0, verbose=False)
-    model = StableResNet(depth=14, num_outputs=10, mask_seed=0)
+    model = CifarResNet(depth=14, num_outputs=10, mask_seed=0)
     module = StochasticDepthModule(
         model,
         Uniform(),

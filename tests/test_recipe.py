@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdexp.models import StableResNet, VanillaResNet, ZeroPadShortcut
+from sdexp.models import CifarResNet, VanillaResNet, ZeroPadShortcut
 from sdexp.module import StochasticDepthModule
 from sdexp.recipe import StepDecay
 from sdexp.results import differences, flatten, read_result
@@ -46,7 +46,7 @@ def test_shortcuts_average_or_subsample():
     assert pooled[0, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]  # 2x2 means, as DownsampleB
     assert strided[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
     assert pooled[0, 1].abs().sum() == strided[0, 1].abs().sum() == 0  # zero channels
-    model = StableResNet(depth=14, shortcut="stride")
+    model = CifarResNet(depth=14, shortcut="stride")
     shortcuts = [b.shortcut for b in model.blocks if isinstance(b.shortcut, ZeroPadShortcut)]
     assert len(shortcuts) == 2 and {s.downsample for s in shortcuts} == {"stride"}
 

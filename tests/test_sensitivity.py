@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
-from sdexp.models import StableResNet, VanillaResNet
+from sdexp.models import CifarResNet, VanillaResNet
 from sdexp.sensitivity import removal_sensitivities, sensitivities
 
 
@@ -43,7 +43,7 @@ def test_one_forward_and_one_backward_per_batch():
 
 def test_batch_norm_statistics_untouched():
     torch.manual_seed(0)
-    model = StableResNet(depth=20, num_outputs=10).eval()
+    model = CifarResNet(depth=20, num_outputs=10).eval()
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     sensitivities(model, [(x, y)], F.cross_entropy)

@@ -14,7 +14,7 @@ from sdexp.bench import dropout, forward_every_block, main, row_mask
 from sdexp.config import check_config
 from sdexp.data import ToyDataModule
 from sdexp.errors import ConfigError
-from sdexp.models import StableResNet, VanillaResNet, compile_branches
+from sdexp.models import CifarResNet, VanillaResNet, compile_branches
 from sdexp.module import Speed, StochasticDepthModule, check_speed
 from sdexp.survival import Uniform
 from sdexp.training import train
@@ -27,9 +27,9 @@ def module(model, **speed) -> StochasticDepthModule:
     )
 
 
-def resnet(seed: int = 0) -> StableResNet:
+def resnet(seed: int = 0) -> CifarResNet:
     torch.manual_seed(seed)
-    model = StableResNet(depth=14, num_outputs=10, mask_seed=seed)
+    model = CifarResNet(depth=14, num_outputs=10, mask_seed=seed)
     model.gate.set_survival([0.5] * model.num_blocks)
     return model
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdexp.depth import depth_distribution, depth_variance, expected_depth, lemma1_deviation
 from sdexp.errors import ConfigError
+from sdexp.subnetwork import depth_distribution, depth_variance, expected_depth, lemma1_deviation
 from sdexp.survival import Linear, NoSD, SenseMode, Uniform
 
 BUDGETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -178,8 +178,8 @@ def test_a_missed_budget_is_an_error():
 @pytest.mark.parametrize("num_blocks", [27, 54])
 def test_linear_at_its_smallest_budget_is_a_valid_gate(num_blocks):
     """p_L = 1 - 2L(1 - b)/(L + 1) is -2.2e-16 at b = (L-1)/(2L) for L = 27, 54: clamped to 0."""
-    from sdexp.gate import StochasticDepth
+    from sdexp.gate import SurvivalGate
 
     p = Linear().survival((num_blocks - 1) / (2 * num_blocks), num_blocks)
     assert p.min().item() == 0.0
-    StochasticDepth(num_blocks).set_survival(p.tolist())  # rejected values outside [0, 1] before
+    SurvivalGate(num_blocks).set_survival(p.tolist())  # rejected values outside [0, 1] before

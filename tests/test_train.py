@@ -114,7 +114,7 @@ def test_nonfinite_loss_marks_the_run_failed(make_config, tmp_path):
         (["dataset.val_size=0"], "recipe.report", "best needs a validation split"),
         (["overwrite=yes"], "overwrite", "true or false, got 'yes'"),
         (["scheduler.fractions=[0.5,2]"], "scheduler.fractions", "fractions in (0, 1]"),
-        (["+model.colour=red"], "model.colour", "not an option of sdexp.models.StableResNet"),
+        (["+model.colour=red"], "model.colour", "not an option of sdexp.models.CifarResNet"),
         (["+speed.turbo=true"], "speed.turbo", "not an option of speed"),
         (["+budgett=0.3"], "budgett", "not an option of the run config"),
     ],

@@ -1,6 +1,6 @@
 """Lemma 1 and Fig. 1a: the depth L_delta = sum_l delta_l of the sampled subnetwork.
 
-L_delta is Poisson-binomial (``sdexp.depth``): its exact distribution is compared with a Monte
+L_delta is Poisson-binomial (``sdexp.subnetwork``): its exact distribution is compared with a Monte
 Carlo histogram of sampled masks, for the uniform and linear modes at the same budget (Fig. 1a:
 L = 100, b = 0.5). The Lemma 1 bound (eq. 2) is set against the exact and sampled quantiles of
 |L_delta - L_p|, and at that fixed budget the uniform mode's variance v_p = L b (1 - b) is checked
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sdexp.depth import depth_distribution, depth_variance, expected_depth, lemma1_deviation
+from sdexp.subnetwork import depth_distribution, depth_variance, expected_depth, lemma1_deviation
 from sdexp.survival import SenseMode
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import sample_masks, survival
