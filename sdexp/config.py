@@ -33,7 +33,7 @@ SEED_RANGE = (0, 2**32 - 1)  # what numpy (and so pl.seed_everything) accepts
 
 @dataclass
 class TopLevel:
-    """The keys of ``conf/train.yaml`` that are not groups of their own."""
+    """The keys of ``sdexp/conf/train.yaml`` that are not groups of their own."""
 
     budget: float
     seed: int

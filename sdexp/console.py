@@ -18,8 +18,8 @@ from sdexp.results import RunKey, RunResult
 
 
 class BriefFormatter(logging.Formatter):
-    """The console's format (``conf/hydra/job_logging/sdexp.yaml``): the message alone, and the
-    level before warnings and errors; the log file keeps time and source."""
+    """The console's format (``sdexp/conf/hydra/job_logging/sdexp.yaml``): the message alone,
+    and the level before warnings and errors; the log file keeps time and source."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

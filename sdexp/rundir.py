@@ -13,7 +13,8 @@ there against the run's identity (``sdexp.results.RunKey``):
 - an unreadable ``results.json`` is reported and counts as not finished; an unreadable
   ``last.ckpt`` stops the run with one line naming the file and the remedy.
 
-``AtomicCheckpointIO`` writes checkpoints so that a failed write fails the run.
+Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
+(``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.checkpoints``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins import TorchCheckpointIO
 
 from sdexp.errors import ConfigError
 from sdexp.results import RESULTS_FILE, RunKey, UnreadableResult, differences, read_result
@@ -49,40 +48,6 @@ WAYS_OUT = (
     "choose another output directory (hydra.run.dir, or hydra.sweep.dir for a sweep), or pass "
     "overwrite=true to discard the earlier run's results.json and checkpoints"
 )
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written: the run fails rather than go on without it."""
-
-
-class RunIdentity(pl.Callback):
-    """Writes the run's identity and identity config into every checkpoint."""
-
-    def __init__(self, key: RunKey, config: dict) -> None:
-        self.key, self.config = key, config
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[IDENTITY] = {"identity": self.key.identity, "config": self.config}
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file beside the target, then renamed over it.
-
-    Hand-written because Lightning 2.6's save (``lightning_fabric.utilities.cloud_io._atomic_save``)
-    swallows a ``PermissionError``: a run that cannot write its checkpoints would go on without
-    them, report success, and a preempted job would silently start over. Here every error
-    fails the run (``CheckpointWriteError``, with the path)."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        except (OSError, RuntimeError) as error:  # torch.save's writer raises RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise CheckpointWriteError(f"could not write the checkpoint {path}: {error}") from error
 
 
 # --- the lock ------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class Setup:
 
 
 def sgd(params, **kwargs) -> torch.optim.SGD:
-    """The reference recipe's optimiser (conf/recipe/reference.yaml)."""
+    """The reference recipe's optimiser (sdexp/conf/recipe/reference.yaml)."""
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, **kwargs)
 
 
@@ -704,7 +704,7 @@ def mps_env() -> dict:
 
 
 def preset_budgets(num_blocks: int, seeds: int = 4) -> list[float]:
-    """The budget of every run of a Table 2 preset (conf/sweep/table2_*.yaml): SenseMode,
+    """The budget of every run of a Table 2 preset (sdexp/conf/sweep/table2_*.yaml): SenseMode,
     Uniform and Linear at 0.1 .. 0.9 where the mode can meet the budget, the no-SD baseline
     once per seed (at b = 1), over ``seeds`` seeds."""
     budgets = []

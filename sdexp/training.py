@@ -33,13 +33,14 @@ from pytorch_lightning.utilities import rank_zero_only
 
 import sdexp
 from sdexp import console, loggers
+from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity
 from sdexp.config import check_config
 from sdexp.data import TensorDataModule
 from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
 from sdexp.module import EpochTimer, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
-from sdexp.rundir import AtomicCheckpointIO, RunIdentity, claim
+from sdexp.rundir import claim
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
 

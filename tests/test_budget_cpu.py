@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from sklearn.datasets import load_digits
 
 from sdexp.data import DigitsDataModule
 from sdexp.errors import ConfigError
 from sdexp.models import CifarResNet
 from sdexp.results import read_result, run_key
-from tests.conftest import CONF, run_train
+from tests.conftest import run_train
 from tests.test_sweeps import grid_lines
 
 
@@ -118,16 +117,6 @@ def test_digits_recipe(make_config):
     assert cfg.dataset.batch_size == 64 and cfg.dataset.normalize is True
     assert cfg.trainer.max_epochs == 50 and cfg.recipe.report == "final"
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (0.1, 1e-4)
-
-
-def test_budget_cpu_preset_composes():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", ["+sweep=budget_cpu"], return_hydra_config=True)
-    assert cfg.dataset._target_.endswith("DigitsDataModule")
-    assert (cfg.model.depth, cfg.recipe.name) == (20, "short")
-    assert cfg.run.group == "budget_cpu" and cfg.trainer.accelerator == "cpu"
-    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
-    assert cfg.hydra.sweep.dir == "outputs/sweeps/budget_cpu"
 
 
 # --- end to end ----------------------------------------------------------------------------------

@@ -11,19 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
 from sdexp.sharing import PinThreads, claim_slot, cpu_share
-from tests.conftest import CONF, FAST_TOY, ROOT, run_train, user_env
+from tests.conftest import FAST_TOY, ROOT, compose_config, run_train, user_env
 
 MPS = ROOT / "scripts" / "mps.sh"
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", ["+sweep=table2_cifar10", *overrides], return_hydra_config=True)
+    return compose_config(["+sweep=table2_cifar10", *overrides], hydra=True)
 
 
 def test_the_shared_gpu_preset_composes():

@@ -30,7 +30,7 @@ from sdexp.theory.toy import toy_data
 from tests.conftest import compose_config, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (ROOT / "sdexp" / "conf" / "experiment").glob("*.yaml"))
 
 
 def compose_theory(experiment: str, output_dir: Path, *overrides: str):

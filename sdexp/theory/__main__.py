@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from sdexp.theory.task import run_theory
 
 
-@hydra.main(config_path="../../conf", config_name="theory", version_base="1.3")
+@hydra.main(config_path="pkg://sdexp.conf", config_name="theory", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_theory(cfg, command=" ".join(HydraConfig.get().overrides.task))
 
