@@ -4,6 +4,7 @@ an unrelated directory (the pattern of Hydra's ``examples/advanced/hydra_app_exa
 from __future__ import annotations
 
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, user_env
+
+NOT_SOURCE = (".*", "outputs", "multirun", "build", "dist", "*.egg-info", "data", "wandb")
 
 
 def sh(*command: str | Path, cwd: Path) -> str:
@@ -28,8 +31,10 @@ def installed(tmp_path_factory) -> Path:
     (a path line in a .pth file, which does not run this venv's editable finder), so that the
     test does not download PyTorch again; the sdexp it imports is the wheel's."""
     tmp = tmp_path_factory.mktemp("installed")
+    source = tmp / "source"  # a copy: setuptools builds in the source tree (build/)
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-       "-w", tmp / "dist", ROOT, cwd=tmp)  # fmt: skip
+       "-w", tmp / "dist", source, cwd=tmp)  # fmt: skip
     (wheel,) = (tmp / "dist").glob("sdexp-*.whl")
     venv = tmp / "venv"
     sh(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp)

@@ -141,6 +141,22 @@ def test_table2_dry_listing_is_the_paper_grid(tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run launches and writes nothing
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweep").glob("*.yaml")))
+def test_every_preset_plans_its_grid_without_running(preset, tmp_path):
+    dry = ["hydra.sweeper.dry_run=true", f"hydra.sweep.dir={tmp_path}"]
+    done = run_train(f"+sweep={preset}", *dry)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    cells = int(re.match(r"Planning (\d+) cells", lines[0])[1])
+    runs, left_out = grid_lines(done.stdout)
+    merged = cells - len(left_out) - len(runs)  # the no-SD baseline, once per seed
+    summary = f": {cells} cells, {len(left_out)} left out (infeasible for their mode), {merged} "
+    assert summary in lines[-1] and f"= {len(runs)} runs: " in lines[-1]
+    assert len(runs) > 0 and any(line.startswith("Setup ") for line in lines)
+    assert not any(tmp_path.iterdir())  # a dry run launches and writes nothing
+
+
 # --- a sweep end to end ----------------------------------------------------------------------
 
 
