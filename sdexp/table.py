@@ -1,4 +1,4 @@
-"""Table 2 from sweeps: ``python scripts/aggregate.py SWEEP_DIR...`` (or ``sdexp-table``).
+"""Table 2 from sweeps: ``sdexp-table SWEEP_DIR...`` (or ``python -m sdexp.table SWEEP_DIR...``).
 
 Reads every ``results.json`` under the given directories (``sdexp.results``), and the cells each
 sweep planned (``sweep.json``, written by the grid sweeper) to count the runs that never
@@ -10,10 +10,11 @@ as missing. Per setup it writes
 
 - ``table2.md`` and ``table2.csv``: the paper's layout (modes as rows, budgets as columns, the
   no-SD baseline), mean ± sample std over seeds with n, failed and missing runs counted in the
-  cell, and the paper's value on the row below ours wherever it is published;
+  cell, and the paper's value on the row below ours wherever it is published
+  (``paper_table2.csv`` beside this module);
 - ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
-- ``table2_<dataset>_<model>.png``: test error against budget per mode with error bars (the
-  budget-performance trade-off), the baseline as a band, where SenseMode and Uniform cross;
+- ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
+  bars (the budget-performance trade-off, ``sdexp.table_plot``);
 - ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5),
   per budget SenseMode against Uniform (and Linear) over seeds (``sdexp.verdict``);
 
@@ -21,23 +22,24 @@ and prints the markdown, each table followed by its verdict. The value of a run 
 recipe's reported test metric (``report``: the best-validation checkpoint's, or the final
 model's; ``--report`` chooses for all), and the table says which. ``--wandb`` logs the tables,
 plots and verdicts to a W&B run in the sweep's group.
+
+The bookkeeping is pandas': one row per run (``collect``), per cell counts and statistics over
+seeds (``summarize``, with the paper's values merged in), the paper's layout by ``pivot_table``
+(``Table.grid``) and markdown by ``DataFrame.to_markdown``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from sdexp.results import (
-    CELL as CELL_KEYS,
-)
+from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     RESULTS_FILE,
     RunResult,
@@ -48,45 +50,37 @@ from sdexp.results import (
     without,
 )
 from sdexp.sweep import GRID_FILE
+from sdexp.table_plot import save_plot
 from sdexp.verdict import COLUMNS as VERDICT_COLUMNS
 from sdexp.verdict import Verdict, verdict
 
 SETUP = ["setup", "dataset", "model", "stable", "epochs", "recipe"]  # one table per setup
 CELL = ["mode", "variant", "budget"]
-MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear", "none": "No SD"}
+STATUSES = ["ok", "failed", "missing"]  # a run found twice keeps the first of these it has
+MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear"}
+BASELINE = "No SD (b=1)"  # mode none: every block survives
 ROW_ORDER = ["sensemode", "uniform", "linear"]
 REPORTS = {"best": "the best-validation checkpoint", "final": "the final model"}
-
-# Table 2 of the paper (CIFAR-10, Stable ResNet110, test error %, mean and std over 4 runs).
-# The CIFAR-100 half and the ResNet56 appendix are not in the text we have.
-PAPER = {
-    ("cifar10", "resnet110"): {
-        "sensemode": [15.4, 9.3, 7.0, 7.3, 7.3, 6.9, 7.3, 6.6, 6.2],
-        "sensemode_std": [0.4, 0.5, 0.3, 0.4, 0.2, 0.1, 0.3, 0.2, 0.2],
-        "uniform": [17.2, 10.3, 7.7, 7.4, 6.8, 6.3, 5.9, 5.7, 5.7],
-        "uniform_std": [0.3, 0.4, 0.2, 0.3, 0.1, 0.2, 0.1, 0.1, 0.1],
-        "linear": [None] * 4 + [9.1, 7.5, 6.4, 6.1, 6.0],
-        "linear_std": [None] * 4 + [0.1, 0.2, 0.2, 0.2, 0.2],
-        "none": 6.37,
-        "none_std": 0.12,
-    }
-}
-PAPER_BUDGETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+PAPER_FILE = "paper_table2.csv"
+TEXT = ["row", "source", "budget", "text"]  # a cell of the table as text (Table.cells)
 
 
-def paper_value(dataset: str, model: str, mode: str, budget: float) -> tuple[float, float] | None:
-    table = PAPER.get((dataset, model))
-    if table is None:
-        return None
-    if mode == "none":
-        return table["none"], table["none_std"]
-    for i, b in enumerate(PAPER_BUDGETS):
-        if math.isclose(b, budget) and table[mode][i] is not None:
-            return table[mode][i], table[f"{mode}_std"][i]
-    return None
+# --- the paper's Table 2 -----------------------------------------------------------------------
 
 
-# --- reading ---------------------------------------------------------------------------------
+def paper_table() -> pd.DataFrame:
+    """The paper's published values (``paper_table2.csv``): dataset, model, mode, budget, mean
+    and std of the test error (%) over 4 runs; mean and std NaN where the paper prints "-"."""
+    with resources.files("sdexp").joinpath(PAPER_FILE).open() as file:
+        return pd.read_csv(file, comment="#")
+
+
+def budget_key(budgets: pd.Series) -> pd.Series:
+    """Budgets as join keys: 0.3 from a run's config and 0.3 from the paper's file are one."""
+    return budgets.astype(float).round(6)
+
+
+# --- reading -----------------------------------------------------------------------------------
 
 COLUMNS = [
     *SETUP,
@@ -106,21 +100,21 @@ COLUMNS = [
 @dataclass
 class Runs:
     """Every run found: one row each (``COLUMNS``), the setups' configs (less mode, budget and
-    seed) by setup hash, and the results.json files that could not be read."""
+    seed) by setup hash, the results.json files that could not be read, and per setup the
+    (mode, budget) cells the sweeps left out (the mode cannot run that budget)."""
 
     frame: pd.DataFrame
     setups: dict[str, dict] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
-    left_out: dict[str, set[tuple[str, float]]] = field(default_factory=dict)  # by setup
+    left_out: dict[str, set[tuple[str, float]]] = field(default_factory=dict)
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
+    """A finished or failed run: its key, status and reported test metric."""
     key = result.key
     chosen = report or result.report
-    value = result.test_best if chosen == "best" else result.test_final
     return {
-        **{k: getattr(key, k) for k in SETUP if k != "setup"},
-        "setup": key.setup,
+        **{k: getattr(key, k) for k in SETUP},
         "num_blocks": key.num_blocks,
         "metric": result.metric,
         "report": chosen,
@@ -130,7 +124,7 @@ def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
         "identity": key.identity,
         "mode_options": config_hash(result.config.get("mode", {})),
         "status": result.status,
-        "value": value,
+        "value": result.test_best if chosen == "best" else result.test_final,
         "dir": str(run_dir),
     }
 
@@ -140,6 +134,55 @@ def grid_row(cell: dict, run_dir: Path) -> dict:
     row = {k: cell.get(k) for k in COLUMNS}
     row["mode_options"] = config_hash(cell.get("mode_options") or {})
     return {**row, "status": "missing", "value": None, "dir": str(run_dir)}
+
+
+@dataclass
+class Reader:
+    """Collects rows from sweep directories: their results first, then the cells they planned
+    that have no results (missing)."""
+
+    report: str | None = None  # "best" or "final" for every run; None: each recipe's
+    rows: list[dict] = field(default_factory=list)
+    run_dirs: set[Path] = field(default_factory=set)
+    options: dict[str, dict] = field(default_factory=dict)  # mode options by their hash
+    runs: Runs = field(default_factory=lambda: Runs(pd.DataFrame(columns=COLUMNS)))
+
+    def add(self, row: dict, mode_options: dict) -> None:
+        self.rows.append(row)
+        self.run_dirs.add(Path(row["dir"]).resolve())
+        self.options.setdefault(row["mode_options"], mode_options)
+
+    def results(self, root: Path) -> None:
+        for path in sorted(root.rglob(RESULTS_FILE)):
+            try:
+                result = read_result(path.parent)
+            except UnreadableResult as error:  # counted as missing where a sweep planned it
+                self.runs.unreadable.append(str(error))
+                continue
+            self.add(run_row(result, self.report, path.parent), result.config.get("mode", {}))
+            self.runs.setups.setdefault(result.key.setup, without(result.config, CELL_KEYS))
+
+    def plans(self, root: Path) -> None:
+        for path in sorted(root.rglob(GRID_FILE)):
+            try:
+                planned = json.loads(path.read_text())
+                cells = planned["cells"]
+            except (ValueError, KeyError, TypeError) as error:
+                self.runs.unreadable.append(f"{path}: unreadable ({type(error).__name__}: {error})")
+                continue
+            for cell in planned.get("left_out", []):
+                if "setup" in cell:
+                    where = self.runs.left_out.setdefault(cell["setup"], set())
+                    where.add((cell["mode"], cell["budget"]))
+            for cell in cells:
+                run_dir = (path.parent / cell["dir"]).resolve()
+                if run_dir not in self.run_dirs and "setup" in cell:
+                    self.add(grid_row(cell, run_dir), cell.get("mode_options") or {})
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=COLUMNS)
+        frame["variant"] = mode_variants(frame, self.options)
+        return counted_once(frame)
 
 
 def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
@@ -160,69 +203,55 @@ def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
     return labels
 
 
+def counted_once(frame: pd.DataFrame) -> pd.DataFrame:
+    """A run found twice (the same identity, e.g. in two sweeps) counts once: a finished copy
+    before a failed one, a failed one before a missing one. Sorted by setup and cell."""
+    rank = frame["status"].map({status: i for i, status in enumerate(STATUSES)})
+    frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
+    frame = frame.drop_duplicates("identity").drop(columns="_rank")
+    return frame.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
+
+
 def collect(sweep_dirs: list[str | Path], report: str | None = None) -> Runs:
     """One row per run: every results.json under ``sweep_dirs`` (status ok or failed), and every
     cell a sweep planned that has none (status missing: never started, or killed)."""
-    rows, found, setups, options, unreadable, left_out = [], set(), {}, {}, [], {}
+    reader = Reader(report)
     for root in map(Path, sweep_dirs):
-        for path in sorted(root.rglob(RESULTS_FILE)):
-            try:
-                result = read_result(path.parent)
-            except UnreadableResult as error:  # counted as missing where a sweep planned it
-                unreadable.append(str(error))
-                continue
-            found.add(path.parent.resolve())
-            rows.append(run_row(result, report, path.parent))
-            setups.setdefault(result.key.setup, without(result.config, CELL_KEYS))
-            options[rows[-1]["mode_options"]] = result.config.get("mode", {})
-        for grid in sorted(root.rglob(GRID_FILE)):
-            try:
-                planned = json.loads(grid.read_text())
-                cells = planned["cells"]
-            except (ValueError, KeyError, TypeError) as error:
-                unreadable.append(f"{grid}: unreadable ({type(error).__name__}: {error})")
-                continue
-            for cell in planned.get("left_out", []):
-                if "setup" in cell:
-                    left_out.setdefault(cell["setup"], set()).add((cell["mode"], cell["budget"]))
-            for cell in cells:
-                run_dir = (grid.parent / cell["dir"]).resolve()
-                if run_dir not in found and "setup" in cell:
-                    found.add(run_dir)
-                    rows.append(grid_row(cell, run_dir))
-                    options.setdefault(rows[-1]["mode_options"], cell.get("mode_options") or {})
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame["variant"] = mode_variants(frame, options)
-    # A run found twice (e.g. in two sweeps) counts once: a finished copy before a failed one.
-    rank = frame["status"].map({"ok": 0, "failed": 1, "missing": 2})
-    frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
-    frame = frame.drop_duplicates("identity").drop(columns="_rank")
-    frame = frame.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
-    return Runs(frame, setups, unreadable, left_out)
+        reader.results(root)
+        reader.plans(root)
+    reader.runs.frame = reader.frame()
+    return reader.runs
+
+
+# --- per cell ----------------------------------------------------------------------------------
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per setup, mode and budget: n finished runs, mean and sample std (ddof 1) of the test
     metric over their seeds, the failed and missing runs, and the paper's value if published."""
     keys = [*SETUP, *CELL]
-    ok = runs[runs.status == "ok"]
-    stats = ok.groupby(keys, dropna=False)["value"].agg(["count", "mean", "std"])
-    status = pd.crosstab([runs[k] for k in keys], runs["status"]).reindex(
-        columns=["ok", "failed", "missing"], fill_value=0
-    )
-    summary = status.join(stats).reset_index().rename(columns={"count": "n"})
+    counts = pd.crosstab([runs[k] for k in keys], runs["status"])
+    counts = counts.reindex(columns=STATUSES, fill_value=0)
+    finished = runs[runs["status"] == "ok"].groupby(keys, dropna=False)["value"]
+    summary = counts.join(finished.agg(n="count", mean="mean", std="std")).reset_index()
     summary["n"] = summary["n"].fillna(0).astype(int)
-    first = runs.groupby("setup")[["metric", "report", "num_blocks"]].first()
-    summary = summary.join(first, on="setup")
-    paper = [
-        paper_value(r.dataset, r.model, r["mode"], r.budget)
-        if r.metric == "error" and not r.variant
-        else None
-        for _, r in summary.iterrows()
-    ]
-    summary["paper_mean"] = [p[0] if p else None for p in paper]
-    summary["paper_std"] = [p[1] if p else None for p in paper]
-    return summary
+    per_setup = runs.groupby("setup")[["metric", "report", "num_blocks"]].first()
+    return with_paper(summary.join(per_setup, on="setup"))
+
+
+def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with the paper's mean and std (``paper_mean``, ``paper_std``) wherever the
+    paper publishes the cell: a test error, of a mode's plain options (no variant)."""
+    paper = paper_table().rename(columns={"mean": "paper_mean", "std": "paper_std"})
+    keys = ["dataset", "model", "mode", "_budget"]
+    merged = summary.assign(_budget=budget_key(summary["budget"])).merge(
+        paper.assign(_budget=budget_key(paper["budget"])).drop(columns="budget"),
+        on=keys,
+        how="left",
+    )
+    published = (merged["metric"] == "error") & (merged["variant"] == "")
+    merged[["paper_mean", "paper_std"]] = merged[["paper_mean", "paper_std"]].where(published)
+    return merged.drop(columns="_budget")
 
 
 def setup_notes(runs: Runs) -> dict[str, str]:
@@ -240,30 +269,24 @@ def setup_notes(runs: Runs) -> dict[str, str]:
     return notes
 
 
-# --- the table ---------------------------------------------------------------------------------
-
-
 def fmt(mean: float, std: float | None, digits: int) -> str:
-    if std is None or (isinstance(std, float) and math.isnan(std)):
+    if std is None or pd.isna(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def cell_text(row: pd.Series | None, digits: int) -> str:
+def cell_text(row: pd.Series, digits: int) -> str:
     """'7.1 ± 0.2 (n=4)', with failed and missing runs counted: '7.1 (n=1; 2 failed, 1 missing)'."""
-    if row is None:
-        return ""
     notes = [f"{row[s]} {s}" for s in ("failed", "missing") if row[s]]
-    if not row.n:
-        return ", ".join(notes) or ""
-    counts = f"n={row.n}" + (f"; {', '.join(notes)}" if notes else "")
+    if not row["n"]:
+        return ", ".join(notes)
+    counts = f"n={row['n']}" + (f"; {', '.join(notes)}" if notes else "")
     return f"{fmt(row['mean'], row['std'], digits)} ({counts})"
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown would need the tabulate package for this)."""
-    lines = [list(map(str, frame.columns)), ["---"] * frame.shape[1], *frame.astype(str).values]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+def published(mean: float, std: float, digits: int) -> str:
+    """The paper's cell: '7.3 ± 0.2', or its "-" (the mode cannot run that budget)."""
+    return "-" if pd.isna(mean) else fmt(mean, std, digits)
 
 
 def crossings(budgets: list[float], a: list[float], b: list[float]) -> list[float]:
@@ -282,8 +305,12 @@ def crossings(budgets: list[float], a: list[float], b: list[float]) -> list[floa
     return points
 
 
+# --- the table ---------------------------------------------------------------------------------
+
+
 class Table:
-    """Table 2 for one setup (``SETUP``): a row per mode (and per variant of its options)."""
+    """Table 2 for one setup (``SETUP``, from its rows of ``summarize``): a row per mode (and per
+    variant of its options), a column per budget, the paper's values on the row under ours."""
 
     def __init__(
         self,
@@ -292,23 +319,27 @@ class Table:
         suffix: str = "",
         left_out: set[tuple[str, float]] | None = None,
     ) -> None:
+        self.summary, self.note, self.suffix = summary, note, suffix
         self.left_out = left_out or set()  # (mode, budget) the sweep did not run
         first = summary.iloc[0]
         self.setup, self.dataset, self.model = first.setup, first.dataset, first.model
         self.stable, self.epochs, self.recipe = first.stable, first.epochs, first.recipe
         self.metric, self.report = first.metric, first.report
         self.num_blocks = int(first.num_blocks)
-        self.summary, self.note, self.suffix = summary, note, suffix
         self.digits = 1 if self.metric == "error" else 3
-        published = (self.dataset, self.model) in PAPER and self.metric == "error"
-        self.published = published
-        budgets = set(summary.loc[summary["mode"] != "none", "budget"])
-        self.budgets = sorted(budgets | (set(PAPER_BUDGETS) if published else set()))
-        found = set(summary["mode"])
-        modes = [m for m in ROW_ORDER if m in found or published]
-        modes += sorted(found - {*ROW_ORDER, "none"})
+        paper = paper_table()
+        self.paper = paper[
+            (paper.dataset == self.dataset) & (paper.model == self.model) & (self.metric == "error")
+        ]
+        self.published = not self.paper.empty
+        ours = summary.loc[summary["mode"] != "none", "budget"]
+        theirs = self.paper.loc[self.paper["mode"] != "none", "budget"]
+        self.budgets = sorted(set(ours) | set(theirs))
+        self.columns = self.budgets or [1.0]  # the baseline alone: one column, b = 1
+        modes = set(summary["mode"]) | set(self.paper["mode"])
+        ordered = [m for m in ROW_ORDER if m in modes] + sorted(modes - {*ROW_ORDER, "none"})
         variants = summary.groupby("mode")["variant"].unique()
-        self.rows = [(m, v) for m in modes for v in (variants.get(m, [""]))]
+        self.rows = [(m, v) for m in ordered for v in variants.get(m, [""])]
 
     @property
     def title(self) -> str:
@@ -320,69 +351,98 @@ class Table:
             f"{REPORTS[self.report]}, mean ± std over seeds"
         )
 
-    def row(self, mode: str, budget: float, variant: str = "") -> pd.Series | None:
-        s = self.summary
-        rows = s[(s["mode"] == mode) & (s.budget == budget) & (s["variant"] == variant)]
-        return rows.iloc[0] if len(rows) else None
+    @property
+    def plot_name(self) -> str:
+        suffix = f"_{self.suffix}" if self.suffix else ""
+        return f"table2_{self.dataset}_{self.model}_{self.epochs}ep{suffix}.png"
 
-    def ours(self, mode: str, budget: float, variant: str = "") -> str:
-        if (mode, budget) in self.left_out:
-            return "-"  # the mode cannot run this budget (the paper's "-"): sweep.json says so
-        return cell_text(self.row(mode, budget, variant), self.digits)
+    def label(self, mode: str, variant: str = "") -> str:
+        if mode == "none":
+            return BASELINE
+        return MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else "")
 
-    def paper(self, mode: str, budget: float) -> str:
-        value = paper_value(self.dataset, self.model, mode, budget)
-        if value is None:
-            published = PAPER.get((self.dataset, self.model), {}).get(mode)
-            return "-" if published is not None and budget in PAPER_BUDGETS else ""
-        return fmt(*value, digits=1 if mode != "none" else 2)
+    def digits_for(self, mode: str) -> int:
+        """Decimals shown: 1 for an error in %, 3 for an MSE; one more for the baseline."""
+        return self.digits + (mode == "none")
+
+    def cells(self) -> pd.DataFrame:
+        """Every cell as text (``TEXT``): ours; "-" where the sweep left the mode's budget out
+        (sweep.json); the paper's ("-" where it prints one). The baseline (b = 1) sits under
+        the first budget."""
+        s, p = self.summary, self.paper
+        ours = s.assign(
+            row=list(map(self.label, s["mode"], s["variant"])),
+            source="ours",
+            text=[cell_text(r, self.digits_for(r["mode"])) for _, r in s.iterrows()],
+        )
+        left_out = pd.DataFrame(
+            [
+                (self.label(mode, variant), "ours", budget, "-")
+                for mode, variant in self.rows
+                for skipped, budget in self.left_out
+                if skipped == mode
+            ],
+            columns=TEXT,
+        )
+        paper = p.assign(
+            row=p["mode"].map(self.label),
+            source="paper",
+            text=list(map(published, p["mean"], p["std"], p["mode"].map(self.digits_for))),
+        )
+        cells = pd.concat([f[TEXT] for f in (ours, left_out, paper) if len(f)], ignore_index=True)
+        cells.loc[cells["row"] == BASELINE, "budget"] = self.columns[0]
+        return cells
 
     def grid(self) -> pd.DataFrame:
         """The paper's layout: a row of ours (and the paper's) per mode, then the baseline."""
-        columns = [f"b={b:g}" for b in self.budgets]
-        rows = []
+        order = []
         for mode, variant in self.rows:
-            name = MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else "")
-            rows.append([name, "ours", *(self.ours(mode, b, variant) for b in self.budgets)])
-            if self.published and not variant:
-                rows.append([name, "paper", *(self.paper(mode, b) for b in self.budgets)])
-        baseline = self.summary[self.summary["mode"] == "none"]
-        if len(baseline) or self.published:
-            ours = cell_text(baseline.iloc[0], self.digits + 1) if len(baseline) else ""
-            rows.append(["No SD (b=1)", "ours", ours, *[""] * (len(columns) - 1)])
-            if self.published:
-                paper = self.paper("none", 1.0)
-                rows.append(["No SD (b=1)", "paper", paper, *[""] * (len(columns) - 1)])
-        return pd.DataFrame(rows, columns=["mode", "", *columns])
+            order.append((self.label(mode, variant), "ours"))
+            if not variant and mode in set(self.paper["mode"]):
+                order.append((self.label(mode), "paper"))
+        if (self.summary["mode"] == "none").any() or self.published:
+            order += [(BASELINE, "ours")] + [(BASELINE, "paper")] * self.published
+        wide = self.cells().pivot_table(
+            index=["row", "source"], columns="budget", values="text", aggfunc="last"
+        )
+        wide = wide.reindex(index=pd.MultiIndex.from_tuples(order), columns=self.columns)
+        wide = wide.fillna("").set_axis([f"b={b:g}" for b in self.columns], axis=1)
+        return wide.rename_axis(["mode", ""]).reset_index()
 
-    def curves(
-        self, mode: str, source: str = "ours", variant: str = ""
-    ) -> tuple[list[float], list, list]:
-        means, stds = [], []
-        for b in self.budgets:
-            if source == "paper":
-                value = paper_value(self.dataset, self.model, mode, b)
-                means.append(value[0] if value else math.nan)
-                stds.append(value[1] if value else math.nan)
-            else:
-                row = self.row(mode, b, variant)
-                ok = row is not None and row.n > 0
-                means.append(row["mean"] if ok else math.nan)
-                stds.append(row["std"] if ok else math.nan)
-        return self.budgets, means, stds
+    def curve(self, mode: str, source: str = "ours", variant: str = "") -> pd.DataFrame:
+        """Mean and std by budget (index ``budgets``): ours over the finished seeds, or the
+        paper's; NaN where there are none."""
+        if source == "paper":
+            rows = self.paper[self.paper["mode"] == mode]
+        else:
+            s = self.summary
+            rows = s[(s["mode"] == mode) & (s["variant"] == variant) & (s["n"] > 0)]
+        return rows.set_index("budget")[["mean", "std"]].reindex(self.budgets)
+
+    def baseline(self) -> tuple[float, float] | None:
+        """Our no-SD mean and std (0 for one seed), if a baseline run finished."""
+        s = self.summary
+        rows = s[(s["mode"] == "none") & (s["n"] > 0)]
+        if rows.empty:
+            return None
+        std = rows.iloc[0]["std"]
+        return float(rows.iloc[0]["mean"]), 0.0 if pd.isna(std) else float(std)
+
+    def crossing_points(self, source: str = "ours") -> list[float]:
+        """Where SenseMode's and Uniform's mean curves cross."""
+        sense, uniform = self.curve("sensemode", source), self.curve("uniform", source)
+        return crossings(self.budgets, list(sense["mean"]), list(uniform["mean"]))
 
     def crossing_note(self) -> str:
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
-            budgets, sense, _ = self.curves("sensemode", source)
-            _, uniform, _ = self.curves("uniform", source)
-            points = crossings(budgets, sense, uniform)
+            points = self.crossing_points(source)
             where = ", ".join(f"b ≈ {p:.2f}" for p in points) or "not on this grid"
             notes.append(f"{source} {where}")
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def counts(self) -> str:
-        total = self.summary[["ok", "failed", "missing"]].sum()
+        total = self.summary[STATUSES].sum()
         return f"Runs: {total.ok} finished, {total.failed} failed, {total.missing} missing."
 
     def markdown(self) -> str:
@@ -390,89 +450,11 @@ class Table:
         lines = [heading, ""]
         if self.note:
             lines += [f"This setup {self.note}.", ""]
-        lines += [markdown_table(self.grid()), ""]
+        lines += [self.grid().to_markdown(index=False, disable_numparse=True), ""]
         lines.append(f"{self.counts()} {self.crossing_note()}.")
         if not self.published:
             lines.append("The paper's values for this setup are not published here.")
         return "\n".join(lines) + "\n"
-
-    def error_bars(self, means: list, stds: list) -> list[list[float]]:
-        """±std, cut at the metric's range ([0, 100] for an error in %, >= 0 for an MSE)."""
-        top = 100.0 if self.metric == "error" else math.inf
-        below = [min(s, m) if pd.notna(s) else 0.0 for m, s in zip(means, stds, strict=True)]
-        above = [min(s, top - m) if pd.notna(s) else 0.0 for m, s in zip(means, stds, strict=True)]
-        return [below, above]
-
-    def plot(self, path: Path) -> Path:
-        self.figure().savefig(path, dpi=120)
-        return path
-
-    def figure(self):
-        """Test metric against budget per mode, error bars over seeds (modes side by side, so
-        that a budget's points do not hide each other); the baseline as a band; dashed: the
-        paper's curves; dotted verticals: where SenseMode and Uniform cross. Matplotlib's
-        ``Figure`` API: no global backend or pyplot state."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 4.5))
-        ax = fig.subplots()
-        colors = {"sensemode": "C0", "uniform": "C1", "linear": "C2"}
-        spread = min(np.diff(self.budgets), default=0.1) * 0.08  # the side-by-side offset
-        drawn = False
-        for i, (mode, variant) in enumerate(self.rows):
-            budgets, means, stds = self.curves(mode, variant=variant)
-            drawn |= any(pd.notna(m) for m in means)
-            color = colors.get(mode) if not variant else None
-            shift = (i - (len(self.rows) - 1) / 2) * spread
-            ax.errorbar(
-                [b + shift for b in budgets],
-                means,
-                yerr=self.error_bars(means, stds),
-                marker="o",
-                capsize=3,
-                color=color,
-                label=MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else ""),
-            )
-            if self.published and not variant:
-                _, paper, _ = self.curves(mode, "paper")
-                ax.plot(
-                    budgets,
-                    paper,
-                    linestyle="--",
-                    alpha=0.5,
-                    color=color,
-                    label=f"{MODE_NAMES.get(mode, mode)} (paper)",
-                )
-        baseline = self.summary[(self.summary["mode"] == "none") & (self.summary.n > 0)]
-        if len(baseline):
-            drawn = True
-            mean, std = baseline.iloc[0]["mean"], baseline.iloc[0]["std"]
-            std = 0.0 if pd.isna(std) else std
-            ax.axhline(mean, color="k", linewidth=1, label="no SD (b = 1)")
-            ax.axhspan(max(mean - std, 0.0), mean + std, color="k", alpha=0.1)
-        budgets, sense, _ = self.curves("sensemode")
-        _, uniform, _ = self.curves("uniform")
-        for point in crossings(budgets, sense, uniform):
-            ax.axvline(point, color="gray", linestyle=":")
-            ax.annotate(
-                f"SenseMode = Uniform\nb ≈ {point:.2f}",
-                (point, 0.95),
-                xytext=(4, 0),
-                xycoords=("data", "axes fraction"),
-                textcoords="offset points",
-                va="top",
-                fontsize=8,
-                color="gray",
-            )
-        if not drawn:
-            ax.text(0.5, 0.5, "no finished run in this setup", ha="center", transform=ax.transAxes)
-        ax.set_xlabel("budget b = mean survival probability")
-        ax.set_ylabel("test error (%)" if self.metric == "error" else "test MSE")
-        ax.set_title(self.title, fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        return fig
 
 
 def tables(runs: Runs) -> list[Table]:
@@ -490,6 +472,9 @@ def tables(runs: Runs) -> list[Table]:
     ]
 
 
+# --- writing -----------------------------------------------------------------------------------
+
+
 def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     """Write table2.md, table2.csv, summary.csv and one plot per setup into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -503,10 +488,7 @@ def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
     wide.to_csv(out / "table2.csv", index=False)
     summarize(runs.frame).to_csv(out / "summary.csv", index=False)
-    plots = [
-        t.plot(out / f"table2_{t.dataset}_{t.model}_{t.epochs}ep{t.suffix and '_'}{t.suffix}.png")
-        for t in found
-    ]
+    plots = [save_plot(t, out / t.plot_name) for t in found]
     return found, plots
 
 
@@ -580,8 +562,11 @@ def sweep_group(sweep_dirs: list[Path]) -> str | None:
     return groups.pop() if len(groups) == 1 else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+# --- the command -------------------------------------------------------------------------------
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdexp-table", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
     parser.add_argument(
         "--out",
@@ -596,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--wandb", action="store_true", help="also log tables and plots to W&B")
     parser.add_argument("--project", default="sdexp", help="W&B project (default: sdexp)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments()
     args = parser.parse_args(argv)
     for d in args.sweep_dirs:
         if not d.is_dir():

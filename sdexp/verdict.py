@@ -153,6 +153,8 @@ def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         if a not in ran or b not in ran:
             continue
         budgets = ran[a] | ran[b] if (a, b) == HYPOTHESIS else ran[a] & ran[b]
+        if not budgets:  # e.g. Linear and Uniform run, never at one budget
+            continue
         frame = pd.DataFrame(
             {
                 "budget": x,
@@ -373,13 +375,8 @@ class Verdict:
         shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
         lines = [f"**Verdict:** {self.sentence}", ""]
         if len(shown):
-            lines += [self.stance, "", markdown_table(shown)]
+            lines += [self.stance, "", shown.to_markdown(index=False, disable_numparse=True)]
         return "\n".join(lines) + "\n"
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    lines = [list(map(str, frame.columns)), ["---"] * frame.shape[1], *frame.astype(str).values]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def verdict(runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY) -> Verdict:

@@ -71,6 +71,23 @@ def user_env(**changes: str) -> dict[str, str]:
     return env | {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"} | changes
 
 
+def table_rows(markdown: str) -> list[list[str]]:
+    """The rows of every pipe table in ``markdown`` (``DataFrame.to_markdown`` pads its cells),
+    each as its stripped cells; header rows in, rule rows out."""
+    rows = []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(c and set(c) <= set(":-") for c in cells):
+                rows.append(cells)
+    return rows
+
+
+def table_row(markdown: str, *first: str) -> list[str]:
+    """The first row of a table in ``markdown`` whose cells begin with ``first``."""
+    return next(row for row in table_rows(markdown) if row[: len(first)] == list(first))
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600):
     """``python train.py OVERRIDES`` as a user runs it."""
     return subprocess.run(
@@ -79,5 +96,16 @@ def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=user_env(),
+    )
+
+
+def run_table(*args: str) -> subprocess.CompletedProcess:
+    """``sdexp-table ARGS`` as a user runs it (``python -m sdexp.table``: this checkout's code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sdexp.table", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         env=user_env(),
     )

@@ -6,15 +6,17 @@ import dataclasses
 import json
 import math
 import subprocess
-import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sdexp.results import CELL, RunKey, RunResult, config_hash, without, write_result
-from sdexp.table import PAPER, PAPER_BUDGETS, collect, crossings, main, summarize
-from tests.conftest import ROOT
+from sdexp.table import collect, crossings, main, paper_table, summarize
+from tests.conftest import run_table, table_row, table_rows
+from tests.test_verdict import BUDGETS as PAPER_BUDGETS
+from tests.test_verdict import PAPER
 
 MODES = ("sensemode", "uniform", "linear")
 OFFSETS = (-0.3, -0.1, 0.1, 0.3)  # per seed: mean = the paper's value, sample std = 0.258
@@ -76,10 +78,10 @@ def sweep(tmp_path) -> Path:
     """A finished Table 2 sweep whose means are the paper's, but for one failed and one missing
     run (sensemode at 0.2, seeds 3 and 2) and linear's infeasible budgets left out."""
     root = tmp_path / "table2_cifar10"
-    paper, cells, left_out = PAPER[("cifar10", "resnet110")], [], []
+    cells, left_out = [], []
     for mode in MODES:
         for i, budget in enumerate(PAPER_BUDGETS):
-            if paper[mode][i] is None:  # linear below (L-1)/(2L): the sweeper leaves it out
+            if PAPER[mode][0][i] is None:  # linear below (L-1)/(2L): the sweeper leaves it out
                 cell = fake_run(root, mode, budget, 0, None, write=False)
                 left_out.append({k: cell[k] for k in ("setup", "mode", "budget")})
                 continue
@@ -88,12 +90,26 @@ def sweep(tmp_path) -> Path:
                     cells.append(fake_run(root, mode, budget, seed, None, write=False))
                     continue
                 status = "failed" if (mode, budget, seed) == ("sensemode", 0.2, 3) else "ok"
-                value = paper[mode][i] + offset if status == "ok" else None
+                value = PAPER[mode][0][i] + offset if status == "ok" else None
                 cells.append(fake_run(root, mode, budget, seed, value, status))
     for seed, offset in enumerate(OFFSETS):
-        cells.append(fake_run(root, "none", 1.0, seed, paper["none"] + offset / 10))
+        cells.append(fake_run(root, "none", 1.0, seed, 6.37 + offset / 10))
     (root / "sweep.json").write_text(json.dumps({"cells": cells, "left_out": left_out}))
     return root
+
+
+def test_the_papers_values_are_table_2():
+    """The data file against the values typed from the paper for the verdict's tests."""
+    paper = paper_table()
+    assert list(paper.columns) == ["dataset", "model", "mode", "budget", "mean", "std"]
+    assert set(zip(paper.dataset, paper.model, strict=True)) == {("cifar10", "resnet110")}
+    for mode, (means, stds) in PAPER.items():
+        rows = paper[paper["mode"] == mode].sort_values("budget")
+        assert list(rows.budget) == PAPER_BUDGETS
+        assert [None if pd.isna(m) else m for m in rows["mean"]] == means  # NaN: the paper's "-"
+        assert [None if pd.isna(s) else s for s in rows["std"]] == stds
+    (baseline,) = paper[paper["mode"] == "none"].itertuples()
+    assert (baseline.budget, baseline.mean, baseline.std) == (1.0, 6.37, 0.12)
 
 
 def test_runs_are_counted_not_dropped(sweep):
@@ -122,17 +138,20 @@ def test_table_has_the_papers_layout(sweep, capsys):
     assert main([str(sweep)]) == 0
     table = (sweep / "table2.md").read_text()
     assert table in capsys.readouterr().out
-    lines = table.splitlines()
-    header = "| mode |  | " + " | ".join(f"b={b:g}" for b in PAPER_BUDGETS) + " |"
-    assert header in lines
-    sense = next(line for line in lines if line.startswith("| SenseMode | ours |"))
-    assert "| 15.4 ± 0.3 (n=4) |" in sense and "(n=2; 1 failed, 1 missing)" in sense
-    assert "| SenseMode | paper | 15.4 ± 0.4 | 9.3 ± 0.5 |" in table
-    linear = next(line for line in lines if line.startswith("| Linear | ours |"))
-    assert linear.startswith("| Linear | ours | - | - | - | - | 9.1 ± 0.3 (n=4) |")
-    assert "| Linear | paper | - | - | - | - | 9.1 ± 0.1 |" in table
-    assert "| No SD (b=1) | ours | 6.37 ± 0.03 (n=4) |" in table
-    assert "| No SD (b=1) | paper | 6.37 ± 0.12 |" in table
+    rows = table_rows(table)
+    assert rows[0] == ["mode", "", *(f"b={b:g}" for b in PAPER_BUDGETS)]
+    sense = table_row(table, "SenseMode", "ours")
+    assert sense[2] == "15.4 ± 0.3 (n=4)" and sense[3].endswith("(n=2; 1 failed, 1 missing)")
+    assert table_row(table, "SenseMode", "paper")[2:4] == ["15.4 ± 0.4", "9.3 ± 0.5"]
+    assert table_row(table, "Linear", "ours")[2:7] == ["-", "-", "-", "-", "9.1 ± 0.3 (n=4)"]
+    assert table_row(table, "Linear", "paper")[2:7] == ["-", "-", "-", "-", "9.1 ± 0.1"]
+    assert table_row(table, "No SD (b=1)", "ours")[2:] == ["6.37 ± 0.03 (n=4)"] + [""] * 8
+    assert table_row(table, "No SD (b=1)", "paper")[2] == "6.37 ± 0.12"
+    assert [row[:2] for row in rows[1:]] == [
+        [mode, source]
+        for mode in ("SenseMode", "Uniform", "Linear", "No SD (b=1)")
+        for source in ("ours", "paper")
+    ]
     assert "Runs: 94 finished, 1 failed, 1 missing." in table
     assert "SenseMode and Uniform cross: ours b ≈ 0.42; paper b ≈ 0.42" in table
 
@@ -169,7 +188,7 @@ def test_setups_get_their_own_tables(sweep, tmp_path, capsys):
     assert main([str(sweep), str(toy), "--out", str(tmp_path / "tables")]) == 0
     table = (tmp_path / "tables" / "table2.md").read_text()
     assert table.count("### ") == 2 and "test MSE" in table
-    assert "| Uniform | ours | 0.450 ± 0.071 (n=2) |" in table
+    assert ["Uniform", "ours", "0.450 ± 0.071 (n=2)"] in table_rows(table)
     assert "The paper's values for this setup are not published here." in table
     verdict = (tmp_path / "tables" / "verdict.md").read_text()
     assert verdict.count("### ") == 2
@@ -186,11 +205,26 @@ def test_setups_that_differ_only_in_learning_rate_are_kept_apart(sweep, tmp_path
     table = (tmp_path / "tables" / "table2.md").read_text()
     assert table.count("### cifar10, Stable resnet110") == 2
     assert "optimizer.lr: 0.1 -> 0.05" in table
-    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in table  # the first sweep's cells, alone
-    assert "51.5 ± 1.3 (n=4)" in table  # the other's, in a table of their own
+    first, other = table.split("### ")[1:]
+    assert table_row(first, "Uniform", "ours")[2] == "17.2 ± 0.3 (n=4)"  # its cells, alone
+    assert "51.5 ± 1.3 (n=4)" in table_row(other, "Uniform", "ours")  # in a table of its own
+    assert "optimizer.lr: 0.1 -> 0.05" in other
     summary = pd.read_csv(tmp_path / "tables" / "summary.csv")
     cells = summary[(summary["mode"] == "uniform") & (summary.budget == 0.5)]
     assert sorted(cells.n) == [4, 4] and cells.setup.nunique() == 2
+
+
+def test_the_baseline_alone_gets_a_table(tmp_path):
+    """Runs without stochastic depth only (no budget columns): the baseline under b=1."""
+    for seed in (0, 1):
+        fake_run(tmp_path, "none", 1.0, seed, 0.3 + seed / 10, dataset="toy", model="vanilla")
+    assert main([str(tmp_path)]) == 0
+    table = (tmp_path / "table2.md").read_text()
+    assert table_rows(table) == [
+        ["mode", "", "b=1"],
+        ["No SD (b=1)", "ours", "0.3500 ± 0.0707 (n=2)"],
+    ]
+    assert (tmp_path / "table2_toy_vanilla_164ep.png").exists()
 
 
 @pytest.mark.parametrize("content", ["", "{not json", '{"dataset": "cifar10", "status": "ok"}'])
@@ -201,9 +235,9 @@ def test_an_unreadable_results_file_is_named_and_counted_missing(sweep, tmp_path
     captured = capsys.readouterr()
     assert f"warning: {broken}: unreadable" in captured.err
     table = (tmp_path / "out" / "table2.md").read_text()
-    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in table
-    uniform = next(line for line in table.splitlines() if line.startswith("| Uniform | ours |"))
-    assert "(n=3; 1 missing)" in uniform  # b = 0.5: planned in sweep.json, unreadable
+    uniform = table_row(table, "Uniform", "ours")
+    assert uniform[2] == "17.2 ± 0.3 (n=4)"
+    assert uniform[6].endswith("(n=3; 1 missing)")  # b = 0.5: planned in sweep.json, unreadable
     assert f"- {broken}: unreadable" in table
 
 
@@ -215,19 +249,16 @@ def test_crossings():
 
 
 def test_cli(sweep, tmp_path, capsys):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "aggregate.py"),
-            str(sweep),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    """``sdexp-table`` (pyproject's console script, ``sdexp.table:main``), run as
+    ``python -m sdexp.table`` so that it is this checkout's code."""
+    done = run_table(str(sweep), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
-    assert "| Uniform | ours | 17.2 ± 0.3 (n=4) |" in done.stdout
+    assert table_row(done.stdout, "Uniform", "ours")[2] == "17.2 ± 0.3 (n=4)"
+    assert done.stdout.splitlines()[-1].startswith(f"Wrote {tmp_path / 'out' / 'table2.md'}")
+    usage = run_table("--help")
+    assert usage.stdout.startswith("usage: sdexp-table [-h]"), usage.stdout
+    (script,) = entry_points(group="console_scripts", name="sdexp-table")
+    assert script.value == "sdexp.table:main"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty)]) == 2

@@ -9,8 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from sdexp.table import Table
+from sdexp.table_plot import error_bars, figure, save_plot
 from tests.conftest import ROOT, run_train, user_env
 
 
@@ -47,7 +49,7 @@ def test_a_sweep_counts_its_jobs_and_sums_up(tmp_path):
     starts = [line for line in lines if line.startswith("job ")]
     assert [line.split(":")[0] for line in starts] == ["job 1/2", "job 2/2"]
     assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed" in done.stdout
-    assert lines[-1] == f"Table: python scripts/aggregate.py {sweep}"
+    assert lines[-1] == f"Table: sdexp-table {sweep}"
     assert "[HYDRA]" not in done.stdout  # the launchers' own lines are off
 
 
@@ -106,21 +108,24 @@ def table(metric: str, rows: list[tuple]) -> Table:
 
 
 def test_error_bars_stay_within_the_metric_range():
-    t = table("error", [("uniform", 0.5, 4, 1.0, 3.0), ("uniform", 0.7, 4, 99.0, 3.0)])
-    below, above = t.error_bars([1.0, 99.0], [3.0, 3.0])
+    below, above = error_bars("error", [1.0, 99.0], [3.0, 3.0])
     assert below == [1.0, 3.0] and above == [3.0, 1.0]  # never below 0 % or above 100 %
-    mse = table("mse", [("uniform", 0.5, 4, 0.1, 0.5)])
-    assert mse.error_bars([0.1], [0.5]) == [[0.1], [0.5]]  # an MSE is not negative
-    assert mse.error_bars([0.1], [math.nan]) == [[0.0], [0.0]]  # one seed: no bar
+    assert error_bars("mse", [0.1], [0.5]) == [[0.1], [0.5]]  # an MSE is not negative
+    assert error_bars("mse", [0.1], [math.nan]) == [[0.0], [0.0]]  # one seed: no bar
+    t = table("error", [("uniform", 0.5, 4, 1.0, 3.0), ("uniform", 0.7, 4, 99.0, 3.0)])
+    (bars,) = [c for c in figure(t).axes[0].containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = bars.lines[2]
+    low, high = zip(*[(s[0][1], s[1][1]) for s in segments.get_segments()], strict=True)
+    assert low == (0.0, 96.0) and high == (4.0, 100.0)  # as drawn
 
 
 def test_a_plot_without_finished_runs_says_so(tmp_path):
     empty = table("mse", [("uniform", 0.5, 0, math.nan, math.nan)])
-    assert empty.plot(tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
-    texts = [t.get_text() for t in empty.figure().axes[0].texts]
+    assert save_plot(empty, tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+    texts = [t.get_text() for t in figure(empty).axes[0].texts]
     assert "no finished run in this setup" in texts
     full = table("mse", [("uniform", 0.5, 2, 0.3, 0.1), ("sensemode", 0.5, 2, 0.4, 0.1)])
-    axes = full.figure().axes[0]
+    axes = figure(full).axes[0]
     assert "no finished run in this setup" not in [t.get_text() for t in axes.texts]
     xs = {round(line.get_xdata()[0], 6) for line in axes.lines if len(line.get_xdata())}
     assert len(xs) == 2  # the two modes' points at b = 0.5 side by side, not on top

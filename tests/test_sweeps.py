@@ -22,9 +22,18 @@ from omegaconf import OmegaConf
 from sdexp.errors import ConfigError
 from sdexp.results import RunResult, read_result, run_key
 from sdexp.sweep import CellPlanner, with_override
-from sdexp.table import main as aggregate_main
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
-from tests.conftest import CONF, FAST_TOY, ROOT, compose_config, hydra_configs, run_train, user_env
+from tests.conftest import (
+    CONF,
+    FAST_TOY,
+    ROOT,
+    compose_config,
+    hydra_configs,
+    run_table,
+    run_train,
+    table_row,
+    user_env,
+)
 from tests.test_train import stable_fields
 
 PRESETS = [
@@ -161,7 +170,7 @@ def test_every_preset_plans_its_grid_without_running(preset, tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
+def test_smoke_sweep_runs_skips_and_aggregates(tmp_path):
     sweep = tmp_path / "smoke"
     args = ["+sweep=smoke", f"hydra.sweep.dir={sweep}", "logger=csv"]
     first = run_train(*args)
@@ -192,9 +201,10 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path, capsys):
     assert {name for name in results if after[name] != written[name]} == {lost, corrupt}
     assert stable_fields(results_in(sweep)[lost]) == stable_fields(results[lost])
 
-    assert aggregate_main([str(sweep)]) == 0  # python scripts/aggregate.py SWEEP_DIR
-    table = capsys.readouterr().out
-    assert "| Linear | ours | - |" in table  # the infeasible cell, as in the paper
+    done = run_table(str(sweep))  # the README's next command
+    assert done.returncode == 0, done.stderr
+    table = done.stdout
+    assert table_row(table, "Linear", "ours")[2] == "-"  # the infeasible cell, as in the paper
     assert "Runs: 12 finished, 0 failed, 0 missing." in table
     for name in ("table2.md", "table2.csv", "summary.csv", "table2_toy_vanilla_1ep.png"):
         assert (sweep / name).exists(), name
@@ -250,7 +260,7 @@ def test_bad_sweep_input_fails_before_anything_runs(tmp_path, overrides, message
 
 
 @pytest.mark.slow
-def test_a_failed_job_is_reported_and_counted(tmp_path, capsys):
+def test_a_failed_job_is_reported_and_counted(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_train(
         "+sweep=smoke",
@@ -268,8 +278,9 @@ def test_a_failed_job_is_reported_and_counted(tmp_path, capsys):
     assert f"  failed: {sweep}/budget=0.7,mode=uniform," in done.stdout
     assert "Traceback" not in done.stderr
     assert {r.status for r in results_in(sweep).values()} == {"failed"}
-    assert aggregate_main([str(sweep)]) == 0
-    assert "Runs: 0 finished, 2 failed, 0 missing." in capsys.readouterr().out
+    table = run_table(str(sweep))
+    assert table.returncode == 0, table.stderr
+    assert "Runs: 0 finished, 2 failed, 0 missing." in table.stdout
 
 
 # --- resuming ----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ command line narrows or replaces a preset's values; their cartesian product, in 
 then plans the cells with ``sdexp.sweep``: it leaves out the cells a mode cannot run, runs the
 no-SD baseline once per seed, skips the cells already done, refuses directories that hold
 another run's files, says how many of each, and writes the planned cells to
-``<sweep dir>/sweep.json`` (what ``scripts/aggregate.py`` counts missing runs against). Then
+``<sweep dir>/sweep.json`` (what ``sdexp-table`` counts missing runs against). Then
 Hydra's configured launcher runs the rest. ``hydra.sweeper.dry_run=true`` lists the grid and
 launches nothing.
 
@@ -187,7 +187,7 @@ def closing_summary(sweep_dir: Path, todo: list, skipped: int, left_out: int) ->
     where = shown(sweep_dir.absolute())
     if any((c.run_dir / "wandb").is_dir() for c in todo):
         lines.append(f"W&B: offline runs upload with: wandb sync {where}/*/wandb/offline-run-*")
-    lines.append(f"Table: python scripts/aggregate.py {where}")
+    lines.append(f"Table: sdexp-table {where}")
     print("\n".join(lines), flush=True)
     return len(failed) + len(missing)
 
