@@ -290,14 +290,12 @@ def print_report(results: dict) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     step = results["step"]
     budgets = step["budgets"]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     for kind, label in (
         ("sd", "SD, blocks skipped (ours)"),
         ("row", "row mask (torchvision)"),
@@ -321,7 +319,6 @@ def plot(results: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from sdexp.subnetwork import depth_distribution, depth_variance, expected_depth, lemma1_deviation
 from sdexp.survival import SenseMode
@@ -202,7 +202,8 @@ uniform is the largest: {check_mark(uniform > others)}.
 
 
 def figure(distribution, bounds, modes, depth, budget, num_masks):
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = Figure(figsize=(11, 3.8))
+    (ax, bx) = fig.subplots(1, 2)
     for i, mode in enumerate(modes):
         color = f"C{i}"
         ax.bar(

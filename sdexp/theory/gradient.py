@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from sdexp.gate import branch_scale
 from sdexp.models import VanillaResNet
@@ -322,7 +322,8 @@ def huang_linear(depth: int) -> torch.Tensor:
 def figure(frame: pd.DataFrame, depth: int):
     panels = list(frame[frame["mode"] != "none"].groupby(["scaling", "budget"]).groups)
     panels.sort(key=lambda key: (key[0] == "stable", key[1]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (scaling, budget), letter in zip(axes[0], panels, "abcdefgh", strict=False):
         for i, mode in enumerate(sorted(frame["mode"].unique(), key=list(PAPER_TABLE1).index)):
             rows = at(frame, scaling, mode, budget)

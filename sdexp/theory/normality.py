@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from scipy.stats import shapiro
 from torch import Tensor
 
@@ -259,8 +260,9 @@ when all layers contribute equally. Decreasing in L at each of the {epochs + 1} 
 def figure(tables: dict, depth: int, epochs: int, width: int, budget: float):
     output, layers = tables["normality_output"], tables["normality_layers"]
     lindeberg = lindeberg_medians(tables["normality_lindeberg"])
-    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 3.8))
-    colors = plt.cm.viridis(np.linspace(0, 1, len(lindeberg.columns)))
+    fig = Figure(figsize=(16, 3.8))
+    (ax, bx, cx) = fig.subplots(1, 3)
+    colors = colormaps["viridis"](np.linspace(0, 1, len(lindeberg.columns)))
     for color, epoch in zip(colors, lindeberg.columns, strict=True):
         ax.plot(
             lindeberg.index,

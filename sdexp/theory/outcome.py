@@ -11,13 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from pytorch_lightning.loggers import Logger, WandbLogger  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 SUMMARY_FILE = "summary.md"
 

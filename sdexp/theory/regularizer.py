@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
@@ -319,10 +319,10 @@ def state(epoch: int) -> str:
 
 def figure(draws, theory, gaps, theorem1_sizes):
     states = sorted(gaps.epoch.unique())
-    fig, axes = plt.subplots(
+    fig = Figure(figsize=(6 + 4 * len(states), 3.8))
+    axes = fig.subplots(
         1,
         1 + len(states),
-        figsize=(6 + 4 * len(states), 3.8),
         gridspec_kw={"width_ratios": [3] + [2] * len(states)},
     )
     ax = axes[0]
