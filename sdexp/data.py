@@ -150,10 +150,6 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
     return padded.gather(2, pixels.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
-#: The metric each task reports: the test error in % or the mean squared error.
-METRIC = {"classification": "error", "regression": "mse"}
-
-
 class TensorDataModule(pl.LightningDataModule):
     """Splits held as tensors, batched by ``EpochBatches``; subclasses fill ``self.splits``.
 
