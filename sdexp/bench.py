@@ -37,9 +37,10 @@ import torchvision
 from torch import Tensor
 
 import sdexp
-from sdexp.data import CIFARDataModule, unverified, write_synthetic_cifar
+from sdexp.data import CIFARDataModule
 from sdexp.models import CifarResNet, ResidualNetwork
 from sdexp.sensitivity import removal_sensitivities, sensitivities
+from sdexp.synthetic import unverified, write_synthetic_cifar
 from sdexp.theory.gradient import sample_gradient_norms, settings
 
 BUDGETS = (1.0, 0.9, 0.7, 0.5, 0.3)

@@ -1,20 +1,24 @@
 """Data: CIFAR-10/100 through torchvision's loader, and the paper's toy regression (Sec. 6).
 
 Every split is held as one tensor (CIFAR as uint8 images), on the training device when that is
-an accelerator (``on_device``). Batching never loops over images in Python: each epoch draws one
+an accelerator (``on_device``), and batched by ``EpochLoader``, a sized iterable over those
+tensors modelled on airbench's ``CifarLoader`` (https://github.com/KellerJordan/cifar10-airbench):
+no Dataset, sampler or collate function, and no loop over images in Python. Each epoch draws one
 tensor of rows (index, crop offsets, flip flag), a batch is a slice of it, and the images of a
 batch are one gather. Random crop (zero padding), horizontal flip and per-channel normalisation
 then run on the whole batch on its device (``on_after_batch_transfer``). torchvision's
 transforms draw one crop per call, i.e. per image, hence the hand-written batched crop below.
 
-The rows of an epoch come from a generator seeded by (seed, epoch): an epoch is the same whether
-the run is fresh or resumed from a checkpoint, with no state to save. Under DDP every rank takes
-its own share of the same rows (``num_replicas``, ``rank``), like ``DistributedSampler``.
+The rows of an epoch come from a generator seeded by (seed, epoch), the epoch being the trainer's
+(restored from the checkpoint on resuming): an epoch is the same whether the run is fresh or
+resumed, with no state to save. Under DDP every rank takes its own share of the same rows
+(``num_replicas``, ``rank``), like ``DistributedSampler``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,10 +27,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from sdexp.errors import ConfigError
+from sdexp.synthetic import unverified
 
 
 class Batch(NamedTuple):
@@ -35,79 +39,8 @@ class Batch(NamedTuple):
     augment: Tensor | None  # (B, 3) int64: crop offset dy, dx and flip flag, or None
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator for one epoch, independent across (seed, epoch) pairs."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-class EpochSampler(Sampler):
-    """The rows of one epoch: a fresh order of the indices (``shuffle``), each with a random crop
-    offset in [0, 2 * padding]^2 and a flip flag when ``padding`` > 0, shared over ``num_replicas``
-    ranks. Training pads the epoch by wrapping around so that every rank takes the same number of
-    steps (``even``, as ``DistributedSampler``); evaluation does not, so that every example counts
-    exactly once in the metrics summed over the ranks. Lightning calls ``set_epoch`` at the start
-    of every epoch."""
-
-    def __init__(
-        self,
-        size: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        padding: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        even: bool = True,
-    ) -> None:
-        self.size, self.seed, self.shuffle, self.padding = size, seed, shuffle, padding
-        self.num_replicas, self.rank, self.even = num_replicas, rank, even
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.even:
-            return math.ceil(self.size / self.num_replicas)
-        return len(range(self.rank, self.size, self.num_replicas))
-
-    def epoch_rows(self) -> Tensor:
-        """(len(self), 1) indices, or (len(self), 4) indices, dy, dx, flip; int64 on the CPU."""
-        g = epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-        rows = order[:, None]
-        if self.padding:
-            offsets = torch.randint(0, 2 * self.padding + 1, (self.size, 2), generator=g)
-            flips = torch.randint(0, 2, (self.size, 1), generator=g)
-            rows = torch.cat([rows, offsets, flips], 1)
-        if self.num_replicas > 1:
-            if self.even:  # pad by wrapping around so that every rank gets len(self)
-                rows = rows[torch.arange(len(self) * self.num_replicas) % self.size]
-            rows = rows[self.rank :: self.num_replicas]
-        return rows
-
-    def __iter__(self):
-        yield from self.epoch_rows()
-
-
-class EpochBatches(Sampler):
-    """Batches of an ``EpochSampler``'s rows, one tensor slice each (moved to ``device`` once per
-    epoch). ``sampler`` is where Lightning finds ``set_epoch``."""
-
-    def __init__(self, sampler: EpochSampler, batch_size: int, device=None) -> None:
-        self.sampler, self.batch_size, self.device = sampler, batch_size, device
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
-
-    def __iter__(self):
-        # A generator: the rows are drawn at the first batch, after Lightning's set_epoch, even
-        # when the DataLoader iterator is created before it (as on resuming).
-        yield from self.sampler.epoch_rows().to(self.device).split(self.batch_size)
-
-
-class TensorSplit(Dataset):
-    """A split held as tensors; ``__getitems__`` gathers a whole batch with one index op."""
+class TensorSplit:
+    """A split held as two tensors: inputs and targets, one row per example."""
 
     def __init__(self, inputs: Tensor, targets: Tensor) -> None:
         self.inputs, self.targets = inputs, targets
@@ -118,18 +51,82 @@ class TensorSplit(Dataset):
     def to(self, device) -> TensorSplit:
         return TensorSplit(self.inputs.to(device), self.targets.to(device))
 
-    def __getitem__(self, index: int) -> Batch:
-        return self.__getitems__(torch.tensor([[index]]))
 
-    def __getitems__(self, rows: Tensor) -> Batch:
-        """rows: (B, 1) indices or (B, 4) indices with augmentation parameters."""
-        index = rows[:, 0].to(self.inputs.device)
-        augment = rows[:, 1:] if rows.shape[1] > 1 else None
-        return Batch(self.inputs[index], self.targets[index], augment)
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch, independent across (seed, epoch) pairs."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
-def _as_batch(batch: Batch) -> Batch:
-    return batch
+class EpochLoader:
+    """The batches of a split, one epoch per iteration; ``len`` is the number of batches.
+
+    Training (``train``): each epoch is a fresh order of the examples, drawn from
+    ``epoch_generator(seed, epoch())``, each with a random crop offset in [0, 2 * padding]^2 and
+    a flip flag when ``padding`` > 0. Evaluation: the examples in order, not augmented.
+
+    Under DDP rank r of ``num_replicas`` R takes rows r, r + R, r + 2R, ... of the epoch, as
+    ``DistributedSampler``. Training pads the epoch by wrapping around so that every rank takes
+    the same number of steps; evaluation does not, so that every example counts exactly once in
+    the metrics summed over the ranks. (Lightning puts a ``DistributedSampler`` into torch
+    ``DataLoader``s only; other iterables reach the loops as they are.)
+
+    ``epoch`` returns the epoch to draw. It is called at an epoch's first batch, not when the
+    iterator is created: Lightning creates the first epoch's iterator in ``FitLoop.setup_data``,
+    before the loop, and on resuming before the restored epoch is current (``on_run_start``).
+    """
+
+    def __init__(
+        self,
+        split: TensorSplit,
+        batch_size: int,
+        *,
+        train: bool = False,
+        seed: int = 0,
+        padding: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.split, self.batch_size, self.train = split, batch_size, train
+        self.seed, self.padding, self.epoch = seed, padding, epoch
+        self.num_replicas, self.rank, self.pin_memory = num_replicas, rank, pin_memory
+
+    @property
+    def num_rows(self) -> int:
+        """This rank's examples per epoch."""
+        if self.train:
+            return math.ceil(len(self.split) / self.num_replicas)
+        return len(range(self.rank, len(self.split), self.num_replicas))
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_rows / self.batch_size)
+
+    def epoch_rows(self, epoch: int) -> Tensor:
+        """This rank's rows of ``epoch``: (num_rows, 1) indices, or (num_rows, 4) indices, dy,
+        dx, flip when training with padding; int64 on the CPU."""
+        size = len(self.split)
+        if not self.train:
+            return torch.arange(self.rank, size, self.num_replicas)[:, None]
+        g = epoch_generator(self.seed, epoch)
+        rows = torch.randperm(size, generator=g)[:, None]
+        if self.padding:
+            offsets = torch.randint(0, 2 * self.padding + 1, (size, 2), generator=g)
+            flips = torch.randint(0, 2, (size, 1), generator=g)
+            rows = torch.cat([rows, offsets, flips], 1)
+        if self.num_replicas > 1:  # wrap around so that every rank gets num_rows
+            rows = rows[torch.arange(self.num_rows * self.num_replicas) % size]
+        return rows[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[Batch]:
+        # A generator: its body, which draws the rows, runs at the first batch.
+        rows = self.epoch_rows(self.epoch()).to(self.split.inputs.device)
+        for part in rows.split(self.batch_size):
+            inputs, targets = self.split.inputs[part[:, 0]], self.split.targets[part[:, 0]]
+            if self.pin_memory:  # held on the CPU, trained on an accelerator: faster copies
+                inputs, targets = inputs.pin_memory(), targets.pin_memory()
+            yield Batch(inputs, targets, part[:, 1:] if part.shape[1] > 1 else None)
 
 
 def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
@@ -150,12 +147,8 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
     return padded.gather(2, pixels.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
-#: The metric each task reports: the test error in % or the mean squared error.
-METRIC = {"classification": "error", "regression": "mse"}
-
-
 class TensorDataModule(pl.LightningDataModule):
-    """Splits held as tensors, batched by ``EpochBatches``; subclasses fill ``self.splits``.
+    """Splits held as tensors, batched by ``EpochLoader``; subclasses fill ``self.splits``.
 
     ``on_device``: hold the splits on the training device ("auto": when it is not the CPU).
     """
@@ -201,34 +194,40 @@ class TensorDataModule(pl.LightningDataModule):
             self.trainer.global_rank,
         )
 
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
+    def current_epoch(self) -> int:
+        """The epoch being trained: the trainer's, restored from the checkpoint on resuming (0
+        without a trainer).
+
+        Lightning 2.x passes the epoch to ``set_epoch`` of the ``sampler`` (or
+        ``batch_sampler.sampler``) of what ``train_dataloader`` returns, and to nothing else
+        (``_set_sampler_epoch`` in ``lightning_fabric.utilities.data``). A plain iterable has
+        no sampler, so the loader asks here, when it draws an epoch's rows.
+        """
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _loader(self, split: str, train: bool = False) -> EpochLoader:
         self.setup()
         device, num_replicas, rank = self._placement()
         data = self.splits[split] = self.splits[split].to(device)  # moved once, then kept there
-        sampler = EpochSampler(
-            len(data),
-            self.seed,
-            shuffle=train,
-            padding=self.padding if train else 0,
+        return EpochLoader(
+            data,
+            self.batch_size if train else self.eval_batch_size,
+            train=train,
+            seed=self.seed,
+            padding=self.padding,
             num_replicas=num_replicas,
             rank=rank,
-            even=train,
-        )
-        batch_size = self.batch_size if train else self.eval_batch_size
-        return DataLoader(
-            data,
-            batch_sampler=EpochBatches(sampler, batch_size, device),
-            collate_fn=_as_batch,
+            epoch=self.current_epoch,
             pin_memory=device.type == "cpu" and torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpochLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> EpochLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> EpochLoader:
         return self._loader("test")
 
     def preprocess(self, inputs: Tensor, augment: Tensor | None) -> Tensor:
@@ -255,20 +254,6 @@ def channel_statistics(images: Tensor) -> tuple[Tensor, Tensor]:
         mean.append(m)
         std.append(var.sqrt())
     return torch.stack(mean).float(), torch.stack(std).float()
-
-
-def unverified(cifar: type[CIFAR10]) -> type[CIFAR10]:
-    """torchvision's CIFAR class with its md5 checks turned off (files must still exist), for
-    copies that are not the official archive, such as the tiny ones the tests write."""
-    return type(
-        f"Unverified{cifar.__name__}",
-        (cifar,),
-        {
-            "train_list": [[name, None] for name, _ in cifar.train_list],
-            "test_list": [[name, None] for name, _ in cifar.test_list],
-            "meta": {**cifar.meta, "md5": None},
-        },
-    )
 
 
 class CIFARDataModule(TensorDataModule):
@@ -299,6 +284,11 @@ class CIFARDataModule(TensorDataModule):
         super().__init__(batch_size, eval_batch_size, seed, padding, on_device)
         self.name, self.data_dir = name, Path(data_dir)
         self.download, self.val_size, self.normalize = download, val_size, normalize
+        # torchvision's classes check every file against the official archive's md5 sums.
+        # verify_md5=false reads other copies (the synthetic ones of tests and benchmarks)
+        # through torchvision's loader all the same, by the md5-free subclass that lives with
+        # the code that writes them: no reader of our own, no reaching into torchvision's
+        # private checks.
         self.cifar = CIFAR[name] if verify_md5 else unverified(CIFAR[name])
         self.num_outputs = 100 if name == "cifar100" else 10
         if val_size < 0:
@@ -315,19 +305,27 @@ class CIFARDataModule(TensorDataModule):
 
     def prepare_data(self) -> None:
         """Check (or download) the data; raise a ConfigError naming the directory if missing."""
-        probe = self.cifar.__new__(self.cifar)
-        probe.root = str(self.data_dir)
-        if probe._check_integrity():
+        if self._present():
             return
         if not self.download:
             raise self._missing("dataset.download=false")
         created = not self.data_dir.exists()
         try:
-            self.cifar(str(self.data_dir), train=True, download=True)
+            self.cifar(str(self.data_dir), train=False, download=True)
         except Exception as error:  # no network, DNS failure, HTTP error, bad archive
             if created and self.data_dir.exists() and not any(self.data_dir.iterdir()):
                 self.data_dir.rmdir()  # leave nothing behind
             raise self._missing(f"{type(error).__name__}: {error}") from error
+
+    def _present(self) -> bool:
+        """Whether torchvision's public constructor reads the data: it checks every file of
+        both splits (with its md5 sum unless ``verify_md5`` is false) and raises RuntimeError
+        when one is missing or corrupt. The test split is the smaller one to read."""
+        try:
+            self.cifar(str(self.data_dir), train=False)
+        except RuntimeError:
+            return False
+        return True
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -416,51 +414,6 @@ class ToyDataModule(TensorDataModule):
         """What a test MSE is to be read against: predicting the mean has the targets' variance."""
         self.setup()
         return f"the test targets' variance is {self.splits['test'].targets.var().item():.3g}"
-
-
-def write_synthetic_cifar(
-    root: str | Path,
-    name: str = "cifar10",
-    train_size: int = 500,
-    test_size: int = 100,
-    seed: int = 0,
-) -> Path:
-    """Write a small CIFAR-10/100 look-alike in the real on-disk format (the python pickles that
-    torchvision reads), for smoke runs, tests and benchmarks where the real data cannot be
-    downloaded. Images are noise around a per-class colour, so a network can learn them.
-    Read it with ``CIFARDataModule(..., verify_md5=False)``: the md5 sums are not the official ones.
-    """
-    import pickle
-
-    cifar = CIFAR[name]
-    num_classes = 100 if name == "cifar100" else 10
-    rng = np.random.default_rng(seed)
-    colours = rng.integers(40, 216, size=(num_classes, 3, 1))
-
-    def batch(n: int) -> dict:
-        labels = rng.integers(0, num_classes, size=n)
-        noise = rng.integers(-40, 41, size=(n, 3, 1024))
-        data = np.clip(colours[labels] + noise, 0, 255).astype(np.uint8).reshape(n, 3072)
-        entry = {"data": data, "filenames": [f"synthetic_{i}.png" for i in range(n)]}
-        if name == "cifar100":
-            return entry | {"fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}
-        return entry | {"labels": labels.tolist(), "batch_label": "synthetic"}
-
-    folder = Path(root) / cifar.base_folder
-    folder.mkdir(parents=True, exist_ok=True)
-    per_file = -(-train_size // len(cifar.train_list))
-    sizes = [min(per_file, train_size - i * per_file) for i in range(len(cifar.train_list))]
-    files = [(n, batch(k)) for (n, _), k in zip(cifar.train_list, sizes, strict=True)]
-    files += [(cifar.test_list[0][0], batch(test_size))]
-    names = [f"class_{i}" for i in range(num_classes)]
-    meta = {cifar.meta["key"]: names}
-    if name == "cifar100":
-        meta["coarse_label_names"] = [f"superclass_{i}" for i in range(20)]
-    files.append((cifar.meta["filename"], meta))
-    for filename, content in files:
-        with open(folder / filename, "wb") as f:
-            pickle.dump(content, f)
-    return Path(root)
 
 
 # --- scikit-learn's handwritten digits (a CPU-sized image task) ---------------------------------

@@ -45,11 +45,11 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError
 
-from sdexp.data import METRIC
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, MakeGraphed
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
+from sdexp.results import METRIC
 from sdexp.sensitivity import sensitivities
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.survival import Mode

@@ -35,6 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 
 RESULTS_FILE = "results.json"
 
+#: The metric each task reports (``RunResult.metric``): the test error in % or the mean squared
+#: error.
+METRIC = {"classification": "error", "regression": "mse"}
+
 #: Config keys that do not change what a run computes: where it writes and logs, how it shows
 #: progress, where its data lives and how it gets there, the fast paths (same numbers up to
 #: float rounding) and the evaluation batch size (evaluation is per example).

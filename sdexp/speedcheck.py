@@ -52,11 +52,12 @@ import torch
 import torch.nn.functional as F
 
 import sdexp
-from sdexp.data import CIFARDataModule, write_synthetic_cifar
+from sdexp.data import CIFARDataModule
 from sdexp.graphs import GraphedSteps, emulated_make_graphed_callables
 from sdexp.models import CifarResNet
 from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import MODES, Uniform
+from sdexp.synthetic import write_synthetic_cifar
 
 BASELINE_IMAGES_PER_S = 2169  # issue 10: eager fp32, b = 1, batch 128, H200 (gpu_check_h200.log)
 BUDGETS = (1.0, 0.5, 0.3)

@@ -30,8 +30,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
-from sdexp.data import METRIC
-from sdexp.results import RunKey, UnreadableResult, read_result
+from sdexp.results import METRIC, RunKey, UnreadableResult, read_result
 from sdexp.rundir import CHECKPOINTS, LAST, conflicts
 from sdexp.survival import check_budget
 

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sdexp.data import write_synthetic_cifar
+from sdexp.synthetic import write_synthetic_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "sdexp" / "conf"

@@ -1,14 +1,28 @@
-"""CIFAR through torchvision's real loader, the batched augmentation, the toy task."""
+"""CIFAR through torchvision's real loader, the epoch loader and the batched augmentation (alone
+and under Lightning's loops), the toy task."""
 
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torchvision.datasets import CIFAR10
 
-from sdexp.data import CIFARDataModule, EpochBatches, EpochSampler, ToyDataModule, crop_and_flip
+from sdexp.data import (
+    CIFARDataModule,
+    EpochLoader,
+    TensorSplit,
+    ToyDataModule,
+    crop_and_flip,
+)
 from sdexp.errors import ConfigError
+
+
+def loader(size: int, batch_size: int = 16, **options) -> EpochLoader:
+    """An epoch loader over ``size`` examples whose inputs are their indices."""
+    return EpochLoader(TensorSplit(torch.arange(size), torch.arange(size)), batch_size, **options)
 
 
 @pytest.mark.parametrize(("name", "classes"), [("cifar10", 10), ("cifar100", 100)])
@@ -55,53 +69,158 @@ def test_crop_and_flip_matches_per_image_reference():
 
 
 def test_augmentation_statistics():
-    rows = EpochSampler(20_000, seed=0, padding=4).epoch_rows()
+    rows = loader(20_000, train=True, padding=4).epoch_rows(0)
     assert sorted(rows[:, 0].tolist()) == list(range(20_000))  # a permutation
     assert set(rows[:, 1].tolist()) == set(range(9)) == set(rows[:, 2].tolist())
     assert abs(rows[:, 3].float().mean().item() - 0.5) < 0.02
 
 
 def test_epochs_are_reproducible_and_differ():
-    sampler = EpochSampler(100, seed=3, padding=4)
-    first = sampler.epoch_rows()
-    assert torch.equal(sampler.epoch_rows(), first)
-    sampler.set_epoch(1)
-    assert not torch.equal(sampler.epoch_rows(), first)
-    sampler.set_epoch(0)
-    assert torch.equal(sampler.epoch_rows(), first)
-    assert not torch.equal(EpochSampler(100, seed=4, padding=4).epoch_rows(), first)
+    train = loader(100, seed=3, train=True, padding=4)
+    first = train.epoch_rows(0)
+    assert torch.equal(train.epoch_rows(0), first)
+    assert not torch.equal(train.epoch_rows(1), first)
+    assert not torch.equal(loader(100, seed=4, train=True, padding=4).epoch_rows(0), first)
+    assert torch.equal(loader(100, seed=3).epoch_rows(5)[:, 0], torch.arange(100))  # evaluation
+
+
+def test_the_epoch_is_read_at_the_first_batch():
+    """As on resuming: the iterator exists before the trainer's epoch is restored."""
+    epoch = [0]
+    train = loader(50, train=True, padding=4, epoch=lambda: epoch[0])
+    batches = iter(train)
+    epoch[0] = 2
+    assert torch.equal(next(batches).augment, train.epoch_rows(2)[:16, 1:])
 
 
 def test_ranks_share_an_epoch():
     """Like DistributedSampler: equal shares, together every index, from the same order."""
-    whole = EpochSampler(103, seed=5, padding=4).epoch_rows()
-    shares = [EpochSampler(103, seed=5, padding=4, num_replicas=4, rank=r) for r in range(4)]
-    rows = [s.epoch_rows() for s in shares]
-    assert {len(r) for r in rows} == {26} == {len(s) for s in shares}
+    whole = loader(103, seed=5, train=True, padding=4).epoch_rows(0)
+    shares = [loader(103, seed=5, train=True, padding=4, num_replicas=4, rank=r) for r in range(4)]
+    rows = [s.epoch_rows(0) for s in shares]
+    assert {len(r) for r in rows} == {26} == {s.num_rows for s in shares}
+    assert {len(s) for s in shares} == {2}  # batches: every rank takes the same steps
     assert set(torch.cat(rows)[:, 0].tolist()) == set(range(103))
     assert torch.equal(rows[1][0], whole[1])  # rank r takes rows r, r + R, r + 2R, ...
 
 
+def test_evaluation_counts_every_example_once_over_the_ranks():
+    shares = [loader(103, num_replicas=4, rank=r) for r in range(4)]
+    seen = [batch.inputs for share in shares for batch in share]
+    assert sorted(torch.cat(seen).tolist()) == list(range(103))  # no wrap-around
+    assert [s.num_rows for s in shares] == [26, 26, 26, 25]
+    assert all(batch.augment is None for share in shares for batch in share)
+
+
 def test_batches_are_slices_of_the_epoch():
-    sampler = EpochSampler(50, seed=0, padding=4)
-    batches = list(EpochBatches(sampler, 16))
-    assert [len(b) for b in batches] == [16, 16, 16, 2] and len(EpochBatches(sampler, 16)) == 4
-    assert torch.equal(torch.cat(batches), sampler.epoch_rows())
+    train = loader(50, train=True, padding=4)
+    batches = list(train)
+    assert [len(b.targets) for b in batches] == [16, 16, 16, 2] and len(train) == 4
+    rows = train.epoch_rows(0)
+    assert torch.equal(torch.cat([b.inputs for b in batches]), rows[:, 0])  # inputs: indices
+    assert torch.equal(torch.cat([b.augment for b in batches]), rows[:, 1:])
 
 
 def test_loader_batches_match_the_rows(cifar_root):
     dm = CIFARDataModule(
         "cifar10", str(cifar_root), download=False, verify_md5=False, val_size=20, batch_size=32
     )
-    loader = dm.train_dataloader()
-    batch = next(iter(loader))
-    rows = loader.batch_sampler.sampler.epoch_rows()[:32]
+    train = dm.train_dataloader()
+    batch = next(iter(train))
+    rows = train.epoch_rows(0)[:32]
     assert torch.equal(batch.inputs, dm.splits["train"].inputs[rows[:, 0]])
     assert torch.equal(batch.augment, rows[:, 1:])
     x, y = dm.on_after_batch_transfer(batch, 0)
     expected = dm.preprocess(crop_and_flip(batch.inputs, batch.augment, 4), None)
     torch.testing.assert_close(x, expected)
-    assert len(loader) == 4  # ceil(100 / 32)
+    assert len(train) == 4  # ceil(100 / 32)
+
+
+# --- under Lightning's loops ---------------------------------------------------------------
+
+
+class RecordBatches(pl.LightningModule):
+    """A linear model that records the inputs of its training batches by epoch, and the size of
+    its validation batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.seen: dict[int, list[torch.Tensor]] = {}
+        self.validated: list[int] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.seen.setdefault(self.current_epoch, []).append(x)
+        return F.mse_loss(self.layer(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.validated.append(len(batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def inputs(self, epoch: int) -> torch.Tensor:
+        return torch.cat(self.seen[epoch])
+
+
+def fit(epochs: int, resume=None, callbacks=(), **options):
+    """Lightning fits 40 toy samples in batches of 8 (5 per epoch) and validates on 10 in
+    batches of 4 after each epoch."""
+    data = ToyDataModule(dim=8, n_train=40, n_val=10, n_test=10, batch_size=8, eval_batch_size=4)
+    module = RecordBatches()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        enable_checkpointing=bool(callbacks),
+        callbacks=list(callbacks),
+        **options,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    return data, module, trainer
+
+
+def epoch_inputs(data: ToyDataModule, epoch: int) -> torch.Tensor:
+    """The inputs of a training epoch in the loader's order."""
+    return data.splits["train"].inputs[data.train_dataloader().epoch_rows(epoch)[:, 0]]
+
+
+def test_lightning_trains_each_epoch_on_its_rows():
+    data, module, trainer = fit(3)
+    assert trainer.num_training_batches == len(data.train_dataloader()) == 5
+    for epoch in range(3):
+        assert torch.equal(module.inputs(epoch), epoch_inputs(data, epoch))
+    assert not torch.equal(epoch_inputs(data, 0), epoch_inputs(data, 1))
+    assert module.validated == [4, 4, 2] * 3  # every example once
+
+
+def test_lightning_limits_batches_and_validates_within_epochs():
+    data, module, trainer = fit(2, limit_train_batches=2)
+    assert trainer.num_training_batches == 2
+    for epoch in range(2):
+        assert torch.equal(module.inputs(epoch), epoch_inputs(data, epoch)[:16])
+    _, module, _ = fit(1, val_check_interval=2)
+    assert len(module.seen[0]) == 5 and module.validated == [4, 4, 2] * 2  # after batches 2, 4
+
+
+def test_a_resumed_run_trains_on_the_same_epochs(tmp_path):
+    """From an epoch's end (as ``last.ckpt``) and from the middle of an epoch (step 7, after
+    epoch 1's second batch). Lightning starts the interrupted epoch's iterator again, so its
+    remaining steps take that epoch's first batches: of the same epoch's rows all the same."""
+    steps = ModelCheckpoint(tmp_path / "steps", "{step}", every_n_train_steps=1, save_top_k=-1)
+    ends = ModelCheckpoint(tmp_path / "ends", "{epoch}", save_top_k=-1)
+    data, straight, _ = fit(3, callbacks=[steps, ends])
+    _, resumed, _ = fit(3, resume=tmp_path / "ends" / "epoch=0.ckpt")
+    assert sorted(resumed.seen) == [1, 2]
+    for epoch in (1, 2):
+        assert torch.equal(resumed.inputs(epoch), straight.inputs(epoch))
+    _, resumed, _ = fit(3, resume=tmp_path / "steps" / "step=7.ckpt")
+    assert torch.equal(resumed.inputs(1), epoch_inputs(data, 1)[:24])  # 3 batches of 8
+    assert torch.equal(resumed.inputs(2), straight.inputs(2))
 
 
 def test_missing_data_names_the_directory(tmp_path):
