@@ -23,6 +23,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch.overrides import TorchFunctionMode
 
 from sdexp.errors import ConfigError
 from sdexp.recipe import Recipe
@@ -232,6 +233,22 @@ def check_seed(seed: int) -> None:
         raise ConfigError("seed", f"an integer in [{lo}, {hi}], got {seed}")
 
 
+class SkipInit(TorchFunctionMode):
+    """``torch.nn.init``'s functions, and the in-place random fills they call (``normal_``,
+    ``uniform_``: some of them do not dispatch here), return their tensor untouched. On the
+    meta device those fills go through ``torch._refs``, whose first call imports
+    ``torch._dynamo``: over a second of a sweep's dry run. (Lightning Fabric's ``_EmptyInit``
+    is alike, but importing it imports Lightning, which this check avoids.)"""
+
+    SKIPPED = (torch.Tensor.normal_, torch.Tensor.uniform_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIPPED or getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
 def check_ranges(cfg: DictConfig, values: dict):
     """Ranges the constructors do not check; returns the instantiated mode."""
     check_seed(values["seed"])
@@ -241,7 +258,7 @@ def check_ranges(cfg: DictConfig, values: dict):
     check_budget(values["budget"])
     mode = instantiate(cfg.mode)
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)  # reads no data
-    with torch.device("meta"):  # the model's own checks, without allocating its weights
+    with torch.device("meta"), SkipInit():  # the model's own checks, no weights allocated
         instantiate(
             cfg.model,
             input_shape=datamodule.input_shape,
@@ -270,20 +287,30 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer", str(error)) from error
 
 
-def checked_mode(cfg: DictConfig):
+#: The checks a sweep's dry run leaves to the launch: building an optimizer imports
+#: torch._dynamo (about 1.3 s), and the trainer, logger, callbacks and speed options import
+#: Lightning (about 3 s: torchmetrics, then torchvision).
+LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
+
+
+def checked_mode(cfg: DictConfig, complete: bool = True):
     """Check the run config by type and range, all but whether the mode can meet the budget;
     return the instantiated survival mode (a sweep leaves out the cells it cannot meet).
 
     Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, a
     budget outside (0, 1], bad mode, data or optimizer options, a seed numpy would not take,
-    fewer than one epoch. The checks that import Lightning (trainer, logger, callbacks, speed)
-    come last, so most bad values fail within a second.
+    fewer than one epoch. The checks that take seconds come last, so most bad values fail
+    within a second; ``complete=False`` (a dry run) leaves them out: the optimizer's values
+    and the options of ``LIGHTNING_GROUPS``.
     """
     values = resolved(cfg)
     check_values(values, TOP_LEVEL, "", "the run config")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
     mode = check_ranges(cfg, values)
-    check_types(values, ("optimizer", "scheduler", "trainer", "logger", "callbacks", "speed"))
+    check_types(values, ("optimizer", "scheduler"))
+    if not complete:
+        return mode
+    check_types(values, LIGHTNING_GROUPS)
     check_optimizer(cfg)
     if cfg.logger and "mode" in cfg.logger:
         from sdexp.loggers import resolve_wandb_mode

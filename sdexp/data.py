@@ -17,20 +17,18 @@ resumed, with no state to save. Under DDP every rank takes its own share of the 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.datasets import CIFAR10, CIFAR100
 
 from sdexp.errors import ConfigError
-from sdexp.synthetic import unverified
 
 
 class Batch(NamedTuple):
@@ -147,10 +145,16 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
     return padded.gather(2, pixels.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
-class TensorDataModule(pl.LightningDataModule):
+class TensorDataModule:
     """Splits held as tensors, batched by ``EpochLoader``; subclasses fill ``self.splits``.
 
     ``on_device``: hold the splits on the training device ("auto": when it is not the CPU).
+
+    It has a ``LightningDataModule``'s hooks (``prepare_data``, ``setup``, ``*_dataloader``,
+    ``on_after_batch_transfer``) but not its base class, so that planning a sweep, which reads
+    a dataset's name, shape and options, imports neither Lightning nor torchvision (seconds).
+    ``sdexp.module.LightningData`` hands it to a Trainer; ``trainer`` is the Trainer it reads
+    the device, the ranks and the epoch from (None: the CPU, one process, epoch 0).
     """
 
     name: str
@@ -168,7 +172,7 @@ class TensorDataModule(pl.LightningDataModule):
         padding: int = 0,
         on_device: bool | str = "auto",
     ) -> None:
-        super().__init__()
+        self.trainer = None
         if on_device not in (True, False, "auto"):
             raise ConfigError("dataset.on_device", f"true, false or auto, got {on_device!r}")
         for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -177,6 +181,9 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.padding, self.on_device = seed, padding, on_device
         self.splits: dict[str, TensorSplit] = {}
+
+    def prepare_data(self) -> None:
+        """Fetch or check the data once per machine (CIFAR does); generated data needs nothing."""
 
     @property
     def has_validation(self) -> bool:
@@ -239,7 +246,17 @@ class TensorDataModule(pl.LightningDataModule):
 
 # --- CIFAR ---------------------------------------------------------------------------------
 
-CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+CIFAR = ("cifar10", "cifar100")
+
+
+def cifar_class(name: str, verify_md5: bool = True) -> type:
+    """torchvision's CIFAR10 or CIFAR100, imported when a CIFAR dataset is built (a second)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    from sdexp.synthetic import unverified
+
+    cifar = CIFAR10 if name == "cifar10" else CIFAR100
+    return cifar if verify_md5 else unverified(cifar)
 
 
 def channel_statistics(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -284,15 +301,18 @@ class CIFARDataModule(TensorDataModule):
         super().__init__(batch_size, eval_batch_size, seed, padding, on_device)
         self.name, self.data_dir = name, Path(data_dir)
         self.download, self.val_size, self.normalize = download, val_size, normalize
-        # torchvision's classes check every file against the official archive's md5 sums.
-        # verify_md5=false reads other copies (the synthetic ones of tests and benchmarks)
-        # through torchvision's loader all the same, by the md5-free subclass that lives with
-        # the code that writes them: no reader of our own, no reaching into torchvision's
-        # private checks.
-        self.cifar = CIFAR[name] if verify_md5 else unverified(CIFAR[name])
+        self.verify_md5 = verify_md5
         self.num_outputs = 100 if name == "cifar100" else 10
         if val_size < 0:
             raise ConfigError("dataset.val_size", f"a number of images >= 0, got {val_size}")
+
+    @functools.cached_property
+    def cifar(self) -> type:
+        """torchvision's class, which checks every file against the official archive's md5 sums.
+        verify_md5=false reads other copies (the synthetic ones of tests and benchmarks) through
+        torchvision's loader all the same, by the md5-free subclass that lives with the code
+        that writes them: no reader of our own, no reaching into torchvision's private checks."""
+        return cifar_class(self.name, self.verify_md5)
 
     def _missing(self, reason: str) -> ConfigError:
         folder = self.data_dir.resolve() / self.cifar.base_folder

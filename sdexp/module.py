@@ -45,6 +45,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError
 
+from sdexp.data import Batch, EpochLoader, TensorDataModule
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, MakeGraphed
 from sdexp.loggers import log_layer_profile
@@ -81,6 +82,38 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.times.append(self._now(trainer) - self._start - self._validation)
         pl_module.log("train/epoch_time_s", self.times[-1], sync_dist=True)  # mean over ranks
+
+
+class LightningData(pl.LightningDataModule):
+    """A dataset of ``sdexp.data`` as a Trainer takes it: each hook calls the dataset's, which
+    reads the device, the ranks and the epoch from ``trainer``. (The datasets are not
+    ``LightningDataModule``s themselves so that planning a sweep imports no Lightning.)"""
+
+    def __init__(self, data: TensorDataModule) -> None:
+        super().__init__()
+        self.data = data
+
+    def attached(self) -> TensorDataModule:
+        self.data.trainer = self.trainer
+        return self.data
+
+    def prepare_data(self) -> None:
+        self.attached().prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.attached().setup(stage)
+
+    def train_dataloader(self) -> EpochLoader:
+        return self.attached().train_dataloader()
+
+    def val_dataloader(self) -> EpochLoader:
+        return self.attached().val_dataloader()
+
+    def test_dataloader(self) -> EpochLoader:
+        return self.attached().test_dataloader()
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        return self.data.on_after_batch_transfer(batch, dataloader_idx)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -299,7 +332,8 @@ class StochasticDepthModule(pl.LightningModule):
 
     def full_batch(self, size: int) -> bool:
         """Whether a batch has the data module's batch size (the shape to capture)."""
-        expected = getattr(self.trainer.datamodule, "batch_size", None)
+        data = getattr(self.trainer.datamodule, "data", None)
+        expected = getattr(data, "batch_size", None)
         return expected is None or size == expected
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:

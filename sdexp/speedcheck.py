@@ -55,7 +55,13 @@ import sdexp
 from sdexp.data import CIFARDataModule
 from sdexp.graphs import GraphedSteps, emulated_make_graphed_callables
 from sdexp.models import CifarResNet
-from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
+from sdexp.module import (
+    LightningData,
+    Speed,
+    StepGradients,
+    StochasticDepthModule,
+    start_momentum,
+)
 from sdexp.survival import MODES, Uniform
 from sdexp.synthetic import write_synthetic_cifar
 
@@ -239,7 +245,7 @@ def timed_fit(
         warnings.simplefilter("always")
         window = Window(sizes.warmup, barrier, caught if count_waits else None)
         trainer = trainer_for(device, setup.precision, sizes.warmup + steps, [window], log_every)
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=LightningData(data))
     seconds = window.t1 - window.t0
     result = {
         "name": setup.name,
@@ -276,10 +282,10 @@ def validation_seconds(setup: Setup, data_dir: Path, device: torch.device, sizes
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.validate(module, datamodule=data, verbose=False)  # warm-up: cuDNN, allocations
+    trainer.validate(module, datamodule=LightningData(data), verbose=False)  # warm-up
     synchronize(device)
     start = time.perf_counter()
-    trainer.validate(module, datamodule=data, verbose=False)
+    trainer.validate(module, datamodule=trainer.datamodule, verbose=False)
     synchronize(device)
     return time.perf_counter() - start
 

@@ -132,9 +132,11 @@ class CellComposer:
 
 class CellPlanner:
     """Plans cells: checks each distinct config once (``sdexp.config``) and each cell's budget
-    and seed, and says which budget a cell runs at or why the grid leaves it out."""
+    and seed, and says which budget a cell runs at or why the grid leaves it out.
+    ``complete=False`` (a dry run) leaves out the checks that take seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, complete: bool = True) -> None:
+        self.complete = complete
         self.checked: dict[str, Any] = {}
 
     def budget(self, cfg: DictConfig) -> float | str:
@@ -144,7 +146,7 @@ class CellPlanner:
             values.pop(key, None)
         settled = json.dumps(values, sort_keys=True, default=str)
         if settled not in self.checked:  # all but budget and seed: once per distinct config
-            self.checked[settled] = checked_mode(cfg)
+            self.checked[settled] = checked_mode(cfg, self.complete)
         mode = self.checked[settled]
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TOP_LEVEL, "", "the run config")
         check_budget(cfg.budget)

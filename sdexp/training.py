@@ -38,7 +38,7 @@ from sdexp.config import check_config
 from sdexp.data import TensorDataModule
 from sdexp.errors import ConfigError
 from sdexp.models import ResidualNetwork
-from sdexp.module import EpochTimer, ProgressLines, Speed, StochasticDepthModule
+from sdexp.module import EpochTimer, LightningData, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
 from sdexp.rundir import claim
 from sdexp.subnetwork import depth_variance, expected_depth
@@ -210,10 +210,10 @@ def fit_and_test(
     )
     start = time.monotonic()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=resume_from)
         # Read now: loading the best checkpoint to test it restores the Timer's saved state.
         result.train_time_s = timer.time_elapsed("train")
-        test(trainer, module, datamodule, result, checkpoint if validate else None)
+        test(trainer, module, trainer.datamodule, result, checkpoint if validate else None)
         result.status = "ok"
     except Exception as error:
         result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
@@ -243,7 +243,7 @@ def fit_and_test(
 def test(
     trainer: pl.Trainer,
     module: StochasticDepthModule,
-    datamodule: TensorDataModule,
+    datamodule: LightningData,
     result: RunResult,
     checkpoint: ModelCheckpoint | None,
 ) -> None:

@@ -21,7 +21,7 @@ class PauseOnce(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if (trainer.current_epoch, batch_idx) != (self.epoch, self.batch):
             return
-        if self.seed is not None and trainer.datamodule.seed != self.seed:
+        if self.seed is not None and trainer.datamodule.data.seed != self.seed:
             return
         marker = Path(trainer.default_root_dir) / "paused"
         if marker.exists():

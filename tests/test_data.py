@@ -18,6 +18,7 @@ from sdexp.data import (
     crop_and_flip,
 )
 from sdexp.errors import ConfigError
+from sdexp.module import LightningData
 
 
 def loader(size: int, batch_size: int = 16, **options) -> EpochLoader:
@@ -180,7 +181,7 @@ def fit(epochs: int, resume=None, callbacks=(), **options):
         callbacks=list(callbacks),
         **options,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    trainer.fit(module, datamodule=LightningData(data), ckpt_path=resume)
     return data, module, trainer
 
 

@@ -17,7 +17,7 @@ from sdexp.data import CIFARDataModule
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, KeptPath, emulated_make_graphed_callables
 from sdexp.models import CifarResNet, VanillaResNet
-from sdexp.module import Speed, StepGradients, StochasticDepthModule, start_momentum
+from sdexp.module import LightningData, Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import Uniform
 
 EMULATED = emulated_make_graphed_callables
@@ -310,7 +310,7 @@ def fit(cifar_root, make_graphed=None, dropped_blocks="decay", epochs=2, **speed
         enable_model_summary=False,
         log_every_n_steps=2,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=LightningData(data))
     return module, trainer
 
 

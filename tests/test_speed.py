@@ -15,7 +15,7 @@ from sdexp.config import check_config
 from sdexp.data import ToyDataModule
 from sdexp.errors import ConfigError
 from sdexp.models import CifarResNet, VanillaResNet, compile_branches
-from sdexp.module import Speed, StochasticDepthModule, check_speed
+from sdexp.module import LightningData, Speed, StochasticDepthModule, check_speed
 from sdexp.survival import Uniform
 from sdexp.training import train
 from tests.conftest import FAST_TOY, local_cifar, run_train
@@ -153,7 +153,7 @@ def test_training_logs_only_on_the_steps_lightning_writes(tmp_path):
         log_every_n_steps=every,
         limit_val_batches=0,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=LightningData(data))
     logging_steps = [s for s in range(20) if (s + 1) % every == 0]
     assert sorted({step for step, _, _ in module.calls}) == logging_steps
     assert {name for _, name, _ in module.calls} == {"train/loss", "train/sampled_depth"}

@@ -166,6 +166,25 @@ def test_every_preset_plans_its_grid_without_running(preset, tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run launches and writes nothing
 
 
+@pytest.mark.slow
+def test_a_dry_run_leaves_the_slow_checks_to_the_launch(tmp_path):
+    """Planning imports neither Lightning nor torch's compiler (seconds); the options that need
+    them are checked when the sweep launches, before any job runs."""
+    bad = ["+sweep=smoke", "+trainer.max_epoch=1", f"hydra.sweep.dir={tmp_path / 'smoke'}"]
+    command = [sys.executable, "-X", "importtime", str(ROOT / "train.py"), *bad]
+    dry = subprocess.run(
+        [*command, "hydra.sweeper.dry_run=true"], capture_output=True, text=True, env=user_env()
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in dry.stderr.splitlines()}
+    assert not {"pytorch_lightning", "torchvision", "torch._dynamo"} & imported
+    assert "the sweep checks those when it launches" in dry.stdout
+    launch = run_train(*bad)
+    assert launch.returncode == 1 and "Traceback" not in launch.stderr
+    assert "trainer.max_epoch: not an option of pytorch_lightning.Trainer" in launch.stderr
+    assert not (tmp_path / "smoke").exists()  # nothing launched
+
+
 # --- a sweep end to end ----------------------------------------------------------------------
 
 

@@ -90,7 +90,7 @@ class BudgetGridSweeper(Sweeper):
         product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
         sweep_dir = shown(Path(str(self.config.hydra.sweep.dir)).absolute())
         print(f"Planning {len(product)} cells into {sweep_dir} ...", flush=True)
-        compose, planner = CellComposer(loader, self.config), CellPlanner()
+        compose, planner = CellComposer(loader, self.config), CellPlanner(not self.dry_run)
         cells, planned, self.merged = [], set(), 0
         for overrides in product:
             cfg, run_dir = compose(overrides)
@@ -114,6 +114,7 @@ class BudgetGridSweeper(Sweeper):
         return cells
 
     def sweep(self, arguments: list[str]) -> Any:
+        from sdexp.config import LIGHTNING_GROUPS
         from sdexp.errors import ConfigError
         from sdexp.rundir import WAYS_OUT
         from sdexp.sweep import SWEEP_JOBS, describe_setups, write_grid
@@ -133,6 +134,11 @@ class BudgetGridSweeper(Sweeper):
         )
         if self.dry_run:
             print("\n".join([*describe_setups(cells), *describe(cells)]))
+            print(
+                "Checked every cell's options but the optimizer's values and the "
+                f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
+                "(they import torch's compiler and Lightning, seconds)."
+            )
             print(summary)
             return []
         shown_cells = [c for c in cells if c.left_out or c.note]

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sdexp.data import ToyDataModule
 from sdexp.models import ResidualNetwork
-from sdexp.module import StochasticDepthModule
+from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.survival import MODES
 
 Probe = Callable[[int, ResidualNetwork], None]  # (epoch, model)
@@ -76,4 +76,4 @@ def train_with_probe(
         num_sanity_val_steps=0,
         callbacks=[EpochProbe(probe)],
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=LightningData(datamodule))
