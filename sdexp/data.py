@@ -250,7 +250,7 @@ CIFAR = ("cifar10", "cifar100")
 
 
 def cifar_class(name: str, verify_md5: bool = True) -> type:
-    """torchvision's CIFAR10 or CIFAR100, imported when a CIFAR dataset is built (a second)."""
+    """torchvision's CIFAR10 or CIFAR100, imported when the files are first read (a second)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     from sdexp.synthetic import unverified
