@@ -31,6 +31,7 @@ seeds (``summarize``, with the paper's values merged in), the paper's layout by 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -68,9 +69,11 @@ TEXT = ["row", "source", "budget", "text"]  # a cell of the table as text (Table
 # --- the paper's Table 2 -----------------------------------------------------------------------
 
 
+@functools.cache
 def paper_table() -> pd.DataFrame:
     """The paper's published values (``paper_table2.csv``): dataset, model, mode, budget, mean
-    and std of the test error (%) over 4 runs; mean and std NaN where the paper prints "-"."""
+    and std of the test error (%) over 4 runs; mean and std NaN where the paper prints "-".
+    Read once and shared: callers derive new frames from it, never change it."""
     with resources.files("sdexp").joinpath(PAPER_FILE).open() as file:
         return pd.read_csv(file, comment="#")
 
@@ -457,9 +460,9 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
-def tables(runs: Runs) -> list[Table]:
-    """One table per setup; setups that could be taken for one another are told apart."""
-    summary = summarize(runs.frame)
+def tables(runs: Runs, summary: pd.DataFrame) -> list[Table]:
+    """One table per setup from ``summarize``'s rows; setups that could be taken for one
+    another are told apart."""
     notes = setup_notes(runs)
     return [
         Table(
@@ -478,7 +481,8 @@ def tables(runs: Runs) -> list[Table]:
 def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     """Write table2.md, table2.csv, summary.csv and one plot per setup into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    found = tables(runs)
+    summary = summarize(runs.frame)
+    found = tables(runs, summary)
     text = "\n".join(t.markdown() for t in found)
     if runs.unreadable:
         text += "\nUnreadable files (counted as missing):\n" + "".join(
@@ -487,7 +491,7 @@ def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
     (out / "table2.md").write_text(text)
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
     wide.to_csv(out / "table2.csv", index=False)
-    summarize(runs.frame).to_csv(out / "summary.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
     plots = [save_plot(t, out / t.plot_name) for t in found]
     return found, plots
 

@@ -90,7 +90,7 @@ class BudgetGridSweeper(Sweeper):
         product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
         sweep_dir = shown(Path(str(self.config.hydra.sweep.dir)).absolute())
         print(f"Planning {len(product)} cells into {sweep_dir} ...", flush=True)
-        compose, planner = CellComposer(loader, self.config), CellPlanner(not self.dry_run)
+        compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
         cells, planned, self.merged = [], set(), 0
         for overrides in product:
             cfg, run_dir = compose(overrides)
