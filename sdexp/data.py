@@ -118,8 +118,13 @@ class EpochLoader:
         return rows[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[Batch]:
-        # A generator: its body, which draws the rows, runs at the first batch.
-        rows = self.epoch_rows(self.epoch()).to(self.split.inputs.device)
+        # A generator: its body, which asks for the epoch and draws the rows, runs at the first
+        # batch.
+        yield from self.batches(self.epoch())
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch``."""
+        rows = self.epoch_rows(epoch).to(self.split.inputs.device)
         for part in rows.split(self.batch_size):
             inputs, targets = self.split.inputs[part[:, 0]], self.split.targets[part[:, 0]]
             if self.pin_memory:  # held on the CPU, trained on an accelerator: faster copies

@@ -54,8 +54,14 @@ class SurvivalGate(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
         self.last_mask: list[bool] = [True] * num_blocks
 
-    def set_survival(self, survival: Sequence[float], sensitivity: Sequence[float] | None = None):
-        """Fix p (and record the sensitivities it came from, if any)."""
+    def set_survival(
+        self,
+        survival: Sequence[float],
+        sensitivity: Sequence[float] | None = None,
+        sensitivity_se: Sequence[float] | None = None,
+    ):
+        """Fix p (and record the sensitivities it came from, if any, with their standard
+        errors)."""
         survival = [float(p) for p in survival]
         if len(survival) != self.num_blocks:
             raise ValueError(
@@ -66,6 +72,7 @@ class SurvivalGate(nn.Module):
         self.survival = survival
         self._survival_cpu = torch.tensor(survival)
         self.sensitivity = None if sensitivity is None else [float(s) for s in sensitivity]
+        self.sensitivity_se = None if sensitivity_se is None else [float(s) for s in sensitivity_se]
 
     def sample(self) -> list[bool]:
         """One Bernoulli(p_l) draw per block, on the CPU; False means block l is dropped."""
@@ -93,11 +100,12 @@ class SurvivalGate(nn.Module):
         return {
             "survival": self.survival,
             "sensitivity": self.sensitivity,
+            "sensitivity_se": self.sensitivity_se,
             "generator": self.generator.get_state(),
         }
 
     def set_extra_state(self, state: dict) -> None:
-        self.set_survival(state["survival"], state["sensitivity"])
+        self.set_survival(state["survival"], state["sensitivity"], state.get("sensitivity_se"))
         self.generator.set_state(state["generator"])
 
     def extra_repr(self) -> str:

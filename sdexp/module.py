@@ -51,7 +51,7 @@ from sdexp.graphs import GraphedSteps, MakeGraphed
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
 from sdexp.results import METRIC
-from sdexp.sensitivity import sensitivities
+from sdexp.sensitivity import sensitivity_samples, summarize
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.survival import Mode
 
@@ -289,30 +289,41 @@ class StochasticDepthModule(pl.LightningModule):
             "depth_variance": depth_variance(gate.survival),
             "survival": gate.survival,
             "sensitivity": gate.sensitivity,
+            "sensitivity_se": gate.sensitivity_se,
         }
         for logger in self.loggers:
             logger.log_hyperparams(summary)
             log_layer_profile(logger, "survival", gate.survival)
-            if gate.sensitivity is not None:
-                log_layer_profile(logger, "sensitivity", gate.sensitivity)
+            for name in ("sensitivity", "sensitivity_se"):
+                if summary[name] is not None:
+                    log_layer_profile(logger, name, summary[name])
 
     def choose_survival(self) -> None:
-        sensitivity = None
+        sensitivity = error = None
         if self.mode.needs_sensitivity:
             batches = self.training_batches(self.mode.batches)
-            sensitivity = sensitivities(self.model, batches, self.loss_fn)
+            estimate = summarize(sensitivity_samples(self.model, batches, self.loss_fn))
             # Under DDP each rank measured its own batches: all take the mean over the ranks,
             # so that they compute the same p and draw the same masks (a no-op on one device).
-            sensitivity = self.trainer.strategy.reduce(sensitivity, reduce_op="mean").cpu()
+            # The mean of R equal-sized means has the variance mean(se_r^2) / R.
+            reduce, ranks = self.trainer.strategy.reduce, self.trainer.world_size
+            sensitivity = reduce(estimate.mean, reduce_op="mean").cpu()
+            if estimate.standard_error is not None:
+                variance = reduce(estimate.standard_error**2, reduce_op="mean") / ranks
+                error = variance.sqrt().cpu().tolist()
         survival = self.mode.survival(self.budget, self.model.num_blocks, sensitivity)
         self.model.gate.set_survival(
-            survival.tolist(), None if sensitivity is None else sensitivity.tolist()
+            survival.tolist(), None if sensitivity is None else sensitivity.tolist(), error
         )
 
     def training_batches(self, count: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The first ``count`` training batches, on this module's device and preprocessed."""
+        """The first ``count`` training batches, on this module's device and preprocessed: the
+        current epoch's, then the next epochs' if it has fewer (each epoch its own order)."""
         datamodule = self.trainer.datamodule
-        for batch in itertools.islice(datamodule.train_dataloader(), count):
+        loader = datamodule.train_dataloader()
+        start = loader.epoch()
+        epochs = (loader.batches(start + i) for i in itertools.count())
+        for batch in itertools.islice(itertools.chain.from_iterable(epochs), count):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             yield datamodule.on_after_batch_transfer(batch, 0)
 

@@ -194,7 +194,8 @@ class RunResult:
     best_val: float | None = None  # the best validation metric
     test_loss: float | None = None  # the final model's test loss
     survival: list[float] = field(default_factory=list)
-    sensitivity: list[float] | None = None
+    sensitivity: list[float] | None = None  # SenseMode's S_l, the mean over mode.batches
+    sensitivity_se: list[float] | None = None  # the standard error of each S_l
     expected_depth: float | None = None
     depth_variance: float | None = None
     train_time_s: float | None = None

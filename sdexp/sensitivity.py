@@ -10,8 +10,10 @@ statistics, so computing them at initialisation leaves the model exactly as it w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,22 +39,48 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def sensitivities(
+class Sensitivity(NamedTuple):
+    """S_l estimated over ``batches`` batches: the mean over them and its standard error
+    (the batches' standard deviation / sqrt(batches); None from a single batch), shape (L,)."""
+
+    mean: Tensor
+    standard_error: Tensor | None
+    batches: int
+
+
+def sensitivity_samples(
     model: ResidualNetwork, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss
 ) -> Tensor:
-    """Mean over ``batches`` of dL/d delta_l at delta = 1, shape (L,); one backward per batch."""
+    """dL/d delta_l at delta = 1 on each of ``batches``, shape (batches, L); one backward each."""
     device = next(model.parameters()).device
     delta = torch.ones(model.num_blocks, device=device, requires_grad=True)
-    total, count = torch.zeros(model.num_blocks, device=device), 0
+    samples = []
     with batch_statistics(model):
         for x, y in batches:
             loss = loss_fn(model(x, delta=delta), y)
             (grad,) = torch.autograd.grad(loss, delta)
-            total += grad
-            count += 1
-    if count == 0:
+            samples.append(grad)
+    if not samples:
         raise ValueError("no batches to compute sensitivities on")
-    return (total / count).detach()
+    return torch.stack(samples).detach()
+
+
+def summarize(samples: Tensor) -> Sensitivity:
+    """The mean of per-batch sensitivities (summed in batch order, as a running total would
+    be) and its standard error."""
+    total = torch.zeros_like(samples[0])
+    for grad in samples:
+        total += grad
+    count = len(samples)
+    error = samples.std(0) / math.sqrt(count) if count > 1 else None
+    return Sensitivity(total / count, error, count)
+
+
+def sensitivities(
+    model: ResidualNetwork, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss
+) -> Tensor:
+    """Mean over ``batches`` of dL/d delta_l at delta = 1, shape (L,); one backward per batch."""
+    return summarize(sensitivity_samples(model, batches, loss_fn)).mean
 
 
 @torch.no_grad()

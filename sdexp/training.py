@@ -221,6 +221,7 @@ def fit_and_test(
     finally:
         gate = model.gate
         result.survival, result.sensitivity = gate.survival, gate.sensitivity
+        result.sensitivity_se = gate.sensitivity_se
         result.expected_depth = expected_depth(gate.survival)
         result.depth_variance = depth_variance(gate.survival)
         if result.train_time_s is None:  # fit did not end
