@@ -64,9 +64,7 @@ def build(overrides: list[str], seed: int):
 
 def run_batches(datamodule, count: int):
     """The first ``count`` training batches, preprocessed, epoch after epoch (the run's order)."""
-    loader = datamodule.train_dataloader()
-    epochs = (loader.batches(e) for e in itertools.count())
-    for batch in itertools.islice(itertools.chain.from_iterable(epochs), count):
+    for batch in itertools.islice(datamodule.train_dataloader().stream(0), count):
         yield datamodule.on_after_batch_transfer(batch, 0)
 
 

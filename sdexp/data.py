@@ -18,6 +18,7 @@ resumed, with no state to save. Under DDP every rank takes its own share of the 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,6 +122,11 @@ class EpochLoader:
         # A generator: its body, which asks for the epoch and draws the rows, runs at the first
         # batch.
         yield from self.batches(self.epoch())
+
+    def stream(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch``, then of the epochs after it, without end."""
+        for later in itertools.count(epoch):
+            yield from self.batches(later)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         """The batches of ``epoch``."""

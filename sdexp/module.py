@@ -321,9 +321,7 @@ class StochasticDepthModule(pl.LightningModule):
         current epoch's, then the next epochs' if it has fewer (each epoch its own order)."""
         datamodule = self.trainer.datamodule
         loader = datamodule.train_dataloader()
-        start = loader.epoch()
-        epochs = (loader.batches(start + i) for i in itertools.count())
-        for batch in itertools.islice(itertools.chain.from_iterable(epochs), count):
+        for batch in itertools.islice(loader.stream(loader.epoch()), count):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             yield datamodule.on_after_batch_transfer(batch, 0)
 

@@ -12,6 +12,7 @@ from torchvision.datasets import CIFAR10
 
 from sdexp.data import (
     CIFARDataModule,
+    DigitsDataModule,
     EpochLoader,
     TensorSplit,
     ToyDataModule,
@@ -111,6 +112,32 @@ def test_evaluation_counts_every_example_once_over_the_ranks():
     assert sorted(torch.cat(seen).tolist()) == list(range(103))  # no wrap-around
     assert [s.num_rows for s in shares] == [26, 26, 26, 25]
     assert all(batch.augment is None for share in shares for batch in share)
+
+
+def test_a_stream_runs_on_into_the_next_epochs():
+    """SenseMode's ``mode.batches`` may exceed an epoch: the batches go on epoch after epoch,
+    each epoch in its own order, the first being the epoch the stream starts at."""
+    train = loader(50, seed=2, train=True, padding=4)
+    stream = train.stream(3)
+    taken = [next(stream) for _ in range(3 * len(train))]
+    for k, epoch in enumerate((3, 4, 5)):
+        expected = list(train.batches(epoch))
+        for got, want in zip(taken[k * len(train) : (k + 1) * len(train)], expected, strict=True):
+            assert torch.equal(got.inputs, want.inputs) and torch.equal(got.augment, want.augment)
+    assert torch.equal(torch.cat([b.inputs for b in train.batches(3)]), train.epoch_rows(3)[:, 0])
+
+
+def test_digits_without_validation_train_on_the_same_images():
+    """+sweep=hypothesis_cpu moves the 300 validation images into the test set (n_val=0,
+    n_test=1297): the 500 training images, and so their standardisation, stay the same."""
+    default = DigitsDataModule(n_train=500, n_val=300, n_test=997)
+    merged = DigitsDataModule(n_train=500, n_val=0, n_test=1297)
+    for dm in (default, merged):
+        dm.setup()
+    assert torch.equal(default.splits["train"].inputs, merged.splits["train"].inputs)
+    assert torch.equal(default.splits["train"].targets, merged.splits["train"].targets)
+    together = torch.cat([default.splits["test"].inputs, default.splits["val"].inputs])
+    assert torch.equal(merged.splits["test"].inputs, together) and not merged.has_validation
 
 
 def test_batches_are_slices_of_the_epoch():

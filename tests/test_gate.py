@@ -98,7 +98,9 @@ def test_masks_come_from_the_seed_and_resume_with_the_state():
 
 def test_state_dict_carries_survival_and_generator():
     model = VanillaResNet(input_shape=(4,), width=8, depth=6, mask_seed=1)
-    model.gate.set_survival([0.2, 0.4, 0.6, 0.8, 1.0, 0.5], sensitivity=[1, 2, 3, 4, 5, 6])
+    model.gate.set_survival(
+        [0.2, 0.4, 0.6, 0.8, 1.0, 0.5], sensitivity=[1, 2, 3, 4, 5, 6], sensitivity_se=[0.5] * 6
+    )
     model.train()
     model(torch.zeros(1, 4))
     state = model.state_dict()
@@ -106,6 +108,7 @@ def test_state_dict_carries_survival_and_generator():
     clone.load_state_dict(state)
     assert clone.gate.survival == model.gate.survival
     assert clone.gate.sensitivity == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert clone.gate.sensitivity_se == [0.5] * 6
     assert [clone.gate.sample() for _ in range(3)] == [model.gate.sample() for _ in range(3)]
 
 
@@ -143,3 +146,12 @@ def test_a_block_that_never_survives_has_no_weight_at_evaluation(inverted):
     multipliers = gate.multipliers()
     assert multipliers[1] is None  # skipped: weight 0, not computed
     assert multipliers[0] == 0.5 and multipliers[2] == (0.5 if inverted else 0.25)
+
+
+def test_a_checkpoint_from_before_standard_errors_loads():
+    """Checkpoints written before the gate kept its sensitivities' standard errors still resume."""
+    model = VanillaResNet(input_shape=(4,), width=8, depth=6)
+    state = model.gate.get_extra_state()
+    del state["sensitivity_se"]
+    model.gate.set_extra_state(state)
+    assert model.gate.sensitivity_se is None

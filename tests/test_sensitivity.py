@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
 from sdexp.models import CifarResNet, VanillaResNet
-from sdexp.sensitivity import removal_sensitivities, sensitivities
+from sdexp.sensitivity import (
+    removal_sensitivities,
+    sensitivities,
+    sensitivity_samples,
+    summarize,
+)
 
 
 def toy_batch(n=512, d=16, seed=0):
@@ -60,3 +65,21 @@ def test_average_over_batches():
     mean = sensitivities(model, batches, F.mse_loss)
     each = [sensitivities(model, [b], F.mse_loss) for b in batches]
     torch.testing.assert_close(mean, (each[0] + each[1]) / 2)
+
+
+def test_standard_error_over_batches():
+    """SenseMode records S_l with its standard error: the batches' sample standard deviation
+    over sqrt(batches); the mean is the running total a single pass would give."""
+    torch.manual_seed(0)
+    model = VanillaResNet(input_shape=(16,), num_outputs=1, width=16, depth=6)
+    batches = [toy_batch(64, seed=s) for s in range(5)]
+    samples = sensitivity_samples(model, batches, F.mse_loss)
+    assert samples.shape == (5, 6)
+    each = torch.stack([sensitivities(model, [b], F.mse_loss) for b in batches])
+    assert torch.equal(samples, each)
+    estimate = summarize(samples)
+    assert estimate.batches == 5
+    assert torch.equal(estimate.mean, sensitivities(model, batches, F.mse_loss))
+    spread = (samples - samples.mean(0)).pow(2).sum(0).div(4).sqrt()  # n - 1 = 4
+    torch.testing.assert_close(estimate.standard_error, spread / 5**0.5)
+    assert summarize(samples[:1]).standard_error is None  # one batch: no spread to measure
