@@ -594,3 +594,32 @@ def test_too_few_seeds_or_no_variance_is_no_test():
 
 def small_d() -> np.ndarray:
     return d_values(-0.5, 0.4, 6, seed=12)
+
+
+def test_the_paired_plot_draws_each_seed_the_mean_and_zero(tmp_path):
+    """Plain data in: one line per seed with both modes, the mean with its interval as drawn,
+    the zero line; a PNG written without pyplot."""
+    from matplotlib.container import ErrorbarContainer
+
+    from sdexp.verdict_plot import figure, save_paired_plot
+
+    small, large = d_values(-0.5, 0.4, 6, seed=13), d_values(0.2, 0.4, 6, seed=14)
+    runs = paired_runs({0.2: small, 0.8: large})
+    runs = runs[~((runs["mode"] == "uniform") & (runs.budget == 0.8) & (runs.seed == 5))]
+    result = verdict(runs, small=[0.2], large=[0.8]).paired
+    means = result.budget_means()
+    fig = figure(result.differences, means, result.regimes, "title", "d (pp)")
+    axes = fig.axes[0]
+    grey = [line for line in axes.lines if line.get_color() == "0.55"]
+    assert len(grey) == 6  # seed 5 has d at 0.2 only: a line of one point
+    assert [len(line.get_xdata()) for line in grey] == [2, 2, 2, 2, 2, 1]
+    (bars,) = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = bars.lines[2]
+    drawn = [(s[0][1], s[1][1]) for s in segments.get_segments()]
+    ci = stats.ttest_1samp(small, 0).confidence_interval()
+    assert drawn[0] == pytest.approx((ci.low, ci.high))
+    assert list(bars.lines[0].get_ydata()) == pytest.approx([small.mean(), large[:5].mean()])
+    zero = [line for line in axes.lines if list(line.get_ydata()) == [0, 0]]
+    assert zero and fig.canvas.manager is None  # not a pyplot figure
+    png = save_paired_plot(result, "a: title", tmp_path / "paired.png", "Made by `x`.")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
