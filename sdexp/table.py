@@ -25,10 +25,9 @@ as missing. Per setup it writes
 
 and prints the markdown, each table followed by its verdict. Every file names the command that
 made it and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata
-in PNG). The value of a run is its
-recipe's reported test metric (``report``: the best-validation checkpoint's, or the final
-model's; ``--report`` chooses for all), and the table says which. ``--wandb`` logs the tables,
-plots and verdicts to a W&B run in the sweep's group.
+in PNG). The value of a run is its recipe's reported test metric (``report``: the
+best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the table
+says which. ``--wandb`` logs the tables, plots and verdicts to a W&B run in the sweep's group.
 
 The bookkeeping is pandas': one row per run (``collect``), per cell counts and statistics over
 seeds (``summarize``, with the paper's values merged in), the paper's layout by ``pivot_table``
@@ -608,7 +607,12 @@ class Regimes:
         """``sdexp.verdict.verdict``'s keyword arguments for ``table``'s setup."""
         error = table.metric == "error"
         margin = self.margin if self.margin is not None else (MARGIN if error else None)
-        return {"small": self.small, "large": self.large, "margin": margin, "unit": "pp" * error}
+        return {
+            "small": self.small,
+            "large": self.large,
+            "margin": margin,
+            "unit": "pp" if error else "",
+        }
 
 
 def write_verdicts(
