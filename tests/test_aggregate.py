@@ -311,6 +311,15 @@ def test_every_file_names_its_command_and_commit(sweep, tmp_path):
     assert len(list(out.glob("*.png"))) == 2
 
 
+def test_without_git_the_files_name_the_package_version(monkeypatch):
+    """A machine without git (or an installed wheel): the version stands for the commit."""
+    from sdexp import __version__
+    from sdexp.table import code_commit
+
+    monkeypatch.setenv("PATH", "")  # no git to run
+    assert code_commit() == f"version {__version__}"
+
+
 def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
     out = tmp_path / "out"
     assert main([str(sweep), "--out", str(out)]) == 0
