@@ -9,19 +9,25 @@ found twice (the same identity) counts once; an unreadable ``results.json`` is n
 as missing. Per setup it writes
 
 - ``table2.md`` and ``table2.csv``: the paper's layout (modes as rows, budgets as columns, the
-  no-SD baseline), mean ± sample std over seeds with n, failed and missing runs counted in the
-  cell, and the paper's value on the row below ours wherever it is published
+  no-SD baseline in a b = 1 column), mean ± sample std over seeds with n, failed and missing
+  runs counted in the cell, and the paper's value on the row below ours wherever it is published
   (``paper_table2.csv`` beside this module);
 - ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
+- ``runs.csv``: one row per run (``RUNS_COLUMNS``), its directory relative to its sweep's;
 - ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
   bars (the budget-performance trade-off, ``sdexp.table_plot``);
-- ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5),
-  per budget SenseMode against Uniform (and Linear) over seeds (``sdexp.verdict``);
+- ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5):
+  the paired regime test (SenseMode against Uniform seed by seed, in the small and the large
+  budget regime, ``--small``/``--large`` pre-register their budgets, ``--margin`` the
+  equivalence margin), then per budget SenseMode against Uniform (and Linear) over seeds
+  (``sdexp.verdict``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
+  (``sdexp.verdict_plot``);
 
-and prints the markdown, each table followed by its verdict. The value of a run is its
-recipe's reported test metric (``report``: the best-validation checkpoint's, or the final
-model's; ``--report`` chooses for all), and the table says which. ``--wandb`` logs the tables,
-plots and verdicts to a W&B run in the sweep's group.
+and prints the markdown, each table followed by its verdict. Every file names the command that
+made it and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata
+in PNG). The value of a run is its recipe's reported test metric (``report``: the
+best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the table
+says which. ``--wandb`` logs the tables, plots and verdicts to a W&B run in the sweep's group.
 
 The bookkeeping is pandas': one row per run (``collect``), per cell counts and statistics over
 seeds (``summarize``, with the paper's values merged in), the paper's layout by ``pivot_table``
@@ -33,13 +39,18 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
+from sdexp import __version__
 from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     RESULTS_FILE,
@@ -53,7 +64,8 @@ from sdexp.results import (
 from sdexp.sweep import GRID_FILE
 from sdexp.table_plot import save_plot
 from sdexp.verdict import COLUMNS as VERDICT_COLUMNS
-from sdexp.verdict import Verdict, verdict
+from sdexp.verdict import MARGIN, PAIRED_COLUMNS, Verdict, verdict
+from sdexp.verdict_plot import save_paired_plot
 
 SETUP = ["setup", "dataset", "model", "stable", "epochs", "recipe"]  # one table per setup
 CELL = ["mode", "variant", "budget"]
@@ -96,6 +108,26 @@ COLUMNS = [
     "mode_options",
     "status",
     "value",
+    "test_loss",
+    "expected_depth",
+    "dir",
+]
+#: runs.csv: one row per run; ``test`` is its reported test metric (``metric``: "error" in % or
+#: "mse"), ``dir`` its directory relative to ``sweep``, the sweep directory it was found under.
+RUNS_COLUMNS = [
+    *SETUP,
+    "mode",
+    "variant",
+    "budget",
+    "seed",
+    "status",
+    "metric",
+    "report",
+    "test",
+    "test_loss",
+    "expected_depth",
+    "identity",
+    "sweep",
     "dir",
 ]
 
@@ -128,6 +160,8 @@ def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
         "mode_options": config_hash(result.config.get("mode", {})),
         "status": result.status,
         "value": result.test_best if chosen == "best" else result.test_final,
+        "test_loss": result.test_loss,
+        "expected_depth": result.expected_depth,
         "dir": str(run_dir),
     }
 
@@ -287,9 +321,17 @@ def cell_text(row: pd.Series, digits: int) -> str:
     return f"{fmt(row['mean'], row['std'], digits)} ({counts})"
 
 
+def decimals(value: float) -> int:
+    """The decimals a value was published with: 6.37 -> 2, 15.4 -> 1 (its shortest repr)."""
+    return 0 if pd.isna(value) else len(repr(float(value)).partition(".")[2].rstrip("0"))
+
+
 def published(mean: float, std: float, digits: int) -> str:
-    """The paper's cell: '7.3 ± 0.2', or its "-" (the mode cannot run that budget)."""
-    return "-" if pd.isna(mean) else fmt(mean, std, digits)
+    """The paper's cell as it prints it, with at least ``digits`` decimals: '7.3 ± 0.2', the
+    baseline's '6.37 ± 0.12', or its "-" (the mode cannot run that budget)."""
+    if pd.isna(mean):
+        return "-"
+    return fmt(mean, std, max(digits, decimals(mean), decimals(std)))
 
 
 def crossings(budgets: list[float], a: list[float], b: list[float]) -> list[float]:
@@ -338,7 +380,9 @@ class Table:
         ours = summary.loc[summary["mode"] != "none", "budget"]
         theirs = self.paper.loc[self.paper["mode"] != "none", "budget"]
         self.budgets = sorted(set(ours) | set(theirs))
-        self.columns = self.budgets or [1.0]  # the baseline alone: one column, b = 1
+        baseline = (summary["mode"] == "none").any() or self.published
+        # the no-SD baseline in a column of its own, b = 1 (every block survives)
+        self.columns = sorted({*self.budgets, 1.0}) if baseline else self.budgets
         modes = set(summary["mode"]) | set(self.paper["mode"])
         ordered = [m for m in ROW_ORDER if m in modes] + sorted(modes - {*ROW_ORDER, "none"})
         variants = summary.groupby("mode")["variant"].unique()
@@ -364,19 +408,15 @@ class Table:
             return BASELINE
         return MODE_NAMES.get(mode, mode) + (f" ({variant})" if variant else "")
 
-    def digits_for(self, mode: str) -> int:
-        """Decimals shown: 1 for an error in %, 3 for an MSE; one more for the baseline."""
-        return self.digits + (mode == "none")
-
     def cells(self) -> pd.DataFrame:
         """Every cell as text (``TEXT``): ours; "-" where the sweep left the mode's budget out
-        (sweep.json); the paper's ("-" where it prints one). The baseline (b = 1) sits under
-        the first budget."""
+        (sweep.json); the paper's ("-" where it prints one). The no-SD baseline sits in the b = 1
+        column."""
         s, p = self.summary, self.paper
         ours = s.assign(
             row=list(map(self.label, s["mode"], s["variant"])),
             source="ours",
-            text=[cell_text(r, self.digits_for(r["mode"])) for _, r in s.iterrows()],
+            text=[cell_text(r, self.digits) for _, r in s.iterrows()],
         )
         left_out = pd.DataFrame(
             [
@@ -390,10 +430,10 @@ class Table:
         paper = p.assign(
             row=p["mode"].map(self.label),
             source="paper",
-            text=list(map(published, p["mean"], p["std"], p["mode"].map(self.digits_for))),
+            text=[published(m, sd, self.digits) for m, sd in zip(p["mean"], p["std"], strict=True)],
         )
         cells = pd.concat([f[TEXT] for f in (ours, left_out, paper) if len(f)], ignore_index=True)
-        cells.loc[cells["row"] == BASELINE, "budget"] = self.columns[0]
+        cells.loc[cells["row"] == BASELINE, "budget"] = 1.0
         return cells
 
     def grid(self) -> pd.DataFrame:
@@ -478,7 +518,47 @@ def tables(runs: Runs, summary: pd.DataFrame) -> list[Table]:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
+@dataclass(frozen=True)
+class MadeBy:
+    """What made the files ``sdexp-table`` writes: the command line and the code's commit."""
+
+    command: str
+    commit: str
+
+    @property
+    def line(self) -> str:
+        """The first line of a markdown file."""
+        return f"Made by `{self.command}` with sdexp {self.commit}."
+
+    def stamp(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the columns ``command`` and ``commit``, for a CSV file."""
+        return frame.assign(command=self.command, commit=self.commit)
+
+
+def made_by(argv: list[str]) -> MadeBy:
+    """``sdexp-table ARGV`` as a shell line, and ``code_commit()``."""
+    return MadeBy(shlex.join(["sdexp-table", *argv]), code_commit())
+
+
+def code_commit() -> str:
+    """'commit 1a2b3c4' (``git rev-parse --short HEAD``) when this code runs from a git checkout
+    of sdexp, noting uncommitted changes to its ``sdexp/``; else 'version X' of the package."""
+    package = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(package), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:  # this file tracked: sdexp's checkout, not an install inside another repository
+        git("ls-files", "--error-unmatch", Path(__file__).name)
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.CalledProcessError):
+        return f"version {__version__}"
+    return f"commit {commit}" + (" (with uncommitted changes to sdexp/)" if changed else "")
+
+
+def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]:
     """Write table2.md, table2.csv, summary.csv and one plot per setup into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs.frame)
@@ -488,31 +568,83 @@ def write(runs: Runs, out: Path) -> tuple[list[Table], list[Path]]:
         text += "\nUnreadable files (counted as missing):\n" + "".join(
             f"- {line}\n" for line in runs.unreadable
         )
-    (out / "table2.md").write_text(text)
+    (out / "table2.md").write_text(f"{made.line}\n\n{text}")
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
-    wide.to_csv(out / "table2.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    plots = [save_plot(t, out / t.plot_name) for t in found]
+    made.stamp(wide).to_csv(out / "table2.csv", index=False)
+    made.stamp(summary).to_csv(out / "summary.csv", index=False)
+    plots = [save_plot(t, out / t.plot_name, made.line) for t in found]
     return found, plots
 
 
-def write_verdicts(runs: Runs, found: list[Table], out: Path) -> list[Verdict]:
+def sweep_and_dir(run_dir: str, sweep_dirs: list[Path]) -> tuple[str, str]:
+    """The sweep directory (as given) a run directory lies under, and the path between them."""
+    path = Path(run_dir).resolve()
+    for given in sweep_dirs:
+        if path.is_relative_to(given.resolve()):
+            return str(given), path.relative_to(given.resolve()).as_posix()
+    return "", str(path)
+
+
+def write_runs(runs: Runs, sweep_dirs: list[Path], out: Path, made: MadeBy) -> None:
+    """runs.csv: one row per run (``RUNS_COLUMNS``), finished, failed or missing."""
+    frame = runs.frame.rename(columns={"value": "test"})
+    where = [sweep_and_dir(d, sweep_dirs) for d in frame["dir"]]
+    frame["sweep"], frame["dir"] = [w[0] for w in where], [w[1] for w in where]
+    made.stamp(frame.reindex(columns=RUNS_COLUMNS)).to_csv(out / "runs.csv", index=False)
+
+
+@dataclass(frozen=True)
+class Regimes:
+    """The paired test's options (``sdexp.verdict.paired``): the pre-registered budgets of each
+    regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN`` for an
+    error in %, no equivalence test for an MSE)."""
+
+    small: list[float] | None = None
+    large: list[float] | None = None
+    margin: float | None = None
+
+    def for_table(self, table: Table) -> dict:
+        """``sdexp.verdict.verdict``'s keyword arguments for ``table``'s setup."""
+        error = table.metric == "error"
+        margin = self.margin if self.margin is not None else (MARGIN if error else None)
+        return {
+            "small": self.small,
+            "large": self.large,
+            "margin": margin,
+            "unit": "pp" if error else "",
+        }
+
+
+def write_verdicts(
+    runs: Runs, found: list[Table], out: Path, made: MadeBy, options: Regimes | None = None
+) -> tuple[list[Verdict], list[Path]]:
     """Per table, the Budget Hypothesis verdict (``sdexp.verdict``, Sec. 5) from the setup's
     finished runs (mode, budget, seed, value; the modes' plain options only): ``verdict.md``
-    (each under its table's title) and ``verdict.csv`` (one row per setup, budget and pair)."""
-    frame = runs.frame
+    (each under its table's title), ``verdict.csv`` (per setup, the paired regime contrasts,
+    ``test`` = paired, then one row per budget and pair, ``test`` = welch) and the plot of
+    d_s(b) per seed."""
+    frame, options = runs.frame, options or Regimes()
     ok = frame[(frame.status == "ok") & (frame["variant"] == "") & frame["value"].notna()]
-    verdicts, frames = [], []
+    verdicts, frames, plots = [], [], []
     for t in found:
-        verdicts.append(verdict(ok[ok.setup == t.setup]))
-        if len(verdicts[-1].comparisons):
-            frames.append(verdicts[-1].comparisons.assign(setup=t.setup, table=t.title))
+        result = verdict(ok[ok.setup == t.setup], **options.for_table(t))
+        verdicts.append(result)
+        labels = {"setup": t.setup, "table": t.title}
+        if result.paired.differences["d"].notna().any():
+            frames.append(result.paired.contrasts.assign(**labels, test="paired"))
+            name = t.plot_name.replace("table2_", "paired_", 1)
+            title = t.title.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
+            plots.append(save_paired_plot(result.paired, title, out / name, made.line))
+        if len(result.comparisons):
+            frames.append(result.comparisons.assign(**labels, test="welch"))
     pairs = zip(found, verdicts, strict=True)
-    (out / "verdict.md").write_text("\n".join(f"### {t.title}\n\n{v.markdown()}" for t, v in pairs))
-    columns = ["setup", "table", *VERDICT_COLUMNS]
+    text = "\n".join(f"### {t.title}\n\n{v.markdown()}" for t, v in pairs)
+    (out / "verdict.md").write_text(f"{made.line}\n\n{text}")
+    columns = ["setup", "table", "test", *dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS])]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    table.reindex(columns=columns).to_csv(out / "verdict.csv", index=False)
-    return verdicts
+    table = table.reindex(columns=columns).astype({"n": "Int64", "n_a": "Int64", "n_b": "Int64"})
+    made.stamp(table).to_csv(out / "verdict.csv", index=False)
+    return verdicts, plots
 
 
 def log_to_wandb(
@@ -569,8 +701,37 @@ def sweep_group(sweep_dirs: list[Path]) -> str | None:
 # --- the command -------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad option said in one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def budget_arg(text: str) -> float:
+    """A budget for --small/--large: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a budget is a number in (0, 1], got {text!r}")
+    return value
+
+
+def margin_arg(text: str) -> float:
+    """--margin: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"the margin is a positive number, got {text!r}")
+    return value
+
+
 def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdexp-table", description=__doc__.splitlines()[0])
+    parser = Parser(prog="sdexp-table", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
     parser.add_argument(
         "--out",
@@ -583,14 +744,69 @@ def arguments() -> argparse.ArgumentParser:
         help="the test metric to show: of the best-validation checkpoint or of the final model "
         "(default: what each run's recipe reports)",
     )
+    parser.add_argument(
+        "--small",
+        nargs="+",
+        type=budget_arg,
+        metavar="B",
+        help="the paired test's small-budget regime, pre-registered (with --large; default: "
+        "the grid's budgets below 0.5)",
+    )
+    parser.add_argument(
+        "--large",
+        nargs="+",
+        type=budget_arg,
+        metavar="B",
+        help="the paired test's large-budget regime (default: the grid's budgets from 0.5)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=margin_arg,
+        help=f"the smallest effect of interest of the equivalence test, in the metric's units "
+        f"(default: {MARGIN:g} percentage points for a test error; none for an MSE)",
+    )
     parser.add_argument("--wandb", action="store_true", help="also log tables and plots to W&B")
     parser.add_argument("--project", default="sdexp", help="W&B project (default: sdexp)")
     return parser
 
 
+def regime_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Regimes:
+    """--small, --large and --margin, checked: both regimes or neither, small below large."""
+    if (args.small is None) != (args.large is None):
+        parser.error(
+            "--small and --large: pre-register both regimes' budgets, or neither "
+            "(the grid split at b = 0.5)"
+        )
+    if args.small is not None and max(args.small) >= min(args.large):
+        parser.error(
+            f"--small and --large: every small budget must lie below every large one, got "
+            f"--small {' '.join(f'{b:g}' for b in args.small)} "
+            f"--large {' '.join(f'{b:g}' for b in args.large)}"
+        )
+    return Regimes(args.small, args.large, args.margin)
+
+
+def unpaired(runs: Runs, options: Regimes) -> str:
+    """An error line if a pre-registered budget has no SenseMode and Uniform runs in any setup."""
+    frame = runs.frame[(runs.frame.status == "ok") & (runs.frame["variant"] == "")]
+    both = frame.groupby(["setup", budget_key(frame["budget"])])["mode"].agg(set)
+    grid = sorted({b for (_, b), modes in both.items() if {"sensemode", "uniform"} <= modes})
+    ran = ", ".join(f"{b:g}" for b in grid) or "no budget"
+    for option, budgets in (("--small", options.small), ("--large", options.large)):
+        for b in budgets or []:
+            if round(b, 6) not in grid:
+                return (
+                    f"error: {option}: no finished SenseMode and Uniform runs at b = {b:g} "
+                    f"(both ran at {ran})"
+                )
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = arguments()
     args = parser.parse_args(argv)
+    options = regime_options(parser, args)
     for d in args.sweep_dirs:
         if not d.is_dir():
             parser.error(f"{d} is not a directory")
@@ -603,14 +819,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if error := unpaired(runs, options):
+        print(error, file=sys.stderr)
+        return 2
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("outputs/tables"))
-    found, plots = write(runs, out)
-    verdicts = write_verdicts(runs, found, out)
+    made = made_by(argv)
+    found, plots = write(runs, out, made)
+    write_runs(runs, args.sweep_dirs, out, made)
+    verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
     for table, result in zip(found, verdicts, strict=True):
         print(f"{table.markdown()}\n{result.markdown()}")
     print(
-        f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, verdict.md, verdict.csv "
-        f"and {len(plots)} plot(s) to {out}"
+        f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "
+        f"{len(plots)} table plot(s) and {len(paired_plots)} paired plot(s) to {out}"
     )
     if args.wandb:
         log_to_wandb(out, found, plots, sweep_group(args.sweep_dirs), args.project)

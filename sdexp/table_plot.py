@@ -126,6 +126,7 @@ def figure(table: Table) -> Figure:
     return fig
 
 
-def save_plot(table: Table, path: Path) -> Path:
-    figure(table).savefig(path, dpi=120)
+def save_plot(table: Table, path: Path, note: str = "") -> Path:
+    """The figure as a PNG, ``note`` (what made it) in its Description metadata."""
+    figure(table).savefig(path, dpi=120, metadata={"Description": note} if note else None)
     return path

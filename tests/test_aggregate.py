@@ -9,17 +9,21 @@ import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from scipy import stats
 
 from sdexp.results import CELL, RunKey, RunResult, config_hash, without, write_result
-from sdexp.table import collect, crossings, main, paper_table, summarize
-from tests.conftest import run_table, table_row, table_rows
+from sdexp.table import RUNS_COLUMNS, collect, crossings, main, paper_table, summarize
+from tests.conftest import ROOT, run_table, table_row, table_rows
 from tests.test_verdict import BUDGETS as PAPER_BUDGETS
 from tests.test_verdict import PAPER
 
 MODES = ("sensemode", "uniform", "linear")
 OFFSETS = (-0.3, -0.1, 0.1, 0.3)  # per seed: mean = the paper's value, sample std = 0.258
+SHIFT = {"uniform": 1}  # uniform's seed s gets OFFSETS[s + 1]: paired differences vary by seed
 
 
 def fake_run(
@@ -59,6 +63,8 @@ def fake_run(
     )
     metric = "mse" if dataset == "toy" else "error"
     result = RunResult(key, config, status, metric=metric, report="final", test_final=value)
+    if value is not None:
+        result.test_loss, result.expected_depth = value / 100, budget * key.num_blocks
     if status == "failed":
         result.reason = "NonFiniteLossError: training loss is nan"
     run_dir = f"budget={budget},mode={mode},seed={seed}"
@@ -85,15 +91,16 @@ def sweep(tmp_path) -> Path:
                 cell = fake_run(root, mode, budget, 0, None, write=False)
                 left_out.append({k: cell[k] for k in ("setup", "mode", "budget")})
                 continue
-            for seed, offset in enumerate(OFFSETS):
+            for seed in range(len(OFFSETS)):
                 if (mode, budget, seed) == ("sensemode", 0.2, 2):  # planned, never started
                     cells.append(fake_run(root, mode, budget, seed, None, write=False))
                     continue
                 status = "failed" if (mode, budget, seed) == ("sensemode", 0.2, 3) else "ok"
+                offset = OFFSETS[(seed + SHIFT.get(mode, 0)) % 4]
                 value = PAPER[mode][0][i] + offset if status == "ok" else None
                 cells.append(fake_run(root, mode, budget, seed, value, status))
     for seed, offset in enumerate(OFFSETS):
-        cells.append(fake_run(root, "none", 1.0, seed, 6.37 + offset / 10))
+        cells.append(fake_run(root, "none", 1.0, seed, 6.37 + offset))
     (root / "sweep.json").write_text(json.dumps({"cells": cells, "left_out": left_out}))
     return root
 
@@ -136,17 +143,20 @@ def test_a_run_found_twice_counts_once(sweep, tmp_path):
 
 def test_table_has_the_papers_layout(sweep, capsys):
     assert main([str(sweep)]) == 0
-    table = (sweep / "table2.md").read_text()
+    made, table = (sweep / "table2.md").read_text().split("\n\n", 1)
+    assert made.startswith(f"Made by `sdexp-table {sweep}` with sdexp ")
     assert table in capsys.readouterr().out
     rows = table_rows(table)
-    assert rows[0] == ["mode", "", *(f"b={b:g}" for b in PAPER_BUDGETS)]
+    assert rows[0] == ["mode", "", *(f"b={b:g}" for b in PAPER_BUDGETS), "b=1"]
     sense = table_row(table, "SenseMode", "ours")
     assert sense[2] == "15.4 ± 0.3 (n=4)" and sense[3].endswith("(n=2; 1 failed, 1 missing)")
     assert table_row(table, "SenseMode", "paper")[2:4] == ["15.4 ± 0.4", "9.3 ± 0.5"]
     assert table_row(table, "Linear", "ours")[2:7] == ["-", "-", "-", "-", "9.1 ± 0.3 (n=4)"]
     assert table_row(table, "Linear", "paper")[2:7] == ["-", "-", "-", "-", "9.1 ± 0.1"]
-    assert table_row(table, "No SD (b=1)", "ours")[2:] == ["6.37 ± 0.03 (n=4)"] + [""] * 8
-    assert table_row(table, "No SD (b=1)", "paper")[2] == "6.37 ± 0.12"
+    # the baseline like the other rows (1 decimal), in its b = 1 column; the paper's as printed
+    assert table_row(table, "No SD (b=1)", "ours")[2:] == [""] * 9 + ["6.4 ± 0.3 (n=4)"]
+    assert table_row(table, "No SD (b=1)", "paper")[2:] == [""] * 9 + ["6.37 ± 0.12"]
+    assert table_row(table, "Uniform", "ours")[-1] == ""
     assert [row[:2] for row in rows[1:]] == [
         [mode, source]
         for mode in ("SenseMode", "Uniform", "Linear", "No SD (b=1)")
@@ -171,12 +181,15 @@ def test_the_verdict_follows_the_table(sweep, capsys):
     assert main([str(sweep)]) == 0
     printed = capsys.readouterr().out
     verdict = (sweep / "verdict.md").read_text()
-    sentence = next(line for line in verdict.splitlines() if line.startswith("**Verdict:**"))
-    assert sentence.endswith("this agrees with the Budget Hypothesis.")
+    lines = verdict.splitlines()
+    sentence = next(line for line in lines if line.startswith("**Per budget (descriptive):**"))
+    assert sentence.endswith(". This agrees with the Budget Hypothesis.")
     assert "the better mode switches at b ≈ 0.42" in sentence
     assert printed.index("Runs: 94 finished") < printed.index(sentence)
     rows = pd.read_csv(sweep / "verdict.csv")
-    assert len(rows) == 9 + 5 + 5 and rows.setup.nunique() == 1
+    assert list(rows.test) == ["paired"] * 2 + ["welch"] * (9 + 5 + 5)
+    assert rows.setup.nunique() == 1
+    rows = rows[rows.test == "welch"]
     cell = rows[(rows.mode_a == "sensemode") & (rows.mode_b == "uniform") & (rows.budget == 0.2)]
     assert (cell.n_a.item(), cell.n_b.item()) == (2, 4)  # the failed and the missing run left out
 
@@ -222,7 +235,7 @@ def test_the_baseline_alone_gets_a_table(tmp_path):
     table = (tmp_path / "table2.md").read_text()
     assert table_rows(table) == [
         ["mode", "", "b=1"],
-        ["No SD (b=1)", "ours", "0.3500 ± 0.0707 (n=2)"],
+        ["No SD (b=1)", "ours", "0.350 ± 0.071 (n=2)"],
     ]
     assert (tmp_path / "table2_toy_vanilla_164ep.png").exists()
 
@@ -251,10 +264,16 @@ def test_crossings():
 def test_cli(sweep, tmp_path, capsys):
     """``sdexp-table`` (pyproject's console script, ``sdexp.table:main``), run as
     ``python -m sdexp.table`` so that it is this checkout's code."""
-    done = run_table(str(sweep), "--out", str(tmp_path / "out"))
+    done = run_table(str(sweep), "--out", str(tmp_path / "out"), "--small", "0.2", "--large", "0.8")
     assert done.returncode == 0, done.stderr
     assert table_row(done.stdout, "Uniform", "ours")[2] == "17.2 ± 0.3 (n=4)"
-    assert done.stdout.splitlines()[-1].startswith(f"Wrote {tmp_path / 'out' / 'table2.md'}")
+    verdict = (tmp_path / "out" / "verdict.md").read_text()
+    (paired,) = [line for line in verdict.splitlines() if line.startswith("**Paired verdict:**")]
+    assert paired in done.stdout.splitlines() and "at small budgets (b = 0.2) " in paired
+    assert done.stdout.splitlines()[-1] == (
+        f"Wrote {tmp_path / 'out' / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, "
+        f"verdict.csv, 1 table plot(s) and 1 paired plot(s) to {tmp_path / 'out'}"
+    )
     usage = run_table("--help")
     assert usage.stdout.startswith("usage: sdexp-table [-h]"), usage.stdout
     (script,) = entry_points(group="console_scripts", name="sdexp-table")
@@ -267,6 +286,131 @@ def test_cli(sweep, tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         main([str(tmp_path / "nowhere")])
     assert error.value.code == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def test_every_file_names_its_command_and_commit(sweep, tmp_path):
+    """The command as a shell line (quoted: it runs again as printed) and the checkout's commit,
+    in every table, verdict and plot written."""
+    out = tmp_path / "my tables"
+    argv = [str(sweep), "--out", str(out)]
+    assert main(argv) == 0
+    command = f"sdexp-table {sweep} --out '{out}'"
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    commit = f"commit {head}" if head else "version "
+    for name in ("table2.md", "verdict.md"):
+        first = (out / name).read_text().splitlines()[0]
+        assert first.startswith(f"Made by `{command}` with sdexp {commit}"), first
+    for name in ("table2.csv", "summary.csv", "runs.csv", "verdict.csv"):
+        frame = pd.read_csv(out / name)
+        assert set(frame.command) == {command}, name
+        assert frame.commit.nunique() == 1 and frame.commit[0].startswith(commit), name
+    for png in out.glob("*.png"):
+        assert Image.open(png).text["Description"].startswith(f"Made by `{command}`")
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_without_git_the_files_name_the_package_version(monkeypatch):
+    """A machine without git (or an installed wheel): the version stands for the commit."""
+    from sdexp import __version__
+    from sdexp.table import code_commit
+
+    monkeypatch.setenv("PATH", "")  # no git to run
+    assert code_commit() == f"version {__version__}"
+
+
+def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False, na_values=[""])
+    assert list(runs.columns) == [*RUNS_COLUMNS, "command", "commit"]
+    assert len(runs) == (9 + 9 + 5) * 4 + 4 and runs.identity.is_unique
+    assert runs.status.value_counts().to_dict() == {"ok": 94, "failed": 1, "missing": 1}
+    one = runs[(runs["mode"] == "uniform") & (runs.budget == 0.5) & (runs.seed == 0)].iloc[0]
+    written = json.loads((sweep / "budget=0.5,mode=uniform,seed=0" / "results.json").read_text())
+    assert (one.sweep, one.dir) == (str(sweep), "budget=0.5,mode=uniform,seed=0")
+    assert one.test == written["test"] == pytest.approx(6.8 + OFFSETS[1])
+    assert (one.test_loss, one.expected_depth) == (written["test_loss"], 0.5 * 54)
+    assert (one.identity, one.setup, one.metric, one.report) == (
+        written["identity"],
+        written["setup"],
+        "error",
+        "final",
+    )
+    missing = runs[runs.status == "missing"].iloc[0]
+    assert (missing["mode"], missing.budget, missing.seed) == ("sensemode", 0.2, 2)
+    assert math.isnan(missing.test) and missing.dir == "budget=0.2,mode=sensemode,seed=2"
+
+
+def test_the_paired_verdict_is_written_and_printed(sweep, tmp_path, capsys):
+    """Pre-registered regimes: b = 0.1 against b = 0.7 and 0.8, seed by seed. In the fixture
+    SenseMode - Uniform of seed s is the paper's difference plus OFFSETS[s] - OFFSETS[s + 1]."""
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out), "--small", "0.1", "--large", "0.7", "0.8"]) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(out / "verdict.csv")
+    paired = rows[rows.test == "paired"].set_index("regime")
+    assert list(paired.budgets) == ["0.1", "0.7, 0.8"] and list(paired.n) == [4, 4]
+    shift = np.subtract(OFFSETS, np.roll(OFFSETS, -1))  # -0.2, -0.2, -0.2, 0.6
+    small = (15.4 - 17.2) + shift
+    large = ((7.3 - 5.9) + (6.6 - 5.7)) / 2 + shift
+    for regime, x, alternative in (("small", small, "less"), ("large", large, "greater")):
+        row = paired.loc[regime]
+        assert row.effect == pytest.approx(x.mean())
+        test = stats.ttest_1samp(x, 0, alternative=alternative)
+        assert row.p_t == pytest.approx(test.pvalue)
+        ci = stats.ttest_1samp(x, 0).confidence_interval()
+        assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
+        assert row.p_perm == 1 / 16  # 4 seeds, all one way: the smallest possible
+        assert row.conclusion == "cannot tell"  # t says yes, 16 sign flips cannot
+    verdict = (out / "verdict.md").read_text()
+    sentence = next(line for line in verdict.splitlines() if line.startswith("**Paired"))
+    assert sentence in printed and "neither support nor contradict" in sentence
+    assert printed.index(sentence) < printed.index("**Per budget (descriptive):**")
+    png = out / "paired_cifar10_resnet110_164ep.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (
+            ["--small", "0.25", "--large", "0.8"],
+            "error: --small: no finished SenseMode and Uniform runs at b = 0.25 (both ran at "
+            "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)",
+        ),
+        (
+            ["--small", "0.2"],
+            "error: --small and --large: pre-register both regimes' budgets, or neither (the "
+            "grid split at b = 0.5) (see sdexp-table --help)",
+        ),
+        (
+            ["--small", "0.8", "--large", "0.2", "0.9"],
+            "error: --small and --large: every small budget must lie below every large one, got "
+            "--small 0.8 --large 0.2 0.9 (see sdexp-table --help)",
+        ),
+        (
+            ["--small", "abc", "--large", "0.8"],
+            "error: argument --small: a budget is a number in (0, 1], got 'abc' (see sdexp-table "
+            "--help)",
+        ),
+        (
+            ["--margin", "-0.3"],
+            "error: argument --margin: the margin is a positive number, got '-0.3' (see "
+            "sdexp-table --help)",
+        ),
+    ],
+)
+def test_bad_regime_options_are_one_line(sweep, tmp_path, capsys, options, line):
+    out = tmp_path / "out"
+    try:
+        status = main([str(sweep), "--out", str(out), *options])
+    except SystemExit as stop:
+        status = stop.code
+    captured = capsys.readouterr()
+    assert status == 2 and captured.err == line + "\n" and captured.out == ""
+    assert not out.exists()
 
 
 def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
@@ -282,7 +426,7 @@ def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
         check=True,
     )
     summary = json.loads(inspect.stdout)["summary"]
-    assert summary["verdict/comparisons"]["nrows"] == 9 + 5 + 5
+    assert summary["verdict/comparisons"]["nrows"] == 2 + 9 + 5 + 5
     assert summary["verdict/markdown"] == (out / "verdict.md").read_text()
 
 
