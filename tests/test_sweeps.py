@@ -283,6 +283,10 @@ def test_an_edited_preset_is_another_setup(tmp_path):
     [
         (["+sweep=smoke", "budget=1.5"], "budget: the mean survival probability L_bar/L must lie"),
         (
+            ["+sweep=smoke", "hydra.sweep.subdir=x"],
+            "hydra.sweep.subdir: the budget grid names each run's directory by its identity",
+        ),
+        (
             ["+sweep=table2_cifar10", "seed=0", "mode=uniform", "budget=0.5"]
             + ["dataset.download=false", "dataset.data_dir=MISSING"],
             "dataset.data_dir: cifar10 is not in",
