@@ -266,14 +266,20 @@ def plan_cell(cell: Cell, config: dict, earlier: list[EarlierRun]) -> None:
 
 def move_earlier(cells: list[Cell]) -> int:
     """Move each cell's earlier run (``Cell.moved_from``) into the cell's directory, holding its
-    lock (a live run there stops the sweep with one line); return how many moved."""
+    lock; return how many moved. A live run there, or a move the file system refuses, stops
+    the sweep with one line (ConfigError)."""
     moved = 0
     for cell in cells:
         if cell.moved_from is None:
             continue
-        cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with run_lock(cell.moved_from):
-            cell.moved_from.rename(cell.run_dir)  # within the sweep directory: atomic
+        try:
+            with run_lock(cell.moved_from):
+                cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                cell.moved_from.rename(cell.run_dir)  # within the sweep directory: atomic
+        except OSError as error:
+            raise ConfigError(
+                "hydra.sweep.dir", f"cannot move {cell.moved_from} to {cell.run_dir}: {error}"
+            ) from error
         moved += 1
     return moved
 

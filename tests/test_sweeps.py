@@ -3,6 +3,7 @@ resuming after SIGKILL and after preemption (submitit), the launcher presets."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import RunResult, read_result, run_key
+from sdexp.results import RunResult, read_result, run_key, write_result
 from sdexp.sweep import CellPlanner, with_override
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
 from tests.conftest import (
@@ -451,6 +452,29 @@ def test_an_earlier_layouts_runs_are_found_by_identity(tmp_path):
     assert "Runs: 3 finished, 0 failed, 0 missing." in counted.stdout, (
         counted.stdout + counted.stderr
     )
+
+
+@pytest.mark.slow
+def test_an_earlier_run_that_cannot_move_stops_the_sweep_in_one_line(tmp_path):
+    """The earlier layout's finished run (fabricated) held by a live run, then blocked by a
+    file where its new directory goes: one line each, exit status 1, nothing moved."""
+    sweep = tmp_path / "sweep"
+    cell = ["+sweep=smoke", "mode=uniform", "budget=0.7", "seed=0"]
+    key, config = run_key(compose_config(cell))
+    earlier = sweep / "budget=0.7,mode=uniform,seed=0"
+    write_result(earlier, RunResult(key, config, "ok", metric="mse", test_final=1.0))
+    record = (earlier / "results.json").read_bytes()
+    with open(earlier / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a live run of the earlier sweep
+        held = run_train(*cell, f"hydra.sweep.dir={sweep}")
+    assert sorted(p.name for p in sweep.iterdir()) == [earlier.name]  # nothing half-made
+    (sweep / key.cell_dir.split("/")[0]).write_text("")  # a file where the setup's directory goes
+    blocked = run_train(*cell, f"hydra.sweep.dir={sweep}")
+    for done, why in ((held, "is in use by a live run"), (blocked, f"cannot move {earlier}")):
+        assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("error: hydra.") and why in line, line
+    assert (earlier / "results.json").read_bytes() == record
 
 
 # --- resuming ----------------------------------------------------------------------------------

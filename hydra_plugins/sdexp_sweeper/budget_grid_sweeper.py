@@ -38,7 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class GridError(CompactHydraException):
-    """A grid that cannot run, or jobs that failed: Hydra prints the message alone (exit 1)."""
+    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line, exit 1
+    (Hydra would add a line on HYDRA_FULL_ERROR)."""
 
 
 @dataclass
@@ -113,6 +114,13 @@ class BudgetGridSweeper(Sweeper):
         return cells
 
     def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self.plan_and_launch(arguments)
+        except GridError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
+    def plan_and_launch(self, arguments: list[str]) -> list:
         from sdexp.config import LIGHTNING_GROUPS
         from sdexp.errors import ConfigError
         from sdexp.rundir import WAYS_OUT
@@ -146,10 +154,11 @@ class BudgetGridSweeper(Sweeper):
             print("\n".join([summary, *[f"{line} (a dry run moves nothing)." for line in earlier]]))
             return []
         shown_cells = [c for c in cells if c.left_out or c.note or c.moved_from]
-        verb = "would move" if clashes else "moved"
+        refused = clashes and not all(c.config.overwrite for c in clashes)
+        verb = "would move" if refused else "moved"
         lines = [*describe_setups(cells), *describe(shown_cells, cells, verb), summary, *earlier]
         print("\n".join(lines), flush=True)
-        if clashes and not all(c.config.overwrite for c in clashes):
+        if refused:
             raise GridError(
                 f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
                 f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
