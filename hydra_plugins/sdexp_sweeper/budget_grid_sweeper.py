@@ -38,8 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class GridError(CompactHydraException):
-    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line, exit 1
-    (Hydra would add a line on HYDRA_FULL_ERROR)."""
+    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line and exits
+    with status 1 (Hydra's own report would add a line about HYDRA_FULL_ERROR)."""
 
 
 @dataclass
@@ -133,7 +133,7 @@ class BudgetGridSweeper(Sweeper):
         todo = [c for c in runs if c.status != "done"]
         moving = [c for c in runs if c.moved_from is not None]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        resuming = [c for c in runs if c.run_dir.parent == sweep_dir.absolute()]
+        resuming = [c for c in runs if c.run_dir != sweep_dir.absolute() / c.key.cell_dir]
         summary = (
             f"Grid {shown(sweep_dir.absolute())}: {len(cells) + sum(self.merged.values())} "
             f"cells, {len(cells) - len(runs)} left out (infeasible for their mode), "
@@ -333,11 +333,9 @@ def describe(cells: list, grid: list, moves: str) -> list[str]:
     numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
     lines = []
     for cell in cells:
-        named = " ".join(
-            o for o in cell.overrides if o not in shared or o.split("=")[0] in ("mode", "budget")
-        )
         if cell.left_out:
-            lines.append(f"   -  left out  {named}  ({cell.left_out})")
+            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in CELL_KEYS]
+            lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
             continue
         varying = " ".join(o for o in cell.overrides if o not in shared)
         notes = [f"{moves} from {shown(cell.moved_from)}"] if cell.moved_from else []
@@ -346,6 +344,10 @@ def describe(cells: list, grid: list, moves: str) -> list[str]:
         number = numbers[id(cell)]
         lines.append(f"{number:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
     return lines
+
+
+#: What a left-out cell's line always names: its reason is about them.
+CELL_KEYS = ("mode", "budget")
 
 
 def shown(path: Path) -> Path:
