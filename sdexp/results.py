@@ -10,7 +10,8 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 - a run is skipped only when a finished ``results.json`` in its directory has its identity
   (``completed``);
 - it resumes only from a checkpoint with its identity (``sdexp.rundir``);
-- the aggregator keeps runs of different setups apart (``sdexp.table``).
+- the aggregator keeps runs of different setups apart (``sdexp.table``);
+- a sweep names each run's directory by it (``RunKey.cell_dir``), never by the command line.
 
 ``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
 ("ok" or "failed", with a reason), the metric's name ("error" in % or "mse") and its values (test
@@ -62,6 +63,9 @@ NOT_IDENTITY = (
 
 #: What varies inside one table: the rest of the identity is the run's setup.
 CELL = ("mode", "budget", "seed")
+
+#: A sweep cell's directory below the sweep directory (``RunKey.cell_dir``), for the messages.
+CELL_DIR = "<setup>/<mode>-b<budget>-s<seed>-<identity>"
 
 
 class UnreadableResult(Exception):
@@ -146,6 +150,18 @@ class RunKey:
             f"{self.dataset}-{self.model}-{self.mode}-b{self.budget:g}-s{self.seed}"
             f"-{self.setup[:6]}"
         )
+
+    @property
+    def cell_dir(self) -> str:
+        """Where a sweep writes the run, below its sweep directory (``CELL_DIR``): e.g.
+        ``767c53/sensemode-b0.3-s0-4d5e6f``, the first 6 digits of the setup and identity hashes.
+
+        A function of the identity alone, so the same run lands in the same directory however
+        the command line spells it (a fast path, a default spelled out, another order, 0.70);
+        the setup's directory holds one table's runs; the identity's digits keep apart runs
+        that differ only in what the setup leaves out besides the cell (the mode's options)."""
+        cell = f"{self.mode}-b{self.budget:g}-s{self.seed}"
+        return f"{self.setup[:6]}/{cell}-{self.identity[:6]}"
 
 
 def identity_config(cfg: DictConfig, budget: float) -> dict:

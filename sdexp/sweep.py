@@ -10,9 +10,15 @@ cartesian product holds cells that are not experiments, and the grid sweeper
   runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
 - a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
   not launched again, so re-running a sweep after a crash runs only the missing cells;
-- a cell whose directory holds a run of another identity (the preset was edited, say) is a
-  conflict: nothing is launched until the user chooses another sweep directory or
-  ``overwrite=true`` (``sdexp.rundir``).
+- a cell whose directory holds a run of another identity is a conflict: nothing is launched
+  until the user chooses another sweep directory or ``overwrite=true`` (``sdexp.rundir``).
+
+Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
+every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
+``<sweep dir>/<RunKey.cell_dir>``, a directory named by its identity, which the sweeper hands to
+its job (``job_overrides``). A finished run that an earlier version left right under the
+sweep directory (named by its overrides: ``budget=0.3,mode=sensemode,seed=0/``) is found by its
+identity and moved there; a resumable one resumes where it is (``earlier_runs``, ``plan_cell``).
 
 Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
 """
@@ -24,14 +30,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
-from sdexp.results import METRIC, RunKey, UnreadableResult, read_result
-from sdexp.rundir import CHECKPOINTS, LAST, conflicts
+from sdexp.errors import ConfigError
+from sdexp.results import METRIC, RESULTS_FILE, RunKey, UnreadableResult, read_result, run_key
+from sdexp.rundir import CHECKPOINTS, LAST, LOCK_FILE, conflicts, run_lock, stored_identity
 from sdexp.survival import check_budget
 
 #: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
@@ -52,20 +59,19 @@ class Cell:
     status: str = "to run"  # "to run", "done" (its results.json says ok) or "conflict"
     note: str = ""  # what the planner found in its directory
     config: DictConfig | None = field(default=None, repr=False)
+    moved_from: Path | None = None  # where an earlier layout left the run (``earlier_runs``)
 
 
 class CellComposer:
-    """The configs of a grid's cells, as Hydra composes them for the jobs, fast, and where
-    each job writes.
+    """The configs of a grid's cells, as Hydra composes them for the jobs, fast.
 
     Composing a config takes Hydra about a third of a second, and a Table 2 preset has 144
     cells. Only overrides that choose a config group (``mode=sensemode``) or add, delete or
     touch Hydra's own settings change what is composed: those are composed once per distinct
     combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
     Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
-    Hydra's own node (nothing here reads it but the job's directory, ``run_dir``, which follows
-    Hydra's rule for ``hydra.job.override_dirname``: the sorted overrides less the excluded
-    keys). ``tests/test_sweeps.py`` checks both against Hydra's composition of every cell.
+    Hydra's own node: a job's directory is named by its run's identity (``job_overrides``).
+    ``tests/test_sweeps.py`` checks both against Hydra's composition of every cell.
     """
 
     def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
@@ -74,7 +80,7 @@ class CellComposer:
         self.loader, self.sweep_config = config_loader, sweep_config
         self.parser = OverridesParser.create(config_loader=config_loader)
         self.groups = set(sweep_config.hydra.runtime.choices)  # every config group chosen
-        self.composed: dict[tuple[str, ...], tuple[dict, DictConfig]] = {}
+        self.composed: dict[tuple[str, ...], dict] = {}
 
     def is_value(self, override: Any) -> bool:
         """A plain value: not a group choice, an addition, a deletion or a Hydra setting."""
@@ -88,46 +94,38 @@ class CellComposer:
             or override.package is not None
         )
 
-    def compose(self, structure: tuple[str, ...]) -> tuple[dict, DictConfig]:
-        """The job config less Hydra's node, as plain values, and the whole config."""
+    def compose(self, structure: tuple[str, ...]) -> dict:
+        """The job config less Hydra's node, as plain values."""
         if structure not in self.composed:
             cfg = self.loader.load_sweep_config(self.sweep_config, list(structure))
             plain = OmegaConf.to_container(cfg, resolve=False)
             plain.pop("hydra")
-            self.composed[structure] = plain, cfg
+            self.composed[structure] = plain
         return self.composed[structure]
 
-    def __call__(self, overrides: list[str]) -> tuple[DictConfig, Path]:
-        """The cell's job config (without Hydra's node) and the job's directory."""
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        """The cell's job config (without Hydra's node)."""
         parsed = self.parser.parse_overrides(list(overrides))
-        plain, composed = self.compose(tuple(o.input_line for o in parsed if not self.is_value(o)))
+        plain = self.compose(tuple(o.input_line for o in parsed if not self.is_value(o)))
         cfg = OmegaConf.create(copy.deepcopy(plain))
         OmegaConf.set_struct(cfg, True)
         for override in parsed:
             if self.is_value(override):
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-        return cfg, self.run_dir(parsed, composed)
+        return cfg
 
-    @staticmethod
-    def run_dir(parsed: list, composed: DictConfig) -> Path:
-        """hydra.sweep.dir / hydra.sweep.subdir of the job, as Hydra's run_job names it."""
-        from hydra.core.hydra_config import HydraConfig
 
-        naming = composed.hydra.job.config.override_dirname
-        lines = sorted(o.input_line for o in parsed if o.key_or_group not in naming.exclude_keys)
-        dirname = naming.item_sep.join(lines).replace("=", naming.kv_sep)
-        subdir = OmegaConf.to_container(composed.hydra.sweep, resolve=False)["subdir"]
-        if subdir == "${hydra.job.override_dirname}":  # the presets' naming: no copy needed
-            return Path(str(composed.hydra.sweep.dir), dirname).absolute()
-        job = copy.deepcopy(composed)
-        with open_dict(job):
-            job.hydra.job.override_dirname = dirname
-        sweep_config = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(job)  # for ${hydra:...} in the directory names
-        try:
-            return Path(str(job.hydra.sweep.dir), str(job.hydra.sweep.subdir)).absolute()
-        finally:
-            HydraConfig.instance().cfg = sweep_config
+def job_overrides(cell: Cell, sweep_dir: Path) -> list[str]:
+    """The overrides that launch the cell: its own, and its directory below the sweep
+    directory (``RunKey.cell_dir``, or where an earlier layout left the run: ``plan_cell``).
+    Hydra's launchers (basic, joblib, submitit) compose each job from the sweep's Hydra
+    overrides followed by the job's (``load_sweep_config``), so the job's ``hydra.sweep.subdir``
+    wins; it is a Hydra override, kept out of the job's task overrides (``overrides.yaml``).
+    The value is escaped as Hydra writes values (an earlier layout's ``budget=0.3,seed=0``)."""
+    from hydra._internal.grammar.utils import escape_special_characters
+
+    subdir = escape_special_characters(str(cell.run_dir.relative_to(sweep_dir.absolute())))
+    return [*cell.overrides, f"hydra.sweep.subdir={subdir}"]
 
 
 class CellPlanner:
@@ -159,6 +157,38 @@ class CellPlanner:
         return mode.effective_budget(cfg.budget)
 
 
+def plan_grid(
+    product: list[list[str]], compose: CellComposer, planner: CellPlanner, sweep_dir: Path
+) -> tuple[list[Cell], dict[str, int]]:
+    """The grid's cells, one per run: a cell that is the same run (identity) as an earlier one
+    is merged into it, and counted: "baseline" (mode none at another budget), or "repeated"
+    (a value given twice, 0.7 and 0.70). ConfigError names the cell's overrides."""
+    earlier = earlier_runs(sweep_dir)
+    cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
+    for overrides in product:
+        cfg = compose(overrides)
+        try:
+            budget = planner.budget(cfg)
+        except ConfigError as error:
+            raise ConfigError(" ".join(overrides), str(error)) from error
+        rewritten = not isinstance(budget, str) and budget != cfg.budget
+        if rewritten:  # mode=none runs at budget 1.0, whatever is asked
+            overrides = with_override(overrides, "budget", budget)
+            cfg = compose(overrides)
+        key, config = run_key(cfg)
+        if key.identity in planned:
+            merged["baseline" if rewritten else "repeated"] += 1
+            continue
+        planned.add(key.identity)
+        if isinstance(budget, str):  # its key still says which table's "-" it is
+            cells.append(Cell(overrides, key, left_out=budget, config=cfg))
+            continue
+        cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
+        plan_cell(cell, config, earlier.get(key.identity, []))
+        cells.append(cell)
+    return cells, merged
+
+
 def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     """("done" | "to run" | "conflict", a note) for the cell writing into ``run_dir``."""
     try:
@@ -173,6 +203,96 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     if (run_dir / CHECKPOINTS / LAST).exists():
         return "to run", "resumes from its last checkpoint"
     return "to run", "failed before; runs again" if result is not None else ""
+
+
+class EarlierRun(NamedTuple):
+    """A finished or resumable run that an earlier layout left right under a sweep directory."""
+
+    run_dir: Path
+    finished: bool  # results.json says ok; else last.ckpt holds its identity
+
+
+def earlier_run(run_dir: Path) -> tuple[str, EarlierRun] | None:
+    """The identity of the run in ``run_dir`` and what it is, if it finished (results.json says
+    ok) or can resume (``last.ckpt`` holds an identity); None otherwise."""
+    try:
+        result = read_result(run_dir)
+    except UnreadableResult:
+        result = None
+    if result is not None and result.status == "ok":
+        return result.key.identity, EarlierRun(run_dir, True)
+    try:
+        stored = stored_identity(run_dir / CHECKPOINTS / LAST)
+    except Exception:  # none, truncated, corrupt: nothing to resume from
+        return None
+    return (stored["identity"], EarlierRun(run_dir, False)) if stored else None
+
+
+def earlier_runs(sweep_dir: Path) -> dict[str, list[EarlierRun]]:
+    """The finished or resumable runs right under ``sweep_dir``, by identity, finished first:
+    where sweeps wrote them before runs were named by identity (``budget=0.3,mode=sensemode,
+    seed=0/``, ``hydra.job.override_dirname``) or a plain multirun (``0/``). A run's own
+    directory is a level deeper (``RunKey.cell_dir``), so none of those is found here."""
+    found: dict[str, list[EarlierRun]] = {}
+    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+    for run_dir in (c for c in children if c.is_dir() and not c.name.startswith(".")):
+        if (run := earlier_run(run_dir)) is not None:
+            found.setdefault(run[0], []).append(run[1])
+    return {k: sorted(runs, key=lambda r: not r.finished) for k, runs in found.items()}
+
+
+def plan_cell(cell: Cell, config: dict, earlier: list[EarlierRun]) -> None:
+    """Set the cell's status and note from its directory or, when that holds nothing, from the
+    earlier directory of its run (``earlier_runs``). A finished run there is moved into the
+    cell's directory (``move_earlier``). A resumable one resumes where it is, and moves once
+    finished: Lightning's ModelCheckpoint keeps its record of the best checkpoint only in the
+    directory it was written in, so a moved run would report the best of its later epochs."""
+    here = cell.run_dir.is_dir() and any(cell.run_dir.iterdir())
+    source = earlier[0] if earlier and not here else None
+    if source is not None and source.finished:
+        cell.moved_from = source.run_dir
+    notes = []
+    if source is not None and not source.finished:
+        notes.append(
+            f"resumes in the earlier layout; once finished, moved to {cell.key.cell_dir} by the "
+            "next sweep"
+        )
+        cell.run_dir = source.run_dir
+    cell.status, note = cell_status(cell.moved_from or cell.run_dir, cell.key, config)
+    if left := [r.run_dir.name for r in earlier if r is not source]:
+        notes.append(f"the same run also in {', '.join(left)}, left there")
+    cell.note = "; ".join(filter(None, [note, *notes]))
+
+
+def move_earlier(cells: list[Cell]) -> int:
+    """Move each cell's earlier run (``Cell.moved_from``) into the cell's directory, holding its
+    lock; return how many moved. A live run there, or a move the file system refuses, stops
+    the sweep with one line (ConfigError)."""
+    moved = 0
+    for cell in cells:
+        if cell.moved_from is None:
+            continue
+        try:
+            with run_lock(cell.moved_from):
+                cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                cell.moved_from.rename(cell.run_dir)  # within the sweep directory: atomic
+        except OSError as error:
+            raise ConfigError(
+                "hydra.sweep.dir", f"cannot move {cell.moved_from} to {cell.run_dir}: {error}"
+            ) from error
+        moved += 1
+    return moved
+
+
+def traces(run_dir: Path) -> tuple | None:
+    """The modification times of what a job writes into its directory as it starts and runs
+    (Hydra's record of its config, the log, the lock, the checkpoint, the results): compared
+    before and after a launch, they tell a job that started from one that never did."""
+    if not run_dir.is_dir():
+        return None
+    names = (".hydra/config.yaml", "train.log", LOCK_FILE, f"{CHECKPOINTS}/{LAST}", RESULTS_FILE)
+    paths = [run_dir / name for name in names]
+    return tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
 
 
 def describe_setups(cells: list[Cell]) -> list[str]:
@@ -202,14 +322,15 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
 
 
 def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
-    """Record the planned cells in sweep.json, keeping those of earlier, wider runs (a cell
-    re-planned with another identity replaces its entry)."""
+    """Record the planned cells in sweep.json, each with its directory, keeping those of
+    earlier, wider runs (a run planned again replaces its entry: e.g. one moved from an
+    earlier layout)."""
     path = sweep_dir / GRID_FILE
     try:
         grid = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
         grid = {}  # unreadable: rewritten from this plan
-    entries = {c["dir"]: c for c in grid.get("cells", [])}
+    entries = {c.get("identity", c.get("dir")): c for c in grid.get("cells", [])}
     left_out = grid.get("left_out", [])
     for cell in cells:
         if cell.left_out:
@@ -219,7 +340,7 @@ def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
                 left_out.append(entry)
             continue
         run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
-        entries[run_dir] = {
+        entries[cell.key.identity] = {
             "dir": run_dir,
             "overrides": list(cell.overrides),
             **dataclasses.asdict(cell.key),

@@ -3,9 +3,11 @@ resuming after SIGKILL and after preemption (submitit), the launcher presets."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +22,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import RunResult, read_result, run_key
+from sdexp.results import RunResult, read_result, run_key, write_result
 from sdexp.sweep import CellPlanner, with_override
 from sdexp.training import check_launch, cluster_plugins, fill_run_names, train
 from tests.conftest import (
@@ -53,7 +55,11 @@ def grid_lines(stdout: str) -> tuple[list[str], list[str]]:
 
 
 def results_in(sweep_dir: Path) -> dict[str, RunResult]:
-    return {p.parent.name: read_result(p.parent) for p in sweep_dir.glob("*/results.json")}
+    """Every results.json under ``sweep_dir``, by its directory relative to ``sweep_dir``."""
+    return {
+        str(p.parent.relative_to(sweep_dir)): read_result(p.parent)
+        for p in sweep_dir.rglob("results.json")
+    }
 
 
 def wait_for(path: Path, process: subprocess.Popen, limit_s: float = 300) -> None:
@@ -92,9 +98,9 @@ def test_presets_compose(preset):
         "seed": "0,1,2,3",
     }
     sweep = OmegaConf.to_container(cfg.hydra.sweep)  # not resolved
-    assert sweep == {
+    assert sweep == {  # Hydra's default subdir: the sweeper names each job's (job_overrides)
         "dir": "outputs/sweeps/${hydra.runtime.choices.sweep}",
-        "subdir": ("${hydra.job.override_dirname}"),
+        "subdir": "${hydra.job.num}",
     }
     assert cfg.hydra.sweep.dir == f"outputs/sweeps/{preset}"
 
@@ -198,6 +204,7 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path):
     assert "= 12 runs: 0 already done (skipped), 12 to launch" in first.stdout
     results = results_in(sweep)
     assert len(results) == 12 and all(r.status == "ok" for r in results.values())
+    assert all(name == r.key.cell_dir for name, r in results.items())  # named by identity
     cells = {(r.key.mode, r.key.budget, r.key.seed) for r in results.values()}
     assert ("linear", 0.3, 0) not in cells and ("none", 1.0, 1) in cells
     grid = json.loads((sweep / "sweep.json").read_text())
@@ -208,7 +215,13 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path):
     written = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
     again = run_train(*args)
     assert "12 already done (skipped), 0 to launch" in again.stdout, again.stdout
-    lost, corrupt = [name for name in results if "mode=uniform" in name][:2]
+    # However the command spells the same runs: a fast path, a default spelled out (the toy
+    # recipe's lr), other orders, 0.70.
+    respelled = ["speed.cuda_graphs=true", "optimizer.lr=0.001", "budget=0.70,0.3", "seed=1,0"]
+    respelled += ["mode=none,linear,uniform,sensemode", "hydra.sweeper.dry_run=true"]
+    dry = run_train(*args, *respelled)
+    assert "= 12 runs: 12 already done (skipped), 0 to launch" in dry.stdout, dry.stdout
+    lost, corrupt = [name for name in results if "/uniform-" in name][:2]
     (sweep / lost / "results.json").unlink()
     (sweep / corrupt / "results.json").write_text("{")
     dry = run_train(*args, "hydra.sweeper.dry_run=true")
@@ -230,31 +243,38 @@ def test_smoke_sweep_runs_skips_and_aggregates(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_edited_preset_is_not_taken_for_done(tmp_path):
-    """Editing the preset (width 32 -> 64) and running it again used to say "already done":
-    now nothing is launched until the user chooses another directory or overwrite=true."""
+def test_an_edited_preset_is_another_setup(tmp_path):
+    """Editing the preset (width 32 -> 64) used to find the old runs in the new runs'
+    directories: now they are another setup's, in directories of their own, and the earlier
+    runs stay. A directory that holds another run's files (put there by hand) is still refused
+    until the user chooses another directory or overwrite=true."""
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)  # the project's configs, as a user edits them
     sweep = tmp_path / "smoke"
     grid = ["--config-path", str(conf), "+sweep=smoke", "seed=0", "budget=0.7"]
     grid += ["mode=uniform,none", "logger=csv", f"hydra.sweep.dir={sweep}"]
     assert run_train(*grid).returncode == 0
+    first = {name: (sweep / name / "results.json").read_bytes() for name in results_in(sweep)}
     preset = conf / "sweep" / "smoke.yaml"
     preset.write_text(preset.read_text() + "model:\n  width: 64\n")  # the tiny runs' 32
 
     dry = run_train(*grid, "hydra.sweeper.dry_run=true")
-    assert "0 already done (skipped), 2 to launch (2 of them where another run's files are)" in (
-        dry.stdout
-    )
-    assert "conflict" in dry.stdout and "model.width: 32 -> 64" in dry.stdout
+    assert "0 already done (skipped), 2 to launch" in dry.stdout and "conflict" not in dry.stdout
+    planned = re.findall(rf"-> {sweep}/(\S+)", dry.stdout)
+    assert len(planned) == 2 and not set(planned) & set(first)
+    assert len({name.split("/")[0] for name in [*planned, *first]}) == 2  # two setups
+    (sweep / planned[0]).mkdir(parents=True)
+    shutil.copy(sweep / next(iter(first)) / "results.json", sweep / planned[0])
     refused = run_train(*grid)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "Nothing was launched" in refused.stderr and "overwrite=true" in refused.stderr
-    assert {r.config["model"]["width"] for r in results_in(sweep).values()} == {32}
+    assert "model.width: 32 -> 64" in refused.stdout
 
     done = run_train(*grid, "overwrite=true")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert {r.config["model"]["width"] for r in results_in(sweep).values()} == {64}
+    widths = {name: r.config["model"]["width"] for name, r in results_in(sweep).items()}
+    assert widths == {**dict.fromkeys(first, 32), **dict.fromkeys(planned, 64)}
+    assert all((sweep / name / "results.json").read_bytes() == first[name] for name in first)
     assert "2 already done (skipped)" in run_train(*grid).stdout
 
 
@@ -263,6 +283,10 @@ def test_an_edited_preset_is_not_taken_for_done(tmp_path):
     ("overrides", "message"),
     [
         (["+sweep=smoke", "budget=1.5"], "budget: the mean survival probability L_bar/L must lie"),
+        (
+            ["+sweep=smoke", "hydra.sweep.subdir=x"],
+            "hydra.sweep.subdir: the budget grid names each run's directory by its identity",
+        ),
         (
             ["+sweep=table2_cifar10", "seed=0", "mode=uniform", "budget=0.5"]
             + ["dataset.download=false", "dataset.data_dir=MISSING"],
@@ -294,12 +318,163 @@ def test_a_failed_job_is_reported_and_counted(tmp_path):
     assert done.returncode == 1
     assert "2 of 2 jobs failed" in done.stderr
     assert "2 launched: 0 ok, 2 failed" in done.stdout
-    assert f"  failed: {sweep}/budget=0.7,mode=uniform," in done.stdout
+    assert re.search(
+        rf"  failed: {sweep}/[0-9a-f]{{6}}/uniform-b0.7-s0-[0-9a-f]{{6}} \(", done.stdout
+    )
     assert "Traceback" not in done.stderr
     assert {r.status for r in results_in(sweep).values()} == {"failed"}
     table = run_table(str(sweep))
     assert table.returncode == 0, table.stderr
     assert "Runs: 0 finished, 2 failed, 0 missing." in table.stdout
+
+
+@pytest.mark.slow
+def test_the_plan_names_left_out_cells_and_merges_duplicates(tmp_path):
+    """A left-out cell's line names its budget (its reason is about it), even where every
+    listed cell shares it; cells that are the same run are merged and counted."""
+    grid = ["+sweep=smoke", "mode=linear,linear", "budget=0.3,0.30", "seed=0,1"]
+    done = run_train(*grid, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs, left_out = grid_lines(done.stdout)
+    reason = "(mode=linear needs budget >= 0.4375 with L=8 blocks)"
+    assert left_out == [
+        f"   -  left out  mode=linear budget=0.3 seed={s}  {reason}" for s in (0, 1)
+    ]
+    assert not runs
+    summary = "8 cells, 2 left out (infeasible for their mode), 6 merged (6 duplicates) = 0 runs"
+    assert summary in done.stdout
+    assert not (tmp_path / "sweep").exists()  # nothing to launch, nothing written
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_with_its_closing_summary(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while the first of two jobs trains: the
+    sweeper prints its closing summary and one line on stderr, and exits with status 130; the
+    second job never starts, and the first resumes when the command runs again."""
+    sweep = tmp_path / "sweep"
+    grid = ["mode=uniform", "budget=0.7", "seed=0,1", "trainer.max_epochs=2", "logger=csv"]
+    pause = "+callbacks.pause._target_=tests.helpers.PauseOnce"  # at epoch 1, batch 1
+    command = [sys.executable, str(ROOT / "train.py"), "+sweep=smoke", *grid, pause]
+    command.append(f"hydra.sweep.dir={sweep}")
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a shell's job
+    )
+    cells = [["+sweep=smoke", *grid[:2], f"seed={seed}", *grid[3:], pause] for seed in (0, 1)]
+    jobs = [sweep / run_key(compose_config(cell))[0].cell_dir for cell in cells]
+    wait_for(jobs[0] / "paused", process)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err
+    summary = f"Sweep {sweep}: 1 launched: 0 ok, 0 failed, 1 interrupted"
+    assert summary in out and "; 1 not launched; 0 already done, 0 left out" in out, out
+    assert f"  interrupted: {jobs[0]}\n" in out and out.endswith(f"Table: sdexp-table {sweep}\n")
+    assert err.strip().splitlines() == [
+        "error: interrupted (SIGINT): run the same command to go on (finished runs are skipped, "
+        "interrupted ones resume from their last checkpoint)"
+    ]
+    assert (jobs[0] / "checkpoints" / "last.ckpt").exists() and not jobs[1].exists()
+
+    again = run_train(*command[2:], "hydra.sweeper.dry_run=true")
+    assert f"-> {jobs[0]}  (resumes from its last checkpoint)" in again.stdout, again.stdout
+    assert "0 already done (skipped), 2 to launch" in again.stdout
+
+
+@pytest.mark.slow
+def test_an_earlier_layouts_runs_are_found_by_identity(tmp_path):
+    """A sweep directory of the earlier layout (runs named by their overrides, written here by
+    Hydra's basic sweeper with the earlier presets' naming), and a grid that asks for its runs
+    and one more, with duplicates. The dry run says what it would move and moves nothing; the
+    sweep moves the finished run (its files unchanged), resumes the unfinished one where it is
+    and runs the new one in its own directory: 12 cells, 3 runs, 2 launched. The next sweep
+    moves the resumed run; the table counts each run once. The closing summary's commands are
+    quoted for a shell."""
+    sweep = tmp_path / "my sweep"
+    where = f"hydra.sweep.dir={sweep}"
+    earlier = ["hydra/sweeper=basic", "hydra.sweep.subdir=${hydra.job.override_dirname}"]
+    earlier += ["hydra.job.config.override_dirname.exclude_keys=[sweep,logger]", "logger=csv"]
+    made = run_train("+sweep=smoke", *earlier, "mode=uniform,none", "budget=0.7", "seed=0", where)
+    assert made.returncode == 0, made.stderr[-3000:]
+    finished = sweep / "budget=0.7,mode=uniform,seed=0"
+    unfinished = sweep / "budget=0.7,mode=none,seed=0"
+    (unfinished / "results.json").unlink()  # killed after its last checkpoint: resumable
+    record = (finished / "results.json").read_bytes()
+    before = sorted(p.name for p in sweep.iterdir())
+
+    grid = ["+sweep=smoke", "mode=none,uniform,linear", "budget=0.7,0.70", "seed=0,0", where]
+    dry = run_train(*grid, "logger=wandb", "hydra.sweeper.dry_run=true")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    merged = "9 merged (3 of the no-SD baseline, which runs once per seed, 6 duplicates)"
+    assert f"12 cells, 0 left out (infeasible for their mode), {merged} = 3 runs: 1 already" in (
+        dry.stdout
+    )
+    assert f"(would move from {finished})" in dry.stdout
+    assert f"-> {unfinished}  (resumes from its last checkpoint; resumes in the earlier" in (
+        dry.stdout
+    )
+    assert "1 finished run moves to" in dry.stdout and "(a dry run moves nothing)." in dry.stdout
+    assert sorted(p.name for p in sweep.iterdir()) == before
+
+    done = run_train(*grid, "logger=wandb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "= 3 runs: 1 already done (skipped), 2 to launch" in done.stdout
+    assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed, 0 interrupted" in done.stdout
+    results = results_in(sweep)
+    by_mode = {r.key.mode: name for name, r in results.items()}
+    assert by_mode["uniform"] == results[by_mode["uniform"]].key.cell_dir
+    assert by_mode["none"] == unfinished.name and not finished.exists()
+    assert (sweep / by_mode["uniform"] / "results.json").read_bytes() == record
+    assert all(r.status == "ok" for r in results.values()) and len(results) == 3
+
+    # The printed commands, run by a shell: the W&B runs of both jobs, and the table.
+    (sync,) = [line for line in done.stdout.splitlines() if line.startswith("W&B: ")]
+    patterns = sync.split("wandb sync ", 1)[1]
+    found = subprocess.run(["bash", "-c", f"ls -d {patterns}"], capture_output=True, text=True)
+    assert found.returncode == 0 and len(found.stdout.splitlines()) == 2, found
+    table = done.stdout.splitlines()[-1].removeprefix("Table: sdexp-table ")
+    assert shlex.split(table) == [str(sweep)]
+
+    again = run_train(*grid, "logger=wandb")
+    assert "= 3 runs: 3 already done (skipped), 0 to launch" in again.stdout, again.stdout
+    assert sorted(results_in(sweep)) == sorted(r.key.cell_dir for r in results.values())
+    assert {p.name for p in sweep.iterdir()} == {
+        "multirun.yaml",
+        "sweep.json",
+        by_mode["linear"].split("/")[0],
+    }
+    counted = run_table(str(sweep))
+    assert "Runs: 3 finished, 0 failed, 0 missing." in counted.stdout, (
+        counted.stdout + counted.stderr
+    )
+
+
+@pytest.mark.slow
+def test_an_earlier_run_that_cannot_move_stops_the_sweep_in_one_line(tmp_path):
+    """The earlier layout's finished run (fabricated) held by a live run, then blocked by a
+    file where its new directory goes: one line each, exit status 1, nothing moved."""
+    sweep = tmp_path / "sweep"
+    cell = ["+sweep=smoke", "mode=uniform", "budget=0.7", "seed=0"]
+    key, config = run_key(compose_config(cell))
+    earlier = sweep / "budget=0.7,mode=uniform,seed=0"
+    write_result(earlier, RunResult(key, config, "ok", metric="mse", test_final=1.0))
+    record = (earlier / "results.json").read_bytes()
+    with open(earlier / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a live run of the earlier sweep
+        held = run_train(*cell, f"hydra.sweep.dir={sweep}")
+    assert sorted(p.name for p in sweep.iterdir()) == [earlier.name]  # nothing half-made
+    (sweep / key.cell_dir.split("/")[0]).write_text("")  # a file where the setup's directory goes
+    blocked = run_train(*cell, f"hydra.sweep.dir={sweep}")
+    for done, why in ((held, "is in use by a live run"), (blocked, f"cannot move {earlier}")):
+        assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("error: hydra.") and why in line, line
+    assert (earlier / "results.json").read_bytes() == record
 
 
 # --- resuming ----------------------------------------------------------------------------------
@@ -368,10 +543,8 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
     )
-    job = sweep / (
-        "+callbacks.pause._target_=tests.helpers.PauseOnce,+callbacks.pause.seed=1,"
-        "budget=0.7,mode=uniform,seed=1,trainer.max_epochs=2"
-    )
+    paused = [o.replace("0,1", "1") for o in grid] + command[-2:]  # the job that pauses
+    job = sweep / run_key(compose_config(["+sweep=smoke", *paused]))[0].cell_dir
     wait_for(job / "paused", process)
     os.kill(int((job / "paused").read_text()), signal.SIGUSR2)  # what SLURM sends on preemption
     out, err = process.communicate(timeout=600)
@@ -387,7 +560,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path):
         ["+sweep=smoke", *[o.replace("0,1", "1") for o in grid], f"output_dir={tmp_path / 'ref'}"]
     )
     straight = train(reference)
-    assert same_numbers(results[job.name], straight)
+    assert same_numbers(results[str(job.relative_to(sweep))], straight)
 
 
 # --- launchers and clusters ----------------------------------------------------------------------
@@ -456,12 +629,15 @@ def same_numbers(a: RunResult, b: RunResult) -> bool:
 @pytest.mark.parametrize("preset", ["table2_cifar10", "smoke", "table2_cifar100_resnet56"])
 def test_the_fast_composer_is_hydras_composition(preset):
     """A cell's config set from a composed one (``CellComposer``) is what Hydra composes for its
-    job: the same identity and the same directory, for cells of every mode, the merged baseline
-    and values given on the command line."""
+    job, for cells of every mode, the merged baseline and values given on the command line; and
+    the job's overrides (``job_overrides``) put it, as Hydra's launchers compose them
+    (``load_sweep_config``), into the directory the planner names: its identity's, or an
+    earlier layout's, whose name Hydra's grammar would otherwise split."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from sdexp.sweep import CellComposer
+    from sdexp.sweep import Cell, CellComposer, job_overrides
 
+    sweep_dir = Path("outputs/x").absolute()
     with hydra_configs():
         sweep = compose(
             "train", [f"+sweep={preset}", "hydra.sweep.dir=outputs/x"], return_hydra_config=True
@@ -474,12 +650,38 @@ def test_the_fast_composer_is_hydras_composition(preset):
         ]
         cells += [["mode=none", "seed=3", "budget=1.0", f"+sweep={preset}", "optimizer.lr=0.05"]]
         for overrides in cells:
-            fast, run_dir = composer(overrides)
-            full = loader.load_sweep_config(sweep, overrides)
-            assert run_key(fast) == run_key(full), overrides
-            HydraConfig.instance().set_config(full)
-            try:
-                expected = Path(str(full.hydra.sweep.dir), str(full.hydra.sweep.subdir))
-            finally:
-                HydraConfig.instance().cfg = None
-            assert run_dir == expected.absolute(), overrides
+            fast = composer(overrides)
+            key = run_key(fast)[0]
+            assert key == run_key(loader.load_sweep_config(sweep, overrides))[0], overrides
+            for run_dir in (sweep_dir / key.cell_dir, sweep_dir / "budget=0.3,mode=none,seed=0"):
+                job = loader.load_sweep_config(
+                    sweep, job_overrides(Cell(overrides, key, run_dir), sweep_dir)
+                )
+                HydraConfig.instance().set_config(job)
+                try:
+                    where = Path(str(job.hydra.sweep.dir), str(job.hydra.sweep.subdir))
+                finally:
+                    HydraConfig.instance().cfg = None
+                assert where.absolute() == run_dir, overrides
+                assert list(job.hydra.overrides.task) == overrides  # overrides.yaml: the cell's
+
+
+def test_a_cells_directory_is_named_by_its_identity():
+    """However the command line spells a run, its directory is the same; runs of another setup,
+    or of the same cell with other mode options, get their own."""
+    cell = ["+scale=tiny", "mode=sensemode", "budget=0.7", "seed=1"]
+    key = run_key(compose_config(cell))[0]
+    assert key.cell_dir == f"{key.setup[:6]}/sensemode-b0.7-s1-{key.identity[:6]}"
+    lr = compose_config(cell).optimizer.lr  # the toy recipe's, spelled out below
+    for spelled in (
+        ["speed.cuda_graphs=true", "speed.fused_optimizer=true", "speed.channels_last=true"],
+        [f"optimizer.lr={lr}", "budget=0.70", "dataset.on_device=false"],
+        ["logger=csv", "run.name=x", "trainer.enable_progress_bar=true", "overwrite=true"],
+        ["trainer.enable_model_summary=true", "trainer.log_every_n_steps=1"],
+    ):
+        assert run_key(compose_config([*cell, *spelled]))[0].cell_dir == key.cell_dir, spelled
+    for other in ("optimizer.lr=0.01", "model.width=64", "trainer.max_epochs=3"):
+        changed = run_key(compose_config([*cell, other]))[0]
+        assert changed.cell_dir.split("/")[0] != key.cell_dir.split("/")[0], other  # setups
+    variant = run_key(compose_config([*cell, "mode.p_min=0.1"]))[0]
+    assert variant.setup == key.setup and variant.cell_dir != key.cell_dir
