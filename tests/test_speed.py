@@ -197,7 +197,6 @@ def test_cuda_graphs_are_refused_on_a_cpu(make_config):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["speed.compile_blocks=true"], "choose one of it and speed.compile_blocks"),
         (["trainer=ddp"], "not with trainer=ddp"),
         (["+trainer.accumulate_grad_batches=2"], "not with trainer.accumulate_grad_batches"),
     ],
@@ -205,6 +204,7 @@ def test_cuda_graphs_are_refused_on_a_cpu(make_config):
 def test_cuda_graphs_on_a_gpu_refuse(make_config, monkeypatch, overrides, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_config(make_config("speed.cuda_graphs=true", "logger=none"))  # alone: accepted
+    check_config(make_config("speed.cuda_graphs=true", "speed.compile_blocks=true", "logger=none"))
     with pytest.raises(ConfigError, match=message):
         check_config(make_config("speed.cuda_graphs=true", *overrides, "logger=none"))
 
