@@ -86,6 +86,26 @@ def pin_threads(slot: int, slots: int) -> list[int]:
     return mine
 
 
+def device_kind(device) -> str:
+    """A ``torch.device``'s kind, as results.json records it: the GPU's name, or "cpu"."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def runs_sharing_device() -> int:
+    """How many runs train at once on this process's device: the workers of a local sweep
+    (``hydra.launcher.n_jobs``: gpu_shared, joblib), else 1. A sweep's first and last runs may
+    share it with fewer: a sweep's cost counts its runs as if the workers were always busy."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    jobs = HydraConfig.get().launcher.get("n_jobs")
+    return jobs if isinstance(jobs, int) and jobs > 1 else 1
+
+
 class PinThreads(Callback):
     """Hydra callback (``hydra.callbacks``): pins every job to the CPUs of its slot of ``jobs``."""
 

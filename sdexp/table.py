@@ -17,6 +17,8 @@ as missing. Per setup it writes
   bars (the budget-performance trade-off, ``sdexp.table_plot``);
 - ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5),
   per budget SenseMode against Uniform (and Linear) over seeds (``sdexp.verdict``);
+- ``cost.md`` and ``cost.csv``: what the runs cost, in device-hours per table and device, summed
+  from their results.json (``sdexp.cost``);
 
 and prints the markdown, each table followed by its verdict. The value of a run is its
 recipe's reported test metric (``report``: the best-validation checkpoint's, or the final
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdexp import cost
 from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     RESULTS_FILE,
@@ -97,6 +100,8 @@ COLUMNS = [
     "status",
     "value",
     "dir",
+    "device",
+    "device_hours",
 ]
 
 
@@ -129,6 +134,8 @@ def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
         "status": result.status,
         "value": result.test_best if chosen == "best" else result.test_final,
         "dir": str(run_dir),
+        "device": result.device,
+        "device_hours": result.device_hours,
     }
 
 
@@ -515,6 +522,21 @@ def write_verdicts(runs: Runs, found: list[Table], out: Path) -> list[Verdict]:
     return verdicts
 
 
+def write_cost(runs: Runs, found: list[Table], out: Path) -> str:
+    """``cost.md`` and ``cost.csv``: the runs' device-hours per table and device (``sdexp.cost``);
+    returns the markdown."""
+    titles = {
+        t.setup: f"{t.dataset}, {t.model}, {t.epochs} epochs, recipe {t.recipe}"
+        + (f" (setup {t.setup[:6]})" if t.suffix else "")
+        for t in found
+    }
+    spent = cost.cost(runs.frame, titles)
+    spent.to_csv(out / "cost.csv", index=False)
+    text = cost.markdown(spent)
+    (out / "cost.md").write_text(text)
+    return text
+
+
 def log_to_wandb(
     out: Path, found: list[Table], plots: list[Path], group: str | None, project: str
 ) -> None:
@@ -608,9 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = write_verdicts(runs, found, out)
     for table, result in zip(found, verdicts, strict=True):
         print(f"{table.markdown()}\n{result.markdown()}")
+    print(write_cost(runs, found, out))
     print(
-        f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, verdict.md, verdict.csv "
-        f"and {len(plots)} plot(s) to {out}"
+        f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, verdict.md, verdict.csv, "
+        f"cost.md, cost.csv and {len(plots)} plot(s) to {out}"
     )
     if args.wandb:
         log_to_wandb(out, found, plots, sweep_group(args.sweep_dirs), args.project)

@@ -14,7 +14,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.sharing import MPSDaemon, PinThreads, claim_slot, cpu_share, mps_control
+from sdexp.results import read_result
+from sdexp.sharing import (
+    MPSDaemon,
+    PinThreads,
+    claim_slot,
+    cpu_share,
+    mps_control,
+    runs_sharing_device,
+)
 from tests.conftest import FAST_TOY, ROOT, compose_config, run_train, user_env
 
 MPS = ROOT / "scripts" / "mps.sh"
@@ -140,7 +148,10 @@ def test_a_shared_gpu_sweep_pins_its_jobs(tmp_path):
     assert {p.group(1) for p in pins} == {"0", "1"}  # two workers, two slots
     for pin in pins:
         assert len(pin.group(2).split(",")) == int(pin.group(3))
-    assert len(list(sweep.glob("*/results.json"))) == 3
+    results = [read_result(p.parent) for p in sweep.glob("*/results.json")]
+    assert len(results) == 3
+    assert {(r.device, r.device_share) for r in results} == {("cpu", 0.5)}  # 2 runs at once
+    assert runs_sharing_device() == 1  # outside a sweep: a run has its device to itself
 
 
 # --- scripts/mps.sh ---------------------------------------------------------------------------
