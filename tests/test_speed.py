@@ -1,5 +1,5 @@
 """The fast paths compute what the plain paths compute, and what they refuse (speed itself is
-for ``sdexp.bench`` and ``sdexp.speedcheck``; CUDA graphs: ``tests/test_graphs.py``)."""
+for ``sdexp.bench`` and ``scripts/gpu_check.py``; CUDA graphs: ``tests/test_graphs.py``)."""
 
 from __future__ import annotations
 
