@@ -43,7 +43,7 @@ def markdown(found: pd.DataFrame) -> str:
     )
     return (
         "### Cost\n\n"
-        + shown.to_markdown(index=False, floatfmt=".2f")
+        + shown.to_markdown(index=False, floatfmt=".3g")
         + "\n\nDevice-hours: each run's train_time_s (the fit: training epochs with their "
         "validation passes and the graphs' capture and compilation; not the test passes or "
         "data loading) times its device_share (DDP's ranks over the runs of a local sweep "

@@ -17,9 +17,9 @@ job, the joblib worker. Under SLURM the job's CPUs are already its own (``cpus_p
 there it only sets torch's threads to them.
 
 ``MPSDaemon``, another Hydra callback, runs the CUDA MPS control daemon for the sweep when it can:
-under MPS the K runs' kernels run side by side instead of taking turns (on an H200, 8 graphed
+under MPS the K runs' kernels run side by side instead of taking turns (on an H200, 8 graphed bf16
 ResNet110 runs at once: 24,475 img/s in all with MPS, 7,870 without;
-docs/performance/h200_2026-12-04/). It starts one where ``nvidia-cuda-mps-control`` is found and
+docs/performance/2026-12-04_h200/). It starts one where ``nvidia-cuda-mps-control`` is found and
 no daemon answers yet, and stops it when the sweep ends (or its process exits); it leaves a
 daemon it did not start alone. Either way it says so in one line.
 """

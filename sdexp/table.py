@@ -526,8 +526,8 @@ def write_cost(runs: Runs, found: list[Table], out: Path) -> str:
     """``cost.md`` and ``cost.csv``: the runs' device-hours per table and device (``sdexp.cost``);
     returns the markdown."""
     titles = {
-        t.setup: f"{t.dataset}, {t.model}, {t.epochs} epochs, recipe {t.recipe}"
-        + (f" (setup {t.setup[:6]})" if t.suffix else "")
+        t.setup: f"{t.dataset}, {t.model}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, "
+        f"recipe {t.recipe}" + (f" (setup {t.setup[:6]})" if t.suffix else "")
         for t in found
     }
     spent = cost.cost(runs.frame, titles)

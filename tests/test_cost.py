@@ -75,9 +75,9 @@ def test_the_table_shows_the_cost(sweep):
     done = run_table(str(sweep))
     assert done.returncode == 0, done.stderr
     rows = {row[1]: row for row in table_rows(done.stdout.split("### Cost")[1])}
-    assert rows["NVIDIA H200"][2:] == ["8", "1.88", "0.12"]
+    assert rows["NVIDIA H200"][2:] == ["8", "1.88", "0.125"]
     assert rows["NVIDIA H200"][0].startswith("cifar10, resnet110, 164 epochs, recipe reference")
-    assert rows[UNKNOWN][2:] == ["1", "0.50", "0.00"]
+    assert rows[UNKNOWN][2:] == ["1", "0.5", "0"]
     assert "times its device_share" in done.stdout
     assert (sweep / "cost.md").read_text() in done.stdout
     assert (sweep / "cost.csv").read_text().count("\n") == 1 + 3
