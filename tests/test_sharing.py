@@ -281,3 +281,25 @@ def test_without_the_control_program_the_sweep_says_so(tmp_path, monkeypatch, ca
     assert capsys.readouterr().out == (
         "MPS: not started (nvidia-cuda-mps-control not found): the runs share the GPU without it\n"
     )
+
+
+@pytest.mark.slow
+def test_a_failed_sweep_stops_its_daemon_too(stand_in):
+    """Hydra skips on_multirun_end when a job failed (a NaN loss here): the daemon the sweep
+    started is stopped as its process exits."""
+    sweep = stand_in.parent.parent / "sweep"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *FAST_TOY, "optimizer.lr=1e30"]
+        + ["logger=none", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=1"]
+        + [f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(),  # the stand-in's variables, set by the fixture
+    )
+    assert done.returncode == 1 and "NonFiniteLossError" in done.stderr
+    said = [line for line in done.stdout.splitlines() if line.startswith("MPS:")]
+    assert said[0].startswith("MPS: started for this sweep") and len(said) == 2
+    assert said[1] == "MPS: stopped the daemon this sweep started"
+    assert stand_in.read_text().split() == ["started", "get_server_list", "quit"]
