@@ -819,6 +819,7 @@ def main() -> None:
     args = parser.parse_args()
     args.budget_s = args.budget_s or (1500 if args.quick else 380)
     sizes = QUICK if args.quick else Sizes()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.part == "speed":
         speed(args, sizes)
     elif args.part == "worker":
