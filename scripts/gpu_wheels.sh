@@ -6,7 +6,7 @@
 # the device call carries (carry: [".whl"]) and installs first:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
-# (the whole command: scripts/gpu_check.sh's header). About 0.5 MB in all.
+# (the whole command: README "Performance"). About 0.5 MB in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exclude=$(git rev-parse --git-path info/exclude)

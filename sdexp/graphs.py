@@ -36,9 +36,17 @@ What capture needs, and how it is met here:
   of the recipe's ``dropped_blocks``.
 - Evaluation never uses the graphs: the network's own forward runs eagerly.
 
+Fused kernels inside the graphs (``speed.compile_blocks`` with ``speed.cuda_graphs``): every
+piece's forward is compiled by ``torch.compile`` (``compiled``) before capture, so a kept path's
+graph replays Triton kernels that fuse BatchNorm, the ReLU, the multiplier m_l = delta_l / sqrt(L)
+and the addition of the shortcut around cuDNN's convolutions, instead of one kernel for each of
+them. Compilation happens in the warm-up iterations of ``make_graphed`` (never inside a capture);
+the gate's draw stays in eager Python, outside every compiled region. Fusion reorders floating
+point, so compiled steps agree with eager ones to rounding, not bit for bit.
+
 ``make_graphed`` is injected: ``torch.cuda.make_graphed_callables`` on a GPU, or
-``emulated_make_graphed_callables`` (same contract, eager, any device) for the CPU tests and dry
-runs of ``sdexp.speedcheck``.
+``emulated_make_graphed_callables`` (same contract, eager, any device) for the CPU tests and the
+dry run of ``scripts/gpu_check.py``.
 """
 
 from __future__ import annotations
@@ -124,6 +132,22 @@ def block_inputs(network: ResidualNetwork, x: Tensor) -> list[Tensor]:
     return [*inputs, y]
 
 
+def compiled(piece: nn.Module) -> nn.Module:
+    """``piece`` with its forward compiled (``torch.compile``, inductor, static shapes), in place:
+    its parameters and buffers stay those of the network, so the graphs captured from it read
+    and update the network's own tensors."""
+    piece.forward = torch.compile(piece.forward, dynamic=False)
+    return piece
+
+
+def allow_recompiles(network: ResidualNetwork) -> None:
+    """Dynamo compiles a piece once per block shape and multiplier (a float it guards on): a
+    CIFAR ResNet has five block shapes, and the inverted convention (s / p_l) a multiplier per
+    block; above Dynamo's recompile limit it would fall back to eager code."""
+    limit = 2 * network.num_blocks + 8
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+
+
 def activation(t: Tensor) -> Tensor:
     """A static input for capture of an activation: a copy that requires grad, as live ones do."""
     return t.detach().clone().requires_grad_(True)
@@ -132,6 +156,7 @@ def activation(t: Tensor) -> Tensor:
 class GraphedSteps:
     """The graphed pieces of ``network``'s training step, captured for batches shaped as
     ``(x, target)``; ``loss(x, target)`` is one training forward pass (it draws the gate's mask).
+    ``compile_pieces``: compile every piece before capture (fused kernels inside the graphs).
 
     Raises ``ConfigError`` when no ``make_graphed`` is given and ``x`` is not on a CUDA device.
     """
@@ -143,6 +168,7 @@ class GraphedSteps:
         x: Tensor,
         target: Tensor,
         make_graphed: MakeGraphed | None = None,
+        compile_pieces: bool = False,
     ) -> None:
         if make_graphed is None:
             if x.device.type != "cuda":
@@ -157,15 +183,19 @@ class GraphedSteps:
         self.network = network
         self.signature = (x.shape, x.dtype, x.device, target.shape, target.dtype)
         self.multipliers = kept_multipliers(network)
+        self.compiled = compile_pieces
+        piece = compiled if compile_pieces else lambda module: module
+        if compile_pieces:
+            allow_recompiles(network)
         saved = [(b, b.detach().clone()) for b in network.buffers()]
         with without_autocast_cache(x.device.type):
             inputs = block_inputs(network, x)
-            self.stem = make_graphed(Stem(network.stem), (x.detach().clone(),))
+            self.stem = make_graphed(piece(Stem(network.stem)), (x.detach().clone(),))
             self.kept = [
-                None if m is None else make_graphed(KeptPath(block, m), (activation(y),))
+                None if m is None else make_graphed(piece(KeptPath(block, m)), (activation(y),))
                 for block, m, y in zip(network.blocks, self.multipliers, inputs, strict=False)
             ]
-            head = HeadLoss(network.head, loss_fn)
+            head = piece(HeadLoss(network.head, loss_fn))
             self.head_loss = make_graphed(head, (activation(inputs[-1]), target.detach().clone()))
         with torch.no_grad():  # the warm-up iterations ran in training mode
             for buffer, value in saved:

@@ -19,8 +19,8 @@ iteration", Sec. 1).
 Nothing in a training step waits for the device (``log_training``): the loss is copied to the
 CPU, checked for NaN and logged only on the steps Lightning writes to its loggers (every
 ``trainer.log_every_n_steps``); the progress bar shows that CPU value. ``speed.cuda_graphs``
-replays the step as CUDA graphs (``sdexp.graphs``), ``speed.fused_optimizer`` updates all
-parameters in one fused SGD kernel.
+replays the step as CUDA graphs (``sdexp.graphs``; with ``speed.compile_blocks``, graphs of
+compiled pieces), ``speed.fused_optimizer`` updates all parameters in one fused SGD kernel.
 
 Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
 size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
@@ -140,6 +140,8 @@ class Speed:
     channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
     compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
     cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
+    # both: each graphed piece compiled, then captured (fused kernels in the graphs); evaluation
+    # and an epoch's partial last batch then run eagerly, as with cuda_graphs alone
     fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
 
 
@@ -155,10 +157,6 @@ def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
                 "speed.cuda_graphs",
                 f"CUDA graphs need a CUDA GPU and this run has none ({where}): "
                 "set speed.cuda_graphs=false",
-            )
-        if speed.get("compile_blocks"):
-            raise ConfigError(
-                "speed.cuda_graphs", "choose one of it and speed.compile_blocks, not both"
             )
         if (trainer.get("accumulate_grad_batches") or 1) > 1:
             raise ConfigError(
@@ -257,8 +255,8 @@ class StochasticDepthModule(pl.LightningModule):
         self.speed = speed or Speed()
         if self.speed.channels_last:
             model.to(memory_format=torch.channels_last)
-        if self.speed.compile_blocks:
-            compile_branches(model)
+        if self.speed.compile_blocks and not self.speed.cuda_graphs:
+            compile_branches(model)  # with the graphs: their pieces are compiled instead
         self.loss_fn = loss_function(task)
         self.metric_name, self.val_metric = stage_metric(task, num_outputs)
         _, self.test_metric = stage_metric(task, num_outputs)
@@ -331,7 +329,9 @@ class StochasticDepthModule(pl.LightningModule):
         x, y = batch
         x = self.network_input(x)
         if self.speed.cuda_graphs and self.graphs is None and self.full_batch(len(y)):
-            self.graphs = GraphedSteps(self.model, self.loss_fn, x, y, self.make_graphed)
+            self.graphs = GraphedSteps(
+                self.model, self.loss_fn, x, y, self.make_graphed, self.speed.compile_blocks
+            )
         if self.graphs is not None and self.graphs.matches(x, y):
             loss = self.graphs.loss(x, y)
         else:  # no graphs, or a batch of another shape (an epoch's last): eagerly

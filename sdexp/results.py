@@ -16,8 +16,10 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 ``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
 ("ok" or "failed", with a reason), the metric's name ("error" in % or "mse") and its values (test
 metric of the final model and of the best-validation checkpoint, and which of them the recipe
-reports), the survival probabilities and what they imply, and timings. It is written atomically
-(a reader never sees half a file) with the permissions of any other file the user writes.
+reports), the survival probabilities and what they imply, timings, and the device that ran it
+with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost). It is
+written atomically (a reader never sees half a file) with the permissions of any other file the
+user writes.
 """
 
 from __future__ import annotations
@@ -214,9 +216,16 @@ class RunResult:
     sensitivity_se: list[float] | None = None  # the standard error of each S_l
     expected_depth: float | None = None
     depth_variance: float | None = None
-    train_time_s: float | None = None
+    train_time_s: float | None = None  # Lightning's Timer over fit, resumed runs' earlier parts in
     epoch_times_s: list[float] = field(default_factory=list)  # this process's epochs
+    device: str | None = None  # what trained it: the GPU's name ("NVIDIA H200") or "cpu"
+    device_share: float = 1.0  # devices it held: DDP's ranks / runs sharing one (a local sweep)
     version: str = ""
+
+    @property
+    def device_hours(self) -> float | None:
+        """What the run cost: ``train_time_s`` times ``device_share``, in hours."""
+        return None if self.train_time_s is None else self.train_time_s * self.device_share / 3600
 
     @property
     def test(self) -> float | None:

@@ -22,6 +22,8 @@ as missing. Per setup it writes
   equivalence margin), then per budget SenseMode against Uniform (and Linear) over seeds
   (``sdexp.verdict``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
   (``sdexp.verdict_plot``);
+- ``cost.md`` and ``cost.csv``: what the runs cost, in device-hours per table and device, summed
+  from their results.json (``sdexp.cost``);
 
 and prints the markdown, each table followed by its verdict. Every file names the command that
 made it and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata
@@ -50,7 +52,7 @@ from typing import NoReturn
 
 import pandas as pd
 
-from sdexp import __version__
+from sdexp import __version__, cost
 from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     RESULTS_FILE,
@@ -129,6 +131,8 @@ RUNS_COLUMNS = [
     "identity",
     "sweep",
     "dir",
+    "device",
+    "device_hours",
 ]
 
 
@@ -163,6 +167,8 @@ def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
         "test_loss": result.test_loss,
         "expected_depth": result.expected_depth,
         "dir": str(run_dir),
+        "device": result.device,
+        "device_hours": result.device_hours,
     }
 
 
@@ -647,6 +653,21 @@ def write_verdicts(
     return verdicts, plots
 
 
+def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
+    """``cost.md`` and ``cost.csv``: the runs' device-hours per table and device (``sdexp.cost``);
+    returns the markdown."""
+    titles = {
+        t.setup: f"{t.dataset}, {t.model}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, "
+        f"recipe {t.recipe}" + (f" (setup {t.setup[:6]})" if t.suffix else "")
+        for t in found
+    }
+    spent = cost.cost(runs.frame, titles)
+    made.stamp(spent).to_csv(out / "cost.csv", index=False)
+    text = cost.markdown(spent)
+    (out / "cost.md").write_text(f"{made.line}\n\n{text}")
+    return text
+
+
 def log_to_wandb(
     out: Path, found: list[Table], plots: list[Path], group: str | None, project: str
 ) -> None:
@@ -829,9 +850,11 @@ def main(argv: list[str] | None = None) -> int:
     verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
     for table, result in zip(found, verdicts, strict=True):
         print(f"{table.markdown()}\n{result.markdown()}")
+    print(write_cost(runs, found, out, made))
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "
-        f"{len(plots)} table plot(s) and {len(paired_plots)} paired plot(s) to {out}"
+        f"cost.md, cost.csv, {len(plots)} table plot(s) and {len(paired_plots)} paired plot(s) "
+        f"to {out}"
     )
     if args.wandb:
         log_to_wandb(out, found, plots, sweep_group(args.sweep_dirs), args.project)

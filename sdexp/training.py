@@ -41,6 +41,7 @@ from sdexp.models import ResidualNetwork
 from sdexp.module import EpochTimer, LightningData, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
 from sdexp.rundir import claim
+from sdexp.sharing import device_kind, runs_sharing_device
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
 
@@ -227,6 +228,8 @@ def fit_and_test(
         if result.train_time_s is None:  # fit did not end
             result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = epoch_timer.times  # this process's epochs, validation excluded
+        result.device = device_kind(trainer.strategy.root_device)
+        result.device_share = trainer.world_size / runs_sharing_device()
         # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
         if result.status != "running" and trainer.is_global_zero:
             path = write_result(out, result)

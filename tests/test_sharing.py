@@ -14,7 +14,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.sharing import PinThreads, claim_slot, cpu_share
+from sdexp.results import read_result
+from sdexp.sharing import (
+    MPSDaemon,
+    PinThreads,
+    claim_slot,
+    cpu_share,
+    mps_control,
+    runs_sharing_device,
+)
 from tests.conftest import FAST_TOY, ROOT, compose_config, run_train, user_env
 
 MPS = ROOT / "scripts" / "mps.sh"
@@ -31,7 +39,10 @@ def test_the_shared_gpu_preset_composes():
     assert (launcher.n_jobs, launcher.backend) == (8, "loky")
     callback = cfg.hydra.callbacks.pin_threads
     assert callback._target_ == "sdexp.sharing.PinThreads" and callback.jobs == 8
-    assert composed("hydra/launcher=gpu_shared").hydra.callbacks.pin_threads.jobs == 4
+    assert cfg.hydra.callbacks.mps._target_ == "sdexp.sharing.MPSDaemon"
+    default = composed("hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=4").hydra
+    assert default.callbacks.pin_threads.jobs == 4
+    assert composed("hydra/launcher=gpu_shared").hydra.launcher.n_jobs == 8  # measured
 
 
 def test_the_shared_slurm_preset_composes():
@@ -111,7 +122,10 @@ def test_the_callback_checks_its_job_count():
 
 @pytest.mark.slow
 def test_a_shared_gpu_sweep_pins_its_jobs(tmp_path):
-    """The preset as a user runs it (on the CPU): two jobs at once, each in its own slot."""
+    """The preset as a user runs it (on the CPU): two jobs at once, each in its own slot; no MPS
+    control program here, which the sweep says in one line before going on without it."""
+    if mps_control() is not None:
+        pytest.skip("this machine has nvidia-cuda-mps-control: the sweep would start MPS")
     sweep = tmp_path / "sweep"
     done = run_train(
         "-m",
@@ -123,6 +137,10 @@ def test_a_shared_gpu_sweep_pins_its_jobs(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in done.stdout.splitlines() if line.startswith("MPS:")]
+    assert said == [
+        "MPS: not started (nvidia-cuda-mps-control not found): the runs share the GPU without it"
+    ]
     logs = [p.read_text() for p in sorted(sweep.glob("*/train.log"))]
     assert len(logs) == 3
     pins = [re.search(r"slot (\d) of 2, CPUs \[([\d, ]+)\], (\d+) torch threads", t) for t in logs]
@@ -130,7 +148,10 @@ def test_a_shared_gpu_sweep_pins_its_jobs(tmp_path):
     assert {p.group(1) for p in pins} == {"0", "1"}  # two workers, two slots
     for pin in pins:
         assert len(pin.group(2).split(",")) == int(pin.group(3))
-    assert len(list(sweep.glob("*/results.json"))) == 3
+    results = [read_result(p.parent) for p in sweep.glob("*/results.json")]
+    assert len(results) == 3
+    assert {(r.device, r.device_share) for r in results} == {("cpu", 0.5)}  # 2 runs at once
+    assert runs_sharing_device() == 1  # outside a sweep: a run has its device to itself
 
 
 # --- scripts/mps.sh ---------------------------------------------------------------------------
@@ -204,3 +225,81 @@ def test_mps_start_status_stop_with_a_stand_in(tmp_path):
 def test_mps_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(MPS)]).returncode == 0
     assert os.access(MPS, os.X_OK)
+
+
+# --- the sweep's own MPS daemon (hydra/launcher=gpu_shared: sdexp.sharing.MPSDaemon) -----------
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """The stand-in nvidia-cuda-mps-control, its pipe and log directories, as the environment
+    says; returns the file of the commands it received."""
+    control = tmp_path / "mps-control"
+    control.write_text(STAND_IN)
+    control.chmod(0o755)
+    monkeypatch.setenv("MPS_CONTROL", str(control))
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "pipe"))
+    monkeypatch.setenv("CUDA_MPS_LOG_DIRECTORY", str(tmp_path / "log"))
+    return tmp_path / "pipe" / "calls"
+
+
+SWEEP = OmegaConf.create({"hydra": {"sweeper": {"max_batch_size": None}}})
+
+
+def test_the_sweep_starts_mps_and_stops_it(stand_in, capsys):
+    daemon = MPSDaemon()
+    daemon.on_multirun_start(SWEEP)
+    assert capsys.readouterr().out.startswith("MPS: started for this sweep (")
+    assert stand_in.read_text().split() == ["started", "get_server_list"]
+    daemon.on_multirun_end(SWEEP)
+    daemon.stop()  # again at exit: stopped once
+    assert capsys.readouterr().out == "MPS: stopped the daemon this sweep started\n"
+    assert stand_in.read_text().split()[-1] == "quit" and stand_in.read_text().count("quit") == 1
+
+
+def test_the_sweep_leaves_a_running_daemon_alone(stand_in, capsys):
+    stand_in.parent.mkdir()
+    subprocess.run([os.environ["MPS_CONTROL"], "-d"], check=True)
+    daemon = MPSDaemon()
+    daemon.on_multirun_start(SWEEP)
+    daemon.on_multirun_end(SWEEP)
+    out = capsys.readouterr().out
+    assert out.startswith("MPS: a daemon already runs (") and out.count("\n") == 1
+    assert "quit" not in stand_in.read_text()
+
+
+def test_a_dry_run_starts_no_daemon(stand_in, capsys):
+    MPSDaemon().on_multirun_start(OmegaConf.create({"hydra": {"sweeper": {"dry_run": True}}}))
+    assert capsys.readouterr().out == "" and not stand_in.exists()
+
+
+def test_without_the_control_program_the_sweep_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPS_CONTROL", str(tmp_path / "missing"))
+    daemon = MPSDaemon()
+    daemon.on_multirun_start(SWEEP)
+    daemon.on_multirun_end(SWEEP)
+    assert capsys.readouterr().out == (
+        "MPS: not started (nvidia-cuda-mps-control not found): the runs share the GPU without it\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_failed_sweep_stops_its_daemon_too(stand_in):
+    """Hydra skips on_multirun_end when a job failed (a NaN loss here): the daemon the sweep
+    started is stopped as its process exits."""
+    sweep = stand_in.parent.parent / "sweep"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *FAST_TOY, "optimizer.lr=1e30"]
+        + ["logger=none", "hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=1"]
+        + [f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(),  # the stand-in's variables, set by the fixture
+    )
+    assert done.returncode == 1 and "NonFiniteLossError" in done.stderr
+    said = [line for line in done.stdout.splitlines() if line.startswith("MPS:")]
+    assert said[0].startswith("MPS: started for this sweep") and len(said) == 2
+    assert said[1] == "MPS: stopped the daemon this sweep started"
+    assert stand_in.read_text().split() == ["started", "get_server_list", "quit"]

@@ -1,5 +1,5 @@
 """The fast paths compute what the plain paths compute, and what they refuse (speed itself is
-for ``sdexp.bench`` and ``sdexp.speedcheck``; CUDA graphs: ``tests/test_graphs.py``)."""
+for ``sdexp.bench`` and ``scripts/gpu_check.py``; CUDA graphs: ``tests/test_graphs.py``)."""
 
 from __future__ import annotations
 
@@ -197,7 +197,6 @@ def test_cuda_graphs_are_refused_on_a_cpu(make_config):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["speed.compile_blocks=true"], "choose one of it and speed.compile_blocks"),
         (["trainer=ddp"], "not with trainer=ddp"),
         (["+trainer.accumulate_grad_batches=2"], "not with trainer.accumulate_grad_batches"),
     ],
@@ -205,6 +204,7 @@ def test_cuda_graphs_are_refused_on_a_cpu(make_config):
 def test_cuda_graphs_on_a_gpu_refuse(make_config, monkeypatch, overrides, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_config(make_config("speed.cuda_graphs=true", "logger=none"))  # alone: accepted
+    check_config(make_config("speed.cuda_graphs=true", "speed.compile_blocks=true", "logger=none"))
     with pytest.raises(ConfigError, match=message):
         check_config(make_config("speed.cuda_graphs=true", *overrides, "logger=none"))
 
