@@ -113,6 +113,8 @@ COLUMNS = [
     "test_loss",
     "expected_depth",
     "dir",
+    "device",
+    "device_hours",
 ]
 #: runs.csv: one row per run; ``test`` is its reported test metric (``metric``: "error" in % or
 #: "mse"), ``dir`` its directory relative to ``sweep``, the sweep directory it was found under.

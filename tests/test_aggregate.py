@@ -272,7 +272,8 @@ def test_cli(sweep, tmp_path, capsys):
     assert paired in done.stdout.splitlines() and "at small budgets (b = 0.2) " in paired
     assert done.stdout.splitlines()[-1] == (
         f"Wrote {tmp_path / 'out' / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, "
-        f"verdict.csv, 1 table plot(s) and 1 paired plot(s) to {tmp_path / 'out'}"
+        f"verdict.csv, cost.md, cost.csv, 1 table plot(s) and 1 paired plot(s) to "
+        f"{tmp_path / 'out'}"
     )
     usage = run_table("--help")
     assert usage.stdout.startswith("usage: sdexp-table [-h]"), usage.stdout
