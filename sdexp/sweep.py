@@ -12,7 +12,9 @@ cartesian product holds cells that are not experiments, and the grid sweeper
   not launched again, so re-running a sweep after a crash runs only the missing cells;
 - a cell whose directory holds a run of another identity (the preset was edited, say) is a
   conflict: nothing is launched until the user chooses another sweep directory or
-  ``overwrite=true`` (``sdexp.rundir``).
+  ``overwrite=true`` (``sdexp.rundir``);
+- a cell whose ``last.ckpt`` cannot be read (truncated, say) runs: the run moves the file aside
+  (``last.ckpt.unreadable``) and starts over.
 
 Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
 """
@@ -168,8 +170,10 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     if result is not None and result.status == "ok" and result.key.identity == key.identity:
         return "done", ""
     found = conflicts(run_dir, key, config)
-    if found:
-        return "conflict", f"{found[0].file} is {found[0].why}"
+    if clashes := [c for c in found if not c.unreadable]:
+        return "conflict", f"{clashes[0].file} is {clashes[0].why}"
+    if found:  # an unreadable checkpoint: the run moves it aside (the plan moves nothing)
+        return "to run", f"{found[0].file} is {found[0].why}: moved aside, the run starts over"
     if (run_dir / CHECKPOINTS / LAST).exists():
         return "to run", "resumes from its last checkpoint"
     return "to run", "failed before; runs again" if result is not None else ""
