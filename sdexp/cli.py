@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from sdexp import console
 from sdexp.config import check_config
 from sdexp.errors import exit_on_stop, failure_policy, stop_on_signals
-from sdexp.rundir import remove_unused
+from sdexp.rundir import check_kinds, remove_unused
 
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
@@ -33,7 +33,10 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
 
 
 def train_task(cfg: DictConfig) -> None:
-    check_config(cfg)  # bad input fails within seconds, before Lightning is even imported
+    # Bad input fails within seconds, before Lightning is even imported: the output directory
+    # (a results.json the run could never write), then the config.
+    check_kinds(Path(cfg.output_dir))
+    check_config(cfg)
     from sdexp.training import train as run
 
     run(cfg)

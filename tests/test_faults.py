@@ -42,8 +42,9 @@ def run(*args: str, module: str | None = None, cwd: Path = ROOT) -> subprocess.C
 
 
 def imported(done: subprocess.CompletedProcess) -> set[str]:
+    """The top-level packages the process imported."""
     return {
-        line.rsplit("|", 1)[-1].strip()
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
         for line in done.stderr.splitlines()
         if line.startswith("import time:")
     }
