@@ -262,10 +262,11 @@ def fit_and_test(
         if result.train_time_s is None and trainer is not None:  # fit did not end
             result.train_time_s = timer.time_elapsed("train")
             result.epoch_times_s = list(epoch_timer.times)
-        # A stopped run (a signal, preemption) writes none; under DDP rank 0 writes.
-        if result.status != "running" and rank_zero_only.rank == 0:
-            conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
-        loggers.finish(exit_code=0 if result.status == "ok" else 1)
+        try:  # a stopped run (a signal, preemption) writes none; under DDP rank 0 writes
+            if result.status != "running" and rank_zero_only.rank == 0:
+                conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
+        finally:
+            loggers.finish(exit_code=0 if result.status == "ok" else 1)
     return result
 
 
