@@ -9,6 +9,7 @@ and after each scenario."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdexp.console import RunLogFile
+from sdexp.errors import Stopped, stop_on_signals
 from sdexp.results import read_result, run_key
 from sdexp.rundir import move_aside
 from sdexp.sweep import cell_status
@@ -318,3 +321,40 @@ def test_moving_aside_deletes_nothing(tmp_path):
         "last.ckpt.unreadable": "first",
         "last.ckpt.unreadable.2": "second",
     }
+
+
+# --- the pieces, in process -----------------------------------------------------------------
+
+
+def test_a_signal_raises_stopped_where_nobody_else_handles_it():
+    """SIGTERM (a real one) raises Stopped with exit status 143; a handler someone else set
+    (submitit's, which lets its USR2 handler requeue the job) stays, and so does the old one
+    after the block."""
+    with stop_on_signals(), pytest.raises(Stopped) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before the next bytecode
+    assert stop.value.exit_status == 143 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    def submitit(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, submitit)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGTERM) is submitit
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_run_log_is_written_only_once_the_run_owns_its_directory(tmp_path):
+    logger = logging.getLogger("tests.faults")
+    handler = RunLogFile(str(tmp_path / "train.log"))
+    logger.addHandler(handler)
+    try:
+        logger.warning("before the claim")
+        assert not (tmp_path / "train.log").exists()  # a refused run writes nothing there
+        handler.open_log()
+        logger.warning("after the claim")
+        assert (tmp_path / "train.log").read_text() == "before the claim\nafter the claim\n"
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
