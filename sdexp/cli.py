@@ -1,17 +1,53 @@
 """``sdexp-train mode=sensemode budget=0.3`` (or ``python train.py ...`` in a checkout): train a
-Stable ResNet with stochastic depth at a mode and budget (configs: ``sdexp/conf/train.yaml``)."""
+Stable ResNet with stochastic depth at a mode and budget (configs: ``sdexp/conf/train.yaml``).
+
+Whatever stops a run is one line on stderr and an exit status (``sdexp.errors``): 2 for bad
+input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
+
+from collections.abc import Callable
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sdexp import console
 from sdexp.config import check_config
-from sdexp.errors import exit_on_config_error
+from sdexp.errors import exit_on_stop, failure_policy, stop_on_signals
+from sdexp.rundir import check_kinds, remove_unused
+
+
+def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
+    """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
+    that never owned its directory (refused, or skipped) leaves nothing there: its log lines
+    are not written (``sdexp.console.RunLogFile``) and a directory Hydra made for it is
+    removed (``sdexp.rundir.remove_unused``)."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    with failure_policy(in_sweep), stop_on_signals():
+        try:
+            task(cfg)
+        finally:
+            if not console.run_log_opened():
+                remove_unused(Path(cfg.output_dir))
+
+
+def train_task(cfg: DictConfig) -> None:
+    # Bad input fails within seconds, before Lightning is even imported: the output directory
+    # (a results.json the run could never write), then the config.
+    check_kinds(Path(cfg.output_dir))
+    check_config(cfg)
+    from sdexp.training import train as run
+
+    run(cfg)
 
 
 @hydra.main(config_path="pkg://sdexp.conf", config_name="train", version_base="1.3")
-def train(cfg: DictConfig) -> None:
-    with exit_on_config_error():
-        check_config(cfg)  # bad input fails within seconds, before Lightning is even imported
-        from sdexp.training import train as run
+def main(cfg: DictConfig) -> None:
+    run_task(cfg, train_task)
 
-        run(cfg)
+
+def train() -> None:
+    """The command (``sdexp-train``, ``python train.py``)."""
+    with stop_on_signals():
+        exit_on_stop(main)

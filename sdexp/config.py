@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import os
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -249,12 +250,86 @@ class SkipInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+#: Lightning strategies that let DDP's gradient reduction go on without the parameters of the
+#: blocks a step dropped (``sdexp/conf/trainer/ddp.yaml``).
+UNUSED_PARAMETERS_STRATEGIES = (
+    "ddp_find_unused_parameters_true",
+    "ddp_spawn_find_unused_parameters_true",
+)
+
+
+def device_count(accelerator: str, devices: Any) -> int:
+    """How many devices (processes) Lightning would train on: ``devices`` is a number (-1: all),
+    a list of indices, a string of them ("0,1") or "auto" (all GPUs, one CPU process)."""
+    gpu = accelerator in ("gpu", "cuda") or accelerator == "auto" and torch.cuda.is_available()
+    available = torch.cuda.device_count() if gpu else os.cpu_count() or 1
+    if devices in ("auto", None):
+        return available if gpu else 1
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, str):
+        devices = devices.strip()
+        if "," in devices or devices == "":
+            return len([d for d in devices.split(",") if d.strip()])
+        devices = int(devices) if devices.lstrip("-").isdigit() else devices
+    if devices == -1:
+        return available
+    return devices if isinstance(devices, int) else 1
+
+
+def check_trainer(trainer: dict) -> None:
+    """What Lightning would refuse, or run into a crash, with a traceback: an accelerator this
+    machine lacks, several devices without DDP that handles dropped blocks, no training batch."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    available = {
+        "gpu": torch.cuda.is_available(),
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(accelerator, True):
+        raise ConfigError(
+            "trainer.accelerator",
+            f"{accelerator}: this machine has none (torch sees no {accelerator.upper()} device): "
+            "use trainer.accelerator=cpu, or auto (a GPU when there is one)",
+        )
+    count = device_count(accelerator, trainer.get("devices", "auto"))
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and count > gpus:
+        raise ConfigError("trainer.devices", f"{count} GPUs asked, this machine has {gpus}")
+    strategy = trainer.get("strategy", "auto")
+    handles_unused = (
+        strategy.get("find_unused_parameters") is True
+        if isinstance(strategy, dict)
+        else str(strategy) in UNUSED_PARAMETERS_STRATEGIES
+    )
+    if count > 1 and not handles_unused:
+        raise ConfigError(
+            "trainer.devices",
+            f"{count} devices need trainer=ddp (strategy {UNUSED_PARAMETERS_STRATEGIES[0]}: the "
+            f"blocks a step drops get no gradient, which strategy {strategy} cannot reduce)",
+        )
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not (
+        isinstance(limit, int)
+        and not isinstance(limit, bool)
+        and limit >= 1
+        or isinstance(limit, float)
+        and 0 < limit <= 1
+    ):
+        raise ConfigError(
+            "trainer.limit_train_batches",
+            f"a number of batches (at least 1) or a fraction in (0, 1] of each epoch, or null "
+            f"(all), got {limit!r}: a run must train",
+        )
+
+
 def check_ranges(cfg: DictConfig, values: dict):
     """Ranges the constructors do not check; returns the instantiated mode."""
     check_seed(values["seed"])
     epochs = values["trainer"].get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"an integer, at least 1, got {epochs!r}")
+    check_trainer(values["trainer"])
     check_budget(values["budget"])
     mode = instantiate(cfg.mode)
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)  # reads no data

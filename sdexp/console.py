@@ -6,6 +6,10 @@ left is ours and what is worth reading. On a terminal the progress bar stays; wi
 SLURM job's log, a file) it would write a few hundred bytes per step, so
 ``sdexp.module.ProgressLines`` writes a short line at most once a minute instead. This module
 imports no Lightning: Hydra loads its formatter before a run's config is checked.
+
+Where the lines go (``sdexp/conf/hydra/job_logging/sdexp.yaml``): information to stdout,
+warnings and errors to stderr, and all of them, with time and source, to the run's log file
+(``RunLogFile``: ``train.log``), once the run owns its directory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,68 @@ import sys
 import warnings
 
 from sdexp.results import RunKey, RunResult
+
+
+class BelowWarning(logging.Filter):
+    """Records below WARNING: the console's stdout (warnings and errors go to stderr)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's log file (``<output dir>/train.log``), written once the run owns its directory.
+
+    Hydra opens a job's log before the task starts, and a run refused there (a directory that
+    holds another run, or a live run's lock) would append to that run's log. Here the records
+    wait in memory until ``open_run_log`` (the run claimed the directory: ``sdexp.rundir``), which
+    writes them first; a run that never owns its directory writes nothing there. A log file that
+    cannot be written (a full disk) is given up with one warning on stderr, not a traceback per
+    line (``logging.Handler.handleError``'s default)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.pending: list[logging.LogRecord] | None = []
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        if self.pending is not None:
+            self.pending.append(record)
+            return
+        try:  # FileHandler opens the file (delay=True) outside its own error handling
+            super().emit(record)
+        except Exception:  # noqa: BLE001 - reported once by handleError
+            self.handleError(record)
+
+    def open_log(self) -> None:
+        """Write the waiting records, and every later one as it comes."""
+        pending, self.pending = self.pending or [], None
+        for record in pending:
+            self.handle(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"warning: cannot write {self.baseFilename} ({error}): log not kept\n")
+
+
+def run_logs() -> list[RunLogFile]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, RunLogFile)]
+
+
+def open_run_log() -> None:
+    """The run owns its directory: its log file is written from now on (``RunLogFile``)."""
+    for handler in run_logs():
+        handler.open_log()
+
+
+def run_log_opened() -> bool:
+    """Whether this job's log file was opened (its run owned its directory)."""
+    return any(handler.pending is None for handler in run_logs())
 
 
 class BriefFormatter(logging.Formatter):
@@ -71,11 +137,11 @@ def duration(seconds: float | None) -> str:
 
 def end_line(result: RunResult, path: str, baseline: str = "", elapsed: float | None = None) -> str:
     """``ok: test MSE 0.0728 (final model; ...), expected depth 15.0 of 50, 20s: results.json``,
-    or ``failed: <reason>, ...``."""
+    or for a failed run its reason: ``NonFiniteLossError: ... (failed after 3s: results.json)``
+    (an error line)."""
     key = result.key
-    if result.status == "ok":
-        head = f"ok: {metric_text(result.metric, result.test, result.report, baseline)}"
-    else:
-        head = f"{result.status}: {result.reason}"
+    if result.status != "ok":
+        return f"{result.reason} ({result.status} after {duration(elapsed)}: {path})"
+    head = f"ok: {metric_text(result.metric, result.test, result.report, baseline)}"
     depth = f"expected depth {result.expected_depth:.1f} of {key.num_blocks}"
     return f"{head}, {depth}, {duration(elapsed)}: {path}"

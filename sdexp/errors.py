@@ -1,10 +1,31 @@
-"""The one exception type for bad input: it names the option and what is allowed."""
+"""How a run fails: one line, an exit status, no traceback.
+
+- ``ConfigError``, the one exception type for bad input: it names the option and what is
+  allowed (exit status 2).
+- ``Stopped``: the run was stopped by SIGINT (Ctrl-C) or SIGTERM (exit status 130 or 143, the
+  shell's convention 128 + the signal's number). ``stop_on_signals`` turns both signals into it.
+- ``failure_policy`` wraps a task function (``train``, the theory experiments): whatever stops
+  it is one line on stderr (through the ``sdexp`` logger: the run's log file has it too, once the
+  run owns its directory) and an exit status; a line the run already wrote (its failure, with
+  ``results.json``) is not repeated (``mark_reported``). In a sweep the error goes on to the
+  launcher instead, which counts the job as failed and launches the next one.
+
+This module imports neither torch nor Lightning: the command line loads it first.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+log = logging.getLogger("sdexp")
+
+#: An exception whose line the run has written already (``mark_reported``).
+_REPORTED = "_sdexp_reported"
 
 
 class ConfigError(ValueError):
@@ -13,6 +34,70 @@ class ConfigError(ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
         self.option = option
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal. A KeyboardInterrupt, so that whatever stops on Ctrl-C
+    (Lightning's loops, a sweep) stops on SIGTERM alike."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal_name(signum)}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    name = signal.Signals(signum).name
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
+#: The signal that stopped this process, if one did (Lightning turns a KeyboardInterrupt inside
+#: ``Trainer.fit`` into ``sys.exit(1)``; ``stop_signal`` still says what happened).
+_received: int | None = None
+
+
+def stop_signal() -> int | None:
+    return _received
+
+
+def _stop(signum: int, frame) -> None:
+    global _received
+    _received = signum
+    raise Stopped(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where nobody else handles
+    them: a signal whose handler is not Python's default (submitit's SIGTERM, which lets its
+    USR2 handler requeue the job) is left as it is. Lightning's own SIGTERM handler, set for the
+    time of a ``fit``, calls this one after its own."""
+    global _received
+    _received = None
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in defaults.items():
+            if signal.getsignal(signum) in (default, None):
+                replaced[signum] = signal.signal(signum, _stop)
+    try:
+        yield
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
+
+
+def mark_reported(error: BaseException) -> BaseException:
+    """``error``, marked as written already (the run's failure line); returns it."""
+    setattr(error, _REPORTED, True)
+    return error
+
+
+def reported(error: BaseException) -> bool:
+    return getattr(error, _REPORTED, False)
 
 
 def find_config_error(error: BaseException | None) -> ConfigError | None:
@@ -24,14 +109,46 @@ def find_config_error(error: BaseException | None) -> ConfigError | None:
     return None
 
 
+def flat_message(error: BaseException) -> str:
+    """``str(error)`` on one line."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: its type and message (a ConfigError: the option and message)."""
+    if isinstance(error, ConfigError):
+        return flat_message(error)
+    text = flat_message(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """Bad input: one line naming the option and what is allowed, exit status 2, no traceback."""
+def failure_policy(in_sweep: bool = False) -> Iterator[None]:
+    """Around a task function: an error is one line on stderr and exit status 2 (bad input) or
+    1 (anything else); a stop by a signal is one line and goes on as ``Stopped`` (the command
+    line exits with its status, ``exit_on_stop``). ``in_sweep``: the error is raised on to the
+    launcher after its line, so that the sweep counts the job failed and goes on."""
     try:
         yield
-    except Exception as error:
+    except Stopped as stop:
+        if not reported(stop):
+            log.error(f"stopped by {signal_name(stop.signum)}")
+        mark_reported(stop)
+        raise
+    except Exception as error:  # noqa: BLE001 - the policy: every error is one line
         config_error = find_config_error(error)
-        if config_error is None:
+        if not reported(error):
+            log.error(one_line(config_error or error))
+        if in_sweep:
+            mark_reported(error)
             raise
-        print(f"error: {config_error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if config_error is not None else 1)
+
+
+def exit_on_stop(main) -> None:
+    """Run a command's ``main`` (its ``@hydra.main`` function); a stop by a signal, already
+    reported in one line, ends the process with 128 + the signal's number."""
+    try:
+        main()
+    except Stopped as stop:
+        sys.exit(stop.exit_status)

@@ -169,6 +169,10 @@ class CifarResNet(ResidualNetwork):
         shortcut: Literal["avgpool", "stride"] = "avgpool",
         mask_seed: int = 0,
     ) -> None:
+        if any(not isinstance(w, int) or w < 1 for w in widths) or len(widths) != 3:
+            raise ConfigError(
+                "model.widths", f"three positive integers (the stages' widths), got {widths}"
+            )
         if len(input_shape) != 3:
             raise ConfigError(
                 "model",
@@ -246,6 +250,8 @@ class VanillaResNet(ResidualNetwork):
         inverted: bool = False,
         mask_seed: int = 0,
     ) -> None:
+        if width < 1:
+            raise ConfigError("model.width", f"a positive integer, got {width}")
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 "model.activation", f"one of {sorted(ACTIVATIONS)}, got {activation!r}"

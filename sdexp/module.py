@@ -59,7 +59,10 @@ log = logging.getLogger("sdexp")
 
 
 class EpochTimer(pl.Callback):
-    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``)."""
+    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``).
+
+    The times of the finished epochs are in every checkpoint (``state_dict``), so that a resumed
+    run's ``times`` cover the whole run, as Lightning's ``Timer`` does for the total."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -82,6 +85,12 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.times.append(self._now(trainer) - self._start - self._validation)
         pl_module.log("train/epoch_time_s", self.times[-1], sync_dist=True)  # mean over ranks
+
+    def state_dict(self) -> dict:
+        return {"times": list(self.times)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.times = list(state_dict["times"])
 
 
 class LightningData(pl.LightningDataModule):

@@ -216,8 +216,8 @@ class RunResult:
     sensitivity_se: list[float] | None = None  # the standard error of each S_l
     expected_depth: float | None = None
     depth_variance: float | None = None
-    train_time_s: float | None = None  # Lightning's Timer over fit, resumed runs' earlier parts in
-    epoch_times_s: list[float] = field(default_factory=list)  # this process's epochs
+    train_time_s: float | None = None  # Lightning's Timer over fit, across resumes
+    epoch_times_s: list[float] = field(default_factory=list)  # every epoch, across resumes
     device: str | None = None  # what trained it: the GPU's name ("NVIDIA H200") or "cpu"
     device_share: float = 1.0  # devices it held: DDP's ranks / runs sharing one (a local sweep)
     version: str = ""
@@ -244,14 +244,24 @@ class RunResult:
         return cls(key=key, **{k: v for k, v in data.items() if k in kept})
 
 
-def write_result(run_dir: str | Path, result: RunResult) -> Path:
-    """Write results.json atomically: a temporary file in the same directory, then a rename."""
-    path = Path(run_dir) / RESULTS_FILE
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename. A reader
+    never sees half a file, and a write that fails (a full disk, a signal) leaves no temporary
+    file behind and ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RESULTS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2))  # the umask's permissions
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)  # the umask's permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_result(run_dir: str | Path, result: RunResult) -> Path:
+    """Write results.json atomically (``write_atomically``)."""
+    return write_atomically(Path(run_dir) / RESULTS_FILE, json.dumps(result.to_dict(), indent=2))
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:

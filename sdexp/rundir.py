@@ -11,7 +11,15 @@ there against the run's identity (``sdexp.results.RunKey``):
   ``overwrite=true``, which discards them). A run resumes only from a checkpoint of its own
   identity, which ``RunIdentity`` writes into every checkpoint.
 - an unreadable ``results.json`` is reported and counts as not finished; an unreadable
-  ``last.ckpt`` stops the run with one line naming the file and the remedy.
+  ``last.ckpt`` (truncated, say) is named in one line and moved aside to
+  ``last.ckpt.unreadable`` (nothing is deleted), and the run starts over.
+- ``results.json`` that is a directory, or ``checkpoints`` that is a file, stop the run before
+  it trains, with one line (``check_kinds``): the run could never write there.
+
+Hydra writes into a run's directory before the task starts: its record of the command
+(``.hydra/``) and its log file. Both wait until the run owns the directory (``keep_hydra_record``,
+``sdexp.console.RunLogFile``), so that a refused run changes nothing of the run that is there;
+a directory Hydra made for a command that never owned it is removed (``remove_unused``).
 
 Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
 (``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.checkpoints``.
@@ -24,22 +32,33 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import RESULTS_FILE, RunKey, UnreadableResult, differences, read_result
+from sdexp.results import (
+    RESULTS_FILE,
+    RunKey,
+    UnreadableResult,
+    differences,
+    read_result,
+    write_atomically,
+)
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
+UNREADABLE = ".unreadable"  # the suffix of a checkpoint moved aside
 IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config"}
 
 #: How a run directory is named on the command line, for the messages.
@@ -54,11 +73,19 @@ WAYS_OUT = (
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/run.lock`` while the block runs; ConfigError if a live process holds it."""
+def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
+    """Hold ``run_dir/run.lock`` while the block runs; ConfigError if a live process holds it.
+    Yields ``hold``, which writes this process into the file as its holder: once the run may go
+    on (a refused run leaves the file as it was)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def hold() -> None:
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,10 +98,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             ) from None
         except OSError as error:  # a file system without locks: go on, and say so
             log.warning(f"{path}: cannot lock ({error}); two runs into {run_dir} would collide")
-        os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
-        yield
+        yield hold
     finally:
         os.close(fd)  # releases the lock
 
@@ -83,27 +107,51 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 class Conflict(NamedTuple):
-    """A file in a run directory that the run cannot use, and why."""
+    """A file in a run directory that the run cannot use, and why. ``unreadable``: a checkpoint
+    that cannot be read, which the run moves aside; any other conflict stops the run."""
 
     file: str
     why: str
+    unreadable: bool = False
 
 
-def stored_identity(path: Path) -> dict | None:
-    """The identity a checkpoint stores (None if it has none); raises if it is unreadable."""
+def check_kinds(run_dir: Path) -> None:
+    """ConfigError if ``results.json`` is not a file or ``checkpoints`` not a directory."""
+    for name, is_kind, kind, what in (
+        (RESULTS_FILE, Path.is_file, "not a file", "its results"),
+        (CHECKPOINTS, Path.is_dir, "not a directory", "its checkpoints"),
+    ):
+        path = run_dir / name
+        if path.exists() and not is_kind(path):
+            raise ConfigError(
+                DIR_OPTION,
+                f"{path} is {kind}, where the run writes {what}: move it away, or choose another "
+                f"output directory",
+            )
+
+
+def stored_checkpoint(path: Path) -> dict:
+    """What a checkpoint stores; raises if it is unreadable."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    return checkpoint.get(IDENTITY) if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"a {type(checkpoint).__name__}, not a checkpoint")
+    return checkpoint
 
 
 def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
     """The files of other runs in ``run_dir``: a results.json or last.ckpt of another identity,
-    a checkpoint without one or that cannot be read. An unreadable results.json is not one: it
-    is reported and counts as not finished (the run writes a new one)."""
-    found = []
+    a checkpoint without one, and a checkpoint that cannot be read (``unreadable``). An
+    unreadable results.json is not one: it counts as not finished (the run writes a new one;
+    the callers say so)."""
+    return inspect(run_dir, key, config)[0]
+
+
+def inspect(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
+    """``conflicts``, and the number of epochs ``last.ckpt`` holds if it is the run's own."""
+    found, epochs = [], None
     try:
         result = read_result(run_dir)
-    except UnreadableResult as error:
-        log.warning(f"{error}; treated as not finished")
+    except UnreadableResult:
         result = None
     if result is not None and result.key.identity != key.identity:
         found.append(
@@ -113,16 +161,19 @@ def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
     if last.exists():
         name = f"{CHECKPOINTS}/{LAST}"
         try:
-            stored = stored_identity(last)
+            checkpoint = stored_checkpoint(last)
         except Exception as error:  # truncated, corrupt, not a checkpoint
-            found.append(Conflict(name, f"unreadable ({type(error).__name__}: {str(error)[:160]})"))
+            why = f"unreadable ({type(error).__name__}: {str(error)[:160]})"
+            return [*found, Conflict(name, why, unreadable=True)], None
+        stored = checkpoint.get(IDENTITY)
+        if stored is None:
+            found.append(Conflict(name, "written without a run identity (sdexp < 0.2)"))
+        elif stored["identity"] != key.identity:
+            why = f"of another run ({differences(stored['config'], config)})"
+            found.append(Conflict(name, why))
         else:
-            if stored is None:
-                found.append(Conflict(name, "written without a run identity (sdexp < 0.2)"))
-            elif stored["identity"] != key.identity:
-                why = f"of another run ({differences(stored['config'], config)})"
-                found.append(Conflict(name, why))
-    return found
+            epochs = checkpoint.get("epoch", -1) + 1
+    return found, epochs
 
 
 def discard(run_dir: Path) -> None:
@@ -131,25 +182,122 @@ def discard(run_dir: Path) -> None:
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
 
 
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<path>.unreadable`` (``.unreadable.2``, ... if taken); returns it."""
+    aside, number = path.with_name(path.name + UNREADABLE), 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}{UNREADABLE}.{number}")
+    os.rename(path, aside)
+    return aside
+
+
 def conflict_error(run_dir: Path, found: list[Conflict]) -> ConfigError:
     """One line: the directory, the first file it cannot use and why, the ways out."""
-    file, why = found[0]
+    file, why, _ = found[0]
     more = f" (and {len(found) - 1} more file)" if len(found) > 1 else ""
     return ConfigError(DIR_OPTION, f"{run_dir}: {file} is {why}{more}: {WAYS_OUT}")
+
+
+class Resume(NamedTuple):
+    """The checkpoint a run resumes from, and how many epochs it holds."""
+
+    path: Path
+    epochs: int
 
 
 @contextmanager
 def claim(
     run_dir: Path, key: RunKey, config: dict, overwrite: bool, lock: bool = True
-) -> Iterator[Path | None]:
+) -> Iterator[Resume | None]:
     """Lock ``run_dir`` (unless ``lock`` is False: the other ranks of a DDP run) and make sure
-    it holds nothing of another run; yield the checkpoint to resume from, if any."""
-    with run_lock(run_dir) if lock else nullcontext():
-        found = conflicts(run_dir, key, config)
-        if found and not overwrite:
-            raise conflict_error(run_dir, found)
-        if found:
+    it holds nothing of another run; yield the checkpoint to resume from, if any.
+
+    Nothing in the directory changes until the run may go on: a refused run leaves it as it
+    was. An unreadable ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
+    with run_lock(run_dir) if lock else nullcontext() as hold:
+        found, epochs = inspect(run_dir, key, config)
+        others = [c for c in found if not c.unreadable]
+        if others and not overwrite:
+            raise conflict_error(run_dir, others)
+        if hold is not None:
+            hold()
+        last = run_dir / CHECKPOINTS / LAST
+        if others:
             log.warning(f"{run_dir}: overwrite=true, discarding {', '.join(c.file for c in found)}")
             discard(run_dir)
-        last = run_dir / CHECKPOINTS / LAST
-        yield last if last.exists() else None
+        elif found and lock:  # rank 0 moves it; the other ranks of a DDP run start over too
+            aside = move_aside(last)
+            log.warning(
+                f"{last} is {found[0].why}: moved aside to {aside.name}, and the run starts over"
+            )
+        yield Resume(last, epochs) if epochs is not None and last.exists() else None
+
+
+# --- Hydra's side ---------------------------------------------------------------------------------
+
+
+def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
+    """Hydra's record of the command (``.hydra/config.yaml``, ``hydra.yaml``,
+    ``overrides.yaml``), written once the run owns ``run_dir``. Hydra would write it before the
+    task starts (``hydra.output_subdir: null`` turns that off), and a refused run would so
+    rewrite the record of the run that is there. Nothing to write outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.instance().cfg  # the config's hydra node, as Hydra saves it
+    record = {
+        "config.yaml": cfg,
+        "hydra.yaml": hydra,
+        "overrides.yaml": OmegaConf.create(list(HydraConfig.get().overrides.task)),
+    }
+    for name, node in record.items():
+        write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+
+
+def remove_unused(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a single run that never owned it (a refused
+    command), if it is empty and named by the command's time (``${now:...}`` in
+    ``hydra.run.dir``: no one else's), with the parents named by the time that it leaves
+    empty (``outputs/runs/<date>/<time>/``). A directory named on the command line stays."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return
+    pattern = OmegaConf.to_container(HydraConfig.get().run, resolve=False)["dir"]
+    path = run_dir.absolute()
+    for part in reversed(Path(str(pattern)).parts):
+        if "${now:" not in part:
+            return
+        try:
+            path.rmdir()  # only if empty
+        except OSError:
+            return
+        path = path.parent
+
+
+class MakeRunDir(Callback):
+    """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
+    directory before Hydra does, so that one that cannot be created (under a regular file, in
+    a read-only place) is one line and exit status 2, not Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the directory's name
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+        finally:
+            HydraConfig.instance().cfg = previous
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                raise PermissionError(f"{run_dir} is not writable")
+        except OSError as error:
+            why = error.strerror if error.filename else str(error)
+            where = f": {error.filename}" if error.filename else ""
+            print(f"error: {DIR_OPTION}: cannot create {run_dir} ({why}{where})", file=sys.stderr)
+            sys.exit(2)

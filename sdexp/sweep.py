@@ -10,8 +10,11 @@ cartesian product holds cells that are not experiments, and the grid sweeper
   runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
 - a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
   not launched again, so re-running a sweep after a crash runs only the missing cells;
-- a cell whose directory holds a run of another identity is a conflict: nothing is launched
-  until the user chooses another sweep directory or ``overwrite=true`` (``sdexp.rundir``).
+- a cell whose directory holds a run of another identity (the preset was edited, say) is a
+  conflict: nothing is launched until the user chooses another sweep directory or
+  ``overwrite=true`` (``sdexp.rundir``);
+- a cell whose ``last.ckpt`` cannot be read (truncated, say) runs: the run moves the file aside
+  (``last.ckpt.unreadable``) and starts over.
 
 Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
 every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
@@ -38,7 +41,15 @@ from omegaconf import DictConfig, OmegaConf
 from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
 from sdexp.errors import ConfigError
 from sdexp.results import METRIC, RESULTS_FILE, RunKey, UnreadableResult, read_result, run_key
-from sdexp.rundir import CHECKPOINTS, LAST, LOCK_FILE, conflicts, run_lock, stored_identity
+from sdexp.rundir import (
+    CHECKPOINTS,
+    IDENTITY,
+    LAST,
+    LOCK_FILE,
+    conflicts,
+    run_lock,
+    stored_checkpoint,
+)
 from sdexp.survival import check_budget
 
 #: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
@@ -198,8 +209,10 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     if result is not None and result.status == "ok" and result.key.identity == key.identity:
         return "done", ""
     found = conflicts(run_dir, key, config)
-    if found:
-        return "conflict", f"{found[0].file} is {found[0].why}"
+    if clashes := [c for c in found if not c.unreadable]:
+        return "conflict", f"{clashes[0].file} is {clashes[0].why}"
+    if found:  # an unreadable checkpoint: the run moves it aside (the plan moves nothing)
+        return "to run", f"{found[0].file} is {found[0].why}: moved aside, the run starts over"
     if (run_dir / CHECKPOINTS / LAST).exists():
         return "to run", "resumes from its last checkpoint"
     return "to run", "failed before; runs again" if result is not None else ""
@@ -222,7 +235,7 @@ def earlier_run(run_dir: Path) -> tuple[str, EarlierRun] | None:
     if result is not None and result.status == "ok":
         return result.key.identity, EarlierRun(run_dir, True)
     try:
-        stored = stored_identity(run_dir / CHECKPOINTS / LAST)
+        stored = stored_checkpoint(run_dir / CHECKPOINTS / LAST).get(IDENTITY)
     except Exception:  # none, truncated, corrupt: nothing to resume from
         return None
     return (stored["identity"], EarlierRun(run_dir, False)) if stored else None

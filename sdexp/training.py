@@ -7,9 +7,14 @@ scripts call it with a composed config. The order matters:
 2. the run's key is computed from the config alone (``sdexp.results``), and a finished
    ``results.json`` of the same identity ends the job here;
 3. the output directory is claimed (``sdexp.rundir``: a lock, and nothing of another run);
+   from here on the directory is the run's: Hydra's record of the command and the log file are
+   written there, and whatever stops the run is in its ``results.json``;
 4. the data, the model and the Trainer; training resumes from ``checkpoints/last.ckpt``;
 5. the test set, for the final model and for the best-validation checkpoint; ``results.json``
-   (failed runs too, with the reason) and the W&B summary.
+   (failed runs too, with the reason, in one error line) and the W&B summary.
+
+A run stopped by a signal (``sdexp.errors.Stopped``) writes no results.json: it keeps its last
+complete checkpoint, says so in one line, and the same command resumes it.
 """
 
 from __future__ import annotations
@@ -33,14 +38,23 @@ from pytorch_lightning.utilities import rank_zero_only
 
 import sdexp
 from sdexp import console, loggers
-from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity
+from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity, checkpointing
 from sdexp.config import check_config
 from sdexp.data import TensorDataModule
-from sdexp.errors import ConfigError
+from sdexp.errors import ConfigError, Stopped, flat_message, mark_reported, signal_name, stop_signal
 from sdexp.models import ResidualNetwork
 from sdexp.module import EpochTimer, LightningData, ProgressLines, Speed, StochasticDepthModule
-from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
-from sdexp.rundir import claim
+from sdexp.results import (
+    METRIC,
+    RESULTS_FILE,
+    RunKey,
+    RunResult,
+    UnreadableResult,
+    completed,
+    run_key,
+    write_result,
+)
+from sdexp.rundir import CHECKPOINTS, LAST, Resume, check_kinds, claim, keep_hydra_record
 from sdexp.sharing import device_kind, runs_sharing_device
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
@@ -62,12 +76,6 @@ def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
     for name, value in defaults.items():
         if cfg.run.get(name) is None:
             cfg.run[name] = value
-
-
-def checkpointing(cfg: DictConfig, metric: str, validate: bool) -> ModelCheckpoint:
-    """``last.ckpt`` every epoch (for resuming) and ``best.ckpt`` by validation metric."""
-    monitor = {"monitor": f"val/{metric}", "mode": "min", "filename": "best"} if validate else {}
-    return ModelCheckpoint(dirpath=Path(cfg.output_dir) / "checkpoints", save_last=True, **monitor)
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -132,14 +140,19 @@ def train(cfg: DictConfig) -> RunResult:
     check_launch(cfg)
     console.quiet_libraries()
     key, config = run_key(cfg)
+    check_kinds(out)
     if (done := finished(out, key)) is not None:
         log.info(f"{job_label()}{key.name}: finished before (results.json says ok): {out}")
         return done
     datamodule: TensorDataModule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
     # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
-    with claim(out, key, config, cfg.overwrite, lock=rank_zero_only.rank == 0) as resume_from:
-        return fit_and_test(cfg, key, config, mode, datamodule, resume_from)
+    rank_zero = rank_zero_only.rank == 0
+    with claim(out, key, config, cfg.overwrite, lock=rank_zero) as resume:
+        if rank_zero:
+            keep_hydra_record(out, cfg)
+        console.open_run_log()
+        return fit_and_test(cfg, key, config, mode, datamodule, resume)
 
 
 def job_label() -> str:
@@ -155,93 +168,155 @@ def fit_and_test(
     config: dict,
     mode,
     datamodule: TensorDataModule,
-    resume_from: Path | None,
+    resume: Resume | None,
 ) -> RunResult:
+    """Train and test in the claimed directory. Whatever fails from here on is in results.json
+    (status "failed", the reason) and in one error line; a signal stops the run with one line
+    (``stopped``) and no results.json."""
     out = Path(cfg.output_dir)
-    datamodule.setup("fit")
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model: ResidualNetwork = instantiate(
-        cfg.model,
-        input_shape=datamodule.input_shape,
-        num_outputs=datamodule.num_outputs,
-        mask_seed=cfg.seed,
-    )
-    module = StochasticDepthModule(
-        model,
-        mode,
-        key.budget,
-        datamodule.task,
-        datamodule.num_outputs,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        dropped_blocks=cfg.recipe.dropped_blocks,
-        speed=Speed(**cfg.speed),
-    )
-    fill_run_names(cfg, key)
-    logger = instantiate(cfg.logger) if cfg.logger else False
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": asdict(key)})
-    validate = datamodule.has_validation
-    checkpoint = checkpointing(cfg, module.metric_name, validate)
-    timer, epoch_timer = Timer(), EpochTimer()
-    extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
-    progress = [] if bar else [ProgressLines()]
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        logger=logger,
-        callbacks=[checkpoint, timer, epoch_timer, RunIdentity(key, config), *progress, *extra],
-        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
-        limit_val_batches=None if validate else 0,
-        enable_progress_bar=bar,
-    )
-    if trainer.is_global_zero:
-        device = str(trainer.strategy.root_device)
-        log.info(console.start_line(key, device, str(out), job_label()))
-        if resume_from is not None:
-            log.info(f"resuming from {resume_from}")
     result = RunResult(
         key=key,
         config=config,
         status="running",
-        metric=module.metric_name,
+        metric=METRIC[datamodule.task],
         report=cfg.recipe.report,
         version=sdexp.__version__,
     )
+    model: ResidualNetwork | None = None
+    trainer: pl.Trainer | None = None
+    timer, epoch_timer, io = Timer(), EpochTimer(), AtomicCheckpointIO()
+    failure: Exception | None = None
     start = time.monotonic()
     try:
-        trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=resume_from)
-        # Read now: loading the best checkpoint to test it restores the Timer's saved state.
+        datamodule.setup("fit")
+
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = instantiate(
+            cfg.model,
+            input_shape=datamodule.input_shape,
+            num_outputs=datamodule.num_outputs,
+            mask_seed=cfg.seed,
+        )
+        module = StochasticDepthModule(
+            model,
+            mode,
+            key.budget,
+            datamodule.task,
+            datamodule.num_outputs,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+            dropped_blocks=cfg.recipe.dropped_blocks,
+            speed=Speed(**cfg.speed),
+        )
+        fill_run_names(cfg, key)
+        logger = instantiate(cfg.logger) if cfg.logger else False
+        if logger:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": asdict(key)})
+        validate = datamodule.has_validation
+        checkpoints = checkpointing(out, module.metric_name, validate)
+        extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
+        progress = [] if bar else [ProgressLines()]
+        trainer = instantiate(
+            cfg.trainer,
+            logger=logger,
+            callbacks=[
+                *checkpoints,
+                timer,
+                epoch_timer,
+                RunIdentity(key, config),
+                *progress,
+                *extra,
+            ],
+            plugins=[io, *cluster_plugins()],
+            limit_val_batches=None if validate else 0,
+            enable_progress_bar=bar,
+        )
+        if trainer.is_global_zero:
+            device = str(trainer.strategy.root_device)
+            log.info(console.start_line(key, device, str(out), job_label()))
+            if resume is not None:
+                log.info(f"resuming from {resume.path} after epoch {resume.epochs} of {key.epochs}")
+        ckpt_path = resume.path if resume is not None else None
+        trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=ckpt_path)
+        # Read now: loading the best checkpoint to test it restores the timers' saved state.
         result.train_time_s = timer.time_elapsed("train")
-        test(trainer, module, trainer.datamodule, result, checkpoint if validate else None)
+        result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
+        test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
         result.status = "ok"
-    except Exception as error:
-        result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
+    except BaseException as error:
+        if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
+            stop = Stopped(signum)
+            if rank_zero_only.rank == 0:
+                log.error(stopped(signum, io, resume, key, out))
+            raise mark_reported(stop) from None
+        if isinstance(error, Exception):
+            failure, result.status = error, "failed"
+            result.reason = f"{type(error).__name__}: {flat_message(error)}"
         raise
     finally:
-        gate = model.gate
-        result.survival, result.sensitivity = gate.survival, gate.sensitivity
-        result.sensitivity_se = gate.sensitivity_se
-        result.expected_depth = expected_depth(gate.survival)
-        result.depth_variance = depth_variance(gate.survival)
-        if result.train_time_s is None:  # fit did not end
-            result.train_time_s = timer.time_elapsed("train")
-        result.epoch_times_s = epoch_timer.times  # this process's epochs, validation excluded
-        result.device = device_kind(trainer.strategy.root_device)
-        result.device_share = trainer.world_size / runs_sharing_device()
-        # An interrupted run (KeyboardInterrupt, preemption) writes none; under DDP rank 0 writes.
-        if result.status != "running" and trainer.is_global_zero:
-            path = write_result(out, result)
-            numbers = summary(result)
-            row = {k: numbers[k] for k in ("budget", "test", "expected_depth", "epoch_time_s")}
-            loggers.log_result(trainer.loggers, numbers, row if result.status == "ok" else None)
-            if not job_label() and (where := loggers.where(trainer.loggers)):
-                log.info(where)  # a sweep's closing summary says it once for all its jobs
-            baseline = getattr(datamodule, "baseline", "")
-            log.info(console.end_line(result, str(path), baseline, time.monotonic() - start))
-        loggers.finish(exit_code=0 if result.status == "ok" else 1)
+        if model is not None:
+            gate = model.gate
+            result.survival, result.sensitivity = gate.survival, gate.sensitivity
+            result.sensitivity_se = gate.sensitivity_se
+            result.expected_depth = expected_depth(gate.survival)
+            result.depth_variance = depth_variance(gate.survival)
+        if trainer is not None:
+            if result.train_time_s is None:  # fit did not end
+                result.train_time_s = timer.time_elapsed("train")
+                result.epoch_times_s = list(epoch_timer.times)
+            result.device = device_kind(trainer.strategy.root_device)
+            result.device_share = trainer.world_size / runs_sharing_device()
+        try:  # a stopped run (a signal, preemption) writes none; under DDP rank 0 writes
+            if result.status != "running" and rank_zero_only.rank == 0:
+                conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
+        finally:
+            loggers.finish(exit_code=0 if result.status == "ok" else 1)
     return result
+
+
+def conclude(
+    result: RunResult,
+    failure: Exception | None,
+    out: Path,
+    trainer: pl.Trainer | None,
+    datamodule: TensorDataModule,
+    elapsed: float,
+) -> None:
+    """Write results.json, give W&B the result, and print the run's last line: its result, or
+    its failure as the one error line (then ``failure``, the error on its way out, is marked
+    reported). A results.json that cannot be written (a full disk) is that error line."""
+    try:
+        path = write_result(out, result)
+    except OSError as error:
+        what = result.reason if result.status == "failed" else "the run ended ok"
+        log.error(f"{what}; could not write {out / RESULTS_FILE} ({flat_message(error)})")
+        raise mark_reported(error) from failure
+    numbers = summary(result)
+    run_loggers = trainer.loggers if trainer is not None else []
+    row = {k: numbers[k] for k in ("budget", "test", "expected_depth", "epoch_time_s")}
+    loggers.log_result(run_loggers, numbers, row if result.status == "ok" else None)
+    if not job_label() and (where := loggers.where(run_loggers)):
+        log.info(where)  # a sweep's closing summary says it once for all its jobs
+    line = console.end_line(result, str(path), getattr(datamodule, "baseline", ""), elapsed)
+    if result.status == "ok":
+        log.info(line)
+    else:
+        log.error(f"{job_label()}{line}")
+        if failure is not None:
+            mark_reported(failure)
+
+
+def stopped(signum: int, io: AtomicCheckpointIO, resume: Resume | None, key, out: Path) -> str:
+    """The line of a run stopped by a signal: what it keeps, and that the same command resumes."""
+    epochs = io.saved[LAST] + 1 if LAST in io.saved else resume.epochs if resume else 0
+    kept = (
+        f"{CHECKPOINTS}/{LAST} (after epoch {epochs} of {key.epochs}) is kept: the same command "
+        f"resumes from it"
+        if epochs
+        else "no epoch had ended: the same command starts over"
+    )
+    return f"{job_label()}stopped by {signal_name(signum)}: {kept}: {out}"
 
 
 def test(
@@ -259,5 +334,7 @@ def test(
         return
     result.best_val = checkpoint.best_model_score.item()
     module.test_stage = "test_best"
-    best = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+    best = trainer.test(
+        module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False
+    )[0]
     result.test_best = best[f"test_best/{metric}"]

@@ -75,3 +75,29 @@ class RecordMasks(Callback):
         record = {"masks": self.masks, "parameters": parameters}
         record["survival"] = pl_module.model.gate.survival
         torch.save(record, self.out / f"rank{trainer.global_rank}.pt")
+
+
+class SendsSignal:
+    """An object that sends this process ``signum`` when it is pickled."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __reduce__(self):
+        os.kill(os.getpid(), self.signum)
+        return (int, (0,))
+
+
+class SignalWhileSaving(Callback):
+    """Sends the run's own process ``signum`` (a real signal) while Lightning writes a checkpoint
+    at the end of epoch ``epoch``: an object put into the checkpoint sends it as torch.save
+    pickles it. The first time only (a marker file in the output directory remembers it)."""
+
+    def __init__(self, signum: int = 2, epoch: int = 1) -> None:
+        self.signum, self.epoch = signum, epoch
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        marker = Path(trainer.default_root_dir) / "signalled"
+        if trainer.current_epoch == self.epoch and not marker.exists():
+            marker.write_text(f"signal {self.signum} while saving")
+            checkpoint["sends_signal"] = SendsSignal(self.signum)

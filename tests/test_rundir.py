@@ -61,15 +61,20 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_truncated_checkpoint_names_the_file_and_the_way_out(tmp_path):
+def test_a_truncated_checkpoint_is_moved_aside_and_the_run_starts_over(tmp_path):
+    """It used to stop the run (and its whole sweep) until overwrite=true."""
     run_dir = tmp_path / "run"
     assert run_train(*TOY, *CRASH_AT_EPOCH_1, f"hydra.run.dir={run_dir}").returncode == 1
     last = run_dir / "checkpoints" / "last.ckpt"
-    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    line = one_line_error(run_train(*TOY, *CRASH_AT_EPOCH_1, f"hydra.run.dir={run_dir}"))
-    assert "checkpoints/last.ckpt is unreadable" in line and "overwrite=true" in line
-    done = run_train(*TOY, *CRASH_AT_EPOCH_1, "overwrite=true", f"hydra.run.dir={run_dir}")
+    truncated = last.read_bytes()[: last.stat().st_size // 2]
+    last.write_bytes(truncated)
+    done = run_train(*TOY, *CRASH_AT_EPOCH_1, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = done.stderr.splitlines()  # the one warning, naming the file
+    assert line.startswith(f"warning: {last} is unreadable (")
+    assert line.endswith("moved aside to last.ckpt.unreadable, and the run starts over")
+    assert (run_dir / "checkpoints" / "last.ckpt.unreadable").read_bytes() == truncated
+    assert RESUMED not in done.stdout
     assert read_result(run_dir).status == "ok"
 
 
@@ -138,11 +143,14 @@ def test_a_live_run_keeps_its_directory(tmp_path):
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         wait_for(run_dir / "paused", first)
+        files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
         second = run_train(
             *TOY, "+callbacks.pause._target_=tests.helpers.PauseOnce", f"hydra.run.dir={run_dir}"
         )
         line = one_line_error(second)
         assert f"{run_dir} is in use by a live run (pid {first.pid}" in line
+        # its record of the command (.hydra), its log and its lock holder unchanged
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()

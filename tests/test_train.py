@@ -117,6 +117,12 @@ def test_nonfinite_loss_marks_the_run_failed(make_config, tmp_path):
         (["+model.colour=red"], "model.colour", "not an option of sdexp.models.CifarResNet"),
         (["+speed.turbo=true"], "speed.turbo", "not an option of speed"),
         (["+budgett=0.3"], "budgett", "not an option of the run config"),
+        (["model=vanilla", "model.width=0"], "model.width", "a positive integer, got 0"),
+        (["model=resnet56", "model.widths=[16,0,64]"], "model.widths", "three positive"),
+        (["trainer.devices=2"], "trainer.devices", "2 devices need trainer=ddp"),
+        (["trainer.devices=[0,1]"], "trainer.devices", "2 devices need trainer=ddp"),
+        (["trainer.limit_train_batches=0"], "trainer.limit_train_batches", "got 0"),
+        (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches", "in (0, 1]"),
     ],
 )
 def test_bad_input_fails_before_training(make_config, tmp_path, overrides, option, message):
@@ -249,8 +255,17 @@ def test_cli_bad_input(tmp_path, overrides, returncode, expected):
     assert done.returncode == returncode
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
-    written = {p.name for p in run_dir.iterdir()} if run_dir.exists() else set()
-    assert written <= {".hydra", "train.log"}  # no results.json, checkpoints or W&B run
+    assert not run_dir.exists() or not any(run_dir.iterdir())  # nothing: not even train.log
+
+
+def test_several_devices_need_ddp_that_handles_dropped_blocks(make_config):
+    from sdexp.config import check_config
+
+    check_config(make_config("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"))
+    strategy = "+trainer.strategy={_target_:pytorch_lightning.strategies.DDPStrategy,"
+    check_config(make_config("trainer.devices=2", strategy + "find_unused_parameters:true}"))
+    with pytest.raises(ConfigError, match="which strategy ddp cannot reduce"):
+        check_config(make_config("trainer.devices=2", "+trainer.strategy=ddp"))
 
 
 def test_training_time_is_counted_once(make_config, tmp_path):

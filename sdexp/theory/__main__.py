@@ -1,15 +1,26 @@
 """python -m sdexp.theory experiment=gradient: one of the paper's theoretical results, checked."""
 
+from functools import partial
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sdexp.cli import run_task
+from sdexp.errors import exit_on_stop, stop_on_signals
 from sdexp.theory.task import run_theory
 
 
 @hydra.main(config_path="pkg://sdexp.conf", config_name="theory", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_theory(cfg, command=" ".join(HydraConfig.get().overrides.task))
+def theory(cfg: DictConfig) -> None:
+    run_task(cfg, partial(run_theory, command=" ".join(HydraConfig.get().overrides.task)))
+
+
+def main() -> None:
+    """The command (``sdexp-theory``, ``python -m sdexp.theory``): one line and exit status 2
+    for bad input, as ``sdexp-train`` (``sdexp.cli``)."""
+    with stop_on_signals():
+        exit_on_stop(theory)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,53 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp import loggers
+from sdexp import console, loggers
+from sdexp.config import check_target
+from sdexp.errors import ConfigError
+from sdexp.rundir import keep_hydra_record
 from sdexp.theory.outcome import Outcome
 
 log = logging.getLogger("sdexp")
+
+
+#: Integer options of an experiment that may be 0: seeds and indices. Every other one is a size
+#: or a count: at least 1.
+MAY_BE_ZERO = ("seed", "neuron")
+
+
+def integer_options(values: dict, path: str):
+    """``(option, value)`` for every integer of an experiment's options, in its own nested
+    options (``theorem1.width``) and lists (``lindeberg_depths``), not in the objects it builds
+    (a ``_target_`` node checks its own)."""
+    for key, value in values.items():
+        option = f"{path}.{key}"
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                yield option, item
+        if isinstance(value, dict) and "_target_" not in value:
+            yield from integer_options(value, option)
+
+
+def check_experiment(cfg: DictConfig) -> None:
+    """The experiment's options by type (its function's signature) and range: a ConfigError
+    naming a bad one (one line, exit status 2) before anything runs."""
+    values = OmegaConf.to_container(cfg.experiment, resolve=True)
+    check_target(values, "experiment")
+    for option, value in integer_options(values, "experiment"):
+        name = option.rsplit(".", 1)[-1]
+        low = 0 if name in MAY_BE_ZERO or name.endswith("_seed") else 1
+        if value < low:
+            raise ConfigError(option, f"an integer, at least {low}, got {value}")
 
 
 def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
+    check_experiment(cfg)
+    keep_hydra_record(Path(cfg.output_dir), cfg)
+    console.open_run_log()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
