@@ -33,7 +33,7 @@ import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 from wandb_workspaces.reports.v2.interface import Panel
 
-from sdexp.loggers import has_wandb_credentials, server_reachable, wandb_server
+from sdexp.loggers import has_wandb_credentials, server_problem, wandb_server
 
 # ---- The logged names the report reads: adjust them here only. -----------------------------
 # wandb.config, what the runs are grouped by. wandb-workspaces sends "key.mode" as "key.value.mode":
@@ -471,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     if not has_wandb_credentials():
         print("sdexp-dashboard: no W&B credentials: run `wandb login` first", file=sys.stderr)
         return 2
-    if not server_reachable():  # else wandb retries for a minute or more before it gives up
+    if problem := server_problem():  # else wandb retries for a minute or more before it gives up
         host, port = wandb_server()
-        reason = f"the W&B server {host}:{port} is unreachable"
+        reason = f"the W&B server {host}:{port} is unreachable ({problem})"
         print(f"sdexp-dashboard: could not save the report: {reason}", file=sys.stderr)
         return 2
     try:
