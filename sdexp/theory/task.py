@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp import loggers
+from sdexp import console, loggers
 from sdexp.theory.outcome import Outcome
 
 log = logging.getLogger("sdexp")
@@ -22,6 +22,7 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
+    console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
