@@ -74,11 +74,16 @@ def progress_bar_wanted(configured: bool) -> bool:
     return configured and sys.stderr.isatty()
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
     return (
         f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
-        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, {key.epochs} "
-        f"epoch{'s' * (key.epochs != 1)} on {device}: {out}"
+        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
+        f"{counted(key.epochs, 'epoch')} on {device}: {out}"
     )
 
 

@@ -30,6 +30,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
+from sdexp.console import counted
 from sdexp.results import METRIC, RunKey, UnreadableResult, read_result
 from sdexp.rundir import CHECKPOINTS, LAST, conflicts
 from sdexp.survival import check_budget
@@ -184,7 +185,8 @@ def describe_setups(cells: list[Cell]) -> list[str]:
         lines.setdefault(
             key.setup,
             f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
-            f"{recipe.name}: {key.epochs} epochs, batch {cfg.dataset.batch_size}, SGD lr "
+            f"{recipe.name}: {counted(key.epochs, 'epoch')}, batch {cfg.dataset.batch_size}, "
+            f"SGD lr "
             f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
             f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
             f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "

@@ -41,6 +41,7 @@ from sdexp.models import ResidualNetwork
 from sdexp.module import EpochTimer, LightningData, ProgressLines, Speed, StochasticDepthModule
 from sdexp.results import RunKey, RunResult, UnreadableResult, completed, run_key, write_result
 from sdexp.rundir import claim
+from sdexp.sharing import set_threads
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
 
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> RunResult:
     mode = check_config(cfg)
     check_launch(cfg)
     console.quiet_libraries()
+    set_threads(cfg.threads)
     key, config = run_key(cfg)
     if (done := finished(out, key)) is not None:
         log.info(f"{job_label()}{key.name}: finished before (results.json says ok): {out}")

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdexp import console, loggers
+from sdexp.sharing import set_threads
 from sdexp.theory.outcome import Outcome
 
 log = logging.getLogger("sdexp")
@@ -23,8 +24,7 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
     console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
     log.info(f"{module.__doc__.splitlines()[0].rstrip('.')}: running ...")
     start = time.perf_counter()
