@@ -70,6 +70,13 @@ class Warn(Callback):
         warnings.warn(self.message, UserWarning, stacklevel=1)
 
 
+class RecordThreads(Callback):
+    """Writes torch's intra-op thread count, as training starts, to ``<output dir>/threads``."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        Path(trainer.default_root_dir, "threads").write_text(str(torch.get_num_threads()))
+
+
 class RecordMasks(Callback):
     """Saves the gate's mask of every training step and the final parameters of this rank to
     ``<out>/rank<global rank>.pt``."""
