@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_a_sweep_counts_its_jobs_and_sums_up(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0] == f"Planning 2 cells into {sweep} ..."
+    assert "recipe toy: 1 epoch, batch 32," in lines[1]  # the smoke preset's one epoch
     starts = [line for line in lines if line.startswith("job ")]
     assert [line.split(":")[0] for line in starts] == ["job 1/2", "job 2/2"]
     assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed" in done.stdout
@@ -97,13 +99,17 @@ def test_a_short_run_prints_no_warning_and_logs_what_it_prints(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
     assert "warning" not in done.stdout.lower(), done.stdout
     assert in_log(done.stdout, run_dir / "train.log") == []
-    run_dir = tmp_path / "warned"
+    run_dir = tmp_path / "warned run"  # a space: the printed wandb sync command quotes it
     warned = ["+callbacks.warn._target_=tests.helpers.Warn", f"hydra.run.dir={run_dir}"]
-    done = run_train(*FAST_TOY, "logger=none", *warned)
+    done = run_train(*FAST_TOY, "logger=wandb", *warned)
     assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
     [warning] = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
     assert warning.endswith("UserWarning: a warning no run expects")
     assert in_log(done.stdout, run_dir / "train.log") == []
+    [wandb_line] = [line for line in done.stdout.splitlines() if line.startswith("W&B: ")]
+    sync = shlex.split(wandb_line.split("(upload: ")[1].removesuffix(")"))
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert sync == ["wandb", "sync", str(offline)]
 
 
 def test_the_theory_commands_say_what_they_do_and_where_they_wrote(tmp_path):
