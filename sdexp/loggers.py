@@ -97,11 +97,6 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     return answer[0] if answer else f"did not answer within {timeout_s:g} s"
 
 
-def server_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether the W&B server answers (``server_problem``)."""
-    return server_problem(timeout_s) is None
-
-
 def one_line(message: object, limit: int = 300) -> str:
     """``message`` on one line, at most ``limit`` characters (wandb's errors can hold an HTML
     page)."""
