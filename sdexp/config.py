@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from sdexp.errors import ConfigError
 from sdexp.recipe import Recipe
+from sdexp.sharing import check_threads
 from sdexp.survival import check_budget
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy (and so pl.seed_everything) accepts
@@ -40,6 +41,7 @@ class TopLevel:
     budget: float
     seed: int
     overwrite: bool
+    threads: int | Literal["auto"] | None
     output_dir: str
     optimizer: dict
     scheduler: dict | None
@@ -326,6 +328,7 @@ def check_trainer(trainer: dict) -> None:
 def check_ranges(cfg: DictConfig, values: dict):
     """Ranges the constructors do not check; returns the instantiated mode."""
     check_seed(values["seed"])
+    check_threads(values["threads"])
     epochs = values["trainer"].get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"an integer, at least 1, got {epochs!r}")

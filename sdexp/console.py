@@ -85,21 +85,54 @@ def run_log_opened() -> bool:
 
 class BriefFormatter(logging.Formatter):
     """The console's format (``sdexp/conf/hydra/job_logging/sdexp.yaml``): the message alone,
-    and the level before warnings and errors; the log file keeps time and source."""
+    and the level before warnings and errors; the log file keeps time and source. A Python
+    warning (``quiet_libraries`` routes them here) shows its first line, where it came from and
+    what it says; the log file keeps the source line below it."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        if record.name == "py.warnings":
+            text = text.strip().splitlines()[0]
         return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
 
 
+#: Lightning's loggers: their info lines (GPU and TPU lines, tips, "`Trainer.fit` stopped") off.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
+
+#: Warnings every run or theory experiment triggers, and what they would have us do:
+IGNORED_WARNINGS = (
+    # A PyTorch deprecation inside Lightning (its own code calls the deprecated check).
+    r".*isinstance\(treespec, LeafSpec\).*",
+    # Worker processes for data gathered from memory in one tensor: none are needed.
+    ".*does not have many workers.*",
+    # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
+    # training loss less than once an epoch; its epochs' validation and test metrics are logged.
+    ".*is smaller than the logging interval.*",
+)
+
+
 def quiet_libraries() -> None:
-    """Lightning's and Lightning Fabric's info lines off (warnings stay), and the warnings
-    every run triggers (a PyTorch deprecation inside Lightning, the worker-count advice that does
-    not apply to data gathered from memory) off."""
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    """What Lightning and PyTorch print on every run off, and whatever else they print into
+    the run's log file too.
+
+    - Lightning's and Lightning Fabric's info lines off (warnings stay). Imported before
+      Hydra configured logging (the theory commands import Lightning at start), Lightning
+      gives its logger a console handler of its own and stops it from propagating: then its
+      lines never reach the log file. They go through Hydra's handlers (console and file).
+    - Python warnings go to logging (``logging.captureWarnings``): to the console as one line
+      and to the log file (``<output dir>/<job name>.log``) in full.
+    - The warnings every run triggers (``IGNORED_WARNINGS``) off.
+    """
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if not logger.propagate:  # Lightning's own console handler (pytorch_lightning/__init__)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+    logging.captureWarnings(True)
+    for message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def progress_bar_wanted(configured: bool) -> bool:
@@ -107,11 +140,16 @@ def progress_bar_wanted(configured: bool) -> bool:
     return configured and sys.stderr.isatty()
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
     return (
         f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
-        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, {key.epochs} "
-        f"epoch{'s' * (key.epochs != 1)} on {device}: {out}"
+        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
+        f"{counted(key.epochs, 'epoch')} on {device}: {out}"
     )
 
 

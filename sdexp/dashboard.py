@@ -17,7 +17,7 @@ grouping applies to its runs table and to every panel of its grid:
 
 Every other run set keeps only the runs whose summary says ``status: ok``, so failed runs appear
 in no panel. ``--dry-run`` writes the report's specification (:func:`specification`) instead of
-saving it; :func:`logged_keys` and :func:`unresolved` check it against offline runs.
+saving it; ``--check-runs`` (:func:`check_runs`) checks it against offline runs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 from wandb_workspaces.reports.v2.interface import Panel
 
-from sdexp.loggers import has_wandb_credentials, server_reachable, wandb_server
+from sdexp.loggers import has_wandb_credentials, server_problem, wandb_server
 
 # ---- The logged names the report reads: adjust them here only. -----------------------------
 # wandb.config, what the runs are grouped by. wandb-workspaces sends "key.mode" as "key.value.mode":
@@ -343,14 +343,69 @@ def specification(report: wr.Report) -> dict:
     return spec
 
 
-def unresolved(spec: dict, logged: set[str]) -> list[str]:
-    """Every key a panel or run set of ``spec`` reads that no run logged (``logged``, as from
-    :func:`logged_keys`); W&B's own run attributes (``run:...``) always resolve."""
-    keys = [k for panel in spec["panels"] for k in panel["keys"]]
-    keys += [k for panel in spec["panels"] if (by := panel["grouping"].get("by")) for k in [by]]
-    for runset in spec["runsets"]:
-        keys += runset["filter_keys"] + runset["groupby"] + runset["columns"]
-    return sorted({k for k in keys if not k.startswith("run:") and k not in logged})
+def runset_reads(spec: dict) -> dict[str, set[str]]:
+    """The keys each run set of ``spec`` reads: its filters, grouping and columns, and the keys
+    and grouping of the panels that show it."""
+    reads = {r["name"]: {*r["filter_keys"], *r["groupby"], *r["columns"]} for r in spec["runsets"]}
+    for panel in spec["panels"]:
+        by = panel["grouping"].get("by")
+        reads[panel["runset"]] |= {*panel["keys"], *([by] if by else [])}
+    return reads
+
+
+def value(run: dict, key: expr.Key):
+    """A run's value for a filter key (``read_run``'s sections; config keys are dotted paths
+    into the nested config)."""
+    if key.section == "config":
+        found = run["config"]
+        for part in key.name.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+    return run.get(key.section, {}).get(key.name)
+
+
+def selects(filters: expr.Filters, run: dict) -> bool:
+    """Whether a run set's filter tree (as wandb-workspaces parses it) keeps ``run``: the
+    operators the report's run sets use (``build_report``)."""
+    if filters.key is None:
+        kept = [selects(child, run) for child in filters.filters or []]
+        return all(kept) if filters.op == "AND" else any(kept)
+    found = value(run, filters.key)
+    tests = {
+        "=": lambda: found == filters.value,
+        "!=": lambda: found != filters.value,
+        "IN": lambda: found in filters.value,
+        "NIN": lambda: found not in filters.value,
+    }
+    return tests[filters.op]()
+
+
+def unresolved(spec: dict, runs: list[dict]) -> dict[str, list[str]]:
+    """Per run set of ``spec``, the keys it reads that none of the runs it selects logged
+    (``runs`` as from :func:`read_run`); W&B's own run attributes (``run:...``) always resolve.
+    A run set is checked against its own runs: the failed runs' ``reason`` is not a key of
+    finished runs, nor the finished runs' curves one of failed runs. A run set that selects
+    none of ``runs`` is not in the answer (:func:`unchecked`)."""
+    missing = {}
+    for name, keys in runset_reads(spec).items():
+        logged = set().union(*(run["keys"] for run in selected(spec, name, runs)))
+        gaps = sorted(k for k in keys if not k.startswith("run:") and k not in logged)
+        if logged and gaps:
+            missing[name] = gaps
+    return missing
+
+
+def unchecked(spec: dict, runs: list[dict]) -> list[str]:
+    """The run sets of ``spec`` that select none of ``runs`` (the failed runs of a sweep where
+    none failed): what they read cannot be checked against these runs."""
+    return [r["name"] for r in spec["runsets"] if not selected(spec, r["name"], runs)]
+
+
+def selected(spec: dict, name: str, runs: list[dict]) -> list[dict]:
+    """The runs that the run set ``name`` of ``spec`` keeps."""
+    [runset] = [r for r in spec["runsets"] if r["name"] == name]
+    tree = expr.expr_to_filters(runset["filters"])
+    return [run for run in runs if selects(tree, run)]
 
 
 # ---- The keys real runs logged, read back from their files ----
@@ -377,30 +432,38 @@ def flatten(config: dict, prefix: str = "") -> Iterable[str]:
             yield f"{prefix}{name}"
 
 
-def logged_keys(run_dirs: Iterable[Path]) -> set[str]:
-    """Every key the runs in ``run_dirs`` logged, as ``section:name``: config (flattened with
-    dots), summary, history and the columns of the tables in the summary (``table:KEY#COLUMN``).
+def read_run(run_dir: Path) -> dict:
+    """What a report sees of one W&B run, read from its files: its attributes (``run``: group
+    and state), ``summary`` and ``config`` (as run set filters read them), and ``keys``, every
+    key it logged as ``section:name``: config (flattened with dots), summary, history and the
+    columns of the tables in the summary (``table:KEY#COLUMN``).
 
-    ``wandb leet inspect --summary --json`` gives the config and the summary but not which keys
-    were history rows; ``wandb leet inspect --json`` prints every record of the log, history rows
-    included, with nested values flattened with dots (a table's ``key._type``): such a key is
-    read as its longest dotted prefix that is a summary key.
+    ``wandb leet inspect --summary --json`` gives the state, config and summary but not which
+    keys were history rows; ``wandb leet inspect --json`` prints every record of the log (the
+    run record with its group, history rows), with nested values flattened with dots (a
+    table's ``key._type``): such a key is read as its longest dotted prefix in the summary.
     """
-    keys = set()
-    for run_dir in run_dirs:
-        state = json.loads(inspect(run_dir, "--summary", "--json"))
-        config = {k: v for k, v in state["config"].items() if k != "_wandb"}
-        summary = {k: v for k, v in state["summary"].items() if not k.startswith("_")}
-        keys |= {f"config:{k}" for k in flatten(config)} | {f"summary:{k}" for k in summary}
-        for name, value in summary.items():
-            if isinstance(value, dict) and value.get("_type") == "table-file":
-                table = json.loads((run_dir / "files" / value["path"]).read_text())
-                keys |= {f"table:{name}#{column}" for column in table["columns"]}
-        for line in inspect(run_dir, "--json").splitlines():
-            record = json.loads(line)
-            if record.get("type") == "history":
-                keys |= {f"history:{history_key(k, summary)}" for k in record["history"]["item"]}
-    return {k for k in keys if not k.split(":", 1)[1].startswith("_")}
+    state = json.loads(inspect(run_dir, "--summary", "--json"))
+    config = {k: v for k, v in state["config"].items() if k != "_wandb"}
+    summary = {k: v for k, v in state["summary"].items() if not k.startswith("_")}
+    keys = {f"config:{k}" for k in flatten(config)} | {f"summary:{k}" for k in summary}
+    for name, value in summary.items():
+        if isinstance(value, dict) and value.get("_type") == "table-file":
+            table = json.loads((run_dir / "files" / value["path"]).read_text())
+            keys |= {f"table:{name}#{column}" for column in table["columns"]}
+    group = None
+    for line in inspect(run_dir, "--json").splitlines():
+        record = json.loads(line)
+        if record.get("type") == "run":
+            group = record["run"].get("run_group")
+        if record.get("type") == "history":
+            keys |= {f"history:{history_key(k, summary)}" for k in record["history"]["item"]}
+    return {
+        "run": {"group": group, "state": state["state"]},
+        "summary": summary,
+        "config": config,
+        "keys": {k for k in keys if not k.split(":", 1)[1].startswith("_")},
+    }
 
 
 def history_key(flat: str, summary: dict) -> str:
@@ -443,17 +506,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_runs(spec: dict, root: Path) -> bool:
-    """Print whether the runs under ``root`` log every key of ``spec``."""
-    runs = run_directories(root)
-    missing = unresolved(spec, logged_keys(runs)) if runs else []
-    if not runs:
-        print(f"sdexp-dashboard: no W&B run directories under {root}", file=sys.stderr)
-    elif missing:
-        print(f"sdexp-dashboard: no run under {root} logs {', '.join(missing)}", file=sys.stderr)
-    else:
-        print(f"the {len(runs)} runs under {root} log every key the report reads")
-    return bool(runs) and not missing
+def check_runs(spec: dict, root: Path, group: str) -> bool:
+    """Print whether the runs under ``root`` log every key of ``spec``, each run set checked
+    against the runs it selects (``unresolved``); False if a key is missing or no run under
+    ``root`` is in any run set (runs of another group than ``group``, say)."""
+    runs = [read_run(path) for path in run_directories(root)]
+    missing = unresolved(spec, runs)
+    left = unchecked(spec, runs)
+    problems = [f"no W&B run directories under {root}"] if not runs else []
+    if runs and len(left) == len(spec["runsets"]):
+        problems.append(f"none of the {len(runs)} runs under {root} is in the report of {group}")
+    problems += [
+        f"no run of run set '{name}' under {root} logs {', '.join(keys)}"
+        for name, keys in missing.items()
+    ]
+    for problem in problems:
+        print(f"sdexp-dashboard: {problem}", file=sys.stderr)
+    if problems:
+        return False
+    note = f" (no run is in {', '.join(repr(n) for n in left)}: not checked)" if left else ""
+    print(f"the {len(runs)} runs under {root} log every key the report reads{note}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,16 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         args.dry_run.write_text(json.dumps(spec, indent=2) + "\n")
         print(f"wrote the specification of {len(spec['panels'])} panels to {args.dry_run}")
-    if args.check_runs and not check_runs(spec, args.check_runs):
+    if args.check_runs and not check_runs(spec, args.check_runs, args.group):
         return 1
     if args.dry_run:
         return 0
     if not has_wandb_credentials():
         print("sdexp-dashboard: no W&B credentials: run `wandb login` first", file=sys.stderr)
         return 2
-    if not server_reachable():  # else wandb retries for a minute or more before it gives up
+    if problem := server_problem():  # else wandb retries for a minute or more before it gives up
         host, port = wandb_server()
-        reason = f"the W&B server {host}:{port} is unreachable"
+        reason = f"the W&B server {host}:{port} is unreachable ({problem})"
         print(f"sdexp-dashboard: could not save the report: {reason}", file=sys.stderr)
         return 2
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -334,10 +335,24 @@ class CIFARDataModule(TensorDataModule):
             f"{self.data_dir.resolve()}, or point dataset.data_dir at the directory that holds it",
         )
 
+    def _unofficial(self) -> ConfigError:
+        folder = self.data_dir.resolve() / self.cifar.base_folder
+        return ConfigError(
+            "dataset.verify_md5",
+            f"the files in {folder} fail the md5 checksums of the official {self.name} archive "
+            f"({self.cifar.url}): to read a copy of other or fewer images as it is, pass "
+            "dataset.verify_md5=false (and a dataset.val_size below its number of training "
+            "images); else put the official files there",
+        )
+
     def prepare_data(self) -> None:
-        """Check (or download) the data; raise a ConfigError naming the directory if missing."""
+        """Check (or download) the data; raise a ConfigError naming the directory if missing,
+        or naming ``dataset.verify_md5`` if the files are there but not the official ones
+        (nothing is downloaded over them)."""
         if self._present():
             return
+        if self.verify_md5 and self._present(verified=False):
+            raise self._unofficial()
         if not self.download:
             raise self._missing("dataset.download=false")
         created = not self.data_dir.exists()
@@ -348,13 +363,16 @@ class CIFARDataModule(TensorDataModule):
                 self.data_dir.rmdir()  # leave nothing behind
             raise self._missing(f"{type(error).__name__}: {error}") from error
 
-    def _present(self) -> bool:
+    def _present(self, verified: bool = True) -> bool:
         """Whether torchvision's public constructor reads the data: it checks every file of
-        both splits (with its md5 sum unless ``verify_md5`` is false) and raises RuntimeError
-        when one is missing or corrupt. The test split is the smaller one to read."""
+        both splits (with its md5 sum unless ``verify_md5`` or ``verified`` is false) and raises
+        RuntimeError when one is missing or corrupt. The test split is the smaller one to read.
+        """
+        cifar = self.cifar if verified else cifar_class(self.name, verify_md5=False)
+        unreadable = () if verified else (OSError, ValueError, pickle.UnpicklingError, EOFError)
         try:
-            self.cifar(str(self.data_dir), train=False)
-        except RuntimeError:
+            cifar(str(self.data_dir), train=False)
+        except (RuntimeError, *unreadable):
             return False
         return True
 

@@ -2,20 +2,26 @@
 
 ``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
 W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
-server cannot be reached, or an online run cannot start, the run goes on offline; ``wandb sync``
+server does not answer within seconds, or an online run cannot start within wandb's
+``init_timeout`` (``sdexp/conf/logger/wandb.yaml``), the run goes on offline; ``wandb sync``
 uploads it later. A resumed run does not log again the steps the W&B run already holds
 (``ResumableWandbLogger``), and every run ends its W&B run with its exit code.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import netrc
 import os
-import socket
+import shlex
+import ssl
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -31,22 +37,71 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 T = TypeVar("T")
 
 
+#: How long the server has to answer the probe before a run logs offline (``server_problem``).
+PROBE_TIMEOUT_S = 5.0
+
+
+def wandb_base_url() -> str:
+    """The W&B server's address: ``WANDB_BASE_URL``, else the public server."""
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
 def wandb_server() -> tuple[str, int]:
     """The W&B server's host and port (``WANDB_BASE_URL``, else the public one)."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    url = urlparse(wandb_base_url())
     return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
 
 
-def server_reachable(timeout_s: float = 5.0) -> bool:
-    """Whether a TCP connection to the W&B server opens within ``timeout_s``.
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer: the probe does not follow it."""
 
-    wandb has no quick check: an online ``wandb.init`` against an unreachable server retries
-    for its ``init_timeout`` (90 s and more), in every run of a sweep."""
+    def redirect_request(self, *args, **kwargs) -> None:
+        return None
+
+
+def _ask(url: str, timeout_s: float) -> str | None:
+    """One GET of ``url``: None if the server answers with a status below 500, else why not."""
+    # Only whether it answers matters: a certificate wandb would accept through its own CA
+    # settings must not count as no answer, so the probe does not verify it.
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=tls))
     try:
-        socket.create_connection(wandb_server(), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
+        opener.open(urllib.request.Request(url, method="GET"), timeout=timeout_s).close()
+    except urllib.error.HTTPError as error:  # an answer, if not a server error
+        error.close()
+        return f"answered HTTP {error.code}" if error.code >= 500 else None
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError):
+            return f"did not answer within {timeout_s:g} s"
+        return f"could not be reached ({one_line(reason)})"
+    return None
+
+
+def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the W&B server cannot take a run now, or None if it answers: an HTTP request to
+    ``WANDB_BASE_URL`` must get an answer that is not a server error (5xx) within
+    ``timeout_s``, DNS, connection and TLS included.
+
+    wandb has no quick check of its own: an online ``wandb.init`` against a server that does
+    not answer retries for its ``init_timeout`` (90 s by default) and then some, in every run
+    of a sweep. A TCP connection is not enough either: a server that accepts connections and
+    never answers (a stuck proxy or load balancer) costs as much. The request runs in a thread
+    joined with a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
+    url = wandb_base_url()
+    answer: list[str | None] = []
+    probe = threading.Thread(target=lambda: answer.append(_ask(url, timeout_s)), daemon=True)
+    probe.start()
+    probe.join(timeout_s + 0.5)  # the socket's own timeout ends the thread first, or near
+    return answer[0] if answer else f"did not answer within {timeout_s:g} s"
+
+
+def one_line(message: object, limit: int = 300) -> str:
+    """``message`` on one line, at most ``limit`` characters (wandb's errors can hold an HTML
+    page)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def has_wandb_credentials() -> bool:
@@ -119,20 +174,24 @@ def offline_summary(run_dir: Path) -> dict:
 
 def with_fallback(start: Callable[[str], T], mode: str = "auto") -> T | None:
     """``start(mode)``, where ``start`` starts a W&B run, as W&B should be for a run that must
-    not stop: offline when the server is unreachable (checked in seconds) and, if the run cannot
-    start online, offline; None (and a warning) if it cannot start at all."""
+    not stop or wait: offline when the server does not answer within ``PROBE_TIMEOUT_S``
+    (``server_problem``) and, if the run cannot start online (within wandb's ``init_timeout``),
+    offline; None (and a warning) if it cannot start at all."""
     mode = resolve_wandb_mode(mode)
-    if mode == "online" and not server_reachable():
+    if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
-        log.warning(f"W&B server {host}:{port} unreachable: logging offline (wandb sync uploads)")
-        mode = "offline"
+        log.warning(f"W&B server {host}:{port} unreachable ({problem}): logging offline")
+        # The whole process, not only this run: wandb sends its own telemetry to the server
+        # from a process whose settings are online (10 s and more at exit when it does not
+        # answer), and the next jobs of a sweep in this process need not ask again.
+        os.environ["WANDB_MODE"] = mode = "offline"
     import wandb
 
     for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
         try:
             return start(attempt)
         except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
-            log.warning(f"W&B could not start {attempt} ({error})")
+            log.warning(f"W&B could not start {attempt} ({one_line(error)})")
             # The failed run still holds its id in the wandb-core service ("run ID ... is in
             # use"), and so does a run killed in another process that shares this service (a
             # parent's, inherited through WANDB_SERVICE): the next attempt starts its own.
@@ -188,8 +247,8 @@ def where(loggers: Sequence[Logger]) -> str:
             run = logger.experiment
             if not run.offline:
                 return f"W&B: {run.url}"
-            folder = Path(run.dir).parent
-            return f"W&B: logged offline to {folder} (upload: wandb sync {folder})"
+            folder = str(Path(run.dir).parent)
+            return f"W&B: logged offline to {folder} (upload: wandb sync {shlex.quote(folder)})"
     return ""
 
 

@@ -43,11 +43,13 @@ RESULTS_FILE = "results.json"
 METRIC = {"classification": "error", "regression": "mse"}
 
 #: Config keys that do not change what a run computes: where it writes and logs, how it shows
-#: progress, where its data lives and how it gets there, the fast paths (same numbers up to
-#: float rounding) and the evaluation batch size (evaluation is per example).
+#: progress, where its data lives and how it gets there, the fast paths and torch's CPU threads
+#: (same numbers up to float rounding) and the evaluation batch size (evaluation is per
+#: example).
 NOT_IDENTITY = (
     "output_dir",
     "overwrite",
+    "threads",
     "logger",
     "run",
     "speed",

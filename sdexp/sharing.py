@@ -22,6 +22,9 @@ ResNet110 runs at once: 24,475 img/s in all with MPS, 7,870 without;
 docs/performance/2026-12-04_h200/). It starts one where ``nvidia-cuda-mps-control`` is found and
 no daemon answers yet, and stops it when the sweep ends (or its process exits); it leaves a
 daemon it did not start alone. Either way it says so in one line.
+
+A run of its own takes the top-level ``threads`` option (``set_threads``): one torch thread
+by default, which a sweep's jobs leave to their launcher.
 """
 
 from __future__ import annotations
@@ -225,3 +228,35 @@ class MPSDaemon(Callback):
         if self.control is not None:
             control, self.control = self.control, None
             print(stop_mps(control), flush=True)
+
+
+def set_threads(threads: int | str | None) -> None:
+    """torch's intra-op CPU threads for this job, from the top-level ``threads`` option: an
+    integer sets them; null keeps torch's default (one per core); ``auto`` sets one for a run
+    of its own and leaves a sweep's job (a Hydra multirun) what its launcher gave it: joblib
+    its share of the cores (1 with 2 jobs on 2 cores), ``gpu_shared`` and SLURM the job's CPUs
+    (``PinThreads``), the basic launcher torch's default.
+
+    Why one: the networks here are small matrices or CIFAR images at batch 64, and on a
+    machine that other jobs share, a second thread mostly waits for a busy core (README,
+    Performance, has the measurements); on a GPU the CPU only launches kernels."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    check_threads(threads)
+    if threads == "auto":
+        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        threads = None if in_sweep else 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def check_threads(threads: int | str | None) -> None:
+    """``threads``: an integer >= 1, auto or null (``set_threads``)."""
+    if threads in ("auto", None):
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from sdexp.errors import ConfigError
+
+        raise ConfigError("threads", f"an integer >= 1, auto or null, got {threads!r}")

@@ -39,6 +39,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
+from sdexp.console import counted
 from sdexp.errors import ConfigError
 from sdexp.results import METRIC, RESULTS_FILE, RunKey, UnreadableResult, read_result, run_key
 from sdexp.rundir import (
@@ -317,7 +318,8 @@ def describe_setups(cells: list[Cell]) -> list[str]:
         lines.setdefault(
             key.setup,
             f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
-            f"{recipe.name}: {key.epochs} epochs, batch {cfg.dataset.batch_size}, SGD lr "
+            f"{recipe.name}: {counted(key.epochs, 'epoch')}, batch {cfg.dataset.batch_size}, "
+            f"SGD lr "
             f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
             f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
             f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "

@@ -55,7 +55,7 @@ from sdexp.results import (
     write_result,
 )
 from sdexp.rundir import CHECKPOINTS, LAST, Resume, check_kinds, claim, keep_hydra_record
-from sdexp.sharing import device_kind, runs_sharing_device
+from sdexp.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.sweep import SWEEP_JOBS
 
@@ -139,6 +139,7 @@ def train(cfg: DictConfig) -> RunResult:
     mode = check_config(cfg)
     check_launch(cfg)
     console.quiet_libraries()
+    set_threads(cfg.threads)
     key, config = run_key(cfg)
     check_kinds(out)
     if (done := finished(out, key)) is not None:

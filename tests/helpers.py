@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -57,6 +58,23 @@ class InterruptOnce(Callback):
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and not marker.exists():
             marker.write_text("interrupted once")
             raise KeyboardInterrupt
+
+
+class Warn(Callback):
+    """Issues a Python warning when training starts: one a run does not expect."""
+
+    def __init__(self, message: str = "a warning no run expects") -> None:
+        self.message = message
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        warnings.warn(self.message, UserWarning, stacklevel=1)
+
+
+class RecordThreads(Callback):
+    """Writes torch's intra-op thread count, as training starts, to ``<output dir>/threads``."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        Path(trainer.default_root_dir, "threads").write_text(str(torch.get_num_threads()))
 
 
 class RecordMasks(Callback):

@@ -4,8 +4,11 @@ commands' lines, and plots that show every series."""
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +16,7 @@ from matplotlib.container import ErrorbarContainer
 
 from sdexp.table import Table
 from sdexp.table_plot import error_bars, figure, save_plot
-from tests.conftest import ROOT, run_train, user_env
+from tests.conftest import FAST_TOY, ROOT, run_train, user_env
 
 
 @pytest.mark.slow
@@ -46,6 +49,7 @@ def test_a_sweep_counts_its_jobs_and_sums_up(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0] == f"Planning 2 cells into {sweep} ..."
+    assert "recipe toy: 1 epoch, batch 32," in lines[1]  # the smoke preset's one epoch
     starts = [line for line in lines if line.startswith("job ")]
     assert [line.split(":")[0] for line in starts] == ["job 1/2", "job 2/2"]
     assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed" in done.stdout
@@ -73,13 +77,50 @@ def test_a_failed_sweep_job_is_listed_in_the_summary(tmp_path):
     assert failed.endswith("(NonFiniteLossError: training loss is inf at epoch 0, step 1)")
 
 
+def in_log(printed: str, log: Path) -> list[str]:
+    """The lines of ``printed`` that the log file does not hold (it prefixes time and source)."""
+    logged = log.read_text()
+    unprefixed = (re.sub(r"^(warning|error): ", "", line) for line in printed.splitlines())
+    return [line for line in unprefixed if f"] - {line}" not in logged]
+
+
+@pytest.mark.slow
+def test_a_short_run_prints_no_warning_and_logs_what_it_prints(tmp_path):
+    """Fewer batches per epoch than the logging interval (Lightning warns about it), with a
+    logger: no warning printed. A warning that does occur (a test callback's) is one line on
+    the console and in train.log, like every line the run prints."""
+    run_dir = tmp_path / "run"
+    done = run_train(
+        *FAST_TOY,
+        "trainer.log_every_n_steps=50",  # 8 batches per epoch
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    assert "warning" not in done.stdout.lower(), done.stdout
+    assert in_log(done.stdout, run_dir / "train.log") == []
+    run_dir = tmp_path / "warned run"  # a space: the printed wandb sync command quotes it
+    warned = ["+callbacks.warn._target_=tests.helpers.Warn", f"hydra.run.dir={run_dir}"]
+    done = run_train(*FAST_TOY, "logger=wandb", *warned)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    [warning] = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+    assert warning.endswith("UserWarning: a warning no run expects")
+    assert in_log(done.stdout, run_dir / "train.log") == []
+    [wandb_line] = [line for line in done.stdout.splitlines() if line.startswith("W&B: ")]
+    sync = shlex.split(wandb_line.split("(upload: ")[1].removesuffix(")"))
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert sync == ["wandb", "sync", str(offline)]
+
+
 def test_the_theory_commands_say_what_they_do_and_where_they_wrote(tmp_path):
+    """normality trains with a Lightning Trainer: none of Lightning's lines (GPU available, its
+    tips, "`Trainer.fit` stopped") or warnings are printed; what is printed is in theory.log."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "sdexp.theory",
-            "experiment=depth_quick",
+            "experiment=normality_quick",
             f"hydra.run.dir={tmp_path}",
         ],
         cwd=ROOT,
@@ -87,10 +128,12 @@ def test_the_theory_commands_say_what_they_do_and_where_they_wrote(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
-    assert first.startswith("Lemma 1 and Fig. 1a") and first.endswith("running ...")
-    assert last.startswith("done in ") and "depth.png" in last and last.endswith(str(tmp_path))
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    first, *_, last = done.stdout.splitlines()
+    assert first.startswith("Theorem 2, Figs. 4 and 5") and first.endswith("running ...")
+    assert last.startswith("done in ") and "normality.png" in last and last.endswith(str(tmp_path))
+    assert len(done.stdout.splitlines()) == 2
+    assert in_log(done.stdout, tmp_path / "theory.log") == []
 
 
 def table(metric: str, rows: list[tuple]) -> Table:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from wandb_workspaces import expr
 
-from sdexp.dashboard import inspect, logged_keys, run_directories, unresolved
+from sdexp.dashboard import read_run, run_directories, selects, unchecked, unresolved
 from tests.conftest import run_train
 
 DASHBOARD = Path(sys.executable).with_name("sdexp-dashboard")  # the installed console script
@@ -33,74 +33,73 @@ def dry_run(tmp_path: Path, *args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
-    """The smoke sweep for seed 0 (6 runs) and, in the same W&B group, one run that fails (its
-    loss diverges), all logged to W&B offline."""
-    root = tmp_path_factory.mktemp("dashboard") / "sweep"
-    done = run_train("+sweep=smoke", "seed=0", "logger=wandb", f"hydra.sweep.dir={root}")
+def sweeps(tmp_path_factory) -> Path:
+    """Under one directory, the smoke sweep for seed 0 (6 runs, all ok: ``healthy/``) and, in
+    the same W&B group, a sweep of one run that fails (its loss diverges: ``failed/``), all
+    logged to W&B offline."""
+    root = tmp_path_factory.mktemp("dashboard")
+    done = run_train(
+        "+sweep=smoke", "seed=0", "logger=wandb", f"hydra.sweep.dir={root / 'healthy'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     diverges = ["mode=uniform", "budget=0.7", "seed=1", "optimizer.lr=1e4"]
     done = run_train(
-        "+sweep=smoke", *diverges, "trainer.log_every_n_steps=1", f"hydra.sweep.dir={root}"
+        "+sweep=smoke",
+        *diverges,
+        "trainer.log_every_n_steps=1",
+        f"hydra.sweep.dir={root / 'failed'}",
     )
     assert done.returncode == 1, done.stderr[-3000:]
     return root
 
 
-def read_run(run_dir: Path) -> dict:
-    """What W&B's run filters look at: run attributes, summary and config of one offline run."""
-    state = json.loads(inspect(run_dir, "--summary", "--json"))
-    records = (json.loads(line) for line in inspect(run_dir, "--json").splitlines())
-    group = next(r["run"]["run_group"] for r in records if r.get("type") == "run")
-    attributes = {"group": group, "state": state["state"]}
-    return {"run": attributes, "summary": state["summary"], "config": state["config"]}
-
-
-def value(run: dict, key: expr.Key):
-    """A run's value for a filter key; config keys are dotted paths into the nested config."""
-    if key.section == "config":
-        found = run["config"]
-        for part in key.name.split("."):
-            found = found.get(part) if isinstance(found, dict) else None
-        return found
-    return run[key.section].get(key.name)
-
-
-def selects(filters: expr.Filters, run: dict) -> bool:
-    """Whether a run set's filter tree (as wandb-workspaces parses it) keeps ``run``."""
-    if filters.key is None:
-        kept = [selects(child, run) for child in filters.filters or []]
-        return all(kept) if filters.op == "AND" else any(kept)
-    found = value(run, filters.key)
-    tests = {
-        "=": lambda: found == filters.value,
-        "!=": lambda: found != filters.value,
-        "IN": lambda: found in filters.value,
-        "NIN": lambda: found not in filters.value,
-    }
-    return tests[filters.op]()
+@pytest.fixture(scope="module")
+def runs(sweeps) -> dict[Path, dict]:
+    """What a report sees of each run of ``sweeps``, read once from their files."""
+    return {path: read_run(path) for path in run_directories(sweeps)}
 
 
 @pytest.mark.slow
-def test_every_key_the_report_reads_is_logged_by_the_sweeps_runs(sweep, tmp_path):
-    spec = dry_run(tmp_path, "--metric", "mse", "--check-runs", str(sweep))  # the check passes
-    runs = run_directories(sweep)
-    assert len(runs) == 7
-    logged = logged_keys(runs)
-    assert unresolved(spec, logged) == []
-    # a key that no run logs is named, once, wherever the report reads it
-    assert unresolved(spec, logged - {"history:budget", "config:key.mode"}) == [
-        "config:key.mode",
-        "history:budget",
-    ]
-    error = dry_run(tmp_path)  # --metric error: the toy runs log no val/error
-    assert unresolved(error, logged) == ["history:val/error"]
+def test_readmes_check_passes_on_a_healthy_smoke_sweep(sweeps, tmp_path):
+    """README's command on a smoke sweep where every run is ok: the failed runs' run set
+    (``reason``) has no run to check, and says so; exit status 0."""
+    spec = tmp_path / "spec.json"
+    healthy = sweeps / "healthy"
+    args = ["--metric", "mse", "--dry-run", str(spec), "--check-runs", str(healthy)]
+    done = dashboard(*REPORT, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"the 6 runs under {healthy} log every key the report reads "
+        "(no run is in 'failed runs': not checked)"
+    )
 
 
 @pytest.mark.slow
-def test_failed_runs_are_in_no_panel_and_in_their_own_run_set(sweep, tmp_path):
+def test_every_key_the_report_reads_is_logged_by_the_runs_it_shows(runs, tmp_path):
     spec = dry_run(tmp_path, "--metric", "mse")
-    runs = {path: read_run(path) for path in run_directories(sweep)}
+    assert len(runs) == 7
+    read = list(runs.values())
+    assert unresolved(spec, read) == {} and unchecked(spec, read) == []
+    # a key that no run logs is named in each run set that reads it
+    less = [run | {"keys": run["keys"] - {"history:budget", "summary:reason"}} for run in read]
+    assert unresolved(spec, less) == {
+        "finished runs": ["history:budget"],
+        "failed runs": ["summary:reason"],
+    }
+    # --metric error: the toy runs log no val/error
+    error = dry_run(tmp_path)
+    assert unresolved(error, read) == {"finished runs by mode and budget": ["history:val/error"]}
+    # the finished runs alone: the failed runs' run set is not checked, nothing is missing
+    ok = [run for run in read if run["summary"]["status"] == "ok"]
+    assert unresolved(spec, ok) == {} and unchecked(spec, ok) == ["failed runs"]
+    # the failed run (no training curve, no per-layer table) does not stand in for them
+    failed = [run for run in read if run["summary"]["status"] == "failed"]
+    assert unresolved(spec, failed) == {} and "finished runs" in unchecked(spec, failed)
+
+
+@pytest.mark.slow
+def test_failed_runs_are_in_no_panel_and_in_their_own_run_set(runs, tmp_path):
+    spec = dry_run(tmp_path, "--metric", "mse")
     status = {path: run["summary"]["status"] for path, run in runs.items()}
     assert sorted(status.values()) == ["failed"] + ["ok"] * 6
     for runset in spec["runsets"]:

@@ -20,6 +20,7 @@ from sdexp.data import (
 )
 from sdexp.errors import ConfigError
 from sdexp.module import LightningData
+from tests.conftest import run_train
 
 
 def loader(size: int, batch_size: int = 16, **options) -> EpochLoader:
@@ -271,9 +272,34 @@ def test_failed_download_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_official_checksums_reject_other_files(cifar_root):
-    dm = CIFARDataModule("cifar10", str(cifar_root), download=False, verify_md5=True)
-    with pytest.raises(ConfigError):
+    """A copy in the real format with other images: the error names the checksums and the
+    switch, and nothing is downloaded over the copy (download stays true)."""
+    before = {p: p.read_bytes() for p in (cifar_root / "cifar-10-batches-py").iterdir()}
+    dm = CIFARDataModule("cifar10", str(cifar_root), download=True, verify_md5=True)
+    with pytest.raises(ConfigError, match="fail the md5 checksums") as error:
         dm.prepare_data()
+    assert error.value.option == "dataset.verify_md5"
+    assert "dataset.verify_md5=false" in str(error.value)
+    assert {p: p.read_bytes() for p in (cifar_root / "cifar-10-batches-py").iterdir()} == before
+    CIFARDataModule("cifar10", str(cifar_root), download=False, verify_md5=False).prepare_data()
+
+
+@pytest.mark.slow
+def test_a_small_copy_says_which_switches_it_needs(cifar_root, tmp_path):
+    """Through the CLI, as a user with a copy of CIFAR-10 that is not the official archive
+    (120 training images): one line naming dataset.verify_md5, then, with it off, one line
+    naming dataset.val_size (5000 by default); exit status 2 and no traceback either time."""
+    where = [f"dataset.data_dir={cifar_root}", "trainer=cpu", "logger=none"]
+    done = run_train(*where, f"hydra.run.dir={tmp_path / 'a'}")
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: dataset.verify_md5: the files in ")
+    assert "fail the md5 checksums of the official cifar10 archive" in line
+    done = run_train(*where, "dataset.verify_md5=false", f"hydra.run.dir={tmp_path / 'b'}")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: dataset.val_size: fewer than the 120 training images, got 5000"
+    ]
 
 
 def test_toy_task():

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -57,23 +59,84 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
+class SilentServer:
+    """A socket on 127.0.0.1 that accepts every connection and never answers (a stuck proxy or
+    load balancer in front of W&B); ``accepted`` holds the time of each connection."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.accepted: list[float] = []
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(time.time())
+            self.held.append(connection)  # open, unanswered
+
+    def close(self) -> None:
+        for connection in [*self.held, self.socket]:
+            connection.close()
+
+
 @pytest.fixture
-def failing_server():
-    """An HTTP server on 127.0.0.1 that answers every request with 500: reachable, not W&B."""
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
 
-    class Broken(http.server.BaseHTTPRequestHandler):
+
+def http_server(get: int, post: int) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 that answers GET with status ``get`` and POST (wandb's
+    GraphQL calls) with ``post``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_error(500)
+            self.send_error(get)
 
-        do_POST = do_GET  # noqa: N815
+        def do_POST(self):  # noqa: N802
+            self.send_error(post)
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def failing_server():
+    """Answers the probe (404, as a server that has no such page) and fails every GraphQL call
+    with 500: it answers, but no W&B run can start there."""
+    server = http_server(get=404, post=500)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def test_the_probe_wants_an_answer_not_a_connection(silent_server, monkeypatch):
+    """Real sockets: a server that answers (any status but a server error) passes; one that
+    refuses, does not answer in time (TLS handshake included) or answers 5xx does not."""
+    answers, broken = http_server(get=404, post=500), http_server(get=503, post=503)
+    try:
+        for url, problem in [
+            (f"http://127.0.0.1:{answers.server_address[1]}", None),
+            (f"http://127.0.0.1:{broken.server_address[1]}", "answered HTTP 503"),
+            (f"http://127.0.0.1:{closed_port()}", "could not be reached ("),
+            (silent_server.url, "did not answer within 0.5 s"),
+            ("https" + silent_server.url[4:], "did not answer within 0.5 s"),
+        ]:
+            monkeypatch.setenv("WANDB_BASE_URL", url)
+            found = loggers.server_problem(timeout_s=0.5)
+            assert (found is None) if problem is None else found.startswith(problem), url
+    finally:
+        answers.shutdown()
+        broken.shutdown()
 
 
 def online_run(tmp_path: Path, base_url: str, *extra: str):
@@ -87,25 +150,54 @@ def online_run(tmp_path: Path, base_url: str, *extra: str):
     return done, run_dir
 
 
+def log_time(line: str) -> float:
+    """When a ``train.log`` line was written (``[2026-01-02 10:11:12,345][...``), as time.time()."""
+    return datetime.strptime(line[1 : line.index("]")], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 @pytest.mark.slow
 def test_a_dead_server_does_not_stop_the_run(tmp_path):
     """Credentials present, nothing listening at the server's address: the real wandb client
     logs offline and the run finishes (it once crashed after ~110 s with "run ID is in use")."""
     done, run_dir = online_run(tmp_path, f"http://127.0.0.1:{closed_port()}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "unreachable: logging offline" in done.stdout + done.stderr
+    assert "unreachable (could not be reached" in done.stdout
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert inspect(offline)["state"] == "finished"
 
 
 @pytest.mark.slow
-def test_a_failing_server_does_not_stop_the_run(tmp_path, failing_server):
-    """Reachable but broken: wandb.init online fails (after its init timeout), and the run goes
-    on offline under the same W&B id."""
-    done, run_dir = online_run(tmp_path, failing_server, "+logger.settings.init_timeout=5")
+def test_a_server_that_never_answers_costs_seconds(tmp_path, silent_server):
+    """Credentials present, and a server that accepts connections and never answers: the run
+    once waited 2 min 01 s for wandb (its init timeout, then its telemetry at exit). The probe
+    gives up after 5 s, the run logs offline, and nothing else of W&B asks that server."""
+    done, run_dir = online_run(tmp_path, silent_server.url)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "could not start online" in done.stdout + done.stderr
+    assert done.stderr == ""
+    port = silent_server.url.rsplit(":", 1)[1]
+    warning = f"warning: W&B server 127.0.0.1:{port} unreachable (did not answer within 5 s)"
+    assert f"{warning}: logging offline" in done.stdout.splitlines()
+    assert read_result(run_dir).status == "ok"
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    record = inspect(offline)
+    assert record["state"] == "finished" and record["summary"]["status"] == "ok"
+    # One connection, the probe's: no wandb request waits on the server, at start or exit.
+    [probe] = silent_server.accepted
+    # The W&B start, from the probe to the run's first line (the Trainer is built after the
+    # logger): a bound far under the 2 minutes it took, not a timing.
+    lines = (run_dir / "train.log").read_text().splitlines()
+    start = next(line for line in lines if "][sdexp][INFO] - Training toy" in line)
+    assert log_time(start) - probe < 60
+
+
+@pytest.mark.slow
+def test_a_failing_server_does_not_stop_the_run(tmp_path, failing_server):
+    """It answers but cannot start a run: wandb.init online fails (after its init timeout),
+    and the run goes on offline under the same W&B id."""
+    done, run_dir = online_run(tmp_path, failing_server, "logger.settings.init_timeout=5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "could not start online" in done.stdout
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     record = inspect(offline)

@@ -14,10 +14,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import read_result
+from sdexp.results import read_result, run_key
 from sdexp.sharing import (
     MPSDaemon,
     PinThreads,
+    check_threads,
     claim_slot,
     cpu_share,
     mps_control,
@@ -303,3 +304,38 @@ def test_a_failed_sweep_stops_its_daemon_too(stand_in):
     assert said[0].startswith("MPS: started for this sweep") and len(said) == 2
     assert said[1] == "MPS: stopped the daemon this sweep started"
     assert stand_in.read_text().split() == ["started", "get_server_list", "quit"]
+
+
+def test_threads_are_not_part_of_a_runs_identity(make_config):
+    """A run asked again with another thread count is the same run (same numbers up to float
+    rounding): it is skipped or resumed, not trained again."""
+    key = run_key(make_config(*FAST_TOY))[0]
+    for threads in ("threads=1", "threads=4", "threads=null", "threads=auto"):
+        assert run_key(make_config(*FAST_TOY, threads))[0] == key, threads
+    for bad in (0, -2, 1.5, "many", True):
+        with pytest.raises(ConfigError, match="threads"):
+            check_threads(bad)
+
+
+@pytest.mark.slow
+def test_a_run_takes_one_thread_and_a_sweeps_job_its_launchers(tmp_path):
+    """threads=auto (the default): one torch thread for a run of its own; a job of a sweep (the
+    basic launcher here) keeps torch's default, as a fresh process has it; an integer is set
+    in either."""
+    record = "+callbacks.threads._target_=tests.helpers.RecordThreads"
+    run = tmp_path / "run"
+    done = run_train(*FAST_TOY, "logger=none", record, f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST_TOY, "logger=none", record, "threads=auto,3", f"hydra.sweep.dir={sweep}"]
+    done = run_train(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    threads = [(d / "threads").read_text() for d in (run, sweep / "0", sweep / "1")]
+    assert threads == ["1", default, "3"]

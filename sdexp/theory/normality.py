@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from scipy.stats import shapiro
 from torch import Tensor
 
+from sdexp.console import counted
 from sdexp.data import ToyDataModule
 from sdexp.models import ResidualNetwork, VanillaResNet
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
@@ -134,8 +135,9 @@ def run(
         "normality_lindeberg": pd.DataFrame(ratios),
     }
     sizes = (
-        f"Stable Vanilla ResNet{depth}, width {width}, {mode} b = {budget}, trained {epochs} "
-        f"epochs on the toy task; {num_inputs} test inputs, {num_masks} masks each"
+        f"Stable Vanilla ResNet{depth}, width {width}, {mode} b = {budget}, trained "
+        f"{counted(epochs, 'epoch')} on the toy task; {num_inputs} test inputs, "
+        f"{num_masks} masks each"
     )
     return Outcome(
         name="normality",
@@ -226,13 +228,14 @@ def summary(tables: dict, depth: int, epochs: int, sizes: str) -> str:
     starts = {e: normal_from(layers[layers.epoch == e]) for e in layer_medians.columns}
     lindeberg = lindeberg_medians(tables["normality_lindeberg"])
     lindeberg_table = markdown_table(
-        ["depth L", "1/L", "median ratio, init", f"after {epochs} epochs"],
+        ["depth L", "1/L", "median ratio, init", f"after {counted(epochs, 'epoch')}"],
         [
             (num_blocks, f"{1 / num_blocks:.4f}", f"{row[0]:.4f}", f"{row[epochs]:.4f}")
             for num_blocks, row in lindeberg.iterrows()
         ],
     )
     decreasing = bool((lindeberg.diff().dropna() < 0).all().all())
+    every = counted(epochs + 1, "epoch")
     return f"""
 {sizes}; loss: the average network's on these inputs.
 Paper (Fig. 5): the output neuron is Gaussian throughout training, and a neuron of layer l
@@ -250,7 +253,7 @@ every epoch (no numbers in the text). Theory: under normality the p-values are u
 {layer_table}
 
 **Lindeberg ratio max_k mu_k^2 / sum_l mu_l^2 (Fig. 4)**, median over inputs; 1/L is its value
-when all layers contribute equally. Decreasing in L at each of the {epochs + 1} epochs 0..{epochs}:
+when all layers contribute equally. Decreasing in L at each of the {every} 0..{epochs}:
 {check_mark(decreasing)}.
 
 {lindeberg_table}

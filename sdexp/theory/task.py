@@ -16,6 +16,7 @@ from sdexp import console, loggers
 from sdexp.config import check_target
 from sdexp.errors import ConfigError
 from sdexp.rundir import keep_hydra_record
+from sdexp.sharing import set_threads
 from sdexp.theory.outcome import Outcome
 
 log = logging.getLogger("sdexp")
@@ -59,8 +60,8 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     check_experiment(cfg)
     keep_hydra_record(Path(cfg.output_dir), cfg)
     console.open_run_log()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
+    set_threads(cfg.threads)
     module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
     log.info(f"{module.__doc__.splitlines()[0].rstrip('.')}: running ...")
     start = time.perf_counter()
