@@ -42,6 +42,7 @@ import argparse
 import functools
 import json
 import math
+import re
 import shlex
 import subprocess
 import sys
@@ -623,32 +624,50 @@ class Regimes:
         }
 
 
+def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
+    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
+    default, say), each set against the plain other modes, labelled by its options."""
+    sense = runs["mode"] == "sensemode"
+    labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
+    return [
+        (label, runs[(~sense & (runs["variant"] == "")) | (sense & (runs["variant"] == label))])
+        for label in labels
+    ]
+
+
 def write_verdicts(
     runs: Runs, found: list[Table], out: Path, made: MadeBy, options: Regimes | None = None
-) -> tuple[list[Verdict], list[Path]]:
-    """Per table, the Budget Hypothesis verdict (``sdexp.verdict``, Sec. 5) from the setup's
-    finished runs (mode, budget, seed, value; the modes' plain options only): ``verdict.md``
-    (each under its table's title), ``verdict.csv`` (per setup, the paired regime contrasts,
-    ``test`` = paired, then one row per budget and pair, ``test`` = welch) and the plot of
-    d_s(b) per seed."""
+) -> tuple[list[tuple[Table, str, Verdict]], list[Path]]:
+    """Per table (and SenseMode variant, ``hypothesis_runs``), the Budget Hypothesis verdict
+    (``sdexp.verdict``, Sec. 5) from the setup's finished runs (mode, budget, seed, value):
+    ``verdict.md`` (each under its table's title), ``verdict.csv`` (per setup, the paired
+    regime contrasts, ``test`` = paired, then one row per budget and pair, ``test`` = welch)
+    and the plot of d_s(b) per seed."""
     frame, options = runs.frame, options or Regimes()
-    ok = frame[(frame.status == "ok") & (frame["variant"] == "") & frame["value"].notna()]
+    ok = frame[(frame.status == "ok") & frame["value"].notna()]
     verdicts, frames, plots = [], [], []
     for t in found:
-        result = verdict(ok[ok.setup == t.setup], **options.for_table(t))
-        verdicts.append(result)
-        labels = {"setup": t.setup, "table": t.title}
-        if result.paired.differences["d"].notna().any():
-            frames.append(result.paired.contrasts.assign(**labels, test="paired"))
-            name = t.plot_name.replace("table2_", "paired_", 1)
-            title = t.title.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
-            plots.append(save_paired_plot(result.paired, title, out / name, made.line))
-        if len(result.comparisons):
-            frames.append(result.comparisons.assign(**labels, test="welch"))
-    pairs = zip(found, verdicts, strict=True)
-    text = "\n".join(f"### {t.title}\n\n{v.markdown()}" for t, v in pairs)
+        for label, chosen in hypothesis_runs(ok[ok.setup == t.setup]):
+            result = verdict(chosen, **options.for_table(t))
+            verdicts.append((t, label, result))
+            title = t.title + (f" (SenseMode {label})" if label else "")
+            labels = {"setup": t.setup, "table": title, "sensemode": label}
+            if result.paired.differences["d"].notna().any():
+                frames.append(result.paired.contrasts.assign(**labels, test="paired"))
+                suffix = "_" + re.sub(r"\W+", "_", label).strip("_") if label else ""
+                name = t.plot_name.replace("table2_", "paired_", 1).replace(".png", f"{suffix}.png")
+                shown = title.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
+                plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
+            if len(result.comparisons):
+                frames.append(result.comparisons.assign(**labels, test="welch"))
+    text = "\n".join(
+        f"### {t.title}{f' (SenseMode {label})' if label else ''}\n\n{v.markdown()}"
+        for t, label, v in verdicts
+    )
     (out / "verdict.md").write_text(f"{made.line}\n\n{text}")
-    columns = ["setup", "table", "test", *dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS])]
+    columns = ["setup", "table", "sensemode", "test"]
+    columns += list(dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS]))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     table = table.reindex(columns=columns).astype({"n": "Int64", "n_a": "Int64", "n_b": "Int64"})
     made.stamp(table).to_csv(out / "verdict.csv", index=False)
@@ -811,7 +830,7 @@ def regime_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def unpaired(runs: Runs, options: Regimes) -> str:
     """An error line if a pre-registered budget has no SenseMode and Uniform runs in any setup."""
-    frame = runs.frame[(runs.frame.status == "ok") & (runs.frame["variant"] == "")]
+    frame = runs.frame[runs.frame.status == "ok"]  # SenseMode in any variant
     both = frame.groupby(["setup", budget_key(frame["budget"])])["mode"].agg(set)
     grid = sorted({b for (_, b), modes in both.items() if {"sensemode", "uniform"} <= modes})
     ran = ", ".join(f"{b:g}" for b in grid) or "no budget"
@@ -850,8 +869,10 @@ def main(argv: list[str] | None = None) -> int:
     found, plots = write(runs, out, made)
     write_runs(runs, args.sweep_dirs, out, made)
     verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
-    for table, result in zip(found, verdicts, strict=True):
-        print(f"{table.markdown()}\n{result.markdown()}")
+    for table in found:
+        print(table.markdown())
+        for _, label, result in (v for v in verdicts if v[0] is table):
+            print(f"{f'SenseMode {label}: ' if label else ''}{result.markdown()}")
     print(write_cost(runs, found, out, made))
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "

@@ -96,7 +96,7 @@ def figure(
     draw_seeds(ax, differences)
     draw_means(ax, means, level)
     budgets = sorted(set(means["budget"]) | {b for at in regimes.values() for b in at})
-    draw_regimes(ax, regimes, min(0.1, *np.diff(budgets)))
+    draw_regimes(ax, regimes, min([0.1, *np.diff(budgets)]))
     ax.margins(y=0.15)  # room for the regimes' names
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
     if len(budgets) == 1:

@@ -623,3 +623,13 @@ def test_the_paired_plot_draws_each_seed_the_mean_and_zero(tmp_path):
     assert zero and fig.canvas.manager is None  # not a pyplot figure
     png = save_paired_plot(result, "a: title", tmp_path / "paired.png", "Made by `x`.")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_paired_plot_of_one_budget(tmp_path):
+    """A grid of one budget (a convergence check at b = 0.2, say) still gets its plot."""
+    from sdexp.verdict_plot import save_paired_plot
+
+    result = verdict(paired_runs({0.2: d_values(-0.5, 0.4, 6, seed=15)})).paired
+    assert result.regimes == {"small": [0.2], "large": []}
+    png = save_paired_plot(result, "a: title", tmp_path / "paired.png", "Made by `x`.")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
