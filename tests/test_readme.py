@@ -38,7 +38,7 @@ CHECKS = {
     "python train.py mode=sensemode budget=0.3": COMPOSE,
     "python train.py dataset=cifar100 model=resnet56 mode=linear budget=0.7 seed=1": COMPOSE,
     "wandb sync outputs/runs/*/*/wandb/offline-run-*": "uploads to a W&B server",
-    "wandb sync outputs/sweeps/table2_cifar10/*/wandb/offline-run-*": "uploads to a W&B server",
+    "wandb sync outputs/sweeps/table2_cifar10/*/*/wandb/offline-run-*": "uploads to a W&B server",
     "sdexp-dashboard --entity ENTITY --project sdexp --group table2_cifar10": "saves a report on "
     "a W&B server (tests/test_dashboard.py: without one it fails in one line)",
     "python train.py +sweep=smoke": RUN,
@@ -57,14 +57,23 @@ CHECKS = {
     "sdexp-table outputs/sweeps/table2_* --out outputs/tables --wandb": "reads the results of "
     "the CIFAR sweeps",
     "python train.py +sweep=smoke && sdexp-table outputs/sweeps/smoke": RUN,
-    "time python train.py +sweep=budget_cpu": COMPOSE,  # 22 minutes
+    "time python train.py +sweep=budget_cpu": COMPOSE,  # 11 minutes; tests/test_regenerate.py
     "sdexp-table outputs/sweeps/budget_cpu --out docs/budget_cpu": "reads the results of the "
-    "budget_cpu sweep (22 minutes) and writes into the checkout's docs/",
-    "scripts/mps.sh start": "starts the CUDA MPS daemon (tests/test_sharing.py runs the script "
-    "without a GPU)",
-    "python train.py +sweep=table2_cifar10 hydra/launcher=gpu_shared hydra.launcher.n_jobs=8 "
-    "speed.cuda_graphs=true speed.fused_optimizer=true": COMPOSE,
-    "scripts/mps.sh stop": "stops the CUDA MPS daemon",
+    "budget_cpu sweep (11 minutes) and writes into the checkout's docs/",
+    "python train.py +sweep=table2_cifar10 hydra/launcher=gpu_shared speed.cuda_graphs=true "
+    "speed.fused_optimizer=true": COMPOSE,
+    "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
+    "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || "
+    "exit; mkdir -p $OUT/gc; set -o pipefail; python3 scripts/gpu_check.py $OUT/gc 2>&1 | tee "
+    "$OUT/gc/gpu_check.log": "runs on a lent GPU machine (tests/test_gpu_check.py runs the "
+    "script's CPU dry run)",
+    "sdexp-table outputs/sweeps/budget_cpu --small 0.2 --large 0.8": "reads the results of the "
+    "budget_cpu sweep (tests/test_aggregate.py runs --small and --large on fabricated runs)",
+    "time python train.py +sweep=hypothesis_cpu": COMPOSE,  # an hour; tests/test_regenerate.py
+    "sdexp-table outputs/sweeps/hypothesis_cpu --out docs/hypothesis_cpu --small 0.2 --large 0.8": "reads the results of the hypothesis_cpu sweep and writes into the checkout's docs/",
+    "python scripts/sensitivity_noise.py dataset=digits model=resnet56 --seeds 0-9 --batches 1 2 "
+    "4 8 16 32 64 128 --out docs/sensitivity_noise": "2 minutes, writes into the checkout's docs/ "
+    "(tests/test_sensitivity.py runs it at a smaller size)",
     "python -m sdexp.bench": "15 minutes (tests/test_speed.py runs its --quick variant)",
     "python -m sdexp.theory experiment=depth": RUN,
     "python -m sdexp.theory experiment=gradient": COMPOSE,  # about 2 minutes each

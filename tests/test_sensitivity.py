@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
@@ -13,6 +18,7 @@ from sdexp.sensitivity import (
     sensitivity_samples,
     summarize,
 )
+from tests.conftest import ROOT, user_env
 
 
 def toy_batch(n=512, d=16, seed=0):
@@ -83,3 +89,20 @@ def test_standard_error_over_batches():
     spread = (samples - samples.mean(0)).pow(2).sum(0).div(4).sqrt()  # n - 1 = 4
     torch.testing.assert_close(estimate.standard_error, spread / 5**0.5)
     assert summarize(samples[:1]).standard_error is None  # one batch: no spread to measure
+
+
+@pytest.mark.slow
+def test_the_noise_script_measures_profiles_against_batches(tmp_path):
+    """scripts/sensitivity_noise.py (README: how mode.batches was chosen), at a small size: two
+    seeds, k = 1 and 2; one row per seed and k, and a summary naming its command."""
+    command = [sys.executable, str(ROOT / "scripts" / "sensitivity_noise.py"), "dataset=digits"]
+    command += ["model=resnet56", "model.depth=20", "--seeds", "0-1", "--batches", "1", "2"]
+    command += ["--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=user_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = pd.read_csv(tmp_path / "noise.csv")
+    assert sorted(zip(noise.seed, noise.batches, strict=True)) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert noise["p_rel_l2@0.2"].between(0, 2).all() and (noise.num_blocks == 9).all()
+    assert noise.loc[noise.batches == 1, "t_median"].isna().all()  # one batch: no spread
+    summary = (tmp_path / "summary.md").read_text()
+    assert "scripts/sensitivity_noise.py dataset=digits" in summary and "2 seeds" in summary
