@@ -723,7 +723,11 @@ def log_to_wandb(
     run.summary["verdict/markdown"] = (out / "verdict.md").read_text()
     folder = Path(run.dir).parent
     run.finish()
-    shown = f"offline to {folder} (upload: wandb sync {folder})" if run.offline else run.url
+    shown = (
+        f"offline to {folder} (upload: wandb sync {shlex.quote(str(folder))})"
+        if run.offline
+        else run.url
+    )
     print(f"W&B: logged the tables, plots and verdicts {shown}")
 
 

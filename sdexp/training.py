@@ -147,6 +147,7 @@ def train(cfg: DictConfig) -> RunResult:
         return done
     datamodule: TensorDataModule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
+    datamodule.setup("fit")  # and so does data it cannot split (dataset.val_size)
     # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
     rank_zero = rank_zero_only.rank == 0
     with claim(out, key, config, cfg.overwrite, lock=rank_zero) as resume:

@@ -79,5 +79,6 @@ def test_the_table_shows_the_cost(sweep):
     assert rows["NVIDIA H200"][0].startswith("cifar10, resnet110, 164 epochs, recipe reference")
     assert rows[UNKNOWN][2:] == ["1", "0.5", "0"]
     assert "times its device_share" in done.stdout
-    assert (sweep / "cost.md").read_text() in done.stdout
+    made, text = (sweep / "cost.md").read_text().split("\n\n", 1)
+    assert made.startswith("Made by `sdexp-table ") and text in done.stdout
     assert (sweep / "cost.csv").read_text().count("\n") == 1 + 3

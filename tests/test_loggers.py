@@ -161,7 +161,7 @@ def test_a_dead_server_does_not_stop_the_run(tmp_path):
     logs offline and the run finishes (it once crashed after ~110 s with "run ID is in use")."""
     done, run_dir = online_run(tmp_path, f"http://127.0.0.1:{closed_port()}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "unreachable (could not be reached" in done.stdout
+    assert "unreachable (could not be reached" in done.stderr  # a warning: on stderr
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert inspect(offline)["state"] == "finished"
@@ -174,10 +174,9 @@ def test_a_server_that_never_answers_costs_seconds(tmp_path, silent_server):
     gives up after 5 s, the run logs offline, and nothing else of W&B asks that server."""
     done, run_dir = online_run(tmp_path, silent_server.url)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stderr == ""
     port = silent_server.url.rsplit(":", 1)[1]
     warning = f"warning: W&B server 127.0.0.1:{port} unreachable (did not answer within 5 s)"
-    assert f"{warning}: logging offline" in done.stdout.splitlines()
+    assert done.stderr.splitlines() == [f"{warning}: logging offline"]  # and nothing else
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     record = inspect(offline)
@@ -197,7 +196,7 @@ def test_a_failing_server_does_not_stop_the_run(tmp_path, failing_server):
     and the run goes on offline under the same W&B id."""
     done, run_dir = online_run(tmp_path, failing_server, "logger.settings.init_timeout=5")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "could not start online" in done.stdout
+    assert "could not start online" in done.stderr  # a warning: on stderr
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     record = inspect(offline)

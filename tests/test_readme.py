@@ -70,7 +70,9 @@ CHECKS = {
     "sdexp-table outputs/sweeps/budget_cpu --small 0.2 --large 0.8": "reads the results of the "
     "budget_cpu sweep (tests/test_aggregate.py runs --small and --large on fabricated runs)",
     "time python train.py +sweep=hypothesis_cpu": COMPOSE,  # an hour; tests/test_regenerate.py
-    "sdexp-table outputs/sweeps/hypothesis_cpu --out docs/hypothesis_cpu --small 0.2 --large 0.8": "reads the results of the hypothesis_cpu sweep and writes into the checkout's docs/",
+    "sdexp-table outputs/sweeps/hypothesis_cpu --out docs/hypothesis_cpu --small 0.2 "
+    "--large 0.8": "reads the results of the hypothesis_cpu sweep and writes into the checkout's "
+    "docs/",
     "python scripts/sensitivity_noise.py dataset=digits model=resnet56 --seeds 0-9 --batches 1 2 "
     "4 8 16 32 64 128 --out docs/sensitivity_noise": "2 minutes, writes into the checkout's docs/ "
     "(tests/test_sensitivity.py runs it at a smaller size)",

@@ -349,7 +349,8 @@ def test_the_plan_names_left_out_cells_and_merges_duplicates(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_a_sweep_with_its_closing_summary(tmp_path):
     """Ctrl-C (SIGINT to the terminal's process group) while the first of two jobs trains: the
-    sweeper prints its closing summary and one line on stderr, and exits with status 130; the
+    job says what it keeps, the sweeper prints its closing summary and one line on stderr, and
+    exits with status 130; the
     second job never starts, and the first resumes when the command runs again."""
     sweep = tmp_path / "sweep"
     grid = ["mode=uniform", "budget=0.7", "seed=0,1", "trainer.max_epochs=2", "logger=csv"]
@@ -375,10 +376,15 @@ def test_ctrl_c_stops_a_sweep_with_its_closing_summary(tmp_path):
     summary = f"Sweep {sweep}: 1 launched: 0 ok, 0 failed, 1 interrupted"
     assert summary in out and "; 1 not launched; 0 already done, 0 left out" in out, out
     assert f"  interrupted: {jobs[0]}\n" in out and out.endswith(f"Table: sdexp-table {sweep}\n")
-    assert err.strip().splitlines() == [
+    job, sweeper = err.strip().splitlines()  # the job's line, then the sweeper's
+    assert job == (
+        "error: job 1/2: stopped by SIGINT (Ctrl-C): checkpoints/last.ckpt (after epoch 1 of 2) "
+        f"is kept: the same command resumes from it: {jobs[0]}"
+    )
+    assert sweeper == (
         "error: interrupted (SIGINT): run the same command to go on (finished runs are skipped, "
         "interrupted ones resume from their last checkpoint)"
-    ]
+    )
     assert (jobs[0] / "checkpoints" / "last.ckpt").exists() and not jobs[1].exists()
 
     again = run_train(*command[2:], "hydra.sweeper.dry_run=true")

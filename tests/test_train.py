@@ -13,7 +13,8 @@ from sdexp.results import RunResult, read_result
 from sdexp.training import train
 from tests.conftest import FAST_TOY, local_cifar, run_train
 
-VOLATILE = {"train_time_s", "epoch_times_s"}
+# timings, and the share of the device: how many runs of a sweep ran beside it
+VOLATILE = {"train_time_s", "epoch_times_s", "device_share"}
 
 
 def stable_fields(result: RunResult) -> dict:

@@ -22,9 +22,9 @@ from sdexp.theory.outcome import Outcome
 log = logging.getLogger("sdexp")
 
 
-#: Integer options of an experiment that may be 0: seeds and indices. Every other one is a size
+#: Integer options of an experiment that may be 0: seeds, indices, epochs. Every other one is a size
 #: or a count: at least 1.
-MAY_BE_ZERO = ("seed", "neuron")
+MAY_BE_ZERO = ("seed", "neuron", "epochs")  # epochs: the weight states, 0 at initialisation
 
 
 def integer_options(values: dict, path: str):
