@@ -39,6 +39,16 @@ def test_a_toy_run_prints_a_few_lines_and_ends_with_its_result(tmp_path):
     mse = float(last.split("test MSE ")[1].split()[0])
     variance = float(last.split("variance is ")[1].split(")")[0])
     assert mse < variance / 2, last
+    # And README shows what it prints, to the digit (the run is deterministic on one thread).
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(
+        r"\nok: test MSE (\S+) \(final model; the test targets' variance is (\S+)\)", readme
+    )
+    assert shown is not None and shown.groups() == (f"{mse:.4g}", f"{variance:.3g}"), last
+    epoch = re.search(r"\nepoch 30/30: train/loss (\S+), val/mse (\S+),", readme)
+    assert epoch is not None and f"epoch 30/30: train/loss {epoch[1]}, val/mse {epoch[2]}," in (
+        log.read_text()
+    )
 
 
 @pytest.mark.slow

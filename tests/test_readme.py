@@ -34,7 +34,7 @@ CHECKS = {
     "&& python train.py dataset=toy model=vanilla mode=sensemode budget=0.3": "creates a virtual "
     "environment and installs the package (network, minutes; tests/test_installed.py builds and "
     "installs the wheel); its training command is tests/test_console.py's first test",
-    ". .venv/bin/activate && pytest": "the whole test suite (about 11 minutes)",
+    ". .venv/bin/activate && pytest": "the whole test suite (about 10 minutes)",
     "python train.py mode=sensemode budget=0.3": COMPOSE,
     "python train.py dataset=cifar100 model=resnet56 mode=linear budget=0.7 seed=1": COMPOSE,
     "wandb sync outputs/runs/*/*/wandb/offline-run-*": "uploads to a W&B server",

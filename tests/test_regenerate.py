@@ -19,7 +19,7 @@ CELLS = [("hypothesis_cpu", "sensemode", 0.2, 0), ("budget_cpu", "linear", 0.5, 
 
 
 def committed(preset: str, mode: str, budget: float, seed: int) -> pd.Series:
-    runs = pd.read_csv(ROOT / "docs" / preset / "runs.csv", float_precision="round_trip")
+    runs = pd.read_csv(ROOT / "docs" / preset / "runs.csv")  # pandas 3 reads floats exactly
     match = runs[(runs["mode"] == mode) & (runs["budget"] == budget) & (runs["seed"] == seed)]
     assert len(match) == 1, f"docs/{preset}/runs.csv has {len(match)} rows for this cell"
     return match.iloc[0]
