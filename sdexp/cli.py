@@ -1,5 +1,5 @@
 """``sdexp-train mode=sensemode budget=0.3`` (or ``python train.py ...`` in a checkout): train a
-Stable ResNet with stochastic depth at a mode and budget (configs: ``sdexp/conf/train.yaml``).
+Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.yaml``).
 
 Whatever stops a run is one line on stderr and an exit status (``sdexp.errors``): 2 for bad
 input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""

@@ -36,7 +36,7 @@ SEED_RANGE = (0, 2**32 - 1)  # what numpy (and so pl.seed_everything) accepts
 
 @dataclass
 class TopLevel:
-    """The keys of ``sdexp/conf/train.yaml`` that are not groups of their own."""
+    """The keys of ``conf/train.yaml`` that are not groups of their own."""
 
     budget: float
     seed: int
@@ -253,7 +253,7 @@ class SkipInit(TorchFunctionMode):
 
 
 #: Lightning strategies that let DDP's gradient reduction go on without the parameters of the
-#: blocks a step dropped (``sdexp/conf/trainer/ddp.yaml``).
+#: blocks a step dropped (``conf/trainer/ddp.yaml``).
 UNUSED_PARAMETERS_STRATEGIES = (
     "ddp_find_unused_parameters_true",
     "ddp_spawn_find_unused_parameters_true",

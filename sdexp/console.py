@@ -7,7 +7,7 @@ SLURM job's log, a file) it would write a few hundred bytes per step, so
 ``sdexp.module.ProgressLines`` writes a short line at most once a minute instead. This module
 imports no Lightning: Hydra loads its formatter before a run's config is checked.
 
-Where the lines go (``sdexp/conf/hydra/job_logging/sdexp.yaml``): information to stdout,
+Where the lines go (``conf/hydra/job_logging/sdexp.yaml``): information to stdout,
 warnings and errors to stderr, and all of them, with time and source, to the run's log file
 (``RunLogFile``: ``train.log``), once the run owns its directory.
 """
@@ -84,7 +84,7 @@ def run_log_opened() -> bool:
 
 
 class BriefFormatter(logging.Formatter):
-    """The console's format (``sdexp/conf/hydra/job_logging/sdexp.yaml``): the message alone,
+    """The console's format (``conf/hydra/job_logging/sdexp.yaml``): the message alone,
     and the level before warnings and errors; the log file keeps time and source. A Python
     warning (``quiet_libraries`` routes them here) shows its first line, where it came from and
     what it says; the log file keeps the source line below it."""

@@ -3,7 +3,7 @@
 ``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
 W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
 server does not answer within seconds, or an online run cannot start within wandb's
-``init_timeout`` (``sdexp/conf/logger/wandb.yaml``), the run goes on offline; ``wandb sync``
+``init_timeout`` (``conf/logger/wandb.yaml``), the run goes on offline; ``wandb sync``
 uploads it later. A resumed run does not log again the steps the W&B run already holds
 (``ResumableWandbLogger``), and every run ends its W&B run with its exit code.
 """

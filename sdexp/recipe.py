@@ -1,7 +1,7 @@
 """The training recipe: the choices around the model that decide how it is trained and judged.
 
 The paper trains with the code of felixgwu/img_classification_pk_pytorch (footnote 4); the
-``reference`` recipe (``sdexp/conf/recipe/reference.yaml``) follows that code and names each choice
+``reference`` recipe (``conf/recipe/reference.yaml``) follows that code and names each choice
 that can move a Table 2 cell. Two of them need code: the learning-rate steps counted from the
 code's first epoch (``StepDecay``), and the optimizer update of a block that a step dropped
 (``Recipe.dropped_blocks``, applied by ``sdexp.module``). The others are options of the data,

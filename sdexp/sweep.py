@@ -1,6 +1,6 @@
 """Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
 
-A sweep preset (``sdexp/conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
+A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
 cartesian product holds cells that are not experiments, and the grid sweeper
 (``hydra_plugins/sdexp_sweeper``) plans it with the functions here before anything is launched:
 

@@ -16,12 +16,12 @@ from omegaconf import DictConfig
 from sdexp.synthetic import write_synthetic_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "sdexp" / "conf"
+CONF = ROOT / "conf"  # the Hydra configs (the package sdexp.conf once installed)
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# A toy run that takes a few seconds (sdexp/conf/scale/tiny.yaml: the smoke sweep's runs too).
+# A toy run that takes a few seconds (conf/scale/tiny.yaml: the smoke sweep's runs too).
 FAST_TOY = ["+scale=tiny"]
 
 

@@ -188,7 +188,7 @@ def eq6_check(
 
 def run(theorem1: dict, eq6: dict, seed: int = 0) -> Outcome:
     """``theorem1``: the arguments of ``regularizer_draws``; ``eq6``: those of ``eq6_check``
-    (see ``sdexp/conf/experiment/regularizer.yaml``)."""
+    (see ``conf/experiment/regularizer.yaml``)."""
     draws, theory = regularizer_draws(**theorem1, seed=seed)
     gaps = eq6_check(**eq6, seed=seed)
     flat = flatness(draws)
