@@ -21,7 +21,7 @@ steps; aggregate rates span the first start to the last end of the runs' timed s
 runs in a process of its own with a deadline: past it, nothing new starts (what was skipped is
 listed), and a part that fails is recorded while the next one runs. OUT gets gpu_check.json
 (everything), gpu_check.md (the tables) and each part's JSON as it goes; the tables are printed
-last. On a CPU (QUICK=1) graphs are ``sdexp.graphs.emulated_make_graphed_callables``.
+last. On a CPU (QUICK=1) graphs are ``scripts/emulated_graphs.py``'s stand-in.
 
 On a lent machine (Python 3.12, torch 2.11, Lightning 2.6, no Hydra): wheels first, here
 (``scripts/gpu_wheels.sh``), then one command with carry [".whl"] (README "Performance").
@@ -95,9 +95,10 @@ class Run:
         import torch
         import torch.nn.functional as F
 
-        from sdexp.graphs import GraphedSteps, emulated_make_graphed_callables
+        from scripts.emulated_graphs import emulated_make_graphed_callables
+        from sdexp.graphs import GraphedSteps
         from sdexp.models import CifarResNet
-        from sdexp.module import StepGradients, start_momentum
+        from sdexp.recipe import StepGradients, start_momentum
 
         torch.manual_seed(0)
         shape = (3, sizes.side, sizes.side)
@@ -356,7 +357,10 @@ class Parts:
 
 def digits_command(sizes: Sizes, sweep_dir: Path, quick: bool) -> list[str]:
     seeds = ",".join(map(str, sizes.seeds))
-    command = [sys.executable, str(ROOT / "train.py"), "-m", "dataset=digits", "model=resnet56"]
+    # The checkout's configs by path: on a lent machine the checkout is on PYTHONPATH, not
+    # installed, so the package sdexp.conf (pyproject's mapping of conf/) does not exist there.
+    command = [sys.executable, str(ROOT / "train.py"), "--config-path", str(ROOT / "conf")]
+    command += ["-m", "dataset=digits", "model=resnet56"]
     command += ["model.depth=20", f"seed={seeds}", "trainer.precision=32-true,bf16-mixed"]
     command += ["logger=csv", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
     command += [f"trainer.max_epochs={sizes.digits_epochs}", "hydra/launcher=gpu_shared"]

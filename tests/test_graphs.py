@@ -13,9 +13,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from scripts.emulated_graphs import emulated_make_graphed_callables
 from sdexp.data import CIFARDataModule
 from sdexp.errors import ConfigError
-from sdexp.graphs import GraphedSteps, KeptPath, emulated_make_graphed_callables
+from sdexp.graphs import GraphedSteps, KeptPath
 from sdexp.models import CifarResNet, VanillaResNet
 from sdexp.module import LightningData, Speed, StepGradients, StochasticDepthModule, start_momentum
 from sdexp.survival import Uniform

@@ -76,7 +76,7 @@ CHECKS = {
     "python scripts/sensitivity_noise.py dataset=digits model=resnet56 --seeds 0-9 --batches 1 2 "
     "4 8 16 32 64 128 --out docs/sensitivity_noise": "2 minutes, writes into the checkout's docs/ "
     "(tests/test_sensitivity.py runs it at a smaller size)",
-    "python -m sdexp.bench": "15 minutes (tests/test_speed.py runs its --quick variant)",
+    "python scripts/bench.py": "15 minutes (tests/test_speed.py runs its --quick variant)",
     "python -m sdexp.theory experiment=depth": RUN,
     "python -m sdexp.theory experiment=gradient": COMPOSE,  # about 2 minutes each
     "python -m sdexp.theory experiment=regularizer": COMPOSE,

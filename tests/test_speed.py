@@ -1,5 +1,5 @@
 """The fast paths compute what the plain paths compute, and what they refuse (speed itself is
-for ``sdexp.bench`` and ``scripts/gpu_check.py``; CUDA graphs: ``tests/test_graphs.py``)."""
+for ``scripts/bench.py`` and ``scripts/gpu_check.py``; CUDA graphs: ``tests/test_graphs.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
-from sdexp.bench import dropout, forward_every_block, main, row_mask
+from scripts.bench import dropout, forward_every_block, main, row_mask
 from sdexp.config import check_config
 from sdexp.data import ToyDataModule
 from sdexp.errors import ConfigError
