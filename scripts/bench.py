@@ -38,7 +38,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 import sdexp
-from sdexp.data import CIFARDataModule, EpochLoader
+from sdexp.data import CIFARDataModule
+from sdexp.loader import EpochLoader
 from sdexp.models import CifarResNet, ResidualNetwork
 from sdexp.sensitivity import removal_sensitivities, sensitivities
 from sdexp.synthetic import unverified, write_synthetic_cifar

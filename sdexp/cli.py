@@ -34,12 +34,13 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
 
 def train_task(cfg: DictConfig) -> None:
     # Bad input fails within seconds, before Lightning is even imported: the output directory
-    # (a results.json the run could never write), then the config.
+    # (a results.json the run could never write), then the config, checked once: the run reuses
+    # what the check built.
     check_kinds(Path(cfg.output_dir))
-    check_config(cfg)
+    checked = check_config(cfg)
     from sdexp.training import train as run
 
-    run(cfg)
+    run(cfg, checked)
 
 
 @hydra.main(config_path="pkg://sdexp.conf", config_name="train", version_base="1.3")

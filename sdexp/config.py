@@ -1,24 +1,22 @@
 """Config checks: every value a user can set is checked by type and range within seconds, before
 data, model or Lightning load, and a bad one is a ``ConfigError`` naming the option.
 
-The types are declared once, where the values are used: the signature of each ``_target_``
-(the model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``), the ``Recipe``
-dataclass and ``TopLevel`` below. Hydra's structured configs would declare them a second time
-and fail inside ``@hydra.main`` with a traceback-like message; this check reads the signatures
-and fails with one line (``train.py``: exit status 2). Ranges are checked by the constructors
-themselves (they raise ``ConfigError``), which the check calls on cheap objects.
+The types are declared once, where the values are used (``sdexp.signatures``): the signature of
+each ``_target_`` (the model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``),
+the ``Recipe`` dataclass, and ``TopLevel``, ``RunNames`` and ``Speed`` below; one line on a bad
+one (``train.py``: exit status 2). Ranges are checked by the constructors themselves (they raise
+``ConfigError``), which the check calls on cheap objects: the survival mode, the data module
+(it reads no data until the run prepares it) and the model on the meta device (no weights). The
+run reuses the mode and the data module the check built (``Checked``).
 """
 
 from __future__ import annotations
 
-import collections.abc
-import importlib
 import inspect
 import os
-import types
-import typing
-from dataclasses import dataclass, fields
-from typing import Any, Literal, Union
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -29,7 +27,11 @@ from torch.overrides import TorchFunctionMode
 from sdexp.errors import ConfigError
 from sdexp.recipe import Recipe
 from sdexp.sharing import check_threads
-from sdexp.survival import check_budget
+from sdexp.signatures import check_target, check_values, dataclass_types, locate
+from sdexp.survival import Mode, check_budget
+
+if TYPE_CHECKING:
+    from sdexp.loader import TensorDataModule
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy (and so pl.seed_everything) accepts
 
@@ -66,126 +68,18 @@ class RunNames:
     id: str | None = None
 
 
-# --- types --------------------------------------------------------------------------------------
+@dataclass
+class Speed:
+    """``speed.*``: fast paths for accelerators; the numbers agree with the plain path up to
+    float rounding (so they are not part of a run's identity). What they cannot do with the
+    rest of the config is ``check_speed``'s."""
 
-
-def conforms(value: Any, annotation: Any) -> bool:
-    """Whether a config value (after resolution: None, bool, int, float, str, list, dict) can
-    be passed where ``annotation`` is declared; True where a YAML value cannot be judged."""
-    if annotation in (Any, inspect.Parameter.empty):
-        return True
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType):
-        return any(conforms(value, a) for a in args)
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if annotation is type(None) or annotation is None:
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    sequence = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
-    if origin in sequence or annotation in (list, tuple):
-        if not isinstance(value, list | tuple):
-            return False
-        item = args[0] if args and args[-1] is not Ellipsis or len(args) == 2 else Any
-        return all(conforms(v, item) for v in value)
-    if origin in (dict, collections.abc.Mapping) or annotation is dict:
-        return isinstance(value, dict)
-    if isinstance(value, dict) and "_target_" in value:
-        return True  # a nested object, instantiated by Hydra
-    return True  # a class (a device, a path object, a tensor...): not a YAML value's to judge
-
-
-def describe(annotation: Any) -> str:
-    """``annotation`` in words: "a number", "one of ['a', 'b']", "null or an integer"..."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
-    if origin is Literal:
-        return f"one of {list(args)}"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if annotation in names:
-        return names[annotation]
-    if annotation is type(None) or annotation is None:
-        return "null"
-    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
-        return f"a list of ({describe(args[0])})" if args else "a list"
-    if origin is dict or annotation is dict:
-        return "a mapping"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def signature_types(target: Any) -> tuple[dict[str, Any], bool]:
-    """The declared type of each keyword of ``target`` (a class or function), and whether it
-    takes ``**kwargs``. A type that cannot be evaluated counts as Any."""
-    function = target.__init__ if inspect.isclass(target) else target
-    parameters = inspect.signature(target).parameters
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # noqa: BLE001 - a forward reference the module cannot resolve
-        hints = {}
-    varkw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    named = {
-        name: hints.get(name, Any)
-        for name, p in parameters.items()
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    }
-    return named, varkw
-
-
-def check_values(
-    values: dict, types_: dict[str, Any], path: str, owner: str, open_: bool = False
-) -> None:
-    """Raise ConfigError for a key ``types_`` does not declare (unless ``open_``) or a value
-    of the wrong type; ``path`` prefixes the option's name."""
-    for key, value in values.items():
-        if key.startswith("_") and key.endswith("_"):  # _target_, _partial_, _convert_...
-            continue
-        option = f"{path}.{key}" if path else key
-        if key not in types_:
-            if open_:
-                continue
-            known = ", ".join(k for k in types_ if not k.startswith("_"))
-            raise ConfigError(option, f"not an option of {owner} (its options: {known})")
-        if not conforms(value, types_[key]):
-            raise ConfigError(option, f"{describe(types_[key])}, got {value!r}")
-
-
-def locate(dotted: str) -> Any:
-    """The object a ``_target_`` names, a class or a function. (Hydra's ``get_class`` and
-    ``get_method`` each log an error for the other kind.)"""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            target = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:]:
-            target = getattr(target, name)
-        return target
-    raise ImportError(dotted)
-
-
-def check_target(node: dict, path: str) -> Any:
-    """Check a ``_target_`` node's keys against its target's signature; return the target."""
-    try:
-        target = locate(node["_target_"])
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{path}._target_", f"cannot import {node['_target_']!r}") from error
-    declared, varkw = signature_types(target)
-    check_values(node, declared, path, node["_target_"], open_=varkw)
-    return target
-
-
-def dataclass_types(schema: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(schema)
-    return {f.name: hints[f.name] for f in fields(schema)}
+    channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
+    compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
+    cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
+    # both: each graphed piece compiled, then captured (fused kernels in the graphs); evaluation
+    # and an epoch's partial last batch then run eagerly, as with cuda_graphs alone
+    fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
 
 
 TOP_LEVEL = dataclass_types(TopLevel)
@@ -218,8 +112,6 @@ def check_types(values: dict, groups: tuple[str, ...]) -> None:
         elif group == "run":
             check_values(values["run"], dataclass_types(RunNames), "run", "run")
         elif group == "speed":
-            from sdexp.module import Speed, check_speed  # imports Lightning: checked last
-
             check_values(values["speed"], dataclass_types(Speed), "speed", "speed")
             optimizer = locate(values["optimizer"]["_target_"])
             check_speed(values["speed"], values["trainer"], optimizer)
@@ -325,8 +217,48 @@ def check_trainer(trainer: dict) -> None:
         )
 
 
-def check_ranges(cfg: DictConfig, values: dict):
-    """Ranges the constructors do not check; returns the instantiated mode."""
+def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
+    """What the fast paths cannot do with the rest of the config (``trainer``, and the
+    ``optimizer`` class or function), as a ``ConfigError`` (one line) from the config check,
+    before data or model load."""
+    if speed.get("cuda_graphs"):
+        accelerator = str(trainer.get("accelerator", "auto"))
+        if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
+            where = f"trainer.accelerator={accelerator}" if accelerator != "auto" else "no GPU"
+            raise ConfigError(
+                "speed.cuda_graphs",
+                f"CUDA graphs need a CUDA GPU and this run has none ({where}): "
+                "set speed.cuda_graphs=false",
+            )
+        if (trainer.get("accumulate_grad_batches") or 1) > 1:
+            raise ConfigError(
+                "speed.cuda_graphs",
+                "not with trainer.accumulate_grad_batches > 1: a graph's gradient buffers are "
+                "overwritten by the next batch's backward pass before the optimizer step",
+            )
+        if "ddp" in str(trainer.get("strategy", "")):
+            raise ConfigError(
+                "speed.cuda_graphs",
+                "runs on one device only, not with trainer=ddp (several runs on one GPU: "
+                "hydra/launcher=gpu_shared)",
+            )
+    if speed.get("fused_optimizer") and "fused" not in inspect.signature(optimizer).parameters:
+        name = getattr(optimizer, "__qualname__", optimizer)
+        raise ConfigError("speed.fused_optimizer", f"{name} has no fused implementation")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the config check built, for the run to reuse: the survival mode and the data module
+    (built, no data read). The model it built on the meta device has no weights: the run builds
+    its own, after seeding."""
+
+    mode: Mode
+    datamodule: TensorDataModule
+
+
+def check_ranges(cfg: DictConfig, values: dict) -> Checked:
+    """Ranges the constructors do not check; returns the mode and the data module built."""
     check_seed(values["seed"])
     check_threads(values["threads"])
     epochs = values["trainer"].get("max_epochs")
@@ -349,7 +281,7 @@ def check_ranges(cfg: DictConfig, values: dict):
             "best needs a validation split to choose the checkpoint (the dataset has none): "
             "set recipe.report=final, or give the dataset a validation split",
         )
-    return mode
+    return Checked(mode, datamodule)
 
 
 def check_optimizer(cfg: DictConfig) -> None:
@@ -365,15 +297,16 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer", str(error)) from error
 
 
-#: The groups whose checks import Lightning (about 3 s: torchmetrics, then torchvision). A
-#: sweep's dry run leaves them to the launch, and the optimizer's values too (building an
-#: optimizer imports torch._dynamo: about 1.3 s).
+#: The groups whose checks import Lightning (about 3 s: torchmetrics, then torchvision), and the
+#: fast paths, which depend on the devices of the machine that runs. A sweep's dry run leaves them
+#: to the launch, and the optimizer's values too (building an optimizer imports torch._dynamo:
+#: about 1.3 s).
 LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
 
 
-def checked_mode(cfg: DictConfig, complete: bool = True):
-    """Check the run config by type and range, all but whether the mode can meet the budget;
-    return the instantiated survival mode (a sweep leaves out the cells it cannot meet).
+def check_options(cfg: DictConfig, complete: bool = True) -> Checked:
+    """Check the run config by type and range, all but whether the mode can meet the budget
+    (a sweep leaves out the cells it cannot meet); return what the check built.
 
     Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, a
     budget outside (0, 1], bad mode, data or optimizer options, a seed numpy would not take,
@@ -384,22 +317,24 @@ def checked_mode(cfg: DictConfig, complete: bool = True):
     values = resolved(cfg)
     check_values(values, TOP_LEVEL, "", "the run config")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
-    mode = check_ranges(cfg, values)
+    checked = check_ranges(cfg, values)
     check_types(values, ("optimizer", "scheduler"))
     if not complete:
-        return mode
+        return checked
     check_types(values, LIGHTNING_GROUPS)
     check_optimizer(cfg)
     if cfg.logger and "mode" in cfg.logger:
-        from sdexp.loggers import resolve_wandb_mode
+        from sdexp.wandb_access import resolve_wandb_mode
 
         resolve_wandb_mode(cfg.logger.mode)
-    return mode
+    return checked
 
 
-def check_config(cfg: DictConfig):
-    """``checked_mode``, and a ``ConfigError`` if the mode cannot meet the budget with the
-    model's L blocks (linear below (L - 1)/(2L), SenseMode below its p_min)."""
-    mode = checked_mode(cfg)
-    mode.check(cfg.budget, get_class(cfg.model._target_).blocks_for(cfg.model.depth))
-    return mode
+def check_config(cfg: DictConfig) -> Checked:
+    """``check_options``, and a ``ConfigError`` if the mode cannot meet the budget with the
+    model's L blocks (linear below (L - 1)/(2L), SenseMode below its p_min). Once per run: the
+    run reuses what it built (``sdexp.training.train``)."""
+    checked = check_options(cfg)
+    blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+    checked.mode.check(cfg.budget, blocks)
+    return checked

@@ -4,7 +4,7 @@ Lightning, W&B and PyTorch print a lot on every run (GPU and TPU lines, tips, a 
 deprecation warnings, W&B's run history): ``quiet_libraries`` turns that off, so that what is
 left is ours and what is worth reading. On a terminal the progress bar stays; without one (a
 SLURM job's log, a file) it would write a few hundred bytes per step, so
-``sdexp.module.ProgressLines`` writes a short line at most once a minute instead. This module
+``sdexp.callbacks.ProgressLines`` writes a short line at most once a minute instead. This module
 imports no Lightning: Hydra loads its formatter before a run's config is checked.
 
 Where the lines go (``conf/hydra/job_logging/sdexp.yaml``): information to stdout,
@@ -15,6 +15,7 @@ warnings and errors to stderr, and all of them, with time and source, to the run
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -133,6 +134,19 @@ def quiet_libraries() -> None:
     logging.captureWarnings(True)
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+#: Set by the grid sweeper for its jobs: how many it launched ("job 3/12" on a job's lines).
+SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
+
+
+def job_label() -> str:
+    """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (total := os.environ.get(SWEEP_JOBS)) or not HydraConfig.initialized():
+        return ""
+    return f"job {HydraConfig.get().job.num + 1}/{total}: "
 
 
 def progress_bar_wanted(configured: bool) -> bool:

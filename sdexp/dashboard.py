@@ -1,487 +1,85 @@
-"""``sdexp-dashboard``: a W&B Report for one sweep group, Table 2 of Hayou & Ayed (2021) and the
-curves behind it, built with wandb-workspaces (``wandb_workspaces.reports.v2``).
+"""``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs.
 
     sdexp-dashboard --entity E --project P --group table2_cifar10
     sdexp-dashboard --entity E --project P --group smoke --metric mse --dry-run spec.json
+    sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
 
-The report has one panel grid per question. Each grid has its own run set, because a run set's
-grouping applies to its runs table and to every panel of its grid:
+- the W&B Report of one sweep group (``sdexp.report``): Table 2 and the curves behind it, from
+  the runs of the group; ``--dry-run`` writes its specification (each panel and run set, the
+  keys it reads) instead of saving it, without a server;
+- ``--tables DIR``: the files ``sdexp-table`` wrote into DIR (the tables, their plots, the
+  verdicts and the cost) as one W&B run of the group (job type ``aggregate``), offline without
+  credentials or a server that answers, as training logs (``sdexp.wandb_access``).
 
-- **against the budget**: test error (or MSE), expected depth and time per epoch against the
-  budget, one line per mode, mean and standard deviation over seeds; the no-SD baseline (mode
-  none, budget 1) is the mode-none point, and its own grid shows its mean over seeds as a number;
-- **Table 2**: the runs grouped by mode and budget, as a table and as bars with error bars;
-- **per layer**: the survival probabilities and sensitivities each run logged (``layers/*``);
-- **training curves**: training loss and validation error, grouped by mode and budget;
-- **failed runs**: the runs that did not finish; their run set counts them and lists why.
-
-Every other run set keeps only the runs whose summary says ``status: ok``, so failed runs appear
-in no panel. ``--dry-run`` writes the report's specification (:func:`specification`) instead of
-saving it; ``--check-runs`` (:func:`check_runs`) checks it against offline runs.
+W&B belongs here: ``sdexp-table`` only writes files. Without credentials or a server that
+answers, saving the report says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import shlex
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
-import wandb_workspaces.reports.v2 as wr
-from wandb_workspaces import expr
-from wandb_workspaces.reports.v2.interface import Panel
+from sdexp.report import METRIC_NAMES, build_report, specification
+from sdexp.wandb_access import has_wandb_credentials, server_problem, wandb_server, with_fallback
 
-from sdexp.loggers import has_wandb_credentials, server_problem, wandb_server
-
-# ---- The logged names the report reads: adjust them here only. -----------------------------
-# wandb.config, what the runs are grouped by. wandb-workspaces sends "key.mode" as "key.value.mode":
-# it takes ``key`` for a nested dict of the config, not a flat entry named "key.mode".
-CONFIG = {
-    "mode": "key.mode",
-    "budget": "key.budget",
-}
-SUMMARY = {  # run.summary, one value per run: run set filters and table columns
-    "status": "status",  # "ok" or "failed"
-    "reason": "reason",  # why a run failed
-    "mode": "mode",
-    "budget": "budget",
-    "seed": "seed",
-    "test": "test",  # the reported test metric (best or final checkpoint: "report")
-    "test_final": "test_final",
-    "test_best": "test_best",
-    "expected_depth": "expected_depth",
-    "epoch_time_s": "epoch_time_s",
-}
-HISTORY = {  # run.log rows: line plots need them there; "{metric}" is "error" or "mse"
-    # one row per run, logged together at its end, so that the budget can be an x-axis
-    "budget": "budget",
-    "test": "test",
-    "expected_depth": "expected_depth",
-    "epoch_time_s": "epoch_time_s",
-    # training curves (Lightning's WandbLogger)
-    "step": "trainer/global_step",
-    "epoch": "epoch",
-    "train_loss": "train/loss",
-    "val": "val/{metric}",
-}
-PROFILES = {  # wandb.plot.line tables: summary key of the table, its x and y columns
-    "survival": ("layers/survival_table", "layer", "survival"),
-    "sensitivity": ("layers/sensitivity_table", "layer", "sensitivity"),
-}
-STATUS_OK, STATUS_FAILED, BASELINE_MODE = "ok", "failed", "none"
-# ------------------------------------------------------------------------------------------
-
-METRIC_NAMES = {"error": "error (%)", "mse": "MSE"}
-MEAN_STD = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}  # over seeds
+#: What ``sdexp-table`` writes and ``--tables`` logs: CSV tables (W&B tables) and PNG plots.
+TABLES = {"table2/summary": "summary.csv", "table2/tables": "table2.csv", "table2/cost": "cost.csv"}
+PLOTS = ("table2_*.png", "paired_*.png")
 
 
-# ---- Run sets ----
+def log_tables(folder: Path, project: str, group: str, entity: str | None = None) -> None:
+    """``sdexp-table``'s files in ``folder`` as one W&B run (job type aggregate) in ``group``:
+    its tables, plots and verdicts. Offline without credentials or a server that answers; a
+    warning and nothing logged if W&B cannot start at all (``with_fallback``)."""
+    import pandas as pd
+    import wandb
 
+    def start(mode: str):
+        return wandb.init(
+            entity=entity,
+            project=project,
+            group=group,
+            job_type="aggregate",
+            name="table2",
+            mode=mode,
+            dir=str(folder),
+            settings=wandb.Settings(silent=True),
+        )
 
-def finished(
-    entity: str, project: str, group: str, name: str, *also: expr.FilterExpr, **kwargs
-) -> wr.Runset:
-    """The sweep's runs whose summary says ``status: ok`` (and the filters ``also``): failed,
-    crashed or still running runs have another status or none, so no panel fed by this run set
-    shows them."""
-    ok = expr.And(
-        expr.Metric("Group") == group, expr.Summary(SUMMARY["status"]) == STATUS_OK, *also
-    )
-    return wr.Runset(entity=entity, project=project, name=name, filters=ok, **kwargs)
-
-
-def failed(entity: str, project: str, group: str) -> wr.Runset:
-    """The sweep's runs that failed: ``status: failed`` in their summary, or a W&B state of
-    failed or crashed (a run killed before it could write its summary)."""
-    bad = expr.Or(
-        expr.Summary(SUMMARY["status"]) == STATUS_FAILED,
-        expr.Metric("State").isin(["failed", "crashed"]),
-    )
-    columns = [f"summary:{SUMMARY[k]}" for k in ("mode", "budget", "seed", "reason")]
-    return wr.Runset(
-        entity=entity,
-        project=project,
-        name="failed runs",
-        filters=expr.And(expr.Metric("Group") == group, bad),
-        pinned_columns=columns,
-    )
-
-
-def by_cell() -> list[str]:
-    """Run set grouping by Table 2's cell: mode and budget (the seeds of a cell aggregate)."""
-    return [f"config.{CONFIG['mode']}", f"config.{CONFIG['budget']}"]
-
-
-# ---- Panels: one function each ----
-
-
-def against_budget(key: str, title: str) -> wr.LinePlot:
-    """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds.
-
-    A line plot is the one panel that aggregates runs into mean and range per x value, but its
-    x-axis must be a history key: each run logs one row holding ``budget`` and its results at
-    the end (``HISTORY``), so every run is one point and a mode's runs form its line.
-    """
-    return wr.LinePlot(
-        title=title,
-        x=HISTORY["budget"],
-        y=[HISTORY[key]],
-        groupby=wr.Config(CONFIG["mode"]),
-        title_x="budget (mean survival probability)",
-        **MEAN_STD,
-    )
-
-
-def baseline(metric: str) -> wr.ScalarChart:
-    """The no-SD baseline's test metric as one number, mean (± std) over its seeds: on the line
-    plot its runs share one budget, where a band has no width."""
-    return wr.ScalarChart(
-        title=f"no-SD baseline: test {METRIC_NAMES[metric]}", metric=HISTORY["test"], **MEAN_STD
-    )
-
-
-def table2_bars(metric: str) -> wr.BarPlot:
-    """Table 2's cells as bars, mean with error bars over seeds: the run set groups the runs by
-    mode and budget, and a bar plot draws one bar per group."""
-    return wr.BarPlot(
-        title=f"Table 2: test {METRIC_NAMES[metric]} by mode and budget",
-        metrics=[HISTORY["test"]],
-        orientation="v",
-        layout=wr.Layout(w=24, h=8),
-        **MEAN_STD,
-    )
-
-
-def profile(name: str) -> wr.CustomChart:
-    """A per-layer profile, one line per run (named ``<dataset>-<model>-<mode>-b<budget>-s<seed>``).
-
-    Line plots only read history, so the profile is a custom chart over the table that
-    ``wandb.plot.line`` logged, with the Vega spec, fields and query fields that wandb writes for
-    the run's own chart (``_wandb.visualize`` in its config). The query's run fields are given as
-    ``{}``: ``CustomChart`` would add ``id`` and ``name`` as ``[]``, which it sends as a value
-    where wandb sends an empty field list.
-    """
-    table, x, y = PROFILES[name]
-    return wr.CustomChart(
-        query={"summaryTable": {"tableKey": table}, "id": {}, "name": {}, "_defaultColorIndex": {}},
-        chart_name="wandb/line/v0",
-        chart_fields={"x": x, "y": y, "stroke": None},
-        chart_strings={"title": f"{name} per layer"},
-        layout=wr.Layout(w=12, h=8),
-    )
-
-
-def curve(key: str, x: str, metric: str, title: str) -> wr.LinePlot:
-    """A training curve; the run set groups it by mode and budget, mean and std over seeds."""
-    y = HISTORY[key].format(metric=metric)
-    return wr.LinePlot(title=title, x=HISTORY[x], y=[y], layout=wr.Layout(w=12, h=8), **MEAN_STD)
-
-
-# ---- The report ----
-
-
-def build_report(
-    entity: str, project: str, group: str, metric: str = "error", title: str | None = None
-) -> wr.Report:
-    """The report for the W&B group ``group`` of ``entity/project``; ``metric``: error or mse."""
-    name = METRIC_NAMES[metric]
-
-    def grid(runset: wr.Runset, *panels: Panel, table: bool = False) -> wr.PanelGrid:
-        """Panels over one run set; its runs table is shown only where it is the point."""
-        return wr.PanelGrid(runsets=[runset], panels=list(panels), hide_run_sets=not table)
-
-    def ok(name: str, *also: expr.FilterExpr, **kwargs) -> wr.Runset:
-        return finished(entity, project, group, name, *also, **kwargs)
-
-    table_columns = ["mode", "budget", "test", "test_best", "test_final", "expected_depth"]
-    blocks = [
-        wr.P(
-            f"Runs of the W&B group {group} whose summary says status: {STATUS_OK}; failed runs "
-            "appear only in the last section. Bands and error bars: ±1 std over seeds."
-        ),
-        wr.H2(f"Test {name}, expected depth and time per epoch against the budget"),
-        grid(
-            ok("finished runs"),
-            against_budget("test", f"test {name} against budget"),
-            against_budget("expected_depth", "expected depth against budget"),
-            against_budget("epoch_time_s", "median time per epoch (s) against budget"),
-        ),
-        grid(
-            ok("no-SD baseline", expr.Summary(SUMMARY["mode"]) == BASELINE_MODE),
-            baseline(metric),
-        ),
-        wr.H2("Table 2: runs grouped by mode and budget"),
-        grid(
-            ok(
-                "Table 2 cells (mode, budget)",
-                groupby=by_cell(),
-                pinned_columns=[f"summary:{SUMMARY[k]}" for k in table_columns],
-            ),
-            table2_bars(metric),
-            table=True,
-        ),
-        wr.H2("Survival probability and sensitivity per layer"),
-        grid(ok("finished runs, one line each"), profile("survival"), profile("sensitivity")),
-        wr.H2("Training curves by mode and budget"),
-        grid(
-            ok("finished runs by mode and budget", groupby=by_cell()),
-            curve("train_loss", "step", metric, "training loss"),
-            curve("val", "epoch", metric, f"validation {name}"),
-        ),
-        wr.H2("Failed runs"),
-        wr.P("The runs that failed or crashed, with the reason each gave; none is in a panel."),
-        grid(
-            failed(entity, project, group), wr.RunComparer(layout=wr.Layout(w=24, h=8)), table=True
-        ),
-    ]
-    return wr.Report(
-        entity=entity,
-        project=project,
-        title=title or f"Stochastic depth: sweep {group}",
-        description=f"Hayou & Ayed (2021), Table 2 and the curves behind it, for group {group}",
-        blocks=blocks,
-        width="fluid",
-    )
-
-
-# ---- The specification: what each panel and run set reads, from the report's own objects ----
-
-
-def panel_key(metric: str | wr.Config | wr.SummaryMetric | wr.Metric) -> str:
-    """``section:name`` of a panel's metric as wandb-workspaces reads it: ``Config`` and
-    ``SummaryMetric`` name their section, a plain name is a history key, unless it is one of
-    W&B's own run attributes (``Step``, ``Runtime``, ...)."""
-    if isinstance(metric, wr.Config):
-        return f"config:{metric.name}"
-    if isinstance(metric, wr.SummaryMetric):
-        return f"summary:{metric.name}"
-    name = metric.name if isinstance(metric, wr.Metric) else metric
-    return f"run:{name}" if name in expr.FE_METRIC_NAME_MAP else f"history:{name}"
-
-
-def grouping_key(key: str | wr.Config | wr.Metric) -> str:
-    """A panel's ``groupby``: a plain name is a config key unless it names a run attribute."""
-    if isinstance(key, str) and key not in expr.FE_METRIC_NAME_MAP:
-        return f"config:{key}"
-    return panel_key(key)
-
-
-def runset_key(key: str, separator: str) -> str:
-    """A run set's grouping (``config.key.mode``) or column (``summary:test``) as
-    ``section:name``; a config column's ``.value`` envelope is dropped."""
-    section, name = key.split(separator, 1) if separator in key else ("run", key)
-    if section == "config":
-        name = ".".join(part for part in name.split(".") if part != "value")
-    return f"{section}:{name}"
-
-
-def filter_keys(filters: expr.Filters) -> list[str]:
-    """The ``section:name`` of every leaf of a run set's filter tree."""
-    if filters.key is not None:
-        return [f"{filters.key.section}:{filters.key.name}"]
-    return [key for child in filters.filters or [] for key in filter_keys(child)]
-
-
-def panel_spec(panel: Panel) -> dict:
-    """A panel's type, title, the keys it reads and how it groups runs."""
-    grouping = {}
-    if isinstance(panel, wr.LinePlot):
-        title, keys = panel.title, [panel_key(panel.x), *map(panel_key, panel.y)]
-    elif isinstance(panel, wr.BarPlot):
-        title, keys = panel.title, [panel_key(m) for m in panel.metrics]
-    elif isinstance(panel, wr.ScalarChart):
-        title, keys = panel.title, [panel_key(panel.metric)]
-    elif isinstance(panel, wr.CustomChart):
-        table = panel.query["summaryTable"]["tableKey"]
-        columns = [c for c in panel.chart_fields.values() if c is not None]
-        title = panel.chart_strings.get("title")
-        keys = [f"summary:{table}", *(f"table:{table}#{c}" for c in columns)]
-    else:  # RunComparer, MarkdownPanel: they read no key of ours
-        title, keys = None, []
-    if isinstance(panel, (wr.LinePlot, wr.BarPlot, wr.ScalarChart)):
-        by = getattr(panel, "groupby", None)
-        grouping = {
-            "by": None if by is None else grouping_key(by),
-            "agg": panel.groupby_aggfunc,
-            "range": panel.groupby_rangefunc,
+    run = with_fallback(start)
+    if run is None:
+        return
+    csv = {key: pd.read_csv(folder / name) for key, name in TABLES.items()}
+    plots = sorted(p for pattern in PLOTS for p in folder.glob(pattern))
+    run.log(
+        {
+            **{key: wandb.Table(dataframe=frame) for key, frame in csv.items()},
+            **{f"table2/plot_{p.stem}": wandb.Image(str(p)) for p in plots},
+            "verdict/comparisons": wandb.Table(dataframe=pd.read_csv(folder / "verdict.csv")),
         }
-    return {"type": type(panel).__name__, "title": title, "keys": keys, "grouping": grouping}
-
-
-def runset_spec(runset: wr.Runset) -> dict:
-    """A run set's filters (as W&B's filter expression), grouping and table columns."""
-    groupby = [runset_key(g, ".") for g in runset.groupby]
-    columns = [runset_key(c, ":") for c in runset.pinned_columns]
-    return {
-        "name": runset.name,
-        "filters": runset.filters,
-        "filter_keys": filter_keys(expr.expr_to_filters(runset.filters)),
-        "groupby": groupby,
-        "columns": columns,
-    }
-
-
-def specification(report: wr.Report) -> dict:
-    """What ``report.save()`` would save, read back from the report's blocks: every panel
-    (type, title, keys, grouping) with the heading above its grid and the run set it shows."""
-    spec = {"title": report.title, "entity": report.entity, "project": report.project}
-    spec |= {"runsets": [], "panels": []}
-    heading = None
-    for block in report.blocks:
-        if isinstance(block, wr.H2):
-            heading = block.text
-        if not isinstance(block, wr.PanelGrid):
-            continue
-        shown = {"section": heading, "runs_table": not block.hide_run_sets}
-        runsets = [runset_spec(runset) | shown for runset in block.runsets]
-        spec["runsets"] += runsets
-        for panel in block.panels:
-            where = {"section": heading, "runset": runsets[block.active_runset or 0]["name"]}
-            spec["panels"].append(where | panel_spec(panel))
-    return spec
-
-
-def runset_reads(spec: dict) -> dict[str, set[str]]:
-    """The keys each run set of ``spec`` reads: its filters, grouping and columns, and the keys
-    and grouping of the panels that show it."""
-    reads = {r["name"]: {*r["filter_keys"], *r["groupby"], *r["columns"]} for r in spec["runsets"]}
-    for panel in spec["panels"]:
-        by = panel["grouping"].get("by")
-        reads[panel["runset"]] |= {*panel["keys"], *([by] if by else [])}
-    return reads
-
-
-def value(run: dict, key: expr.Key):
-    """A run's value for a filter key (``read_run``'s sections; config keys are dotted paths
-    into the nested config)."""
-    if key.section == "config":
-        found = run["config"]
-        for part in key.name.split("."):
-            found = found.get(part) if isinstance(found, dict) else None
-        return found
-    return run.get(key.section, {}).get(key.name)
-
-
-def selects(filters: expr.Filters, run: dict) -> bool:
-    """Whether a run set's filter tree (as wandb-workspaces parses it) keeps ``run``: the
-    operators the report's run sets use (``build_report``)."""
-    if filters.key is None:
-        kept = [selects(child, run) for child in filters.filters or []]
-        return all(kept) if filters.op == "AND" else any(kept)
-    found = value(run, filters.key)
-    tests = {
-        "=": lambda: found == filters.value,
-        "!=": lambda: found != filters.value,
-        "IN": lambda: found in filters.value,
-        "NIN": lambda: found not in filters.value,
-    }
-    return tests[filters.op]()
-
-
-def unresolved(spec: dict, runs: list[dict]) -> dict[str, list[str]]:
-    """Per run set of ``spec``, the keys it reads that none of the runs it selects logged
-    (``runs`` as from :func:`read_run`); W&B's own run attributes (``run:...``) always resolve.
-    A run set is checked against its own runs: the failed runs' ``reason`` is not a key of
-    finished runs, nor the finished runs' curves one of failed runs. A run set that selects
-    none of ``runs`` is not in the answer (:func:`unchecked`)."""
-    missing = {}
-    for name, keys in runset_reads(spec).items():
-        logged = set().union(*(run["keys"] for run in selected(spec, name, runs)))
-        gaps = sorted(k for k in keys if not k.startswith("run:") and k not in logged)
-        if logged and gaps:
-            missing[name] = gaps
-    return missing
-
-
-def unchecked(spec: dict, runs: list[dict]) -> list[str]:
-    """The run sets of ``spec`` that select none of ``runs`` (the failed runs of a sweep where
-    none failed): what they read cannot be checked against these runs."""
-    return [r["name"] for r in spec["runsets"] if not selected(spec, r["name"], runs)]
-
-
-def selected(spec: dict, name: str, runs: list[dict]) -> list[dict]:
-    """The runs that the run set ``name`` of ``spec`` keeps."""
-    [runset] = [r for r in spec["runsets"] if r["name"] == name]
-    tree = expr.expr_to_filters(runset["filters"])
-    return [run for run in runs if selects(tree, run)]
-
-
-# ---- The keys real runs logged, read back from their files ----
-
-
-def run_directories(root: str | Path) -> list[Path]:
-    """The W&B run directories (``offline-run-*``, ``run-*``) under ``root``."""
-    found = Path(root).rglob("*run-*")
-    return sorted(p for p in found if p.is_dir() and any(p.glob("*.wandb")))
-
-
-def inspect(run_dir: Path, *flags: str) -> str:
-    """``wandb leet inspect FLAGS RUN_DIR``: wandb's documented reader of a run's ``.wandb`` log."""
-    command = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, str(run_dir)]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-
-def flatten(config: dict, prefix: str = "") -> Iterable[str]:
-    """Nested config keys joined with dots: ``{"key": {"mode": ...}}`` gives ``key.mode``."""
-    for name, value in config.items():
-        if isinstance(value, dict) and value:
-            yield from flatten(value, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}"
-
-
-def read_run(run_dir: Path) -> dict:
-    """What a report sees of one W&B run, read from its files: its attributes (``run``: group
-    and state), ``summary`` and ``config`` (as run set filters read them), and ``keys``, every
-    key it logged as ``section:name``: config (flattened with dots), summary, history and the
-    columns of the tables in the summary (``table:KEY#COLUMN``).
-
-    ``wandb leet inspect --summary --json`` gives the state, config and summary but not which
-    keys were history rows; ``wandb leet inspect --json`` prints every record of the log (the
-    run record with its group, history rows), with nested values flattened with dots (a
-    table's ``key._type``): such a key is read as its longest dotted prefix in the summary.
-    """
-    state = json.loads(inspect(run_dir, "--summary", "--json"))
-    config = {k: v for k, v in state["config"].items() if k != "_wandb"}
-    summary = {k: v for k, v in state["summary"].items() if not k.startswith("_")}
-    keys = {f"config:{k}" for k in flatten(config)} | {f"summary:{k}" for k in summary}
-    for name, value in summary.items():
-        if isinstance(value, dict) and value.get("_type") == "table-file":
-            table = json.loads((run_dir / "files" / value["path"]).read_text())
-            keys |= {f"table:{name}#{column}" for column in table["columns"]}
-    group = None
-    for line in inspect(run_dir, "--json").splitlines():
-        record = json.loads(line)
-        if record.get("type") == "run":
-            group = record["run"].get("run_group")
-        if record.get("type") == "history":
-            keys |= {f"history:{history_key(k, summary)}" for k in record["history"]["item"]}
-    return {
-        "run": {"group": group, "state": state["state"]},
-        "summary": summary,
-        "config": config,
-        "keys": {k for k in keys if not k.split(":", 1)[1].startswith("_")},
-    }
-
-
-def history_key(flat: str, summary: dict) -> str:
-    """The logged key behind a flattened history key: its longest dotted prefix in the summary."""
-    parts = flat.split(".")
-    prefixes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
-    return next((p for p in prefixes if p in summary), flat)
-
-
-# ---- Command line ----
+    )
+    run.summary["verdict/markdown"] = (folder / "verdict.md").read_text()
+    where = Path(run.dir).parent
+    run.finish()
+    shown = (
+        f"offline to {where} (upload: wandb sync {shlex.quote(str(where))})"
+        if run.offline
+        else run.url
+    )
+    print(f"W&B: logged the tables, plots and verdicts {shown}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sdexp-dashboard",
-        description="Build the W&B Report of one sweep group (Table 2 and the curves behind it).",
+        description="Build the W&B Report of one sweep group (Table 2 and the curves behind it), "
+        "or log sdexp-table's files to the group.",
     )
-    parser.add_argument("--entity", required=True, help="W&B entity (user or team)")
+    parser.add_argument("--entity", help="W&B entity (user or team); the report needs it")
     parser.add_argument("--project", required=True, help="W&B project, e.g. sdexp")
     parser.add_argument("--group", required=True, help="the sweep's W&B group (run.group)")
     parser.add_argument(
@@ -498,48 +96,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write the report's specification to SPEC.json instead of saving the report",
     )
     parser.add_argument(
-        "--check-runs",
+        "--tables",
         metavar="DIR",
         type=Path,
-        help="first check that the W&B runs under DIR log every key the report reads",
+        help="log the files sdexp-table wrote into DIR to W&B, as a run of the group",
     )
-    return parser.parse_args(argv)
-
-
-def check_runs(spec: dict, root: Path, group: str) -> bool:
-    """Print whether the runs under ``root`` log every key of ``spec``, each run set checked
-    against the runs it selects (``unresolved``); False if a key is missing or no run under
-    ``root`` is in any run set (runs of another group than ``group``, say)."""
-    runs = [read_run(path) for path in run_directories(root)]
-    missing = unresolved(spec, runs)
-    left = unchecked(spec, runs)
-    problems = [f"no W&B run directories under {root}"] if not runs else []
-    if runs and len(left) == len(spec["runsets"]):
-        problems.append(f"none of the {len(runs)} runs under {root} is in the report of {group}")
-    problems += [
-        f"no run of run set '{name}' under {root} logs {', '.join(keys)}"
-        for name, keys in missing.items()
-    ]
-    for problem in problems:
-        print(f"sdexp-dashboard: {problem}", file=sys.stderr)
-    if problems:
-        return False
-    note = f" (no run is in {', '.join(repr(n) for n in left)}: not checked)" if left else ""
-    print(f"the {len(runs)} runs under {root} log every key the report reads{note}")
-    return True
+    args = parser.parse_args(argv)
+    if args.entity is None and args.tables is None:
+        parser.error("--entity: the report needs the W&B entity (or give --tables DIR alone)")
+    if args.tables is not None and not (args.tables / TABLES["table2/summary"]).is_file():
+        parser.error(f"--tables: {args.tables} holds no sdexp-table output (summary.csv)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 1 a run check failed, 2 the report could not be saved."""
+    """Exit status: 0 done, 2 the report could not be saved."""
     args = parse_args(argv)
+    if args.tables is not None:
+        log_tables(args.tables, args.project, args.group, args.entity)
+        if args.entity is None:
+            return 0
     report = build_report(args.entity, args.project, args.group, args.metric, args.title)
-    spec = specification(report)
     if args.dry_run:
+        spec = specification(report)
         args.dry_run.write_text(json.dumps(spec, indent=2) + "\n")
         print(f"wrote the specification of {len(spec['panels'])} panels to {args.dry_run}")
-    if args.check_runs and not check_runs(spec, args.check_runs, args.group):
-        return 1
-    if args.dry_run:
         return 0
     if not has_wandb_credentials():
         print("sdexp-dashboard: no W&B credentials: run `wandb login` first", file=sys.stderr)

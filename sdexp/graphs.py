@@ -32,7 +32,7 @@ What capture needs, and how it is met here:
   gradient that is None, the static buffer itself becomes ``.grad`` (no copy). So before every
   backward pass a gradient must be None, or a tensor that the training loop owns; never a
   buffer taken at an earlier step, which the next zero-fill would clear and the next backward
-  add to itself, doubling the gradient. ``sdexp.module.StepGradients`` keeps to that for both
+  add to itself, doubling the gradient. ``sdexp.recipe.StepGradients`` keeps to that for both
   of the recipe's ``dropped_blocks``.
 - Evaluation never uses the graphs: the network's own forward runs eagerly.
 

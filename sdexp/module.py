@@ -1,4 +1,5 @@
-"""The LightningModule: a residual network trained with stochastic depth at a fixed budget.
+"""The LightningModule: a residual network trained with stochastic depth at a fixed budget, and
+the LightningDataModule that hands it a dataset of ``sdexp.data``.
 
 At the start of a fresh fit the survival probabilities p are chosen by the mode at the budget
 (SenseMode first measures the sensitivities on ``mode.batches`` training batches at
@@ -9,18 +10,19 @@ test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` 
 ``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
 
 A dropped block gets no gradient. What the optimizer then does to its parameters is the
-recipe's ``dropped_blocks`` (``StepGradients``): ``decay`` gives them zero gradients (what
-PyTorch 1.x's ``zero_grad`` did in the code the paper builds on), so SGD still applies weight
-decay and momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves them None, and
-PyTorch's optimisers skip such parameters: only the sampled subnetwork moves, as the paper
-describes SD ("SD ... only updates the weights of the resulting subnetwork at each training
-iteration", Sec. 1).
+recipe's ``dropped_blocks`` (``sdexp.recipe.StepGradients``): ``decay`` gives them zero
+gradients (what PyTorch 1.x's ``zero_grad`` did in the code the paper builds on), so SGD still
+applies weight decay and momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves
+them None, and PyTorch's optimisers skip such parameters: only the sampled subnetwork moves, as
+the paper describes SD ("SD ... only updates the weights of the resulting subnetwork at each
+training iteration", Sec. 1).
 
 Nothing in a training step waits for the device (``log_training``): the loss is copied to the
 CPU, checked for NaN and logged only on the steps Lightning writes to its loggers (every
 ``trainer.log_every_n_steps``); the progress bar shows that CPU value. ``speed.cuda_graphs``
 replays the step as CUDA graphs (``sdexp.graphs``; with ``speed.compile_blocks``, graphs of
-compiled pieces), ``speed.fused_optimizer`` updates all parameters in one fused SGD kernel.
+compiled pieces), ``speed.fused_optimizer`` updates all parameters in one fused SGD kernel
+(``sdexp.config.Speed``).
 
 Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
 size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
@@ -29,12 +31,8 @@ test metrics (``test/*`` for the final model, ``test_best/*`` for the best check
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import logging
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -45,52 +43,16 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import MeanSquaredError
 
-from sdexp.data import Batch, EpochLoader, TensorDataModule
-from sdexp.errors import ConfigError
+from sdexp.config import Speed
 from sdexp.graphs import GraphedSteps, MakeGraphed
+from sdexp.loader import Batch, EpochLoader, TensorDataModule
 from sdexp.loggers import log_layer_profile
 from sdexp.models import ResidualNetwork, compile_branches
+from sdexp.recipe import StepGradients, start_momentum
 from sdexp.results import METRIC
 from sdexp.sensitivity import sensitivity_samples, summarize
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.survival import Mode
-
-log = logging.getLogger("sdexp")
-
-
-class EpochTimer(pl.Callback):
-    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``).
-
-    The times of the finished epochs are in every checkpoint (``state_dict``), so that a resumed
-    run's ``times`` cover the whole run, as Lightning's ``Timer`` does for the total."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = self._validation = self._validation_start = 0.0
-
-    def _now(self, trainer: pl.Trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)  # once per epoch, not per step
-        return time.perf_counter()
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start, self._validation = self._now(trainer), 0.0
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._validation_start = self._now(trainer)
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        self._validation += self._now(trainer) - self._validation_start
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.times.append(self._now(trainer) - self._start - self._validation)
-        pl_module.log("train/epoch_time_s", self.times[-1], sync_dist=True)  # mean over ranks
-
-    def state_dict(self) -> dict:
-        return {"times": list(self.times)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.times = list(state_dict["times"])
 
 
 class LightningData(pl.LightningDataModule):
@@ -139,107 +101,6 @@ def stage_metric(task: str, num_outputs: int) -> tuple[str, Metric]:
         error = (1 - MulticlassAccuracy(num_classes=num_outputs, average="micro")) * 100
         return METRIC[task], error
     return METRIC[task], MeanSquaredError()
-
-
-@dataclass
-class Speed:
-    """``speed.*``: fast paths for accelerators; the numbers agree with the plain path up to
-    float rounding (so they are not part of a run's identity)."""
-
-    channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
-    compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
-    cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
-    # both: each graphed piece compiled, then captured (fused kernels in the graphs); evaluation
-    # and an epoch's partial last batch then run eagerly, as with cuda_graphs alone
-    fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
-
-
-def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
-    """What the fast paths cannot do with the rest of the config (``trainer``, and the
-    ``optimizer`` class or function), as a ``ConfigError`` (one line) from the config check,
-    before data or model load."""
-    if speed.get("cuda_graphs"):
-        accelerator = str(trainer.get("accelerator", "auto"))
-        if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
-            where = f"trainer.accelerator={accelerator}" if accelerator != "auto" else "no GPU"
-            raise ConfigError(
-                "speed.cuda_graphs",
-                f"CUDA graphs need a CUDA GPU and this run has none ({where}): "
-                "set speed.cuda_graphs=false",
-            )
-        if (trainer.get("accumulate_grad_batches") or 1) > 1:
-            raise ConfigError(
-                "speed.cuda_graphs",
-                "not with trainer.accumulate_grad_batches > 1: a graph's gradient buffers are "
-                "overwritten by the next batch's backward pass before the optimizer step",
-            )
-        if "ddp" in str(trainer.get("strategy", "")):
-            raise ConfigError(
-                "speed.cuda_graphs",
-                "runs on one device only, not with trainer=ddp (several runs on one GPU: "
-                "hydra/launcher=gpu_shared)",
-            )
-    if speed.get("fused_optimizer") and "fused" not in inspect.signature(optimizer).parameters:
-        name = getattr(optimizer, "__qualname__", optimizer)
-        raise ConfigError("speed.fused_optimizer", f"{name} has no fused implementation")
-
-
-class StepGradients:
-    """Clears a network's gradients between a step's forward pass and its backward pass, as
-    the recipe's ``dropped_blocks`` says, for the mask that forward pass drew.
-
-    Every gradient the backward pass writes starts as None, so autograd takes the new gradient
-    as it is (under ``speed.cuda_graphs``, a graph's static buffer; no copy), instead of adding
-    it to a zero-filled one with a kernel per parameter. The blocks the step dropped:
-    ``frozen``: None too, and the optimizer skips them; ``decay``: a gradient of zeros of this
-    object's own (one per parameter, zeroed again with one fused kernel at every use), so SGD
-    applies weight decay and momentum to them, at every step (the code the paper builds on
-    zero-fills its gradients; only its first step has none). A gradient is so never a graph's
-    buffer left over from an earlier step, which a zero-fill and the next backward pass would
-    add to itself (``sdexp.graphs``).
-    """
-
-    def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:
-        self.network, self.dropped_blocks = network, dropped_blocks
-        self.blocks = [tuple(block.parameters()) for block in network.blocks]
-        in_blocks = {id(p) for params in self.blocks for p in params}
-        self.others = tuple(p for p in network.parameters() if id(p) not in in_blocks)
-        self.zeros: dict[Tensor, Tensor] = {}
-
-    def clear(self) -> None:
-        """Before the backward pass of the forward pass that drew ``gate.last_mask``."""
-        for p in self.others:
-            p.grad = None
-        handed = []
-        decay = self.dropped_blocks == "decay"
-        for kept, params in zip(self.network.gate.last_mask, self.blocks, strict=True):
-            for p in params:
-                if kept or not decay:
-                    p.grad = None
-                    continue
-                if p not in self.zeros:
-                    self.zeros[p] = torch.zeros_like(p)
-                p.grad = self.zeros[p]
-                handed.append(p.grad)
-        if handed:
-            torch._foreach_zero_(handed)
-
-
-def start_momentum(optimizer: torch.optim.Optimizer) -> None:
-    """Zero momentum buffers for every parameter of a fused SGD, before its first step.
-
-    Fused SGD (PyTorch 2.11 to 2.14) creates its momentum buffers only at a step where all are
-    missing, and fails at a step where some exist and some do not: a block that ``frozen``
-    dropped at the first step and keeps at a later one. Zeros are SGD's own start: its first
-    step sets buf = g, and mu * 0 + (1 - dampening) g = g with dampening 0, bit for bit.
-    """
-    for group in optimizer.param_groups:
-        if not group.get("fused") or not group.get("momentum"):
-            continue
-        if group.get("dampening"):
-            raise ConfigError("speed.fused_optimizer", "needs optimizer.dampening=0")
-        for p in group["params"]:
-            optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
 
 
 class StochasticDepthModule(pl.LightningModule):
@@ -408,30 +269,3 @@ class StochasticDepthModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-
-
-class ProgressLines(pl.Callback):
-    """A short line per epoch, at most one every ``every_s`` seconds and always the last one:
-    ``epoch 12/164: train/loss 0.512, val/error 8.31, 21.3 s/epoch``."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        self.every_s = every_s
-        self._last = time.monotonic()
-        self._epoch_start = self._last
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_start = time.monotonic()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        now, epoch = time.monotonic(), trainer.current_epoch + 1
-        if now - self._last < self.every_s and epoch < trainer.max_epochs:
-            return
-        self._last = now
-        metrics = trainer.callback_metrics  # values of this epoch; read once per line
-        shown = [
-            f"{name} {metrics[name].item():.4g}"
-            for name in ("train/loss", f"val/{pl_module.metric_name}")
-            if name in metrics
-        ]
-        seconds = now - self._epoch_start
-        log.info(f"epoch {epoch}/{trainer.max_epochs}: {', '.join(shown)}, {seconds:.1f} s/epoch")

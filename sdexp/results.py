@@ -19,7 +19,13 @@ metric of the final model and of the best-validation checkpoint, and which of th
 reports), the survival probabilities and what they imply, timings, and the device that ran it
 with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost). It is
 written atomically (a reader never sees half a file) with the permissions of any other file the
-user writes.
+user writes. ``RunResult.summary`` and ``RunResult.history_row`` are what a run gives W&B at its
+end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to these).
+
+``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
+its directory and overrides) and the cells it left out (``LeftOutCell``: the mode cannot run
+that budget). The grid sweeper writes it (``write_plan``), ``sdexp-table`` reads it
+(``read_plan``) to count the planned runs that never finished.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,9 @@ CELL = ("mode", "budget", "seed")
 
 #: A sweep cell's directory below the sweep directory (``RunKey.cell_dir``), for the messages.
 CELL_DIR = "<setup>/<mode>-b<budget>-s<seed>-<identity>"
+
+#: The summary's numbers a finished run also logs as one W&B history row (``history_row``).
+HISTORY = ("budget", "test", "expected_depth", "epoch_time_s")
 
 
 class UnreadableResult(Exception):
@@ -155,6 +165,11 @@ class RunKey:
             f"-{self.setup[:6]}"
         )
 
+    @classmethod
+    def from_dict(cls, data: dict) -> RunKey:
+        """The key's fields of ``data`` (a results.json, a sweep.json cell)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
     @property
     def cell_dir(self) -> str:
         """Where a sweep writes the run, below its sweep directory (``CELL_DIR``): e.g.
@@ -177,14 +192,17 @@ def identity_config(cfg: DictConfig, budget: float) -> dict:
     return OmegaConf.to_container(OmegaConf.create({**kept, "budget": budget}), resolve=True)
 
 
-def run_key(cfg: DictConfig) -> tuple[RunKey, dict]:
-    """The run's key and identity config, from its config alone (no data, no model)."""
-    mode = instantiate(cfg.mode)
+def run_key(cfg: DictConfig, mode: Any = None, dataset: Any = None) -> tuple[RunKey, dict]:
+    """The run's key and identity config, from its config alone (no data, no model). ``mode``
+    and ``dataset``: the survival mode and data module built from ``cfg`` (by the config check,
+    ``sdexp.config.Checked``), else built here."""
+    mode = mode if mode is not None else instantiate(cfg.mode)
+    dataset = dataset if dataset is not None else instantiate(cfg.dataset, seed=cfg.seed)
     budget = mode.effective_budget(cfg.budget)
     config = identity_config(cfg, budget)
     model_class = get_class(cfg.model._target_)
     key = RunKey(
-        dataset=instantiate(cfg.dataset, seed=cfg.seed).name,
+        dataset=dataset.name,
         model=model_class.name_for(cfg.model.depth),
         mode=mode.name,
         budget=budget,
@@ -234,16 +252,44 @@ class RunResult:
         """The run's number: the test metric of the model the recipe reports."""
         return self.test_best if self.report == "best" else self.test_final
 
+    def summary(self) -> dict:
+        """The run's W&B summary: what a dashboard filters and groups runs by, the key's plain
+        fields and the numbers (``epoch_time_s``: the median training epoch)."""
+        key = self.key
+        epoch = statistics.median(self.epoch_times_s) if self.epoch_times_s else None
+        return {
+            **{k: getattr(key, k) for k in ("dataset", "model", "mode", "budget", "seed")},
+            "recipe": key.recipe,
+            "setup": key.setup,
+            "status": self.status,
+            "reason": self.reason,
+            "metric": self.metric,
+            "report": self.report,
+            "test": self.test,
+            "test_final": self.test_final,
+            "test_best": self.test_best,
+            "best_val": self.best_val,
+            "expected_depth": self.expected_depth,
+            "depth_variance": self.depth_variance,
+            "epoch_time_s": epoch,
+        }
+
+    def history_row(self) -> dict | None:
+        """One W&B history row a finished run logs at its end (None for a failed run): a line
+        plot's x-axis must be a logged metric, so that plotting against the budget needs it."""
+        if self.status != "ok":
+            return None
+        summary = self.summary()
+        return {k: summary[k] for k in HISTORY}
+
     def to_dict(self) -> dict:
         fields = dataclasses.asdict(self)
         return {**fields.pop("key"), "test": self.test, **fields}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunResult:
-        names = {f.name for f in dataclasses.fields(RunKey)}
-        key = RunKey(**{k: data[k] for k in names})
         kept = {f.name for f in dataclasses.fields(cls)} - {"key"}
-        return cls(key=key, **{k: v for k, v in data.items() if k in kept})
+        return cls(key=RunKey.from_dict(data), **{k: v for k, v in data.items() if k in kept})
 
 
 def write_atomically(path: Path, text: str) -> Path:
@@ -287,3 +333,89 @@ def completed(run_dir: str | Path, key: RunKey) -> RunResult | None:
     if result is None or result.status != "ok" or result.key.identity != key.identity:
         return None
     return result
+
+
+# --- the sweep plan (sweep.json) ------------------------------------------------------------------
+
+PLAN_FILE = "sweep.json"
+
+
+class UnreadablePlan(Exception):
+    """A sweep.json that cannot be read as a Plan; the message names the file."""
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """A run a sweep planned: its key, its directory (relative to the sweep directory), the
+    overrides that launch it, its mode's options and the metric and report of its table."""
+
+    key: RunKey
+    dir: str
+    overrides: list[str]
+    mode_options: dict
+    metric: str
+    report: str
+
+    def to_dict(self) -> dict:
+        fields = {"mode_options": self.mode_options, "metric": self.metric, "report": self.report}
+        return {"dir": self.dir, "overrides": list(self.overrides), **asdict(self.key), **fields}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PlannedCell:
+        options = {k: data[k] for k in ("dir", "overrides", "metric", "report")}
+        return cls(RunKey.from_dict(data), mode_options=data.get("mode_options") or {}, **options)
+
+
+@dataclass(frozen=True)
+class LeftOutCell:
+    """A cell a sweep does not run, and why: its mode cannot meet its budget (the "-" cells of
+    the paper's Table 2); ``setup``, ``mode`` and ``budget`` place it in its table."""
+
+    overrides: list[str]
+    reason: str
+    setup: str
+    mode: str
+    budget: float
+
+
+@dataclass
+class Plan:
+    """The cells a sweep planned and those it left out (``sweep.json``)."""
+
+    cells: list[PlannedCell] = field(default_factory=list)
+    left_out: list[LeftOutCell] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "cells": [c.to_dict() for c in self.cells],
+            "left_out": list(map(asdict, self.left_out)),
+        }
+
+
+def read_plan(path: str | Path) -> Plan:
+    """The plan in ``path`` (a sweep.json); ``UnreadablePlan`` naming the file if it is corrupt.
+    Entries of a format before run identities (no key) are passed over: nothing reads them."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        cells = [PlannedCell.from_dict(c) for c in data["cells"] if "setup" in c]
+        left_out = [LeftOutCell(**c) for c in data.get("left_out", []) if "setup" in c]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UnreadablePlan(f"{path}: unreadable ({type(error).__name__}: {error})") from error
+    return Plan(cells, left_out)
+
+
+def write_plan(sweep_dir: Path, plan: Plan) -> Path:
+    """Record ``plan`` in ``<sweep_dir>/sweep.json`` atomically, keeping the cells of earlier,
+    wider sweeps into the same directory: a cell planned again replaces its entry (e.g. one
+    moved from an earlier layout), a left-out cell is added once. An unreadable file is
+    rewritten from this plan."""
+    path = Path(sweep_dir) / PLAN_FILE
+    try:
+        earlier = read_plan(path) if path.exists() else Plan()
+    except UnreadablePlan:
+        earlier = Plan()
+    cells = {c.key.identity: c for c in earlier.cells} | {c.key.identity: c for c in plan.cells}
+    left_out = earlier.left_out + [c for c in plan.left_out if c not in earlier.left_out]
+    text = json.dumps(Plan(list(cells.values()), left_out).to_dict(), indent=2)
+    return write_atomically(path, text)

@@ -2,7 +2,7 @@
 
 A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
 cartesian product holds cells that are not experiments, and the grid sweeper
-(``hydra_plugins/sdexp_sweeper``) plans it with the functions here before anything is launched:
+(``sdexp.sweeper``) plans it with the functions here before anything is launched:
 
 - a cell the mode cannot run is left out: linear below its smallest budget (L-1)/(2L), the "-"
   cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
@@ -22,6 +22,7 @@ every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes 
 its job (``job_overrides``). A finished run that an earlier version left right under the
 sweep directory (named by its overrides: ``budget=0.3,mode=sensemode,seed=0/``) is found by its
 identity and moved there; a resumable one resumes where it is (``earlier_runs``, ``plan_cell``).
+The plan goes to ``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
 
 Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
 """
@@ -29,7 +30,6 @@ Any other bad value (a budget outside (0, 1], bad mode options) is an error, as 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +38,20 @@ from typing import Any, NamedTuple
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp.config import TOP_LEVEL, check_seed, check_values, checked_mode
+from sdexp.config import TOP_LEVEL, Checked, check_options, check_seed
 from sdexp.console import counted
 from sdexp.errors import ConfigError
-from sdexp.results import METRIC, RESULTS_FILE, RunKey, UnreadableResult, read_result, run_key
+from sdexp.results import (
+    METRIC,
+    RESULTS_FILE,
+    LeftOutCell,
+    Plan,
+    PlannedCell,
+    RunKey,
+    UnreadableResult,
+    read_result,
+    run_key,
+)
 from sdexp.rundir import (
     CHECKPOINTS,
     IDENTITY,
@@ -51,13 +61,8 @@ from sdexp.rundir import (
     run_lock,
     stored_checkpoint,
 )
+from sdexp.signatures import check_values
 from sdexp.survival import check_budget
-
-#: The cells a sweep planned, written by the grid sweeper and read by ``sdexp.table``.
-GRID_FILE = "sweep.json"
-
-#: Set by the grid sweeper for its jobs: how many it launched ("job 3/12" on a job's first line).
-SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
 
 
 @dataclass
@@ -147,17 +152,22 @@ class CellPlanner:
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
-        self.checked: dict[str, Any] = {}
+        self.checked: dict[str, Checked] = {}
 
-    def budget(self, cfg: DictConfig) -> float | str:
-        """The budget the cell runs at, or why it cannot run (ConfigError for bad input)."""
+    def built(self, cfg: DictConfig) -> Checked:
+        """What the check of ``cfg`` built, once per distinct config less budget and seed (the
+        mode and the data module's name do not depend on them)."""
         values = OmegaConf.to_container(cfg, resolve=False)
         for key in ("budget", "seed"):
             values.pop(key, None)
         settled = json.dumps(values, sort_keys=True, default=str)
-        if settled not in self.checked:  # all but budget and seed: once per distinct config
-            self.checked[settled] = checked_mode(cfg, self.complete)
-        mode = self.checked[settled]
+        if settled not in self.checked:
+            self.checked[settled] = check_options(cfg, self.complete)
+        return self.checked[settled]
+
+    def budget(self, cfg: DictConfig) -> float | str:
+        """The budget the cell runs at, or why it cannot run (ConfigError for bad input)."""
+        mode = self.built(cfg).mode
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TOP_LEVEL, "", "the run config")
         check_budget(cfg.budget)
         check_seed(cfg.seed)
@@ -187,7 +197,8 @@ def plan_grid(
         if rewritten:  # mode=none runs at budget 1.0, whatever is asked
             overrides = with_override(overrides, "budget", budget)
             cfg = compose(overrides)
-        key, config = run_key(cfg)
+        built = planner.built(cfg)
+        key, config = run_key(cfg, built.mode, built.datamodule)
         if key.identity in planned:
             merged["baseline" if rewritten else "repeated"] += 1
             continue
@@ -336,34 +347,25 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
     return [*kept, f"{key}={value}"]
 
 
-def write_grid(sweep_dir: Path, cells: list[Cell]) -> None:
-    """Record the planned cells in sweep.json, each with its directory, keeping those of
-    earlier, wider runs (a run planned again replaces its entry: e.g. one moved from an
-    earlier layout)."""
-    path = sweep_dir / GRID_FILE
-    try:
-        grid = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        grid = {}  # unreadable: rewritten from this plan
-    entries = {c.get("identity", c.get("dir")): c for c in grid.get("cells", [])}
-    left_out = grid.get("left_out", [])
+def plan_of(sweep_dir: Path, cells: list[Cell]) -> Plan:
+    """The plan to record in sweep.json (``sdexp.results.write_plan``): each cell to run with its
+    directory, and each cell left out with the reason."""
+    plan = Plan()
     for cell in cells:
         if cell.left_out:
-            where = {k: getattr(cell.key, k) for k in ("setup", "mode", "budget")}
-            entry = {"overrides": list(cell.overrides), "reason": cell.left_out, **where}
-            if entry not in left_out:
-                left_out.append(entry)
+            key = cell.key
+            where = {"setup": key.setup, "mode": key.mode, "budget": key.budget}
+            plan.left_out.append(LeftOutCell(list(cell.overrides), cell.left_out, **where))
             continue
-        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
-        entries[cell.key.identity] = {
-            "dir": run_dir,
-            "overrides": list(cell.overrides),
-            **dataclasses.asdict(cell.key),
-            "mode_options": OmegaConf.to_container(cell.config.mode, resolve=True),
-            "metric": METRIC[get_class(cell.config.dataset._target_).task],
-            "report": cell.config.recipe.report,
-        }
-    grid = {"cells": list(entries.values()), "left_out": left_out}
-    tmp = path.with_name(f".{GRID_FILE}.tmp")
-    tmp.write_text(json.dumps(grid, indent=2))
-    tmp.replace(path)
+        metric = METRIC[get_class(cell.config.dataset._target_).task]
+        plan.cells.append(
+            PlannedCell(
+                cell.key,
+                str(cell.run_dir.relative_to(sweep_dir.absolute())),
+                list(cell.overrides),
+                OmegaConf.to_container(cell.config.mode, resolve=True),
+                metric,
+                cell.config.recipe.report,
+            )
+        )
+    return plan

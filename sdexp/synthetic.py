@@ -1,5 +1,5 @@
 """Synthetic CIFAR: small look-alikes in the real on-disk format, for tests, smoke runs and the
-benchmark (``sdexp.bench``) where the real data cannot be downloaded.
+benchmark (``scripts/bench.py``) where the real data cannot be downloaded.
 
 torchvision checks every file of CIFAR against the md5 sums of the official archive, which these
 files do not have; ``unverified`` is torchvision's class without those checks. It lives here,

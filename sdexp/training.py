@@ -3,7 +3,9 @@
 ``train(cfg)`` is a plain function (``train.py`` only wraps it in ``@hydra.main``), so tests and
 scripts call it with a composed config. The order matters:
 
-1. the config is checked by type and range (``sdexp.config``: seconds, before any data);
+1. the config is checked by type and range (``sdexp.config``: seconds, before any data), once:
+   the command line checks it before Lightning is imported and hands over what the check built
+   (the survival mode, the data module);
 2. the run's key is computed from the config alone (``sdexp.results``), and a finished
    ``results.json`` of the same identity ends the job here;
 3. the output directory is claimed (``sdexp.rundir``: a lock, and nothing of another run);
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,12 +38,14 @@ from pytorch_lightning.utilities import rank_zero_only
 
 import sdexp
 from sdexp import console, loggers
+from sdexp.callbacks import EpochTimer, ProgressLines
 from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity, checkpointing
-from sdexp.config import check_config
-from sdexp.data import TensorDataModule
+from sdexp.config import Checked, Speed, check_config
+from sdexp.console import job_label
 from sdexp.errors import ConfigError, Stopped, flat_message, mark_reported, signal_name, stop_signal
+from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
-from sdexp.module import EpochTimer, LightningData, ProgressLines, Speed, StochasticDepthModule
+from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -57,7 +59,7 @@ from sdexp.results import (
 from sdexp.rundir import CHECKPOINTS, LAST, Resume, check_kinds, claim, keep_hydra_record
 from sdexp.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.subnetwork import depth_variance, expected_depth
-from sdexp.sweep import SWEEP_JOBS
+from sdexp.wandb_access import finish
 
 log = logging.getLogger("sdexp")
 
@@ -108,44 +110,25 @@ def finished(out: Path, key: RunKey) -> RunResult | None:
         return None
 
 
-def summary(result: RunResult) -> dict:
-    """What a W&B dashboard filters and groups by: the key's plain fields and the numbers."""
-    key = result.key
-    return {
-        **{k: getattr(key, k) for k in ("dataset", "model", "mode", "budget", "seed", "recipe")},
-        "setup": key.setup,
-        "status": result.status,
-        "reason": result.reason,
-        "metric": result.metric,
-        "report": result.report,
-        "test": result.test,
-        "test_final": result.test_final,
-        "test_best": result.test_best,
-        "best_val": result.best_val,
-        "expected_depth": result.expected_depth,
-        "depth_variance": result.depth_variance,
-        "epoch_time_s": statistics.median(result.epoch_times_s) if result.epoch_times_s else None,
-    }
-
-
-def train(cfg: DictConfig) -> RunResult:
+def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     """Train one network with stochastic depth; write and return its results.json.
 
     A run whose results.json already says "ok" for the same identity is not trained again; a
     run with ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that
     holds a run of another identity stops the run (``overwrite=true`` discards that run).
+    ``checked``: what ``sdexp.config.check_config(cfg)`` built, if the caller checked already.
     """
     out = Path(cfg.output_dir)
-    mode = check_config(cfg)
+    checked = checked or check_config(cfg)
     check_launch(cfg)
     console.quiet_libraries()
     set_threads(cfg.threads)
-    key, config = run_key(cfg)
+    key, config = run_key(cfg, checked.mode, checked.datamodule)
     check_kinds(out)
     if (done := finished(out, key)) is not None:
         log.info(f"{job_label()}{key.name}: finished before (results.json says ok): {out}")
         return done
-    datamodule: TensorDataModule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule = checked.datamodule
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
     datamodule.setup("fit")  # and so does data it cannot split (dataset.val_size)
     # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
@@ -154,14 +137,7 @@ def train(cfg: DictConfig) -> RunResult:
         if rank_zero:
             keep_hydra_record(out, cfg)
         console.open_run_log()
-        return fit_and_test(cfg, key, config, mode, datamodule, resume)
-
-
-def job_label() -> str:
-    """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
-    if not (total := os.environ.get(SWEEP_JOBS)) or not HydraConfig.initialized():
-        return ""
-    return f"job {HydraConfig.get().job.num + 1}/{total}: "
+        return fit_and_test(cfg, key, config, checked.mode, datamodule, resume)
 
 
 def fit_and_test(
@@ -273,7 +249,7 @@ def fit_and_test(
             if result.status != "running" and rank_zero_only.rank == 0:
                 conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
         finally:
-            loggers.finish(exit_code=0 if result.status == "ok" else 1)
+            finish(exit_code=0 if result.status == "ok" else 1)
     return result
 
 
@@ -294,10 +270,8 @@ def conclude(
         what = result.reason if result.status == "failed" else "the run ended ok"
         log.error(f"{what}; could not write {out / RESULTS_FILE} ({flat_message(error)})")
         raise mark_reported(error) from failure
-    numbers = summary(result)
     run_loggers = trainer.loggers if trainer is not None else []
-    row = {k: numbers[k] for k in ("budget", "test", "expected_depth", "epoch_time_s")}
-    loggers.log_result(run_loggers, numbers, row if result.status == "ok" else None)
+    loggers.log_result(run_loggers, result.summary(), result.history_row())
     if not job_label() and (where := loggers.where(run_loggers)):
         log.info(where)  # a sweep's closing summary says it once for all its jobs
     line = console.end_line(result, str(path), getattr(datamodule, "baseline", ""), elapsed)

@@ -1,4 +1,4 @@
-"""The plot of the paired test (``sdexp.verdict.paired``): d_s(b) = SenseMode - Uniform of each
+"""The plot of the paired test (``sdexp.paired.paired``): d_s(b) = SenseMode - Uniform of each
 seed s against the budget b. ``sdexp-table`` writes it as
 ``paired_<dataset>_<model>_<epochs>ep.png``.
 
@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from sdexp.verdict import Paired
+    from sdexp.paired import Paired
 
 PREDICTION = {
     "small": "predicted d < 0, SenseMode better",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import subprocess
@@ -15,8 +14,23 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from sdexp.results import CELL, RunKey, RunResult, config_hash, without, write_result
-from sdexp.table import RUNS_COLUMNS, collect, crossings, main, paper_table, summarize
+from sdexp import dashboard
+from sdexp.results import (
+    CELL,
+    LeftOutCell,
+    Plan,
+    PlannedCell,
+    RunKey,
+    RunResult,
+    config_hash,
+    without,
+    write_plan,
+    write_result,
+)
+from sdexp.runs import collect
+from sdexp.table import RUNS_COLUMNS, main
+from sdexp.table2 import paper_table, summarize
+from sdexp.verdict import crossings
 from tests.conftest import ROOT, run_table, table_row, table_rows
 from tests.test_verdict import BUDGETS as PAPER_BUDGETS
 from tests.test_verdict import PAPER
@@ -37,9 +51,9 @@ def fake_run(
     model: str = "resnet110",
     lr: float = 0.1,
     write: bool = True,
-) -> dict:
+) -> PlannedCell:
     """A results.json as a run of this setup writes it (its identity config reduced to what
-    matters here); returns its sweep.json entry."""
+    matters here); returns its cell of the sweep's plan (sweep.json)."""
     config = {
         "dataset": {"name": dataset},
         "model": {"name": model},
@@ -70,13 +84,8 @@ def fake_run(
     run_dir = f"budget={budget},mode={mode},seed={seed}"
     if write:
         write_result(root / run_dir, result)
-    return {
-        "dir": run_dir,
-        **dataclasses.asdict(key),
-        "mode_options": config["mode"],
-        "metric": metric,
-        "report": "final",
-    }
+    overrides = [f"mode={mode}", f"budget={budget}", f"seed={seed}"]
+    return PlannedCell(key, run_dir, overrides, config["mode"], metric, "final")
 
 
 @pytest.fixture
@@ -89,7 +98,9 @@ def sweep(tmp_path) -> Path:
         for i, budget in enumerate(PAPER_BUDGETS):
             if PAPER[mode][0][i] is None:  # linear below (L-1)/(2L): the sweeper leaves it out
                 cell = fake_run(root, mode, budget, 0, None, write=False)
-                left_out.append({k: cell[k] for k in ("setup", "mode", "budget")})
+                left_out.append(
+                    LeftOutCell(cell.overrides, "infeasible", cell.key.setup, mode, budget)
+                )
                 continue
             for seed in range(len(OFFSETS)):
                 if (mode, budget, seed) == ("sensemode", 0.2, 2):  # planned, never started
@@ -101,7 +112,7 @@ def sweep(tmp_path) -> Path:
                 cells.append(fake_run(root, mode, budget, seed, value, status))
     for seed, offset in enumerate(OFFSETS):
         cells.append(fake_run(root, "none", 1.0, seed, 6.37 + offset))
-    (root / "sweep.json").write_text(json.dumps({"cells": cells, "left_out": left_out}))
+    write_plan(root, Plan(cells, left_out))
     return root
 
 
@@ -415,9 +426,13 @@ def test_bad_regime_options_are_one_line(sweep, tmp_path, capsys, options, line)
 
 
 def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
+    """The tables, plots and verdicts as a W&B run: ``sdexp-dashboard --tables`` (W&B is the
+    dashboard's; sdexp-table writes files)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "out"
-    assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    assert main([str(sweep), "--out", str(out)]) == 0
+    tables = ["--project", "sdexp", "--group", "table2_cifar10", "--tables", str(out)]
+    assert dashboard.main(tables) == 0
     (run,) = (out / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))
     inspect = subprocess.run(
@@ -442,6 +457,8 @@ def test_logs_to_wandb_offline_when_the_server_is_down(sweep, tmp_path, monkeypa
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     out = tmp_path / "out"
-    assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    assert main([str(sweep), "--out", str(out)]) == 0
+    tables = ["--project", "sdexp", "--group", "table2_cifar10", "--tables", str(out)]
+    assert dashboard.main(tables) == 0
     (run,) = (out / "wandb").glob("offline-run-*")
     assert f"W&B: logged the tables, plots and verdicts offline to {run}" in capsys.readouterr().out

@@ -8,12 +8,12 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from sdexp.data import TensorDataModule
-from sdexp.loggers import finish
+from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
 from sdexp.results import run_key
 from sdexp.survival import Mode
 from sdexp.training import fill_run_names
+from sdexp.wandb_access import finish
 from tests.conftest import CONF
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from sdexp.table import Table
-from sdexp.table_plot import error_bars, figure, save_plot
+from sdexp.table2 import Table
+from sdexp.table_plot import Plot, error_bars, figure, save_plot
 from tests.conftest import FAST_TOY, ROOT, run_train, user_env
 
 
@@ -147,8 +147,8 @@ def test_the_theory_commands_say_what_they_do_and_where_they_wrote(tmp_path):
     assert in_log(done.stdout, tmp_path / "theory.log") == []
 
 
-def table(metric: str, rows: list[tuple]) -> Table:
-    """A Table of one setup from (mode, budget, n, mean, std) rows."""
+def table(metric: str, rows: list[tuple]) -> Plot:
+    """The plot of the Table of one setup from (mode, budget, n, mean, std) rows."""
     frame = pd.DataFrame(
         [
             {"mode": m, "variant": "", "budget": b, "n": n, "mean": mean, "std": std}
@@ -158,7 +158,7 @@ def table(metric: str, rows: list[tuple]) -> Table:
     )
     setup = {"setup": "abc123", "dataset": "toy", "model": "vanilla", "stable": True}
     setup |= {"epochs": 1, "recipe": "toy", "metric": metric, "report": "final"}
-    return Table(frame.assign(**setup, num_blocks=8))
+    return Table(frame.assign(**setup, num_blocks=8)).plot()
 
 
 def test_error_bars_stay_within_the_metric_range():

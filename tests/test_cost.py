@@ -9,7 +9,7 @@ import pytest
 
 from sdexp.cost import UNKNOWN, cost
 from sdexp.results import CELL, RunKey, RunResult, config_hash, without, write_result
-from sdexp.table import collect
+from sdexp.runs import collect
 from tests.conftest import run_table, table_rows
 
 

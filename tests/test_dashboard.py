@@ -1,18 +1,24 @@
-"""``sdexp-dashboard`` as a user runs it: the report's specification from ``--dry-run``, checked
-against the keys a real smoke sweep logged offline, and the one-line failure without a server."""
+"""``sdexp-dashboard`` as a user runs it: the report's specification from ``--dry-run``, its keys
+held to what a run's result gives W&B (``RunResult``), checked against the keys a real smoke
+sweep logged offline (read back here, by wandb's own reader), and the one-line failure without a
+server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from wandb_workspaces import expr
 
-from sdexp.dashboard import read_run, run_directories, selects, unchecked, unresolved
+from sdexp import report
+from sdexp.report import build_report, runset_reads, specification
+from sdexp.results import RunKey, RunResult
 from tests.conftest import run_train
 
 DASHBOARD = Path(sys.executable).with_name("sdexp-dashboard")  # the installed console script
@@ -30,6 +36,149 @@ def dry_run(tmp_path: Path, *args: str) -> dict:
     done = dashboard(*REPORT, "--dry-run", str(spec), *args)
     assert done.returncode == 0, done.stderr
     return json.loads(spec.read_text())
+
+
+# --- the keys real runs logged, read back from their files, and the runs a run set keeps --------
+
+
+def value(run: dict, key: expr.Key):
+    """A run's value for a filter key (``read_run``'s sections; config keys are dotted paths
+    into the nested config)."""
+    if key.section == "config":
+        found = run["config"]
+        for part in key.name.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+    return run.get(key.section, {}).get(key.name)
+
+
+def selects(filters: expr.Filters, run: dict) -> bool:
+    """Whether a run set's filter tree (as wandb-workspaces parses it) keeps ``run``: the
+    operators the report's run sets use (``build_report``)."""
+    if filters.key is None:
+        kept = [selects(child, run) for child in filters.filters or []]
+        return all(kept) if filters.op == "AND" else any(kept)
+    found = value(run, filters.key)
+    tests = {
+        "=": lambda: found == filters.value,
+        "!=": lambda: found != filters.value,
+        "IN": lambda: found in filters.value,
+        "NIN": lambda: found not in filters.value,
+    }
+    return tests[filters.op]()
+
+
+def unresolved(spec: dict, runs: list[dict]) -> dict[str, list[str]]:
+    """Per run set of ``spec``, the keys it reads that none of the runs it selects logged
+    (``runs`` as from :func:`read_run`); W&B's own run attributes (``run:...``) always resolve.
+    A run set is checked against its own runs: the failed runs' ``reason`` is not a key of
+    finished runs, nor the finished runs' curves one of failed runs. A run set that selects
+    none of ``runs`` is not in the answer (:func:`unchecked`)."""
+    missing = {}
+    for name, keys in runset_reads(spec).items():
+        logged = set().union(*(run["keys"] for run in selected(spec, name, runs)))
+        gaps = sorted(k for k in keys if not k.startswith("run:") and k not in logged)
+        if logged and gaps:
+            missing[name] = gaps
+    return missing
+
+
+def unchecked(spec: dict, runs: list[dict]) -> list[str]:
+    """The run sets of ``spec`` that select none of ``runs`` (the failed runs of a sweep where
+    none failed): what they read cannot be checked against these runs."""
+    return [r["name"] for r in spec["runsets"] if not selected(spec, r["name"], runs)]
+
+
+def selected(spec: dict, name: str, runs: list[dict]) -> list[dict]:
+    """The runs that the run set ``name`` of ``spec`` keeps."""
+    [runset] = [r for r in spec["runsets"] if r["name"] == name]
+    tree = expr.expr_to_filters(runset["filters"])
+    return [run for run in runs if selects(tree, run)]
+
+
+def run_directories(root: str | Path) -> list[Path]:
+    """The W&B run directories (``offline-run-*``, ``run-*``) under ``root``."""
+    found = Path(root).rglob("*run-*")
+    return sorted(p for p in found if p.is_dir() and any(p.glob("*.wandb")))
+
+
+def inspect(run_dir: Path, *flags: str) -> str:
+    """``wandb leet inspect FLAGS RUN_DIR``: wandb's documented reader of a run's ``.wandb`` log."""
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", *flags, str(run_dir)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def flatten(config: dict, prefix: str = "") -> Iterable[str]:
+    """Nested config keys joined with dots: ``{"key": {"mode": ...}}`` gives ``key.mode``."""
+    for name, value in config.items():
+        if isinstance(value, dict) and value:
+            yield from flatten(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def read_run(run_dir: Path) -> dict:
+    """What a report sees of one W&B run, read from its files: its attributes (``run``: group
+    and state), ``summary`` and ``config`` (as run set filters read them), and ``keys``, every
+    key it logged as ``section:name``: config (flattened with dots), summary, history and the
+    columns of the tables in the summary (``table:KEY#COLUMN``).
+
+    ``wandb leet inspect --summary --json`` gives the state, config and summary but not which
+    keys were history rows; ``wandb leet inspect --json`` prints every record of the log (the
+    run record with its group, history rows), with nested values flattened with dots (a
+    table's ``key._type``): such a key is read as its longest dotted prefix in the summary.
+    """
+    state = json.loads(inspect(run_dir, "--summary", "--json"))
+    config = {k: v for k, v in state["config"].items() if k != "_wandb"}
+    summary = {k: v for k, v in state["summary"].items() if not k.startswith("_")}
+    keys = {f"config:{k}" for k in flatten(config)} | {f"summary:{k}" for k in summary}
+    for name, value in summary.items():
+        if isinstance(value, dict) and value.get("_type") == "table-file":
+            table = json.loads((run_dir / "files" / value["path"]).read_text())
+            keys |= {f"table:{name}#{column}" for column in table["columns"]}
+    group = None
+    for line in inspect(run_dir, "--json").splitlines():
+        record = json.loads(line)
+        if record.get("type") == "run":
+            group = record["run"].get("run_group")
+        if record.get("type") == "history":
+            keys |= {f"history:{history_key(k, summary)}" for k in record["history"]["item"]}
+    return {
+        "run": {"group": group, "state": state["state"]},
+        "summary": summary,
+        "config": config,
+        "keys": {k for k in keys if not k.split(":", 1)[1].startswith("_")},
+    }
+
+
+def history_key(flat: str, summary: dict) -> str:
+    """The logged key behind a flattened history key: its longest dotted prefix in the summary."""
+    parts = flat.split(".")
+    prefixes = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+    return next((p for p in prefixes if p in summary), flat)
+
+
+# --- the report's keys against what a run gives W&B --------------------------------------------
+
+
+def test_the_report_reads_what_a_runs_result_gives_wandb():
+    """Every key the report reads of a run's summary and of its result's history row is one that
+    ``RunResult.summary`` and ``history_row`` give W&B (the other keys: the per-layer tables
+    and Lightning's training curves), and its config keys are the run key's (``key.*``)."""
+    key = RunKey("toy", "vanilla", "uniform", 0.5, 0, "toy", 1, True, 8, "1" * 16, "2" * 16)
+    result = RunResult(key, {}, "ok", metric="mse", test_final=0.1, epoch_times_s=[1.0, 2.0])
+    summary, row = result.summary(), result.history_row()
+    assert set(report.SUMMARY.values()) <= set(summary)
+    read: dict[str, set[str]] = {}
+    for keys in runset_reads(specification(build_report("e", "p", "g", "mse"))).values():
+        for key_ in keys:
+            section, name = key_.split(":", 1)
+            read.setdefault(section, set()).add(name)
+    assert read["summary"] - set(summary) == {"layers/survival_table", "layers/sensitivity_table"}
+    curves = {"trainer/global_step", "epoch", "train/loss", "val/mse"}  # Lightning's rows
+    assert read["history"] - set(row) == curves and set(row) <= read["history"]
+    assert read["config"] <= {f"key.{f.name}" for f in dataclasses.fields(RunKey)}
+    assert RunResult(key, {}, "failed", reason="a reason").history_row() is None
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +209,13 @@ def runs(sweeps) -> dict[Path, dict]:
 
 
 @pytest.mark.slow
-def test_readmes_check_passes_on_a_healthy_smoke_sweep(sweeps, tmp_path):
-    """README's command on a smoke sweep where every run is ok: the failed runs' run set
-    (``reason``) has no run to check, and says so; exit status 0."""
-    spec = tmp_path / "spec.json"
-    healthy = sweeps / "healthy"
-    args = ["--metric", "mse", "--dry-run", str(spec), "--check-runs", str(healthy)]
-    done = dashboard(*REPORT, *args)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == (
-        f"the 6 runs under {healthy} log every key the report reads "
-        "(no run is in 'failed runs': not checked)"
-    )
+def test_a_healthy_smoke_sweep_logs_every_key_the_report_reads(sweeps, tmp_path):
+    """README's smoke sweep where every run is ok: the failed runs' run set (``reason``) has no
+    run to check; every other run set's keys are logged by its runs."""
+    spec = dry_run(tmp_path, "--metric", "mse")
+    healthy = [read_run(path) for path in run_directories(sweeps / "healthy")]
+    assert len(healthy) == 6
+    assert unresolved(spec, healthy) == {} and unchecked(spec, healthy) == ["failed runs"]
 
 
 @pytest.mark.slow

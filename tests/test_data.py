@@ -13,12 +13,10 @@ from torchvision.datasets import CIFAR10
 from sdexp.data import (
     CIFARDataModule,
     DigitsDataModule,
-    EpochLoader,
-    TensorSplit,
     ToyDataModule,
-    crop_and_flip,
 )
 from sdexp.errors import ConfigError
+from sdexp.loader import EpochLoader, TensorSplit, crop_and_flip
 from sdexp.module import LightningData
 from tests.conftest import run_train
 

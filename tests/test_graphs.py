@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from scripts.emulated_graphs import emulated_make_graphed_callables
+from sdexp.config import Speed
 from sdexp.data import CIFARDataModule
 from sdexp.errors import ConfigError
 from sdexp.graphs import GraphedSteps, KeptPath
 from sdexp.models import CifarResNet, VanillaResNet
-from sdexp.module import LightningData, Speed, StepGradients, StochasticDepthModule, start_momentum
+from sdexp.module import LightningData, StochasticDepthModule
+from sdexp.recipe import StepGradients, start_momentum
 from sdexp.survival import Uniform
 
 EMULATED = emulated_make_graphed_callables

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sdexp import loggers
+from sdexp import wandb_access
 from sdexp.errors import ConfigError
 from sdexp.results import read_result
 from sdexp.training import train
@@ -33,23 +33,23 @@ def no_credentials(monkeypatch, tmp_path):
 
 
 def test_auto_is_offline_without_credentials(no_credentials):
-    assert not loggers.has_wandb_credentials()
-    assert loggers.resolve_wandb_mode("auto") == "offline"
+    assert not wandb_access.has_wandb_credentials()
+    assert wandb_access.resolve_wandb_mode("auto") == "offline"
 
 
 def test_auto_is_online_with_credentials(no_credentials, monkeypatch, tmp_path):
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
     (tmp_path / ".netrc").chmod(0o600)
-    assert loggers.has_wandb_credentials()
-    assert loggers.resolve_wandb_mode("auto") == "online"
+    assert wandb_access.has_wandb_credentials()
+    assert wandb_access.resolve_wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "offline")  # the environment wins over auto
-    assert loggers.resolve_wandb_mode("auto") == "offline"
-    assert loggers.resolve_wandb_mode("disabled") == "disabled"
+    assert wandb_access.resolve_wandb_mode("auto") == "offline"
+    assert wandb_access.resolve_wandb_mode("disabled") == "disabled"
 
 
 def test_unknown_mode(no_credentials):
     with pytest.raises(ConfigError, match="logger.mode"):
-        loggers.resolve_wandb_mode("sometimes")
+        wandb_access.resolve_wandb_mode("sometimes")
 
 
 def closed_port() -> int:
@@ -132,7 +132,7 @@ def test_the_probe_wants_an_answer_not_a_connection(silent_server, monkeypatch):
             ("https" + silent_server.url[4:], "did not answer within 0.5 s"),
         ]:
             monkeypatch.setenv("WANDB_BASE_URL", url)
-            found = loggers.server_problem(timeout_s=0.5)
+            found = wandb_access.server_problem(timeout_s=0.5)
             assert (found is None) if problem is None else found.startswith(problem), url
     finally:
         answers.shutdown()
@@ -313,6 +313,6 @@ def test_a_run_id_held_by_a_shared_service_does_not_stop_the_run(tmp_path):
         assert "logs nothing to W&B" not in done.stdout + done.stderr
         assert read_result(run_dir).status == "ok"
         offline = (run_dir / "wandb").glob("offline-run-*")  # the second attempt's, among them
-        assert any(loggers.offline_summary(run).get("status") == "ok" for run in offline)
+        assert any(wandb_access.offline_summary(run).get("status") == "ok" for run in offline)
     finally:
         holder.finish()

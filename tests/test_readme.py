@@ -43,7 +43,7 @@ CHECKS = {
     "a W&B server (tests/test_dashboard.py: without one it fails in one line)",
     "python train.py +sweep=smoke": RUN,
     "sdexp-dashboard --entity ENTITY --project sdexp --group smoke --metric mse --dry-run "
-    "spec.json --check-runs outputs/sweeps/smoke": RUN,
+    "spec.json": RUN,
     "python train.py +sweep=table2_cifar10 hydra.sweeper.dry_run=true": RUN,
     "python train.py +sweep=table2_cifar10": COMPOSE,
     "python train.py +sweep=table2_cifar10 hydra/launcher=joblib hydra.launcher.n_jobs=4": COMPOSE,
@@ -54,8 +54,10 @@ CHECKS = {
     "python train.py +sweep=table2_cifar10 trainer=ddp dataset.batch_size=16 "
     "hydra/launcher=slurm_ddp": COMPOSE,
     "sdexp-table outputs/sweeps/table2_cifar10": "reads the results of the CIFAR sweep",
-    "sdexp-table outputs/sweeps/table2_* --out outputs/tables --wandb": "reads the results of "
-    "the CIFAR sweeps",
+    "sdexp-table outputs/sweeps/table2_* --out outputs/tables": "reads the results of the CIFAR "
+    "sweeps",
+    "sdexp-dashboard --project sdexp --group table2_cifar10 --tables outputs/tables": "reads "
+    "the tables of the CIFAR sweeps (tests/test_aggregate.py logs a fabricated sweep's tables)",
     "python train.py +sweep=smoke && sdexp-table outputs/sweeps/smoke": RUN,
     "time python train.py +sweep=budget_cpu": COMPOSE,  # 11 minutes; tests/test_regenerate.py
     "sdexp-table outputs/sweeps/budget_cpu --out docs/budget_cpu": "reads the results of the "

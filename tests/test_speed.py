@@ -11,11 +11,11 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from scripts.bench import dropout, forward_every_block, main, row_mask
-from sdexp.config import check_config
+from sdexp.config import Speed, check_config, check_speed
 from sdexp.data import ToyDataModule
 from sdexp.errors import ConfigError
 from sdexp.models import CifarResNet, VanillaResNet, compile_branches
-from sdexp.module import LightningData, Speed, StochasticDepthModule, check_speed
+from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.survival import Uniform
 from sdexp.training import train
 from tests.conftest import FAST_TOY, local_cifar, run_train

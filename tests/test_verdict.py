@@ -435,7 +435,7 @@ def d_values(mean: float, sd: float, n: int = 20, seed: int = 0) -> np.ndarray:
 
 
 def test_the_sign_flip_p_value_is_the_exact_enumeration():
-    from sdexp.verdict import sign_flip_p
+    from sdexp.paired import sign_flip_p
 
     cases = [
         d_values(-0.2, 0.5, 20, seed=1),  # n = 20: 2^20 flips

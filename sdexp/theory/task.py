@@ -12,12 +12,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp import console, loggers
-from sdexp.config import check_target
+from sdexp import console
 from sdexp.errors import ConfigError
 from sdexp.rundir import keep_hydra_record
 from sdexp.sharing import set_threads
+from sdexp.signatures import check_target
 from sdexp.theory.outcome import Outcome
+from sdexp.wandb_access import finish
 
 log = logging.getLogger("sdexp")
 
@@ -85,5 +86,5 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
         try:
             outcome.log(logger, OmegaConf.to_container(cfg, resolve=True), files)
         finally:
-            loggers.finish()
+            finish()
     return outcome
