@@ -28,15 +28,11 @@ ConfigStore.instance().store(
 
 
 class BudgetGridSweeper(Sweeper):
-    def __init__(
-        self,
-        max_batch_size: int | None = None,
-        params: dict[str, str] | None = None,
-        dry_run: bool = False,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options``: those of ``BudgetGridSweeperConf``, for ``sdexp.sweeper.BudgetGrid``."""
         from sdexp.sweeper import BudgetGrid
 
-        self.grid = BudgetGrid(max_batch_size, params, dry_run)
+        self.grid = BudgetGrid(**options)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
