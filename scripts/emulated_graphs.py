@@ -1,9 +1,10 @@
 """A stand-in for ``torch.cuda.make_graphed_callables`` that runs eagerly on any device.
 
 ``sdexp.graphs.GraphedSteps`` takes what captures its graphs as an argument (``make_graphed``);
-on a GPU that is ``torch.cuda.make_graphed_callables``. The CPU tests (``tests/test_graphs.py``)
-and the dry run of ``scripts/gpu_check.py`` (``QUICK=1``) pass this stand-in, which keeps the
-contract the code around the graphs depends on. It is a test double, so it is not in the package
+on a GPU that is ``torch.cuda.make_graphed_callables``. The CPU tests
+(``tests/unit/test_graphs.py``, ``tests/integration/test_graphs.py``) and the dry run of
+``scripts/gpu_check.py`` (``QUICK=1``) pass this stand-in, which keeps the contract the code
+around the graphs depends on. It is a test double, so it is not in the package
 (no run imports it); it sits here, beside the script that needs it on a machine without the
 tests' fixtures, and the tests import it as ``scripts.emulated_graphs`` (the checkout's root is
 on their path).

@@ -88,7 +88,7 @@ class CellComposer:
     combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
     Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
     Hydra's own node: a job's directory is named by its run's identity (``job_overrides``).
-    ``tests/test_sweeps.py`` checks both against Hydra's composition of every cell.
+    ``tests/unit/test_sweep.py`` checks both against Hydra's composition of every cell.
     """
 
     def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:

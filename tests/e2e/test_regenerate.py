@@ -1,0 +1,49 @@
+"""The committed CPU grids regenerate at HEAD: one cell of each, run again through the CLI as its
+preset runs it, gives the committed test error to the last digit (and the same identity). A
+change that moves results fails here instead of silently staling ``docs/`` and README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sdexp.results import read_result
+from tests.helpers import ROOT, user_env
+
+#: (preset, mode, budget, seed): a cell of ``docs/<preset>/runs.csv``; SenseMode's covers the
+#: sensitivities and their batches too, Linear's another survival rule and the ResNet20.
+CELLS = [("hypothesis_cpu", "sensemode", 0.2, 0), ("budget_cpu", "linear", 0.5, 0)]
+
+
+def committed(preset: str, mode: str, budget: float, seed: int) -> pd.Series:
+    runs = pd.read_csv(ROOT / "docs" / preset / "runs.csv")  # pandas 3 reads floats exactly
+    match = runs[(runs["mode"] == mode) & (runs["budget"] == budget) & (runs["seed"] == seed)]
+    assert len(match) == 1, f"docs/{preset}/runs.csv has {len(match)} rows for this cell"
+    return match.iloc[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("preset", "mode", "budget", "seed"), CELLS)
+def test_a_committed_cell_regenerates_at_head(tmp_path, preset, mode, budget, seed):
+    row = committed(preset, mode, budget, seed)
+    # The preset's jobs run with one torch thread each (joblib's loky workers get
+    # OMP_NUM_THREADS=1), and the thread count may change a convolution's rounding: so does this.
+    command = [sys.executable, str(ROOT / "train.py"), f"+sweep={preset}", f"mode={mode}"]
+    command += [f"budget={budget}", f"seed={seed}", "hydra.launcher.n_jobs=1"]
+    command += [f"hydra.sweep.dir={tmp_path}"]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=user_env(OMP_NUM_THREADS="1"),
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (path,) = tmp_path.rglob("results.json")
+    result = read_result(path.parent)
+    assert result.status == "ok" and result.key.identity == row["identity"]
+    assert result.test == row["test"], f"{preset}, {mode} b={budget} s={seed}: docs {row['test']!r}"

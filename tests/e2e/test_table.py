@@ -1,0 +1,123 @@
+"""``sdexp-table`` as a user runs it (``python -m sdexp.table``, this checkout's code) on fabricated
+results: its command line, the files it writes naming their command and commit, the cost table,
+W&B (the tables' contents: tests/unit/test_table.py, tests/unit/test_cost.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from importlib.metadata import entry_points
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from sdexp import dashboard
+from sdexp.cost import UNKNOWN
+from sdexp.table import main
+from tests.helpers import ROOT, copy_of, run_table, table_row, table_rows
+
+
+def test_cli(sweep, tmp_path, capsys):
+    """``sdexp-table`` (pyproject's console script, ``sdexp.table:main``), run as
+    ``python -m sdexp.table`` so that it is this checkout's code."""
+    done = run_table(str(sweep), "--out", str(tmp_path / "out"), "--small", "0.2", "--large", "0.8")
+    assert done.returncode == 0, done.stderr
+    assert table_row(done.stdout, "Uniform", "ours")[2] == "17.2 ± 0.3 (n=4)"
+    verdict = (tmp_path / "out" / "verdict.md").read_text()
+    (paired,) = [line for line in verdict.splitlines() if line.startswith("**Paired verdict:**")]
+    assert paired in done.stdout.splitlines() and "at small budgets (b = 0.2) " in paired
+    assert done.stdout.splitlines()[-1] == (
+        f"Wrote {tmp_path / 'out' / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, "
+        f"verdict.csv, cost.md, cost.csv, 1 table plot(s) and 1 paired plot(s) to "
+        f"{tmp_path / 'out'}"
+    )
+    usage = run_table("--help")
+    assert usage.stdout.startswith("usage: sdexp-table [-h]"), usage.stdout
+    (script,) = entry_points(group="console_scripts", name="sdexp-table")
+    assert script.value == "sdexp.table:main"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    assert "no results.json or sweep.json under" in capsys.readouterr().err
+    assert not any(empty.iterdir())
+    with pytest.raises(SystemExit) as error:
+        main([str(tmp_path / "nowhere")])
+    assert error.value.code == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def test_every_file_names_its_command_and_commit(sweep, tmp_path):
+    """The command as a shell line (quoted: it runs again as printed) and the checkout's commit,
+    in every table, verdict and plot written."""
+    out = tmp_path / "my tables"
+    argv = [str(sweep), "--out", str(out)]
+    assert main(argv) == 0
+    command = f"sdexp-table {sweep} --out '{out}'"
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    commit = f"commit {head}" if head else "version "
+    for name in ("table2.md", "verdict.md"):
+        first = (out / name).read_text().splitlines()[0]
+        assert first.startswith(f"Made by `{command}` with sdexp {commit}"), first
+    for name in ("table2.csv", "summary.csv", "runs.csv", "verdict.csv"):
+        frame = pd.read_csv(out / name)
+        assert set(frame.command) == {command}, name
+        assert frame.commit.nunique() == 1 and frame.commit[0].startswith(commit), name
+    for png in out.glob("*.png"):
+        assert Image.open(png).text["Description"].startswith(f"Made by `{command}`")
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_logs_to_wandb(sweep, tmp_path, monkeypatch):
+    """The tables, plots and verdicts as a W&B run: ``sdexp-dashboard --tables`` (W&B is the
+    dashboard's; sdexp-table writes files)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    tables = ["--project", "sdexp", "--group", "table2_cifar10", "--tables", str(out)]
+    assert dashboard.main(tables) == 0
+    (run,) = (out / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))
+    inspect = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(inspect.stdout)["summary"]
+    assert summary["verdict/comparisons"]["nrows"] == 2 + 9 + 5 + 5
+    assert summary["verdict/markdown"] == (out / "verdict.md").read_text()
+
+
+def test_logs_to_wandb_offline_when_the_server_is_down(sweep, tmp_path, monkeypatch, capsys):
+    """Credentials, and nothing listening at the server's address: offline, like training."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    tables = ["--project", "sdexp", "--group", "table2_cifar10", "--tables", str(out)]
+    assert dashboard.main(tables) == 0
+    (run,) = (out / "wandb").glob("offline-run-*")
+    assert f"W&B: logged the tables, plots and verdicts offline to {run}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_table_shows_the_cost(cost_results, tmp_path):
+    sweep = copy_of(cost_results, tmp_path / "sweep")
+    done = run_table(str(sweep))
+    assert done.returncode == 0, done.stderr
+    rows = {row[1]: row for row in table_rows(done.stdout.split("### Cost")[1])}
+    assert rows["NVIDIA H200"][2:] == ["8", "1.88", "0.125"]
+    assert rows["NVIDIA H200"][0].startswith("cifar10, resnet110, 164 epochs, recipe reference")
+    assert rows[UNKNOWN][2:] == ["1", "0.5", "0"]
+    assert "times its device_share" in done.stdout
+    made, text = (sweep / "cost.md").read_text().split("\n\n", 1)
+    assert made.startswith("Made by `sdexp-table ") and text in done.stdout
+    assert (sweep / "cost.csv").read_text().count("\n") == 1 + 3

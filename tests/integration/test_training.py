@@ -1,0 +1,128 @@
+"""train(cfg) in process: one tiny run (the ``trained`` fixture) and what it writes, the same
+run again, a crash and its resumption, a diverging loss, W&B runs of jobs in one process, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdexp.module import NonFiniteLossError
+from sdexp.results import read_result
+from sdexp.training import train
+from tests.helpers import FAST_TOY, compose_config, local_cifar, same_numbers, stable_fields
+
+# The ``trained`` fixture's run: SenseMode at budget 0.3, two epochs, a CSV log.
+TRAINED = [*FAST_TOY, "mode=sensemode", "budget=0.3", "logger=csv"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``train(TRAINED)`` once for this module: (its result, its output directory)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return train(compose_config([f"output_dir={out}", *TRAINED])), out
+
+
+def test_toy_sensemode_run(trained):
+    result, out = trained
+    assert read_result(out) == result
+    assert result.status == "ok"
+    key = result.key
+    assert (key.dataset, key.model, key.mode, key.recipe) == ("toy", "vanilla", "sensemode", "toy")
+    survival = result.survival
+    assert len(survival) == 8 and abs(sum(survival) / 8 - 0.3) < 1e-6
+    assert len(result.sensitivity) == 8
+    assert result.expected_depth == pytest.approx(0.3 * 8)
+    assert result.metric == "mse" and result.report == "final"
+    for name in ("test_final", "test_best", "test_loss", "best_val", "train_time_s"):
+        assert getattr(result, name) > 0, name
+    assert result.test == result.test_final and result.depth_variance > 0
+    assert key.epochs == 2 and key.stable is True and result.version
+    assert len(result.epoch_times_s) == 2 and min(result.epoch_times_s) > 0
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "checkpoints" / "best.ckpt").exists()
+    assert (out / "csv" / "version_0" / "metrics.csv").exists()
+
+
+def test_same_seed_same_results(trained, tmp_path):
+    def run(name: str, seed: int) -> dict:
+        overrides = [*TRAINED, "logger=none", f"seed={seed}"]
+        return train(compose_config([f"output_dir={tmp_path / name}", *overrides]))
+
+    first, second, other = trained[0], run("b", 0), run("c", 1)
+    assert stable_fields(first) == stable_fields(second)
+    assert first.test != other.test
+
+
+def test_a_finished_run_is_skipped(trained, caplog):
+    first, out = trained
+    written = (out / "results.json").stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="sdexp"):
+        again = train(compose_config([f"output_dir={out}", *TRAINED]))
+    assert again == first
+    assert (out / "results.json").stat().st_mtime_ns == written
+    assert "finished before (results.json says ok)" in caplog.text
+
+
+def test_a_crashed_run_resumes_as_one_run(trained, tmp_path):
+    """A run that crashed after 1 of its 2 epochs (results.json says failed) is started again
+    with the same command: it resumes from last.ckpt and ends as the uninterrupted run."""
+    straight = trained[0]
+    crash = ["+callbacks.crash._target_=tests.callbacks.CrashOnce", "+callbacks.crash.epoch=1"]
+    cfg = compose_config([f"output_dir={tmp_path / 'crashed'}", *TRAINED, *crash])
+    with pytest.raises(RuntimeError, match="a crash, once"):
+        train(cfg)
+    assert read_result(tmp_path / "crashed").status == "failed"
+    resumed = train(compose_config([f"output_dir={tmp_path / 'crashed'}", *TRAINED, *crash]))
+    assert resumed.status == "ok" and resumed.key.epochs == 2
+    assert same_numbers(resumed, straight)  # the crashing callback is part of the config
+
+
+def test_training_time_is_counted_once(trained):
+    """Testing the best checkpoint loads it, and with it the Timer's saved state: the training
+    time is read before, not counted twice."""
+    result, out = trained
+    assert result.test_best is not None  # the best checkpoint was loaded and tested
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    (timer,) = [v for k, v in last["callbacks"].items() if k.startswith("Timer")]
+    saved = timer["time_elapsed"]["train"]  # at the end of the last epoch
+    assert saved <= result.train_time_s < 1.5 * saved
+
+
+def test_nonfinite_loss_marks_the_run_failed(make_config, tmp_path):
+    cfg = make_config(*FAST_TOY, "logger=none", "optimizer.lr=1e4", "trainer.log_every_n_steps=1")
+    with pytest.raises(NonFiniteLossError):
+        train(cfg)
+    result = read_result(tmp_path / "run")
+    assert result.status == "failed"
+    assert "NonFiniteLossError" in result.reason and "loss is" in result.reason
+
+
+def test_jobs_in_one_process_get_their_own_wandb_runs(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"job{seed}"
+        train(compose_config([f"output_dir={out}", *FAST_TOY, f"seed={seed}", "logger=wandb"]))
+        (run,) = (out / "wandb").glob("offline-run-*")
+        runs.append(run.name.rsplit("-", 1)[-1])
+    assert runs[0] != runs[1]
+    import wandb
+
+    assert wandb.run is None  # finished at the end of each job
+
+
+def test_bf16_autocast_run(make_config, cifar_root):
+    cfg = make_config(
+        *local_cifar(cifar_root),
+        "dataset.val_size=20",
+        "dataset.batch_size=50",
+        "model=resnet56",
+        "model.depth=14",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.precision=bf16-mixed",
+        "trainer.enable_progress_bar=false",
+        "speed.channels_last=true",
+        "logger=none",
+    )
+    result = train(cfg)
+    assert result.status == "ok" and 0 <= result.test <= 100

@@ -1,0 +1,43 @@
+"""Every command in README's bash code blocks is listed in ``tests.helpers.CHECKS`` with how it
+is checked, and the long ones compose as Hydra composes them (the cheap ones run as written:
+tests/e2e/test_readme.py)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from tests.helpers import CHECKS, COMMANDS, COMPOSE, compose_config
+
+ENTRIES = {("python", "train.py"): "train", ("python", "-m", "sdexp.theory"): "theory"}
+
+
+def test_every_readme_command_is_listed():
+    unlisted = [c for c in COMMANDS if c not in CHECKS]
+    stale = [c for c in CHECKS if c not in COMMANDS]
+    assert not unlisted and not stale, (
+        "README's commands and tests/helpers.py's CHECKS disagree: add to CHECKS (RUN, "
+        "COMPOSE or the reason not to run it)\n  "
+        + "\n  ".join(map(repr, unlisted))
+        + "\nand drop from CHECKS\n  "
+        + "\n  ".join(map(repr, stale))
+    )
+
+
+def overrides(command: str) -> tuple[str, list[str]]:
+    """The config (``train`` or ``theory``) and the overrides of a ``python train.py`` or
+    ``python -m sdexp.theory`` command (``time`` before it is the shell's)."""
+    words = shlex.split(command.removeprefix("time "))
+    for entry, config in ENTRIES.items():
+        if tuple(words[: len(entry)]) == entry:
+            return config, [w for w in words[len(entry) :] if not w.startswith("-")]
+    raise AssertionError(f"not a train.py or theory command: {command}")
+
+
+@pytest.mark.parametrize("command", [c for c, how in CHECKS.items() if how == COMPOSE])
+def test_the_long_readme_commands_compose(command):
+    """Hydra composes the command's config, with its own part (launcher, sweeper) too."""
+    config, args = overrides(command)
+    cfg = compose_config(args, config_name=config, hydra=True)
+    assert cfg.hydra.job.name == config
