@@ -577,6 +577,10 @@ CHECKS = {
     "(tests/e2e/test_scripts.py runs it at a smaller size)",
     "python scripts/bench.py": "15 minutes (tests/integration/test_speed.py runs its --quick "
     "variant)",
+    "pytest tests/unit": "a layer of the tests themselves (CI's `pytest` runs every layer)",
+    "pytest tests/integration": "a layer of the tests themselves (CI's `pytest` runs it)",
+    "pytest tests/e2e": "a layer of the tests themselves (CI's `pytest` runs it)",
+    "pytest -m gpu": "needs a CUDA GPU (on a CPU its tests are skipped)",
     "python -m sdexp.theory experiment=depth": RUN,
     "python -m sdexp.theory experiment=gradient": COMPOSE,  # about 2 minutes each
     "python -m sdexp.theory experiment=regularizer": COMPOSE,

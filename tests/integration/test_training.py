@@ -1,5 +1,6 @@
 """train(cfg) in process: one tiny run (the ``trained`` fixture) and what it writes, the same
-run again, a crash and its resumption, a diverging loss, W&B runs of jobs in one process, bf16."""
+run again, a crash and its resumption, a diverging loss, W&B runs of jobs in one process, bf16,
+what the command builds once."""
 
 from __future__ import annotations
 
@@ -126,3 +127,26 @@ def test_bf16_autocast_run(make_config, cifar_root):
     )
     result = train(cfg)
     assert result.status == "ok" and 0 <= result.test <= 100
+
+
+def test_a_run_builds_its_dataset_and_mode_once(make_config, monkeypatch):
+    """The command's task (``sdexp.cli.train_task``: the config check, then the run) builds the
+    dataset and the survival mode once, the check's, and the model twice: on the meta device
+    (the check, no weights) and for training (seeded)."""
+    import functools
+
+    from sdexp.cli import train_task
+    from sdexp.data import ToyDataModule
+    from sdexp.models import VanillaResNet
+    from sdexp.survival import SenseMode
+
+    built = []
+    for cls in (ToyDataModule, SenseMode, VanillaResNet):
+
+        def counted(self, *args, __init__=cls.__init__, cls=cls, **kwargs):
+            built.append(cls.__name__)
+            __init__(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", functools.wraps(cls.__init__)(counted))
+    train_task(make_config(*FAST_TOY, "mode=sensemode", "budget=0.3", "logger=none"))
+    assert sorted(built) == ["SenseMode", "ToyDataModule", "VanillaResNet", "VanillaResNet"]
