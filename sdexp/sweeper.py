@@ -10,7 +10,8 @@ refuses directories that hold another run's files, says how many of each, and re
 in ``<sweep dir>/sweep.json`` (``sdexp.results.Plan``: what ``sdexp-table`` counts missing runs
 against). Then Hydra's configured launcher runs the rest, each job in the directory its run's
 identity names (``RunKey.cell_dir``), and the sweeper closes with a summary, also when Ctrl-C
-stops it (exit status 130). ``hydra.sweeper.dry_run=true`` lists the grid and launches nothing.
+or SIGTERM stops it (exit status 130 or 143). ``hydra.sweeper.dry_run=true`` lists the grid and
+launches nothing.
 
 Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
 hence a sweeper of our own, on Hydra's public ``Sweeper`` interface. As Hydra's Optuna sweeper
@@ -40,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import LIGHTNING_GROUPS
 from sdexp.console import SWEEP_JOBS
-from sdexp.errors import ConfigError
+from sdexp.errors import ConfigError, Stopped, stop_signal
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
 from sdexp.rundir import WAYS_OUT
 from sdexp.sweep import (
@@ -182,7 +183,8 @@ class BudgetGrid:
 
     def launch(self, sweep_dir: Path, todo: list, skipped: int, left_out: int) -> None:
         """Launch the cells' jobs, each into its run's directory, then print the closing
-        summary; also when Ctrl-C stops the sweep, which then exits with status 130."""
+        summary; also when a signal (Ctrl-C, SIGTERM) stops the sweep, which then exits with
+        its status (130, 143)."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
         jobs = [job_overrides(c, sweep_dir) for c in todo]
         before = {c.run_dir: traces(c.run_dir) for c in todo}
@@ -193,18 +195,20 @@ class BudgetGrid:
                 for first in range(0, len(jobs), size):
                     self.launcher.launch(jobs[first : first + size], initial_job_idx=first)
         except (KeyboardInterrupt, SystemExit) as stop:
-            if not (isinstance(stop, KeyboardInterrupt) or seen or stop.code == SIGINT_STATUS):
+            signum = stopping_signal(stop, seen)
+            if signum is None:
                 closing_summary(sweep_dir, todo, before, skipped, left_out)
                 raise  # a job ended the process (sys.exit): so does the sweep, after its summary
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the summary first
+            signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
             closing_summary(sweep_dir, todo, before, skipped, left_out)
             print(
-                "error: interrupted (SIGINT): run the same command to go on (finished runs are "
-                "skipped, interrupted ones resume from their last checkpoint)",
+                f"error: interrupted ({signal.Signals(signum).name}): run the same command to go "
+                "on (finished runs are skipped, interrupted ones resume from their last "
+                "checkpoint)",
                 file=sys.stderr,
                 flush=True,
             )
-            raise SystemExit(SIGINT_STATUS) from None
+            raise SystemExit(128 + signum) from None
         failed = closing_summary(sweep_dir, todo, before, skipped, left_out)
         if failed:  # each failed run wrote results.json with its reason; the others went on
             raise GridError(f"{failed} of {len(todo)} jobs failed (listed above)")
@@ -212,8 +216,21 @@ class BudgetGrid:
 
 #: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).
 SUBDIR = "hydra.sweep.subdir"
-#: The exit status of a sweep stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-SIGINT_STATUS = 128 + signal.SIGINT
+
+
+def stopping_signal(stop: KeyboardInterrupt | SystemExit, seen: list[int]) -> int | None:
+    """The signal that stopped the sweep, or None where a job ended the process otherwise. A
+    job's Trainer turns the ``Stopped`` that ``sdexp.errors`` raises on SIGINT or SIGTERM into
+    SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
+    if isinstance(stop, Stopped):
+        return stop.signum
+    if seen:
+        return seen[0]
+    if stop_signal() is not None:
+        return stop_signal()
+    if isinstance(stop, KeyboardInterrupt) or stop.code == 128 + signal.SIGINT:
+        return signal.SIGINT
+    return None
 
 
 def earlier_layout(sweep_dir: Path, moving: int, resuming: int) -> str:

@@ -278,11 +278,14 @@ def test_the_plan_names_left_out_cells_and_merges_duplicates(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_with_its_closing_summary(tmp_path):
-    """Ctrl-C (SIGINT to the terminal's process group) while the first of two jobs trains: the
-    job says what it keeps, the sweeper prints its closing summary and one line on stderr, and
-    exits with status 130; the
-    second job never starts, and the first resumes when the command runs again."""
+@pytest.mark.parametrize(
+    ("signum", "name"), [(signal.SIGINT, "SIGINT (Ctrl-C)"), (signal.SIGTERM, "SIGTERM")]
+)
+def test_a_signal_stops_a_sweep_with_its_closing_summary(tmp_path, signum, name):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM (a scheduler's stop) while the
+    first of two jobs trains: the job says what it keeps, the sweeper prints its closing summary
+    and one line on stderr naming the signal, and exits with its status (130, 143); the second
+    job never starts, and the first resumes when the command runs again."""
     sweep = tmp_path / "sweep"
     grid = ["mode=uniform", "budget=0.7", "seed=0,1", "trainer.max_epochs=2", "logger=csv"]
     pause = "+callbacks.pause._target_=tests.callbacks.PauseOnce"  # at epoch 1, batch 1
@@ -300,21 +303,21 @@ def test_ctrl_c_stops_a_sweep_with_its_closing_summary(tmp_path):
     cells = [["+sweep=smoke", *grid[:2], f"seed={seed}", *grid[3:], pause] for seed in (0, 1)]
     jobs = [sweep / run_key(compose_config(cell))[0].cell_dir for cell in cells]
     wait_for(jobs[0] / "paused", process)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    os.killpg(process.pid, signum)  # SIGINT: what Ctrl-C in a terminal sends
     out, err = process.communicate(timeout=300)
-    assert process.returncode == 130, err[-3000:]
+    assert process.returncode == 128 + signum, err[-3000:]
     assert "Traceback" not in out + err
     summary = f"Sweep {sweep}: 1 launched: 0 ok, 0 failed, 1 interrupted"
     assert summary in out and "; 1 not launched; 0 already done, 0 left out" in out, out
     assert f"  interrupted: {jobs[0]}\n" in out and out.endswith(f"Table: sdexp-table {sweep}\n")
     job, sweeper = err.strip().splitlines()  # the job's line, then the sweeper's
     assert job == (
-        "error: job 1/2: stopped by SIGINT (Ctrl-C): checkpoints/last.ckpt (after epoch 1 of 2) "
+        f"error: job 1/2: stopped by {name}: checkpoints/last.ckpt (after epoch 1 of 2) "
         f"is kept: the same command resumes from it: {jobs[0]}"
     )
     assert sweeper == (
-        "error: interrupted (SIGINT): run the same command to go on (finished runs are skipped, "
-        "interrupted ones resume from their last checkpoint)"
+        f"error: interrupted ({signal.Signals(signum).name}): run the same command to go on "
+        "(finished runs are skipped, interrupted ones resume from their last checkpoint)"
     )
     assert (jobs[0] / "checkpoints" / "last.ckpt").exists() and not jobs[1].exists()
 
