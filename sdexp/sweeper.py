@@ -27,8 +27,6 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import LIGHTNING_GROUPS
 from sdexp.console import SWEEP_JOBS
-from sdexp.errors import ConfigError, Stopped, stop_signal
+from sdexp.errors import ConfigError, Stopped, stop_on_signals, stop_signal
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
 from sdexp.rundir import WAYS_OUT
 from sdexp.sweep import (
@@ -189,13 +187,12 @@ class BudgetGrid:
         jobs = [job_overrides(c, sweep_dir) for c in todo]
         before = {c.run_dir: traces(c.run_dir) for c in todo}
         size = self.max_batch_size or len(jobs)
-        seen: list[int] = []
         try:
-            with sigint_recorded(seen):
+            with stop_on_signals():  # as a run: SIGINT, SIGTERM raise Stopped (where not set)
                 for first in range(0, len(jobs), size):
                     self.launcher.launch(jobs[first : first + size], initial_job_idx=first)
         except (KeyboardInterrupt, SystemExit) as stop:
-            signum = stopping_signal(stop, seen)
+            signum = stopping_signal(stop)
             if signum is None:
                 closing_summary(sweep_dir, todo, before, skipped, left_out)
                 raise  # a job ended the process (sys.exit): so does the sweep, after its summary
@@ -218,14 +215,12 @@ class BudgetGrid:
 SUBDIR = "hydra.sweep.subdir"
 
 
-def stopping_signal(stop: KeyboardInterrupt | SystemExit, seen: list[int]) -> int | None:
+def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
     """The signal that stopped the sweep, or None where a job ended the process otherwise. A
     job's Trainer turns the ``Stopped`` that ``sdexp.errors`` raises on SIGINT or SIGTERM into
     SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
     if isinstance(stop, Stopped):
         return stop.signum
-    if seen:
-        return seen[0]
     if stop_signal() is not None:
         return stop_signal()
     if isinstance(stop, KeyboardInterrupt) or stop.code == 128 + signal.SIGINT:
@@ -260,29 +255,6 @@ def merged_text(baseline: int, repeated: int) -> str:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-@contextmanager
-def sigint_recorded(seen: list[int]) -> Iterator[None]:
-    """Note a SIGINT (Ctrl-C) in ``seen`` while the block runs, then raise KeyboardInterrupt as
-    Python's own handler does. A job's Trainer turns KeyboardInterrupt into SystemExit(1)
-    (Lightning's graceful shutdown), which alone would not say that the user stopped the
-    sweep. Left alone where SIGINT is not Python's default (ignored in a background job)."""
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        yield
-        return
-
-    def record(signum: int, frame: Any) -> None:
-        seen.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, record)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is record:
-            signal.signal(signal.SIGINT, previous)
 
 
 def closing_summary(sweep_dir: Path, todo: list, before: dict, skipped: int, left_out: int) -> int:

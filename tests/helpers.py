@@ -49,6 +49,18 @@ CONF = ROOT / "conf"  # the Hydra configs (the package sdexp.conf once installed
 # A toy run that takes a few seconds (conf/scale/tiny.yaml: the smoke sweep's runs too).
 FAST_TOY = ["+scale=tiny"]
 
+# --- Lightning in process (tests/integration) -----------------------------------------------------
+
+
+def cpu_trainer(**options):
+    """A Lightning Trainer on the CPU that prints nothing and keeps nothing: no logger, no
+    checkpoints, no progress bar, no model summary, unless ``options`` say otherwise."""
+    import pytorch_lightning as pl  # Lightning is for the layers that train
+
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return pl.Trainer(**{"accelerator": "cpu", "enable_model_summary": False, **quiet, **options})
+
+
 # --- the project's configs ------------------------------------------------------------------------
 
 
@@ -527,7 +539,7 @@ RUN, COMPOSE = "run", "compose"
 SMOKE_COMMAND = "python train.py +sweep=smoke"  # the first RUN command: the smoke_sweep fixture's
 GPU = "trains on CIFAR for hours: needs a GPU and the data"
 CHECKS = {
-    'python -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[dev]" '
+    'python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[dev]" '
     "&& python train.py dataset=toy model=vanilla mode=sensemode budget=0.3": "creates a virtual "
     "environment and installs the package (network, minutes; tests/e2e/test_installed.py builds "
     "and installs the wheel); its training command is tests/e2e/test_console.py's first test",

@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sdexp.data import ToyDataModule
 from sdexp.module import LightningData
+from tests.helpers import cpu_trainer
 
 
 class RecordBatches(pl.LightningModule):
@@ -43,12 +44,8 @@ def fit(epochs: int, resume=None, callbacks=(), **options):
     batches of 4 after each epoch."""
     data = ToyDataModule(dim=8, n_train=40, n_val=10, n_test=10, batch_size=8, eval_batch_size=4)
     module = RecordBatches()
-    trainer = pl.Trainer(
+    trainer = cpu_trainer(
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         enable_checkpointing=bool(callbacks),
         callbacks=list(callbacks),

@@ -17,7 +17,7 @@ from sdexp.graphs import GraphedSteps, KeptPath
 from sdexp.models import CifarResNet
 from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.survival import Uniform
-from tests.helpers import assert_same, sgd, state, train_step
+from tests.helpers import assert_same, cpu_trainer, sgd, state, train_step
 
 
 def fit(cifar_root, make_graphed=None, dropped_blocks="decay", epochs=2, depth=14, **speed):
@@ -41,15 +41,7 @@ def fit(cifar_root, make_graphed=None, dropped_blocks="decay", epochs=2, depth=1
     data = CIFARDataModule(
         data_dir=str(cifar_root), download=False, verify_md5=False, val_size=20, batch_size=32
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=2,
-    )
+    trainer = cpu_trainer(max_epochs=epochs, log_every_n_steps=2)
     trainer.fit(module, datamodule=LightningData(data))
     return module, trainer
 

@@ -16,7 +16,7 @@ from sdexp.data import ToyDataModule
 from sdexp.models import VanillaResNet, compile_branches
 from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.survival import Uniform
-from tests.helpers import cifar_resnet14
+from tests.helpers import cifar_resnet14, cpu_trainer
 
 
 @pytest.mark.slow
@@ -73,14 +73,10 @@ def test_training_logs_only_on_the_steps_lightning_writes(tmp_path):
     data = ToyDataModule(dim=16, n_train=200, n_val=0, n_test=10, batch_size=20)
     record = StepLosses()
     every = 3
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
         max_epochs=2,
         logger=CSVLogger(tmp_path),
         callbacks=[record],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         log_every_n_steps=every,
         limit_val_batches=0,
     )
