@@ -1,6 +1,6 @@
 """Every command in README's bash code blocks is listed in ``tests.helpers.CHECKS`` with how it
 is checked, and the long ones compose as Hydra composes them (the cheap ones run as written:
-tests/e2e/test_readme.py)."""
+tests/e2e/test_readme.py); CI runs README's first two commands as written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from tests.helpers import CHECKS, COMMANDS, COMPOSE, compose_config
+from tests.helpers import CHECKS, COMMANDS, COMPOSE, ROOT, compose_config
 
 ENTRIES = {("python", "train.py"): "train", ("python", "-m", "sdexp.theory"): "theory"}
 
@@ -41,3 +41,12 @@ def test_the_long_readme_commands_compose(command):
     config, args = overrides(command)
     cfg = compose_config(args, config_name=config, hydra=True)
     assert cfg.hydra.job.name == config
+
+
+def test_ci_runs_the_first_two_readme_commands_as_written():
+    """``.ci/run`` installs and tests exactly as README's opening commands tell a new user: each
+    is a line of the script, unchanged (CI checks more around them: the result, the lint)."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    install, tests = COMMANDS[:2]
+    assert install.startswith("python3 -m venv .venv") and tests.endswith("pytest")
+    assert install in lines and tests in lines
