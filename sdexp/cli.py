@@ -4,6 +4,9 @@ Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.
 Whatever stops a run is one line on stderr and an exit status (``sdexp.errors``): 2 for bad
 input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
 
+import logging
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,22 +17,36 @@ from omegaconf import DictConfig
 
 from sdexp import console
 from sdexp.config import check_config
-from sdexp.errors import exit_on_stop, failure_policy, stop_on_signals
+from sdexp.errors import Stopped, exit_on_stop, failure_policy, stop_on_signals
 from sdexp.rundir import check_kinds, remove_unused
+from sdexp.slurm import requeue_if_preempted
+
+log = logging.getLogger("sdexp")
 
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
     that never owned its directory (refused, or skipped) leaves nothing there: its log lines
     are not written (``sdexp.console.RunLogFile``) and a directory Hydra made for it is
-    removed (``sdexp.rundir.remove_unused``)."""
+    removed (``sdexp.rundir.remove_unused``).
+
+    A run stopped by SIGTERM inside a SLURM job that SLURM is preempting requeues its job
+    (``sdexp.slurm``). A job of submitit (a sweep on SLURM) then ends with the signal's exit
+    status and no result, so that the sweep waits for the requeued job."""
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    with failure_policy(in_sweep), stop_on_signals():
-        try:
-            task(cfg)
-        finally:
-            if not console.run_log_opened():
-                remove_unused(Path(cfg.output_dir))
+    try:
+        with failure_policy(in_sweep), stop_on_signals():
+            try:
+                task(cfg)
+            finally:
+                if not console.run_log_opened():
+                    remove_unused(Path(cfg.output_dir))
+    except Stopped as stop:
+        if stop.signum == signal.SIGTERM and (requeued := requeue_if_preempted()):
+            log.warning(requeued)
+        if "SUBMITIT_FOLDER" in os.environ:  # set by submitit in its jobs
+            raise SystemExit(stop.exit_status) from None
+        raise
 
 
 def train_task(cfg: DictConfig) -> None:

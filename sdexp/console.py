@@ -109,6 +109,9 @@ IGNORED_WARNINGS = (
     # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
     # training loss less than once an epoch; its epochs' validation and test metrics are logged.
     ".*is smaller than the logging interval.*",
+    # Lightning's SLURM detection, on every run of a machine with srun on its PATH (a login node,
+    # a SLURM job's own batch step): a run chooses its cluster environment itself (sdexp.slurm).
+    ".*The `srun` command is available on your system but is not used.*",
 )
 
 

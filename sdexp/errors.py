@@ -33,7 +33,10 @@ class ConfigError(ValueError):
 
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
-        self.option = option
+        self.option, self.message = option, message
+
+    def __reduce__(self):  # a sweep job's error travels back to the sweep pickled (submitit)
+        return type(self), (self.option, self.message)
 
 
 class Stopped(KeyboardInterrupt):
@@ -44,9 +47,24 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
         super().__init__(f"stopped by {signal_name(signum)}")
 
+    def __reduce__(self):
+        return type(self), (self.signum,)
+
     @property
     def exit_status(self) -> int:
         return 128 + self.signum
+
+
+class JobEnded(Exception):
+    """A sweep's job that its cluster ended without a result (``scancel``, a node failure, out
+    of memory): ``state`` is SLURM's (``sacct``). ``sdexp.launchers`` returns it for the job."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"SLURM job {job_id} ended {state} without a result")
+        self.job_id, self.state = job_id, state
+
+    def __reduce__(self):
+        return type(self), (self.job_id, self.state)
 
 
 def signal_name(signum: int) -> str:
@@ -69,19 +87,28 @@ def _stop(signum: int, frame) -> None:
     raise Stopped(signum)
 
 
+def _submitit_bypass(handler) -> bool:
+    """submitit's handler that logs a signal and ignores it (its SIGTERM in a job)."""
+    return getattr(handler, "__qualname__", "") == "SignalHandler.bypass"
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where nobody else handles
-    them: a signal whose handler is not Python's default (submitit's SIGTERM, which lets its
-    USR2 handler requeue the job) is left as it is. Lightning's own SIGTERM handler, set for the
-    time of a ``fit``, calls this one after its own."""
+    them: a signal whose handler is neither Python's default nor submitit's bypass is left as
+    it is. In a SLURM job submitit ignores SIGTERM, and a run would train on into SLURM's
+    SIGKILL: SIGTERM is preemption or ``scancel``, so the run stops with its checkpoint
+    (``sdexp.slurm`` requeues a preempted job). submitit's own signal (USR2, a time-out)
+    stays submitit's. Lightning's SIGTERM handler, set for the time of a ``fit``, calls this
+    one after its own."""
     global _received
     _received = None
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     replaced = {}
     if threading.current_thread() is threading.main_thread():
         for signum, default in defaults.items():
-            if signal.getsignal(signum) in (default, None):
+            handler = signal.getsignal(signum)
+            if handler in (default, None) or _submitit_bypass(handler):
                 replaced[signum] = signal.signal(signum, _stop)
     try:
         yield

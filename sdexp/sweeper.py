@@ -32,6 +32,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -39,7 +40,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import LIGHTNING_GROUPS
 from sdexp.console import SWEEP_JOBS
-from sdexp.errors import ConfigError, Stopped, stop_on_signals, stop_signal
+from sdexp.errors import (
+    ConfigError,
+    JobEnded,
+    Stopped,
+    one_line,
+    stop_on_signals,
+    stop_signal,
+)
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
 from sdexp.rundir import WAYS_OUT
 from sdexp.sweep import (
@@ -165,6 +173,8 @@ class BudgetGrid:
                 f"{WAYS_OUT}"
             )
         try:
+            if todo and (check_request := getattr(self.launcher, "check_request", None)):
+                check_request()  # sdexp.launchers: what the jobs ask of a cluster's nodes
             if todo:
                 prepare_data(todo)
             move_earlier(moving)
@@ -187,17 +197,21 @@ class BudgetGrid:
         jobs = [job_overrides(c, sweep_dir) for c in todo]
         before = {c.run_dir: traces(c.run_dir) for c in todo}
         size = self.max_batch_size or len(jobs)
+        returns: list = []  # what each launched job ended as (JobReturn), in the jobs' order
         try:
             with stop_on_signals():  # as a run: SIGINT, SIGTERM raise Stopped (where not set)
                 for first in range(0, len(jobs), size):
-                    self.launcher.launch(jobs[first : first + size], initial_job_idx=first)
+                    batch = jobs[first : first + size]
+                    returns += self.launcher.launch(batch, initial_job_idx=first) or []
+        except ConfigError as error:  # the launcher refused the jobs (what they ask for)
+            raise GridError(str(error)) from None
         except (KeyboardInterrupt, SystemExit) as stop:
             signum = stopping_signal(stop)
             if signum is None:
-                closing_summary(sweep_dir, todo, before, skipped, left_out)
+                closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
                 raise  # a job ended the process (sys.exit): so does the sweep, after its summary
             signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
-            closing_summary(sweep_dir, todo, before, skipped, left_out)
+            closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
             print(
                 f"error: interrupted ({signal.Signals(signum).name}): run the same command to go "
                 "on (finished runs are skipped, interrupted ones resume from their last "
@@ -206,9 +220,13 @@ class BudgetGrid:
                 flush=True,
             )
             raise SystemExit(128 + signum) from None
-        failed = closing_summary(sweep_dir, todo, before, skipped, left_out)
-        if failed:  # each failed run wrote results.json with its reason; the others went on
-            raise GridError(f"{failed} of {len(todo)} jobs failed (listed above)")
+        ended = closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
+        if not_ok := {kind: n for kind, n in ended.items() if kind != "ok" and n}:
+            counts = ", ".join(f"{n} {kind}" for kind, n in not_ok.items())
+            raise GridError(
+                f"{sum(not_ok.values())} of {len(todo)} jobs did not end ok: {counts} "
+                "(listed above; run the same command to run them again)"
+            )
 
 
 #: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).
@@ -257,34 +275,71 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def closing_summary(sweep_dir: Path, todo: list, before: dict, skipped: int, left_out: int) -> int:
-    """Print what the sweep did, from the launched runs' results.json and what each job left in
-    its directory (``before``: ``sdexp.sweep.traces`` at launch); return the runs that did not
-    end ok."""
-    outcome: dict[str, list] = {"ok": [], "failed": [], "interrupted": [], "not launched": []}
-    for cell in todo:
-        try:
-            result: RunResult | None = read_result(cell.run_dir)
-        except UnreadableResult:
-            result = None
-        if result is not None and result.status in ("ok", "failed"):
-            status = result.status
-        elif traces(cell.run_dir) != before[cell.run_dir]:
-            status = "interrupted"
-        else:
-            status = "not launched"
-        outcome[status].append((cell, result))
-    ok, failed, stopped = outcome["ok"], outcome["failed"], outcome["interrupted"]
-    waiting = outcome["not launched"]
+#: What a launched job ended as, in the closing summary's order (``job_outcome``).
+OUTCOMES = ("ok", "failed", "interrupted", "refused", "not launched")
+
+
+def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[str, str]:
+    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from what its launcher
+    returned (``ended``: the job's ``JobReturn``, if the launch got that far) and the files
+    its run left: ``results.json`` of the run's own identity, and ``traces`` against
+    ``before``, their state at launch.
+
+    - ok: the run's results.json says ok (and the job did not fail);
+    - failed: the run's results.json says failed, or the job failed with an error;
+    - interrupted: stopped by a signal or killed (SLURM's ``scancel``, a node failure, out of
+      memory: ``sdexp.errors.JobEnded``), without results.json: it resumes from its last
+      checkpoint when the sweep runs again;
+    - refused: the run never owned its directory (``ConfigError``: a live run holds it, or
+      another run's files are there); nothing of it was written;
+    - not launched: the sweep stopped before the job started."""
+    error = ended._return_value if ended is not None and ended.status == JobStatus.FAILED else None
+    if isinstance(error, ConfigError):
+        return "refused", one_line(error)
+    try:
+        result = completed_or_failed(cell.run_dir, cell.key)
+    except UnreadableResult as unreadable:
+        result, error = None, error or unreadable
+    if result is not None and (result.status == "failed" or error is None):
+        return result.status, result.reason or ""
+    if isinstance(error, JobEnded | Stopped):
+        return "interrupted", str(error)
+    if error is not None:
+        return "failed", one_line(error)
+    started = traces(cell.run_dir) != before
+    return ("interrupted", "") if started else ("not launched", "")
+
+
+def completed_or_failed(run_dir: Path, key) -> RunResult | None:
+    """The run's own results.json (its identity), ok or failed; None if there is none."""
+    result = read_result(run_dir)
+    return result if result is not None and result.key.identity == key.identity else None
+
+
+def closing_summary(
+    sweep_dir: Path, todo: list, before: dict, returns: list, skipped: int, left_out: int
+) -> dict[str, int]:
+    """Print what the sweep did: how each launched job ended (``job_outcome``; ``returns``:
+    the jobs' ``JobReturn`` where the launcher gave them back), one line per job that did not
+    end ok, where W&B logged, how to make the table. Returns the count of each outcome."""
+    ended = {kind: [] for kind in OUTCOMES}
+    for number, cell in enumerate(todo):
+        returned = returns[number] if number < len(returns) else None
+        kind, why = job_outcome(cell, before[cell.run_dir], returned)
+        ended[kind].append((cell, why))
+    count = {kind: len(cells) for kind, cells in ended.items()}
     where = shown(sweep_dir.absolute())
     lines = [
-        f"Sweep {where}: {len(todo) - len(waiting)} launched: {len(ok)} ok, {len(failed)} "
-        f"failed, {len(stopped)} interrupted (killed or stopped: no results.json)"
-        + (f"; {len(waiting)} not launched" if waiting else "")
+        f"Sweep {where}: {len(todo) - count['not launched']} launched: {count['ok']} ok, "
+        f"{count['failed']} failed, {count['interrupted']} interrupted, "
+        f"{count['refused']} refused"
+        + (f"; {count['not launched']} not launched" if count["not launched"] else "")
         + f"; {skipped} already done, {left_out} left out"
     ]
-    lines += [f"  failed: {shown(c.run_dir)} ({r.reason})" for c, r in failed]
-    lines += [f"  interrupted: {shown(c.run_dir)}" for c, _ in stopped]
+    for kind in ("failed", "interrupted", "refused"):
+        lines += [
+            f"  {kind}: {shown(c.run_dir)}" + (f" ({why})" if why else "") for c, why in ended[kind]
+        ]
     logged = [c.run_dir for c in todo if (c.run_dir / "wandb").is_dir()]
     depths = {len(d.relative_to(sweep_dir.absolute()).parts) for d in logged}  # earlier layout: 1
     runs = [f"{shlex.quote(str(where))}/{'*/' * n}wandb/offline-run-*" for n in sorted(depths)]
@@ -292,7 +347,7 @@ def closing_summary(sweep_dir: Path, todo: list, before: dict, skipped: int, lef
         lines.append(f"W&B: offline runs upload with: wandb sync {' '.join(runs)}")
     lines.append(f"Table: sdexp-table {shlex.quote(str(where))}")
     print("\n".join(lines), flush=True)
-    return len(todo) - len(ok)
+    return count
 
 
 def prepare_data(cells: list) -> None:

@@ -31,7 +31,6 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_only
@@ -58,6 +57,7 @@ from sdexp.results import (
 )
 from sdexp.rundir import CHECKPOINTS, LAST, Resume, check_kinds, claim, keep_hydra_record
 from sdexp.sharing import device_kind, runs_sharing_device, set_threads
+from sdexp.slurm import cluster_plugins, in_job
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.wandb_access import finish
 
@@ -85,20 +85,13 @@ def check_launch(cfg: DictConfig) -> None:
     child process, which would run the whole sweep again there. Under SLURM every rank is a
     task of its own (one per GPU) and nothing is relaunched."""
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if in_multirun and "ddp" in str(cfg.trainer.get("strategy")) and not SLURMEnvironment.detect():
+    if in_multirun and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
         raise ConfigError(
             "trainer",
             "trainer=ddp relaunches the command line in every child process, which inside a "
             "local multirun runs the whole sweep again: run DDP as a single run, or sweep under "
             "SLURM with one task per GPU (hydra/launcher=slurm_ddp)",
         )
-
-
-def cluster_plugins() -> list:
-    """Under SLURM, submitit requeues a preempted or timed-out job (``max_num_timeout``) and the
-    requeued job resumes from ``last.ckpt``; Lightning's own SLURM auto-requeue is turned off so
-    that only one of them handles the signal."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def finished(out: Path, key: RunKey) -> RunResult | None:

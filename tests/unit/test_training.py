@@ -9,7 +9,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from sdexp.errors import ConfigError
 from sdexp.results import run_key
-from sdexp.training import check_launch, cluster_plugins, fill_run_names
+from sdexp.slurm import cluster_plugins
+from sdexp.training import check_launch, fill_run_names
 from tests.helpers import compose_config
 
 
@@ -24,7 +25,8 @@ def test_a_run_keeps_its_wandb_identity(make_config):
     assert other.run.id != first.run.id and other.run.name != first.run.name
 
 
-def test_lightning_leaves_requeueing_to_submitit(monkeypatch):
+def test_lightning_leaves_requeueing_to_sdexp_and_submitit(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
     assert cluster_plugins() == []  # not on SLURM
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")

@@ -1,0 +1,1 @@
+"""sdexp's SLURM launcher (``hydra/launcher=slurm``, ...), found by Hydra's plugin discovery."""
