@@ -254,9 +254,10 @@ def conclude(
     datamodule: TensorDataModule,
     elapsed: float,
 ) -> None:
-    """Write results.json, give W&B the result, and print the run's last line: its result, or
-    its failure as the one error line (then ``failure``, the error on its way out, is marked
-    reported). A results.json that cannot be written (a full disk) is that error line."""
+    """Write results.json, give W&B the result and end the W&B run, and print the run's last
+    line: its result, or its failure as the one error line (then ``failure``, the error on its
+    way out, is marked reported). A results.json that cannot be written (a full disk) is that
+    error line."""
     try:
         path = write_result(out, result)
     except OSError as error:
@@ -265,7 +266,9 @@ def conclude(
         raise mark_reported(error) from failure
     run_loggers = trainer.loggers if trainer is not None else []
     loggers.log_result(run_loggers, result.summary(), result.history_row())
-    if not job_label() and (where := loggers.where(run_loggers)):
+    where = loggers.where(run_loggers)
+    finish(exit_code=0 if result.status == "ok" else 1)  # what W&B says of it, before the last line
+    if where and not job_label():
         log.info(where)  # a sweep's closing summary says it once for all its jobs
     line = console.end_line(result, str(path), getattr(datamodule, "baseline", ""), elapsed)
     if result.status == "ok":

@@ -12,6 +12,7 @@ Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -59,14 +60,21 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _ask(url: str, timeout_s: float) -> str | None:
-    """One GET of ``url``: None if the server answers with a status below 500, else why not."""
+    """One POST of a GraphQL query to ``<url>/graphql`` (what ``wandb.init`` sends first): None
+    if the server answers with a status below 500, else why not."""
     # Only whether it answers matters: a certificate wandb would accept through its own CA
     # settings must not count as no answer, so the probe does not verify it.
     tls = ssl.create_default_context()
     tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=tls))
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/graphql",
+        data=b'{"query": "{ serverInfo { latestLocalVersionInfo { latestVersionString } } }"}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
-        opener.open(urllib.request.Request(url, method="GET"), timeout=timeout_s).close()
+        opener.open(request, timeout=timeout_s).close()
     except urllib.error.HTTPError as error:  # an answer, if not a server error
         error.close()
         return f"answered HTTP {error.code}" if error.code >= 500 else None
@@ -79,9 +87,10 @@ def _ask(url: str, timeout_s: float) -> str | None:
 
 
 def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why the W&B server cannot take a run now, or None if it answers: an HTTP request to
+    """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST to
     ``WANDB_BASE_URL`` must get an answer that is not a server error (5xx) within
-    ``timeout_s``, DNS, connection and TLS included.
+    ``timeout_s``, DNS, connection and TLS included (a server that answers GET and never POST,
+    a proxy's health page, counts as not answering).
 
     wandb has no quick check of its own: an online ``wandb.init`` against a server that does
     not answer retries for its ``init_timeout`` (90 s by default) and then some, in every run
@@ -133,11 +142,44 @@ def offline_summary(run_dir: Path) -> dict:
         return {}
 
 
-def with_fallback(start: Callable[[str], T], mode: str = "auto") -> T | None:
+@contextlib.contextmanager
+def stderr_into(path: Path):
+    """File descriptor 2 of this process into ``path`` while the block runs: what a child
+    process started in the block writes to its stderr goes there, for the child's life."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as file:
+            os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def start_service(log_file: Path | None) -> None:
+    """wandb's service process for this process (``wandb.setup``), if none runs: its output,
+    a Go panic when a server sends what it cannot read, goes to ``log_file`` (the run's
+    ``wandb/service.log``), not to the run's console. wandb's own terminal lines are off
+    (``WANDB_SILENT``, unless set): the run says where its W&B run is, in its own lines."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    starts = log_file is not None and "WANDB_SERVICE" not in os.environ  # else it runs
+    with stderr_into(log_file) if starts else contextlib.nullcontext():
+        wandb.setup()
+
+
+def with_fallback(
+    start: Callable[[str], T], mode: str = "auto", service_log: Path | None = None
+) -> T | None:
     """``start(mode)``, where ``start`` starts a W&B run, as W&B should be for a run that must
     not stop or wait: offline when the server does not answer within ``PROBE_TIMEOUT_S``
     (``server_problem``) and, if the run cannot start online (within wandb's ``init_timeout``),
-    offline; None (and a warning) if it cannot start at all."""
+    offline; None (and a warning) if it cannot start at all. ``service_log``: where wandb's
+    service writes (``start_service``)."""
     mode = resolve_wandb_mode(mode)
     if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
@@ -146,30 +188,44 @@ def with_fallback(start: Callable[[str], T], mode: str = "auto") -> T | None:
         # from a process whose settings are online (10 s and more at exit when it does not
         # answer), and the next jobs of a sweep in this process need not ask again.
         os.environ["WANDB_MODE"] = mode = "offline"
-    import wandb
-
     for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
         try:
+            start_service(service_log)
             return start(attempt)
         except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
             log.warning(f"W&B could not start {attempt} ({one_line(error)})")
             # The failed run still holds its id in the wandb-core service ("run ID ... is in
             # use"), and so does a run killed in another process that shares this service (a
             # parent's, inherited through WANDB_SERVICE): the next attempt starts its own.
-            wandb.teardown()
-            os.environ.pop("WANDB_SERVICE", None)
+            end_service()
     log.warning("W&B could not start: nothing of this is logged to W&B")
     return None
+
+
+def end_service() -> None:
+    """Stop this process's wandb service (a new run starts its own); never raises."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 def finish(exit_code: int = 0) -> None:
     """End this job's W&B run (if any) with ``exit_code`` (non-zero: the run failed), so that
     the next job in the same process starts its own. Never raises: logging is not a reason for
-    a run to fail."""
+    a run to fail. A run whose service is gone (a server that crashed it, a signal) is ended
+    here with the service, so that nothing of it is left for the process's exit."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
     if wandb is None or wandb.run is None:
         return
+    folder = Path(wandb.run.dir).parent
     try:
         wandb.finish(exit_code=exit_code)
     except Exception as error:  # noqa: BLE001
-        log.warning(f"W&B could not finish the run cleanly ({error})")
+        said = f"{type(error).__name__}: {one_line(error)}".rstrip(": ")
+        log.warning(
+            f"W&B could not finish the run ({said}): what it did not upload stays in {folder} "
+            f"(wandb sync {folder})"
+        )
+        end_service()
