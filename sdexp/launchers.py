@@ -185,20 +185,29 @@ def outcome(job) -> JobReturn:
 
 
 def cancel(jobs: list) -> None:
-    """Cancel the jobs that have not ended, and wait until they have (``CANCEL_WAIT_S`` at
-    most; a second Ctrl-C stops waiting); say so in one line."""
-    running = [job for job in jobs if not job.done()]
-    if not running:
+    """Cancel the jobs that have not ended (``scancel``), and wait until SLURM no longer lists
+    them (``squeue``: their processes have ended; ``CANCEL_WAIT_S`` at most, a second Ctrl-C
+    stops waiting); say so in one line."""
+    ids = [job.job_id for job in jobs if not job.done()]
+    if not ids:
         return
-    for job in running:
-        job.cancel(check=False)
+    subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     deadline = time.monotonic() + CANCEL_WAIT_S
     try:
-        while running and time.monotonic() < deadline:
+        while (ids := listed(ids)) and time.monotonic() < deadline:
             time.sleep(1)
-            running = [job for job in running if not job.done(force_check=True)]
     except KeyboardInterrupt:
         pass
-    ids = " ".join(job.job_id for job in running)
-    ended = f"; still ending: {ids}" if running else ": all have ended"
+    ended = f"; still ending: {' '.join(ids)}" if ids else ": all have ended"
     print(f"Cancelled the sweep's unfinished SLURM jobs (scancel){ended}", flush=True)
+
+
+def listed(ids: list[str]) -> list[str]:
+    """The jobs of ``ids`` that SLURM still lists as pending, running or completing."""
+    done = subprocess.run(
+        ["squeue", "--noheader", "--format", "%i", "--jobs", ",".join(ids)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [job for job in done.stdout.split() if job in ids]

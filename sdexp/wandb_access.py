@@ -211,21 +211,26 @@ def end_service() -> None:
     os.environ.pop("WANDB_SERVICE", None)
 
 
+#: The W&B runs ``finish`` could not end (a service gone): not asked again.
+_unfinishable: set[str] = set()
+
+
 def finish(exit_code: int = 0) -> None:
     """End this job's W&B run (if any) with ``exit_code`` (non-zero: the run failed), so that
     the next job in the same process starts its own. Never raises: logging is not a reason for
-    a run to fail. A run whose service is gone (a server that crashed it, a signal) is ended
-    here with the service, so that nothing of it is left for the process's exit."""
+    a run to fail. A run that cannot be ended (its service gone: a server that crashed it, a
+    signal) is one warning, and its service is stopped, so that nothing of it is left for the
+    process's exit."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
-    if wandb is None or wandb.run is None:
+    if wandb is None or wandb.run is None or wandb.run.id in _unfinishable:
         return
-    folder = Path(wandb.run.dir).parent
+    run, folder = wandb.run, Path(wandb.run.dir).parent
     try:
-        wandb.finish(exit_code=exit_code)
+        run.finish(exit_code=exit_code)
     except Exception as error:  # noqa: BLE001
+        _unfinishable.add(run.id)
         said = f"{type(error).__name__}: {one_line(error)}".rstrip(": ")
         log.warning(
-            f"W&B could not finish the run ({said}): what it did not upload stays in {folder} "
-            f"(wandb sync {folder})"
+            f"W&B could not finish the run ({said}); its files, which wandb sync uploads: {folder}"
         )
         end_service()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -120,3 +121,23 @@ class SignalWhileSaving(Callback):
         if trainer.current_epoch == self.epoch and not marker.exists():
             marker.write_text(f"signal {self.signum} while saving")
             checkpoint["sends_signal"] = SendsSignal(self.signum)
+
+
+class KillWandbService(Callback):
+    """Sends SIGTERM to this run's wandb service at the start of epoch ``epoch``, as SLURM does
+    to every process of a job it preempts or cancels, and goes on training."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, name, _, parent = stat.read_text().split()[:4]
+            except OSError:
+                continue
+            if name == "(wandb-core)" and int(parent) == os.getpid():
+                os.kill(int(pid), signal.SIGTERM)
+                time.sleep(1)  # until it has gone

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -262,6 +263,76 @@ def http_server(get: int, post: int) -> http.server.ThreadingHTTPServer:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def half_answering_server() -> http.server.ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 that answers GET (a proxy's health page) and never answers
+    POST, where wandb sends its GraphQL calls."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_error(200)
+
+        def do_POST(self):  # noqa: N802
+            time.sleep(600)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+#: What ``accepting_server`` answers wandb's first GraphQL calls with: a run that exists.
+UPSERT_BUCKET = {
+    "upsertBucket": {
+        "inserted": True,
+        "bucket": {
+            "id": "UnVuOnYxOmFiYzpwOmU=",
+            "name": "abc",
+            "displayName": "abc",
+            "description": "",
+            "config": "{}",
+            "sweepName": None,
+            "historyLineCount": 0,
+            "project": {"id": "p", "name": "sdexp", "entity": {"id": "e", "name": "me"}},
+        },
+    }
+}
+
+
+def accepting_server(accepted: int = 4) -> http.server.ThreadingHTTPServer:
+    """A W&B server on 127.0.0.1 that accepts the run (its first ``accepted`` POSTs: the probe,
+    the resume check, the run's creation) and then fails every call with HTTP 500."""
+    posts = itertools.count(1)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            query = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if next(posts) > accepted:
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = UPSERT_BUCKET if b"upsertBucket" in query else {}
+            body = json.dumps({"data": data}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -15,7 +15,16 @@ import pytest
 
 from sdexp import wandb_access
 from sdexp.results import read_result
-from tests.helpers import FAST_TOY, ROOT, closed_port, http_server, user_env, wandb_record
+from tests.helpers import (
+    FAST_TOY,
+    ROOT,
+    accepting_server,
+    closed_port,
+    half_answering_server,
+    http_server,
+    user_env,
+    wandb_record,
+)
 
 
 @pytest.fixture
@@ -80,11 +89,11 @@ def test_a_server_that_never_answers_costs_seconds(tmp_path, silent_server):
 
 @pytest.mark.slow
 def test_a_failing_server_does_not_stop_the_run(tmp_path, failing_server):
-    """It answers but cannot start a run: wandb.init online fails (after its init timeout),
-    and the run goes on offline under the same W&B id."""
+    """It answers, with server errors only: no W&B run can start there, and the run goes on
+    offline under the same W&B id, without waiting for wandb's init timeout."""
     done, run_dir = online_run(tmp_path, failing_server, "logger.settings.init_timeout=5")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "could not start online" in done.stderr  # a warning: on stderr
+    assert "unreachable (answered HTTP 500): logging offline" in done.stderr  # a warning
     assert read_result(run_dir).status == "ok"
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     record = wandb_record(offline)
@@ -125,3 +134,74 @@ def test_a_run_id_held_by_a_shared_service_does_not_stop_the_run(tmp_path):
         assert any(wandb_access.offline_summary(run).get("status") == "ok" for run in offline)
     finally:
         holder.finish()
+
+
+@pytest.mark.slow
+def test_a_server_that_answers_only_get_costs_seconds(tmp_path):
+    """A server (a proxy) that answers GET and never POST, where wandb sends its calls: the
+    probe asks as wandb does, gives up after 5 s, and the run logs offline. It once passed
+    the probe and cost every run of a sweep ~37 s."""
+    server = half_answering_server()
+    try:
+        done, run_dir = online_run(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("unreachable (did not answer within 5 s): logging offline"), line
+    assert read_result(run_dir).status == "ok"
+    lines = (run_dir / "train.log").read_text().splitlines()
+    start = next(line for line in lines if "][sdexp][INFO] - Training toy" in line)
+    end = next(line for line in lines if "][sdexp][INFO] - ok: " in line)
+    assert log_time(end) - log_time(start) < 30  # a bound far above, not a timing
+
+
+@pytest.mark.slow
+def test_a_server_that_fails_after_accepting_the_run_is_a_warning(tmp_path):
+    """The server creates the run, then fails every call (HTTP 500): what the run gives W&B
+    after its start (the config, the layers' profile, metrics, the result, the final upload)
+    is guarded and bounded (``finish_timeout``); the run is ok, its status its training's, and
+    wandb's own output (its service's errors) goes to wandb/service.log, not the console."""
+    server = accepting_server()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done, run_dir = online_run(tmp_path, url, "logger.settings.finish_timeout=5")
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_result(run_dir).status == "ok"
+    assert "Traceback" not in done.stderr and "panic" not in done.stderr
+    assert all(line.startswith("warning: W&B ") for line in done.stderr.splitlines()), done.stderr
+    assert "W&B failed to " in done.stderr and "the run goes on without W&B" in done.stderr
+    last = done.stdout.splitlines()[-2:]
+    assert last[0] == f"W&B: {url}/me/sdexp/runs/abc (incomplete: W&B was lost mid-run)", last
+    assert last[1].startswith("ok: test MSE ")
+    assert (run_dir / "wandb" / "service.log").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_wandb_service_is_killed_goes_on(tmp_path):
+    """SLURM signals every process of a job, wandb's service too: a service gone mid-run is
+    a warning, and the run ends ok with its results (it once failed with ConnectionResetError)."""
+    kill = ["+callbacks.kill._target_=tests.callbacks.KillWandbService", "trainer.max_epochs=3"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *FAST_TOY,
+            "logger=wandb",
+            *kill,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_result(tmp_path / "run").status == "ok"
+    assert "Traceback" not in done.stderr
+    assert all(line.startswith("warning: W&B ") for line in done.stderr.splitlines()), done.stderr
+    assert done.stdout.splitlines()[-1].startswith("ok: test MSE ")
+    assert done.stderr.count("W&B could not finish the run") == 1, done.stderr
