@@ -245,16 +245,31 @@ class Table:
         std = rows.iloc[0]["std"]
         return float(rows.iloc[0]["mean"]), 0.0 if pd.isna(std) else float(std)
 
-    def crossing_points(self, source: str = "ours") -> list[float]:
-        """Where SenseMode's and Uniform's mean curves cross."""
+    def known_means(self, source: str = "ours") -> pd.DataFrame:
+        """SenseMode's and Uniform's means (columns sensemode, uniform) at the budgets where both
+        are known."""
         sense, uniform = self.curve("sensemode", source), self.curve("uniform", source)
-        return crossings(self.budgets, list(sense["mean"]), list(uniform["mean"]))
+        both = pd.DataFrame({"sensemode": sense["mean"], "uniform": uniform["mean"]})
+        return both.dropna()
+
+    def crossing_points(self, source: str = "ours") -> list[float]:
+        """Where SenseMode's and Uniform's mean curves cross, interpolated linearly between
+        neighbouring budgets; none from two budgets alone (a line through two points is no
+        estimate of where they cross)."""
+        known = self.known_means(source)
+        if len(known) < 3:
+            return []
+        return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
+            known = self.known_means(source)
             points = self.crossing_points(source)
             where = ", ".join(f"b ≈ {p:.2f}" for p in points) or "not on this grid"
+            if len(known) == 2 and crossings(list(known.index), *known.T.to_numpy()):
+                low, high = known.index
+                where = f"between b = {low:g} and {high:g} (two budgets: where is not estimated)"
             notes.append(f"{source} {where}")
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 

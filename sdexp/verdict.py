@@ -311,6 +311,7 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
     if len(ties):
         parts.append(f"equal means at b = {budget_list(ties, grid)}")
     tested = rows[rows["p_value"].notna()]
+    known = rows[rows["diff"].notna()]
     plain = tested.loc[~tested["significant"], "budget"]
     if len(plain):
         parts.append(f"not significant at b = {budget_list(plain, grid)} (p_Holm >= {alpha:g})")
@@ -320,20 +321,32 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
         parts.append(f"no test at {budget_list(untested['budget'], grid)} ({reasons})")
     text = "; ".join(parts)
     if found:
-        where = ", ".join(
-            f"b ≈ {s.budget:.2f} ({name(s.below)} to {name(s.above)}"
-            + (
-                f", significant: {name(s.below)} at {s.evidence[0]:g}, "
-                f"{name(s.above)} at {s.evidence[1]:g})"
-                if s.significant
-                else ", not significant)"
-            )
-            for s in found
-        )
-        text += f"; the better mode switches at {where}"
+        where = ", ".join(switch_text(s, len(known)) for s in found)
+        text += f"; the better mode switches {where}"
     else:
         text += "; the better mode does not switch on this grid"
     return f"{text}. {closing(outcome, int(tested['budget'].nunique()))}"
+
+
+def switch_text(switch: Switch, budgets: int) -> str:
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant; interpolated linearly,
+    b ≈ 0.48)'; on a grid of two budgets no place in between is given: a line through two
+    points is no estimate of where the modes cross."""
+    where = (
+        f"; interpolated linearly, b ≈ {switch.budget:.2f}"
+        if budgets > 2
+        else "; with two budgets, where in between is not estimated"
+    )
+    evidence = (
+        f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
+        f"{name(switch.above)} at {switch.evidence[1]:g}"
+        if switch.significant
+        else "not significant"
+    )
+    return (
+        f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
+        f"{name(switch.above)}, {evidence}{where})"
+    )
 
 
 def closing(outcome: str, budgets: int) -> str:

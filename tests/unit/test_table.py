@@ -96,7 +96,8 @@ def test_the_verdict_follows_the_table(sweep, capsys):
     lines = verdict.splitlines()
     sentence = next(line for line in lines if line.startswith("**Per budget (descriptive):**"))
     assert sentence.endswith(". This agrees with the Budget Hypothesis.")
-    assert "the better mode switches at b ≈ 0.42" in sentence
+    assert "the better mode switches between b = 0.4 and 0.5 (" in sentence
+    assert "interpolated linearly, b ≈ 0.42)" in sentence
     assert printed.index("Runs: 94 finished") < printed.index(sentence)
     rows = pd.read_csv(sweep / "verdict.csv")
     assert list(rows.test) == ["paired"] * 2 + ["welch"] * (9 + 5 + 5)
@@ -225,7 +226,7 @@ def test_the_paired_verdict_is_written_and_printed(sweep, tmp_path, capsys):
         ci = stats.ttest_1samp(x, 0).confidence_interval()
         assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
         assert row.p_perm == 1 / 16  # 4 seeds, all one way: the smallest possible
-        assert row.conclusion == "cannot tell"  # t says yes, 16 sign flips cannot
+        assert row.conclusion == "inconclusive"  # t says yes, 16 sign flips cannot
     verdict = (out / "verdict.md").read_text()
     sentence = next(line for line in verdict.splitlines() if line.startswith("**Paired"))
     assert sentence in printed and "neither support nor contradict" in sentence
