@@ -36,12 +36,15 @@ def judged(row: pd.Series, unit: str, alpha: float) -> str:
     better, other = name(row["predicted"]), name(b if row["predicted"] == a else a)
     u = f" {unit}" if unit else ""
     margin = f"±{row['margin']:g}{u}"
-    beyond = f"{p_text('p_t', row['p_t_margin'])}, {p_text('p_perm', row['p_perm_margin'])}"
+    beyond = (
+        f"beyond the margin: {p_text('p_t', row['p_t_margin'])}, "
+        f"{p_text('p_perm', row['p_perm_margin'])}"
+    )
     tost = p_text("TOST p", row["p_tost"]) if pd.notna(row["p_tost"]) else ""
     if row["conclusion"] == "as predicted":
         if pd.isna(row["margin"]):
             return f"{better} better, as predicted (no smallest effect of interest: --margin)"
-        return f"{better} better by more than {margin}, as predicted (beyond it: {beyond})"
+        return f"{better} better by more than {row['margin']:g}{u}, as predicted ({beyond})"
     if row["conclusion"] == "negligible":
         return f"{better} better, as predicted, but negligible: within {margin} ({tost})"
     if row["conclusion"] == "opposite":
@@ -50,8 +53,9 @@ def judged(row: pd.Series, unit: str, alpha: float) -> str:
         return f"no significant difference, and equivalent within {margin} ({tost})"
     if row["p_t"] < alpha and row["p_perm"] < alpha:
         return (
-            f"{better} better, as predicted, but of undetermined size: neither beyond "
-            f"{margin} ({beyond}) nor within it ({tost}): inconclusive"
+            f"{better} better, as predicted, but of undetermined size: neither shown beyond "
+            f"{row['margin']:g}{u} ({beyond}) nor within ±{row['margin']:g}{u} ({tost}): "
+            "inconclusive"
         )
     if not tost:
         return "no significant difference, and no equivalence test (--margin): inconclusive"

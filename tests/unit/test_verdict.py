@@ -499,8 +499,8 @@ def test_the_paired_test_supports_the_hypothesis():
         f"{100 * effect / uniform:+.2g}% of Uniform's mean {uniform:.3g} (95% CI "
         f"{low:+.3g} to {high:+.3g}; n = 20 seeds; one-sided p_t" in sentence
     )
-    assert "SenseMode better by more than ±0.3 pp, as predicted (beyond it: p_t" in sentence
-    assert "Uniform better by more than ±0.3 pp, as predicted" in sentence
+    assert "SenseMode better by more than 0.3 pp, as predicted (beyond the margin: p_t" in sentence
+    assert "Uniform better by more than 0.3 pp, as predicted" in sentence
     assert f"**Paired verdict:** {sentence}" in result.markdown()
     assert NO_IMAGES in result.markdown()  # no per-image predictions given: seeds only
 
@@ -545,8 +545,9 @@ def test_a_significant_effect_of_undetermined_size_is_inconclusive():
     assert found.p_t < 0.05 and found.p_perm < 0.05
     assert found.p_t_margin > 0.05 and found.p_tost > 0.05
     assert found.conclusion == "inconclusive" and row.outcome == "supports one regime"
-    assert "Uniform better, as predicted, but of undetermined size: neither beyond ±0.3 pp" in (
-        row.sentence
+    assert (
+        "Uniform better, as predicted, but of undetermined size: neither shown beyond 0.3 pp"
+        in (row.sentence)
     )
 
 
