@@ -273,7 +273,8 @@ def runs_csv(runs: Runs) -> pd.DataFrame:
         if setup in setups.index
         for mode, budget in sorted(cells)
     ]
-    return pd.concat([frame, pd.DataFrame(left)], ignore_index=True).reindex(columns=RUNS_COLUMNS)
+    rows = pd.concat([frame, pd.DataFrame(left)], ignore_index=True).reindex(columns=RUNS_COLUMNS)
+    return rows.astype({"seed": "Int64", "num_blocks": "Int64"})  # whole numbers beside blanks
 
 
 def relative(run_dir: str, sweep: str) -> str:

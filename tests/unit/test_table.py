@@ -191,6 +191,8 @@ def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
     assert len(runs) == (9 + 9 + 5) * 4 + 4 + 4 and runs.identity.dropna().is_unique
     counts = runs.status.value_counts().to_dict()
     assert counts == {"ok": 94, "failed": 1, "missing": 1, "left out": 4}
+    assert "budget=0.5,mode=uniform,seed=0" in (out / "runs.csv").read_text()
+    assert ",uniform,,0.5,0,ok," in (out / "runs.csv").read_text()  # seeds as integers
     left = runs[runs.status == "left out"]  # Linear below (L - 1)/(2L): the paper's "-"
     assert set(left["mode"]) == {"linear"} and sorted(left.budget) == [0.1, 0.2, 0.3, 0.4]
     one = runs[(runs["mode"] == "uniform") & (runs.budget == 0.5) & (runs.seed == 0)].iloc[0]
