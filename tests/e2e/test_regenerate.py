@@ -1,17 +1,53 @@
 """The committed CPU grids regenerate at HEAD: one cell of each, run again through the CLI as its
-preset runs it, gives the committed test error to the last digit (and the same identity). A
-change that moves results fails here instead of silently staling ``docs/`` and README."""
+preset runs it, gives the committed test error to the last digit (and the same identity); and
+every committed table and verdict is what the command named on its first line, run at HEAD on
+the committed runs.csv, writes. A change that moves results or verdicts fails here instead of
+silently staling ``docs/`` and README."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sdexp.results import read_result
+from sdexp.table import main
 from tests.helpers import ROOT, user_env
+
+#: The folders of docs/ that sdexp-table wrote from a committed runs.csv.
+TABLES = ["hypothesis_cpu", "hypothesis_cpu/batches8", "hypothesis_cpu/100ep", "budget_cpu"]
+TABLES += ["budget_cpu/100ep"]
+WRITTEN = ["table2.md", "verdict.md", "cost.md", "table2.csv", "summary.csv", "runs.csv"]
+WRITTEN += ["verdict.csv", "cost.csv"]
+
+
+def without_stamp(path: Path) -> str:
+    """A file sdexp-table wrote, less the command and commit that wrote it."""
+    if path.suffix == ".md":
+        return path.read_text().split("\n", 1)[1]
+    return pd.read_csv(path).drop(columns=["command", "commit"]).to_csv(index=False)
+
+
+@pytest.mark.parametrize("folder", TABLES)
+def test_the_committed_tables_and_verdicts_regenerate_from_runs_csv(tmp_path, folder):
+    """The command on verdict.md's first line reads the folder's runs.csv: run at HEAD into a
+    temporary folder, it writes every table, verdict and cost file as committed."""
+    docs = ROOT / "docs" / folder
+    first = (docs / "verdict.md").read_text().splitlines()[0]
+    command = shlex.split(first.split("`")[1])
+    assert command[:2] == ["sdexp-table", f"docs/{folder}/runs.csv"], first
+    out = command.index("--out") + 1
+    assert command[out] == f"docs/{folder}"
+    command[out] = str(tmp_path)
+    command[1] = str(ROOT / command[1])
+    assert main(command[1:]) == 0
+    for name in WRITTEN:
+        assert without_stamp(tmp_path / name) == without_stamp(docs / name), f"{folder}/{name}"
+
 
 #: (preset, mode, budget, seed): a cell of ``docs/<preset>/runs.csv``; SenseMode's covers the
 #: sensitivities and their batches too, Linear's another survival rule and the ResNet20.
