@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -83,3 +84,22 @@ def test_a_committed_cell_regenerates_at_head(tmp_path, preset, mode, budget, se
     result = read_result(path.parent)
     assert result.status == "ok" and result.key.identity == row["identity"]
     assert result.test == row["test"], f"{preset}, {mode} b={budget} s={seed}: docs {row['test']!r}"
+
+
+def test_the_sensitivity_noise_exponents_regenerate():
+    """docs/sensitivity_noise/exponents.md is what the command on its third line writes from the
+    committed noise.csv at HEAD (README: SenseMode's sensitivities and their noise)."""
+    docs = ROOT / "docs" / "sensitivity_noise"
+    committed = (docs / "exponents.md").read_text().splitlines()
+    command = shlex.split(committed[2].split("`")[1])
+    assert command[:2] == ["python", "scripts/sensitivity_noise.py"] and "--fit" in command
+    out = Path(command[command.index("--out") + 1])
+    assert out == Path("docs/sensitivity_noise")
+    with tempfile.TemporaryDirectory() as folder:
+        command[command.index("--out") + 1] = folder
+        done = subprocess.run(
+            [sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        written = (Path(folder) / "exponents.md").read_text().splitlines()
+    assert written[3:] == committed[3:]
