@@ -24,7 +24,7 @@ from sdexp.hypothesis import name
 from sdexp.results import differences
 from sdexp.runs import CELL, SETUP, STATUSES, Runs
 from sdexp.table_plot import Curve, Plot
-from sdexp.verdict import crossings
+from sdexp.verdict import crossings, sign_changes
 
 BASELINE = "No SD (b=1)"  # mode none: every block survives
 ROW_ORDER = ["sensemode", "uniform", "linear"]
@@ -262,15 +262,23 @@ class Table:
         return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
+        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5 (interpolated linearly,
+        b ≈ 0.48)'; from two budgets alone no place in between is given."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
             known = self.known_means(source)
-            points = self.crossing_points(source)
-            where = ", ".join(f"b ≈ {p:.2f}" for p in points) or "not on this grid"
-            if len(known) == 2 and crossings(list(known.index), *known.T.to_numpy()):
-                low, high = known.index
-                where = f"between b = {low:g} and {high:g} (two budgets: where is not estimated)"
-            notes.append(f"{source} {where}")
+            budgets = list(known.index)
+            changes = sign_changes(budgets, list(known["sensemode"] - known["uniform"]))
+            where = ", ".join(
+                f"between b = {budgets[i]:g} and {budgets[j]:g} "
+                + (
+                    f"(interpolated linearly, b ≈ {at:.2f})"
+                    if len(known) > 2
+                    else "(two budgets: where is not estimated)"
+                )
+                for i, j, at in changes
+            )
+            notes.append(f"{source} {where or 'not on this grid'}")
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def plot(self) -> Plot:

@@ -12,7 +12,7 @@ from scipy import stats
 
 from sdexp.runs import RUNS_COLUMNS, collect
 from sdexp.table import main
-from sdexp.table2 import paper_table, summarize
+from sdexp.table2 import paper_table, summarize, tables
 from sdexp.verdict import crossings
 from tests.helpers import BUDGETS, OFFSETS, PAPER, fake_run, table_row, table_rows
 
@@ -75,7 +75,10 @@ def test_table_has_the_papers_layout(sweep, capsys):
         for source in ("ours", "paper")
     ]
     assert "Runs: 94 finished, 1 failed, 1 missing." in table
-    assert "SenseMode and Uniform cross: ours b ≈ 0.42; paper b ≈ 0.42" in table
+    assert (
+        "SenseMode and Uniform cross: ours between b = 0.4 and 0.5 (interpolated linearly, "
+        "b ≈ 0.42); paper between b = 0.4 and 0.5 (interpolated linearly, b ≈ 0.42)" in table
+    )
 
     csv = pd.read_csv(sweep / "table2.csv", keep_default_na=False)
     assert list(csv.columns[:2]) == ["mode", "Unnamed: 1"] or list(csv.columns[:1]) == ["mode"]
@@ -317,3 +320,20 @@ def test_bad_regime_options_are_one_line(sweep, tmp_path, capsys, options, line)
     captured = capsys.readouterr()
     assert status == 2 and captured.err == line + "\n" and captured.out == ""
     assert not out.exists()
+
+
+def test_two_budgets_give_no_crossover_estimate(tmp_path, capsys):
+    """Issue 25: the table's note says between which two budgets the means change order, and
+    gives no b ≈ from a line through two points; the plot marks no crossing."""
+    for seed in range(3):
+        for mode, budget, value in [("sensemode", 0.2, 1.5), ("uniform", 0.2, 2.4)] + [
+            ("sensemode", 0.8, 1.3),
+            ("uniform", 0.8, 1.2),
+        ]:
+            fake_run(tmp_path / "sweep", mode, budget, seed, value + 0.1 * seed, dataset="digits")
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "cross: ours between b = 0.2 and 0.8 (two budgets: where is not estimated)" in table
+    assert "≈" not in table
+    (found,) = tables(collect([tmp_path / "sweep"]), summarize(collect([tmp_path / "sweep"]).frame))
+    assert found.plot().cross == []
