@@ -262,21 +262,16 @@ class Table:
         return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
-        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5 (interpolated linearly,
-        b ≈ 0.48)'; from two budgets alone no place in between is given."""
+        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5': the grid budgets the
+        means change order between, no place in between (a line through two points is no
+        estimate of where they cross)."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
             known = self.known_means(source)
             budgets = list(known.index)
             changes = sign_changes(budgets, list(known["sensemode"] - known["uniform"]))
             where = ", ".join(
-                f"between b = {budgets[i]:g} and {budgets[j]:g} "
-                + (
-                    f"(interpolated linearly, b ≈ {at:.2f})"
-                    if len(known) > 2
-                    else "(two budgets: where is not estimated)"
-                )
-                for i, j, at in changes
+                f"between b = {budgets[i]:g} and {budgets[j]:g}" for i, j, _ in changes
             )
             notes.append(f"{source} {where or 'not on this grid'}")
         return "SenseMode and Uniform cross: " + "; ".join(notes)

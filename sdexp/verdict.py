@@ -28,9 +28,11 @@ Pairs: SenseMode against Uniform (the hypothesis) at every budget where either r
 reported with n = 0; Linear against Uniform and SenseMode against Linear where both ran (Linear
 is infeasible below (L - 1)/(2L), the paper's "-").
 
-The switch: where the better mode of SenseMode and Uniform changes, by the sign of the mean
-difference, interpolated linearly between grid budgets; a switch is significant when the
-significant differences on either side of it favour the two modes (see ``switches``).
+The switch: between which grid budgets the better mode of SenseMode and Uniform changes, by the
+sign of the mean difference; the sentence names those budgets and no place in between (a line
+through two points is no estimate of where the modes cross; ``Switch.budget`` keeps the linear
+interpolation for the plot). A switch is significant when the significant differences on
+either side of it favour the two modes (see ``switches``).
 
 Agreement of the descriptive view (``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
 
@@ -311,7 +313,6 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
     if len(ties):
         parts.append(f"equal means at b = {budget_list(ties, grid)}")
     tested = rows[rows["p_value"].notna()]
-    known = rows[rows["diff"].notna()]
     plain = tested.loc[~tested["significant"], "budget"]
     if len(plain):
         parts.append(f"not significant at b = {budget_list(plain, grid)} (p_Holm >= {alpha:g})")
@@ -321,22 +322,17 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
         parts.append(f"no test at {budget_list(untested['budget'], grid)} ({reasons})")
     text = "; ".join(parts)
     if found:
-        where = ", ".join(switch_text(s, len(known)) for s in found)
+        where = ", ".join(switch_text(s) for s in found)
         text += f"; the better mode switches {where}"
     else:
         text += "; the better mode does not switch on this grid"
     return f"{text}. {closing(outcome, int(tested['budget'].nunique()))}"
 
 
-def switch_text(switch: Switch, budgets: int) -> str:
-    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant; interpolated linearly,
-    b ≈ 0.48)'; on a grid of two budgets no place in between is given: a line through two
-    points is no estimate of where the modes cross."""
-    where = (
-        f"; interpolated linearly, b ≈ {switch.budget:.2f}"
-        if budgets > 2
-        else "; with two budgets, where in between is not estimated"
-    )
+def switch_text(switch: Switch) -> str:
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)': the grid budgets the
+    better mode changes between, no place in between (a line through two points is no
+    estimate of where the modes cross)."""
     evidence = (
         f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
         f"{name(switch.above)} at {switch.evidence[1]:g}"
@@ -345,7 +341,7 @@ def switch_text(switch: Switch, budgets: int) -> str:
     )
     return (
         f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
-        f"{name(switch.above)}, {evidence}{where})"
+        f"{name(switch.above)}, {evidence})"
     )
 
 
