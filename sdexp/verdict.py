@@ -287,7 +287,8 @@ def budget_list(budgets: Sequence[float], grid: Sequence[float]) -> str:
 
 
 def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
-    """'SenseMode better at b = 0.1, 0.2 (p_Holm < 0.05 at 0.1)', or '' if it never is."""
+    """ "SenseMode's mean below Uniform's at b = 0.1, 0.2 (p_Holm < 0.05 at 0.1)", or '' if it
+    never is: a mean, not a conclusion, unless the test beside it is significant."""
     better = rows[rows["better"] == mode]
     if better.empty:
         return ""
@@ -295,7 +296,7 @@ def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
     significant = better.loc[better["significant"], "budget"]
     where = f" (p_Holm < {alpha:g} at {budget_list(significant, grid)})" if len(significant) else ""
     at = budget_list(better["budget"], grid)
-    return f"{name(mode)} better than {name(other)} at b = {at}{where}"
+    return f"{name(mode)}'s mean below {name(other)}'s at b = {at}{where}"
 
 
 def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float) -> str:

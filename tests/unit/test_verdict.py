@@ -155,8 +155,8 @@ def test_the_papers_table_2_agrees_with_the_hypothesis():
 
     assert result.outcome == "agrees"
     assert result.sentence.startswith(
-        "SenseMode better than Uniform at b = 0.1–0.4 (p_Holm < 0.05 at 0.1–0.3); "
-        "Uniform better than SenseMode at b = 0.5–0.9 (p_Holm < 0.05 at 0.5–0.9); "
+        "SenseMode's mean below Uniform's at b = 0.1–0.4 (p_Holm < 0.05 at 0.1–0.3); "
+        "Uniform's mean below SenseMode's at b = 0.5–0.9 (p_Holm < 0.05 at 0.5–0.9); "
         "not significant at b = 0.4 (p_Holm >= 0.05); the better mode switches between b = 0.4 "
         "and 0.5 (SenseMode to Uniform, significant: SenseMode at 0.3, Uniform at 0.5)"
     )
@@ -204,7 +204,7 @@ def test_the_reverse_pattern_does_not_agree():
     swapped = {"sensemode": PAPER["uniform"], "uniform": PAPER["sensemode"]}
     result = verdict(grid(swapped))
     assert result.outcome == "does not agree"
-    assert result.sentence.startswith("SenseMode better than Uniform at b = 0.5–0.9")
+    assert result.sentence.startswith("SenseMode's mean below Uniform's at b = 0.5–0.9")
     assert result.sentence.endswith(". This does not agree with the Budget Hypothesis.")
     assert (result.switches[0].below, result.switches[0].above) == ("uniform", "sensemode")
 
@@ -231,7 +231,7 @@ def test_the_sentence_without_a_switch_reads_plainly():
     result = verdict(grid(table, budgets=[0.3, 0.7]))
     assert result.outcome == "no significant difference"
     assert result.sentence == (
-        "SenseMode better than Uniform at b = 0.3, 0.7; not significant at b = 0.3, 0.7 "
+        "SenseMode's mean below Uniform's at b = 0.3, 0.7; not significant at b = 0.3, 0.7 "
         "(p_Holm >= 0.05); the better mode does not switch on this grid. No difference is "
         "significant after Holm's adjustment over the 2 budgets, so this neither supports nor "
         "contradicts the Budget Hypothesis."
