@@ -49,7 +49,7 @@ from sdexp.results import PLAN_FILE, RESULTS_FILE
 from sdexp.runs import Runs, collect, runs_csv
 from sdexp.table2 import REPORTS, Table, budget_key, summarize, tables
 from sdexp.table_plot import save_plot
-from sdexp.verdict_files import Regimes, write_verdicts
+from sdexp.verdict_files import Regimes, check_pool, write_verdicts
 
 # --- writing -----------------------------------------------------------------------------------
 
@@ -278,16 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     if error := unpaired(runs, options):
         print(error, file=sys.stderr)
         return 2
+    if args.pool:
+        try:
+            check_pool(tables(runs, summarize(runs.frame)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     first = args.sources[0]
     out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else first)
     out = out.parent if out.is_file() else out
     made = made_by(argv)
     found, plots = write(runs, out, made)
-    try:
-        verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
     write_runs(runs, out, made)
     for table in found:
         print(table.markdown())

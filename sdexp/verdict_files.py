@@ -81,16 +81,22 @@ def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | N
     return ImageTests(values, metric)
 
 
-def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
-    """The finished runs of every table as one, each seed labelled by its setup
-    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
-    dataset, model, epochs, recipe, metric and report."""
+def check_pool(tables: list[Table]) -> None:
+    """ValueError naming the tables unless they share dataset, model, epochs, recipe, metric
+    and report (what ``--pool`` may pair across)."""
     shared = {(t.dataset, t.model, t.epochs, t.recipe, t.metric, t.report) for t in tables}
     if len(shared) > 1:
         raise ValueError(
             "--pool: the tables differ in dataset, model, epochs, recipe, metric or report: "
             + "; ".join(t.title for t in tables)
         )
+
+
+def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
+    """The finished runs of every table as one, each seed labelled by its setup
+    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
+    dataset, model, epochs, recipe, metric and report."""
+    check_pool(tables)
     runs = ok[ok["setup"].isin([t.setup for t in tables])]
     runs = runs.assign(
         seed=[f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]

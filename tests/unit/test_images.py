@@ -151,7 +151,8 @@ def test_pool_pairs_by_setup_and_seed(tmp_path, capsys):
     )
     fake_run(sweep / "c", "uniform", 0.8, 0, 3.0, dataset="cifar100")
     capsys.readouterr()
-    assert main([str(sweep), "--out", str(out), "--pool"]) == 2
+    assert main([str(sweep), "--out", str(tmp_path / "refused"), "--pool"]) == 2
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
     assert capsys.readouterr().err.startswith(
         "error: --pool: the tables differ in dataset, model, epochs, recipe, metric or report: "
     )
