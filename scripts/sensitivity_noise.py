@@ -13,8 +13,19 @@ against a training step of the same network.
     python scripts/sensitivity_noise.py dataset=digits model=resnet56 --seeds 0-7 \\
         --batches 1 2 4 8 16 32 --budgets 0.2 0.8 --out docs/sensitivity_noise
 
-Prints a table, writes ``noise.csv`` (one row per seed and k) and ``summary.md`` to ``--out``.
-One torch thread (as the CPU sweeps run).
+Prints a table, writes ``noise.csv`` (one row per seed and k) and ``summary.md`` to ``--out``,
+and ``exponents.md``: how the profiles' distance falls with k, per budget (``exponents``). One
+torch thread (as the CPU sweeps run). ``--fit NOISE_CSV --epoch-batches E`` writes only
+``exponents.md``, from a ``noise.csv`` measured before:
+
+    python scripts/sensitivity_noise.py --fit docs/sensitivity_noise/noise.csv \
+        --epoch-batches 8 --out docs/sensitivity_noise
+
+What the two estimates share: an epoch is E batches (digits: 500 training images in batches of
+64, E = 8), and the batches run epoch after epoch. For 2k <= E the estimates [0, k) and [k, 2k)
+hold disjoint images; for k >= E each holds every training image, in other batches (digits has
+no augmentation: the same images), so their distance measures how the batching moves S (batch
+norm's statistics, the last batch's size), not the sampling of the data.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -129,6 +141,55 @@ def measure(args) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def exponents(frame: pd.DataFrame, epoch_batches: int) -> pd.DataFrame:
+    """Per budget and range of k (2k <= E: the two estimates' images disjoint; k >= E: they
+    share every image), the exponent a of distance ~ k^a: each seed's least-squares slope of
+    log(p_rel_l2) against log(k) (``scipy.stats.linregress``), their mean over the seeds with
+    the 95% t confidence interval (seeds independent; a seed's k share its batches)."""
+    ranges = {
+        f"2k <= {epoch_batches} (disjoint images)": frame["batches"] * 2 <= epoch_batches,
+        f"k >= {epoch_batches} (the same images)": frame["batches"] >= epoch_batches,
+    }
+    rows = []
+    for column in [c for c in frame.columns if c.startswith("p_rel_l2@")]:
+        for label, chosen in ranges.items():
+            part = frame[chosen]
+            if part["batches"].nunique() < 2:
+                continue
+            slopes = [
+                stats.linregress(np.log(g["batches"]), np.log(g[column])).slope
+                for _, g in part.groupby("seed")
+            ]
+            ci = stats.ttest_1samp(slopes, 0.0).confidence_interval()
+            ks = ", ".join(str(k) for k in sorted(part["batches"].unique()))
+            rows.append(
+                {
+                    "budget": column.removeprefix("p_rel_l2@"),
+                    "k": f"{ks}: {label}",
+                    "exponent": np.mean(slopes),
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "seeds": len(slopes),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_exponents(frame: pd.DataFrame, epoch_batches: int, out: Path) -> str:
+    """exponents.md: the ``exponents`` table under the command and commit that made it."""
+    command = shlex.join(["python", "scripts/sensitivity_noise.py", *sys.argv[1:]])
+    text = (
+        "# SenseMode's profile noise: how it falls with the batches k\n\n"
+        f"`{command}` at commit {commit()}: the exponent a of p_rel_l2 ~ k^a (two estimates of "
+        "k batches each), per seed a least-squares slope on log-log axes, the mean over seeds "
+        f"with its 95% t interval; an epoch is {epoch_batches} batches.\n\n"
+        + exponents(frame, epoch_batches).to_markdown(index=False, floatfmt=".3g")
+        + "\n"
+    )
+    (out / "exponents.md").write_text(text)
+    return text
+
+
 def commit() -> str:
     try:
         done = subprocess.run(
@@ -147,7 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 0.8])
     parser.add_argument("--rule", default="proportional")
     parser.add_argument("--out", type=Path, default=Path("outputs/sensitivity_noise"))
+    parser.add_argument("--fit", type=Path, help="a noise.csv: write only exponents.md from it")
+    parser.add_argument("--epoch-batches", type=int, help="with --fit: the batches of an epoch")
     args = parser.parse_args(argv)
+    if args.fit is not None:
+        if args.epoch_batches is None:
+            parser.error("--fit needs --epoch-batches: the training batches of one epoch")
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(write_exponents(pd.read_csv(args.fit), args.epoch_batches, args.out))
+        return
     torch.set_num_threads(1)
     frame = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     (args.out / "summary.md").write_text(text)
     print(text)
+    datamodule, _, _ = build(args.overrides, args.seeds[0])
+    print(write_exponents(frame, len(datamodule.train_dataloader()), args.out))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ compiled pieces), ``speed.fused_optimizer`` updates all parameters in one fused 
 
 Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
 size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
-test metrics (``test/*`` for the final model, ``test_best/*`` for the best checkpoint).
+test metrics (``test/*`` for the final model, ``test_best/*`` for the best checkpoint). A test
+pass also keeps its per-example predictions (``predictions``, by stage: each test example's
+index, target, predicted class and loss, or prediction and squared error), gathered from every
+DDP rank, for ``predictions.csv`` (``sdexp.results``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -132,6 +136,9 @@ class StochasticDepthModule(pl.LightningModule):
         _, self.test_metric = stage_metric(task, num_outputs)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_stage = "test"
+        self.task = task
+        self.predictions: dict[str, dict[str, list]] = {}  # by test stage (Predictions)
+        self.test_rows: Tensor | None = None  # the test examples of this rank, in order
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.make_graphed = make_graphed
         self.graphs: GraphedSteps | None = None  # captured at the first full training batch
@@ -238,19 +245,55 @@ class StochasticDepthModule(pl.LightningModule):
         self.log("train/loss", value, prog_bar=True, batch_size=batch_size)
         self.log("train/sampled_depth", depth, batch_size=batch_size)
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric, loss: Metric):
+    def _evaluate(
+        self, batch: tuple[Tensor, Tensor], stage: str, metric: Metric, loss: Metric
+    ) -> Tensor:
         x, y = batch
         out = self(x)
         metric.update(out, y)
         loss.update(self.loss_fn(out, y), weight=len(y))
         self.log(f"{stage}/loss", loss)
         self.log(f"{stage}/{self.metric_name}", metric, prog_bar=stage == "val")
+        return out
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metric, self.val_loss)
 
+    def on_test_epoch_start(self) -> None:
+        """The rows this rank tests, in the order its batches come (``EpochLoader``)."""
+        self.test_rows = self.trainer.test_dataloaders.epoch_rows(0)[:, 0]
+        self.predictions[self.test_stage] = {"index": [], "target": [], "output": [], "loss": []}
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_stage, self.test_metric, self.test_loss)
+        out = self._evaluate(batch, self.test_stage, self.test_metric, self.test_loss)
+        self.keep_predictions(out, batch[1])
+
+    def keep_predictions(self, out: Tensor, y: Tensor) -> None:
+        """Per example of the batch: its index in the test set, target, prediction (the class,
+        or the output) and loss (cross-entropy, or the squared error as ``MeanSquaredError``
+        computes it), on the CPU."""
+        kept = self.predictions[self.test_stage]
+        start = sum(len(i) for i in kept["index"])
+        kept["index"].append(self.test_rows[start : start + len(y)])
+        if self.task == "classification":
+            output, loss = out.argmax(1), F.cross_entropy(out, y, reduction="none")
+        else:
+            output = out.reshape(-1)
+            difference = output - y.reshape(-1)
+            loss = difference * difference
+        for name, value in (("target", y.reshape(-1)), ("output", output), ("loss", loss)):
+            kept[name].append(value.detach().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        """Every rank's predictions, on every rank, sorted by index (each example once: the
+        ranks' shares of the test set are not padded)."""
+        local = {k: torch.cat(v).numpy() for k, v in self.predictions[self.test_stage].items()}
+        if self.trainer.world_size > 1:
+            shares: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, local)
+            local = {k: np.concatenate([share[k] for share in shares]) for k in local}
+        order = np.argsort(local["index"], kind="stable")
+        self.predictions[self.test_stage] = {k: v[order] for k, v in local.items()}
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
         """Called by Lightning after the step's forward pass, before its backward pass:

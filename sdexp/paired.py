@@ -1,36 +1,61 @@
 """The paired regime test the Budget Hypothesis states (Sec. 5; ``sdexp.hypothesis``).
 
-Input: the finished runs of ONE setup, a DataFrame with columns ``mode``, ``budget``, ``seed``
-and ``value`` (the test metric, lower is better: an error in % or an MSE); the no-SD baseline
-(mode ``none``) is not compared.
+Input: the finished runs of ONE setup (or of setups pooled, ``sdexp.table --pool``), a DataFrame
+with columns ``mode``, ``budget``, ``seed`` and ``value`` (the test metric, lower is better: an
+error in % or an MSE); the no-SD baseline (mode ``none``) is not compared.
 
-**The test the hypothesis states** (``paired``): runs that share a seed share the
-initialisation, the data order and the gate's random stream, so the modes are compared seed by
-seed, d_s(b) = value(SenseMode, b, s) - value(Uniform, b, s). A regime's per-seed contrast is
-the mean of d_s(b) over the regime's budgets (seed-clustered; with one budget per regime, the
-paired difference at that budget); only seeds with both modes at every budget of the regime
-count (the others are named in ``note``). The regimes are pre-registered budgets (``small``,
-``large``), by default the grid split at ``boundary`` = 0.5. Per regime, over its n seeds:
+**The contrast** (``contrasts``): runs that share a seed share the initialisation, the data
+order and the gate's random stream, so the modes are compared seed by seed,
+d_s(b) = value(SenseMode, b, s) - value(Uniform, b, s). A regime's per-seed contrast is the mean
+of d_s(b) over the regime's budgets (seed-clustered; with one budget, the paired difference
+there); only seeds with both modes at every budget of the regime count (the others are named in
+``note``). The regimes are pre-registered budgets (``small``, ``large``), by default the grid
+split at ``boundary`` = 0.5. Per regime, over its n seeds:
 
-- ``effect``: the mean contrast, with its two-sided t confidence interval at ``level``;
+- ``effect``: the mean contrast, with its two-sided t confidence interval at ``level``, and
+  ``relative``: the effect in % of Uniform's mean over the same seeds and budgets
+  (``uniform_mean``);
 - one-sided tests in the predicted direction (small: d < 0, SenseMode better; large: d > 0,
-  Uniform better): the paired t-test (``p_t``, ``scipy.stats.ttest_1samp``) and the exact
-  sign-flip permutation test over all 2^n sign flips (``p_perm``, ``sign_flip_p``); the same two
-  the other way round (``p_t_reverse``, ``p_perm_reverse``);
-- a regime's ``conclusion``: ``as predicted`` when BOTH its tests are below alpha = 1 - level
-  (the conservative choice: neither test's assumptions, normality for t, symmetry of d under the
-  null for the sign flips, carries the result alone); ``reversed`` when both tests the other way
-  are; otherwise ``equivalent`` when the equivalence test shows |mean d| < ``margin`` (TOST: two
-  one-sided t-tests against -margin and +margin, ``p_tost`` the larger p, below alpha), else
-  ``cannot tell``; ``no test`` below 2 seeds or when every seed has the same d (zero variance:
-  the t statistic is undefined or infinite, and it would carry no information about the noise).
+  Uniform better): the paired t-test (``p_t``, ``scipy.stats.ttest_1samp``) and the sign-flip
+  permutation test (``p_perm``, ``sign_flip_p``: exact over all 2^n flips up to n = 40, else
+  100,000 seeded random flips); the same two the other way round (``*_reverse``);
+- **larger than the smallest effect of interest** (``margin``, ±0.3 pp for a test error): the
+  same two one-sided tests of d against the margin in the predicted direction, H0: mean d
+  no further than the margin (``p_t_margin``: ``ttest_1samp(d, ±margin)``; ``p_perm_margin``:
+  sign flips of d -/+ margin); equivalently, at alpha = 0.05, the t-test's one-sided 95% bound
+  (the two-sided 90% interval) lies beyond the margin;
+- equivalence (``p_tost``, Schuirmann's TOST): two one-sided t-tests against -margin and
+  +margin, the larger p-value.
 
-The outcome (``PAIRED_OUTCOMES``): ``supports`` when both regimes are as predicted (two
-pre-registered tests that must both reject: an intersection-union test, no adjustment, and no
-family over the grid's budgets); ``contradicts`` when either regime is reversed; otherwise a null
-result, ``equivalent`` when some regime shows the modes equivalent (the predicted difference,
-at least ``margin``, is not there), ``undecided`` when the data cannot tell, ``cannot be tested``
-when no regime has a test.
+A test counts only when BOTH its t and its sign-flip versions are below alpha = 1 - level
+(neither test's assumptions, normality for t, symmetry of d for the flips, carries a result
+alone). **A regime's class** (``CLASSES``, the first that holds):
+
+| class          | when                                                                     |
+|----------------|--------------------------------------------------------------------------|
+| no test        | fewer than 2 seeds, or every seed the same d (zero variance)             |
+| as predicted   | significant in the predicted direction AND beyond the margin             |
+| negligible     | significant in the predicted direction AND equivalent (TOST)             |
+| opposite       | significant the other way                                                |
+| equivalent     | not significant either way AND equivalent (TOST)                          |
+| inconclusive   | anything else (not significant and not equivalent; or significant in the |
+|                | predicted direction with its size neither beyond nor within the margin)  |
+
+Without a margin (an MSE, unless ``--margin``) the smallest effect of interest is 0: significant
+in the predicted direction is ``as predicted``, and nothing is ``negligible`` or ``equivalent``.
+
+**The outcome** (``OUTCOMES``) from the regimes' classes, the first row that holds (two
+pre-registered tests that must both reject for ``supports``: an intersection-union test, no
+adjustment, no family over the grid's budgets):
+
+| outcome             | the regimes' classes                                              |
+|---------------------|-------------------------------------------------------------------|
+| contradicts         | some regime opposite                                              |
+| supports            | every regime as predicted                                         |
+| supports one regime | one regime as predicted (the other not opposite)                  |
+| does not support    | some regime negligible or equivalent (none as predicted/opposite) |
+| cannot be tested    | every regime no test                                              |
+| inconclusive        | otherwise (inconclusive, or inconclusive and no test)             |
 """
 
 from __future__ import annotations
@@ -38,13 +63,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sdexp import paired_text
 from sdexp.hypothesis import BOUNDARY, HYPOTHESIS, LARGE, PREDICTED, SMALL, name
+from sdexp.images import ImageTests
 
 #: scipy's ``alternative`` for d = SenseMode - Uniform in each regime: the sign that says the
 #: predicted mode is better.
@@ -52,8 +79,25 @@ ALTERNATIVE = {SMALL: "less", LARGE: "greater"}
 OPPOSITE = {"less": "greater", "greater": "less"}
 #: The smallest effect of interest for a test error in %: +-0.3 percentage points.
 MARGIN = 0.3
-CONCLUSIONS = ("as predicted", "reversed", "equivalent", "cannot tell", "no test")
-PAIRED_OUTCOMES = ("supports", "contradicts", "equivalent", "undecided", "cannot be tested")
+#: The sign-flip test enumerates all 2^n flips up to this n (two halves of 2^(n/2) sums, met in
+#: the middle: 2^20 each at n = 40); above it, ``RANDOM_FLIPS`` seeded random flips.
+EXACT_FLIPS = 40
+RANDOM_FLIPS = 100_000
+FLIP_SEED = 0
+#: Values that differ by less than this fraction of sum|d| are equal: a test error in % comes
+#: from float32 arithmetic (torchmetrics: (1 - accuracy) x 100), whose rounding reaches about
+#: 1e-5 pp per run, while distinct sums of +-d differ by at least 2 x 100/n_test (0.15 pp for
+#: 1,297 test images).
+TOLERANCE = 1e-4
+CLASSES = ("as predicted", "negligible", "equivalent", "opposite", "inconclusive", "no test")
+OUTCOMES = (
+    "supports",
+    "supports one regime",
+    "does not support",
+    "contradicts",
+    "inconclusive",
+    "cannot be tested",
+)
 PAIRED_COLUMNS = [
     "regime",
     "budgets",
@@ -64,12 +108,19 @@ PAIRED_COLUMNS = [
     "effect",
     "ci_low",
     "ci_high",
+    "uniform_mean",
+    "relative",
     "p_t",
     "p_perm",
     "p_t_reverse",
     "p_perm_reverse",
     "margin",
+    "p_t_margin",
+    "p_perm_margin",
     "p_tost",
+    "flips",
+    "image_ci_low",
+    "image_ci_high",
     "conclusion",
     "note",
 ]
@@ -107,16 +158,25 @@ def budget_keys(budgets: Sequence[float]) -> list[float]:
     return sorted({round(float(b), 10) for b in budgets})
 
 
-def regime_contrast(differences: pd.DataFrame, budgets: Sequence[float]) -> tuple[np.ndarray, str]:
-    """Per seed, the mean of d_s(b) over ``budgets`` (seed-clustered), for the seeds that have
-    both modes at every one of them; and a note naming the seeds left out."""
+def regime_contrast(
+    differences: pd.DataFrame, budgets: Sequence[float]
+) -> tuple[pd.DataFrame, str]:
+    """Per seed (the index), the means of d_s(b) and of Uniform's value over ``budgets``
+    (seed-clustered; columns d, uniform), for the seeds that have both modes at every one of
+    them; and a note naming the seeds left out."""
     at = differences[differences["budget"].isin(budgets)]
-    per_seed = at.pivot(index="seed", columns="budget", values="d").reindex(columns=budgets)
-    complete = per_seed.notna().all(axis=1)
-    left_out = [str(seed) for seed in per_seed.index[~complete]]
+    if at.empty:
+        return pd.DataFrame(columns=["d", "uniform"]), ""
+    per_seed = at.pivot(index="seed", columns="budget", values=["d", "uniform"])
+    d = per_seed["d"].reindex(columns=budgets)
+    complete = d.notna().all(axis=1)
+    left_out = [str(seed) for seed in d.index[~complete]]
     seeds = " and ".join([", ".join(left_out[:-1]), *left_out[-1:]] if left_out[:-1] else left_out)
     note = f"left out: seed{'s' * (len(left_out) > 1)} {seeds}, not both modes at every budget"
-    return per_seed[complete].mean(axis=1).to_numpy(), note if left_out else ""
+    kept = pd.DataFrame(
+        {"d": d[complete].mean(axis=1), "uniform": per_seed["uniform"][complete].mean(axis=1)}
+    )
+    return kept, note if left_out else ""
 
 
 def flip_sums(x: np.ndarray) -> np.ndarray:
@@ -127,18 +187,22 @@ def flip_sums(x: np.ndarray) -> np.ndarray:
     return sums
 
 
-def sign_flip_p(x: Sequence[float], alternative: str) -> float:
-    """The exact one-sided p-value of the sign-flip permutation test of the paired differences
-    ``x`` (H0: each d_s is as likely +|d_s| as -|d_s|): the fraction of all 2^n sign flips whose
-    sum is at most (``alternative="less"``) or at least (``"greater"``) the observed sum.
+def sign_flip_p(x: Sequence[float], alternative: str, seed: int = FLIP_SEED) -> float:
+    """The one-sided p-value of the sign-flip permutation test of the paired differences ``x``
+    (H0: each d_s is as likely +|d_s| as -|d_s|): the fraction of sign flips whose sum is at
+    most (``alternative="less"``) or at least (``"greater"``) the observed sum.
 
-    scipy's ``permutation_test(..., permutation_type="samples", n_resamples=np.inf)`` computes the
-    same by enumerating the 2^n resamples: 6 to 13 s at n = 20 (scipy 1.17, a loaded 2-core CPU).
-    Here the sums of the two halves' flips are enumerated (2^(n/2) each) and paired by a sorted
-    search, in milliseconds. Sums within 1e-9 * sum|x| of the observed one count as equal (float
-    rounding; test errors move in steps of 100/n_test, far larger)."""
+    Up to ``EXACT_FLIPS`` values, exact over all 2^n flips: the sums of the two halves' flips
+    are enumerated (2^(n/2) each) and paired by a sorted search, in well under a second at
+    n = 40 (scipy's ``permutation_test(..., permutation_type="samples", n_resamples=np.inf)``
+    computes the same by enumerating the 2^n resamples: 6 to 13 s at n = 20). Above it,
+    ``RANDOM_FLIPS`` random flips drawn from ``numpy.random.default_rng(seed)``, with
+    p = (1 + count) / (1 + flips) (Phipson & Smyth 2010: never 0, valid). Sums within
+    ``TOLERANCE`` x sum|x| of the observed one count as equal (float32 rounding)."""
     x = np.asarray(x, dtype=float)
-    observed, tolerance = x.sum(), 1e-9 * np.abs(x).sum()
+    if len(x) > EXACT_FLIPS:
+        return random_flip_p(x, alternative, seed)
+    observed, tolerance = x.sum(), TOLERANCE * np.abs(x).sum()
     half = len(x) // 2
     left, right = flip_sums(x[:half]), np.sort(flip_sums(x[half:]))
     if alternative == "less":
@@ -146,6 +210,25 @@ def sign_flip_p(x: Sequence[float], alternative: str) -> float:
     else:
         count = (len(right) - np.searchsorted(right, observed - tolerance - left)).sum()
     return float(count) / 2 ** len(x)
+
+
+def random_flip_p(x: np.ndarray, alternative: str, seed: int, flips: int = RANDOM_FLIPS) -> float:
+    """``sign_flip_p`` by ``flips`` random sign vectors (in chunks of 10,000)."""
+    rng, observed, tolerance = np.random.default_rng(seed), x.sum(), TOLERANCE * np.abs(x).sum()
+    count = 0
+    for start in range(0, flips, 10_000):
+        signs = rng.choice([-1.0, 1.0], size=(min(10_000, flips - start), len(x)))
+        sums = signs @ x
+        if alternative == "less":
+            count += np.count_nonzero(sums <= observed + tolerance)
+        else:
+            count += np.count_nonzero(sums >= observed - tolerance)
+    return (1 + count) / (1 + flips)
+
+
+def flips_text(n: int) -> str:
+    """How ``sign_flip_p`` tests n pairs: 'all 2^20' or '100000 random (seed 0)'."""
+    return f"all 2^{n}" if n <= EXACT_FLIPS else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
 
 
 def tost(x: np.ndarray, margin: float) -> float:
@@ -160,13 +243,13 @@ def paired_test(
     x: Sequence[float], alternative: str, level: float = 0.95, margin: float | None = MARGIN
 ) -> dict:
     """One regime's per-seed contrasts ``x``: n, effect (mean), its two-sided t confidence
-    interval at ``level``, one-sided paired t and exact sign-flip p-values in the direction
-    ``alternative`` and the other way, and the TOST p-value at ``margin`` (none if None); NaN
-    where undefined, with the reason in ``note``."""
+    interval at ``level``, one-sided paired t and sign-flip p-values in the direction
+    ``alternative``, the other way, and against the ``margin`` in the direction ``alternative``
+    (H0: no further than it), and the TOST p-value (none of these two if ``margin`` is None);
+    NaN where undefined, with the reason in ``note``."""
     x = np.asarray(x, dtype=float)
-    nan = math.nan
-    row = dict(n=len(x), effect=x.mean() if len(x) else nan, ci_low=nan, ci_high=nan, p_t=nan)
-    row |= dict(p_perm=nan, p_t_reverse=nan, p_perm_reverse=nan, p_tost=nan, note="")
+    row = dict.fromkeys(PAIRED_COLUMNS[PAIRED_COLUMNS.index("ci_low") :], math.nan)
+    row |= dict(n=len(x), effect=x.mean() if len(x) else math.nan, note="", flips="")
     if len(x) < 2:
         row["note"] = f"no test: {len(x)} seed{'s' * (len(x) != 1)} with both modes"
         return row
@@ -175,9 +258,10 @@ def paired_test(
             f"{len(x)} seeds: the sign-flip test's smallest p-value is 1/2^{len(x)} = "
             f"{2.0 ** -len(x):.3g}, not below {1 - level:g}"
         )
+    row["flips"] = flips_text(len(x))
     row["p_perm"] = sign_flip_p(x, alternative)
     row["p_perm_reverse"] = sign_flip_p(x, OPPOSITE[alternative])
-    if np.ptp(x) <= 1e-9 * np.abs(x).max():  # equal up to the float rounding of a - b
+    if np.ptp(x) <= TOLERANCE * np.abs(x).max():  # equal up to the float32 rounding
         row["note"] = f"no test: every seed has d = {x[0]:.4g}, zero variance, no t-test"
         return row
     with warnings.catch_warnings():  # near-identical seeds: scipy's precision-loss warning
@@ -187,19 +271,25 @@ def paired_test(
         row["p_t"] = stats.ttest_1samp(x, 0.0, alternative=alternative).pvalue
         row["p_t_reverse"] = stats.ttest_1samp(x, 0.0, alternative=OPPOSITE[alternative]).pvalue
         if margin is not None:
+            beyond = margin if alternative == "greater" else -margin
+            row["p_t_margin"] = stats.ttest_1samp(x, beyond, alternative=alternative).pvalue
+            row["p_perm_margin"] = sign_flip_p(x - beyond, alternative)
             row["p_tost"] = tost(x, margin)
     return row
 
 
 def conclusion(row: dict, alpha: float) -> str:
-    """A regime's conclusion (``CONCLUSIONS``): both tests significant, either way, first."""
+    """A regime's class (``CLASSES``, the module docstring's table)."""
     if math.isnan(row["p_t"]):
         return "no test"
+    equivalent = row["p_tost"] < alpha  # False without a margin (NaN)
     if row["p_t"] < alpha and row["p_perm"] < alpha:
-        return "as predicted"
+        if math.isnan(row["p_t_margin"]) or max(row["p_t_margin"], row["p_perm_margin"]) < alpha:
+            return "as predicted"
+        return "negligible" if equivalent else "inconclusive"
     if row["p_t_reverse"] < alpha and row["p_perm_reverse"] < alpha:
-        return "reversed"
-    return "equivalent" if row["p_tost"] < alpha else "cannot tell"
+        return "opposite"
+    return "equivalent" if equivalent else "inconclusive"
 
 
 def contrasts(
@@ -207,17 +297,25 @@ def contrasts(
     budgets: dict[str, list[float]],
     level: float = 0.95,
     margin: float | None = MARGIN,
+    images: ImageTests | None = None,
 ) -> pd.DataFrame:
-    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts."""
+    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts, the
+    relative effect, and with ``images`` the interval with the test set's noise."""
     rows = []
     for regime, at in budgets.items():
-        x, left_out = regime_contrast(differences, at)
-        row = paired_test(x, ALTERNATIVE[regime], level, margin)
+        per_seed, left_out = regime_contrast(differences, at)
+        row = paired_test(per_seed["d"], ALTERNATIVE[regime], level, margin)
         row["note"] = "; ".join(n for n in (row["note"], left_out) if n)
         if not at:
             row["note"] = f"no test: no budget in the {regime} regime"
+        if len(per_seed):
+            row["uniform_mean"] = per_seed["uniform"].mean()
+            row["relative"] = 100 * row["effect"] / row["uniform_mean"]
+        if images is not None and len(per_seed) >= 2:
+            row["image_ci_low"], row["image_ci_high"] = images.interval(list(per_seed.index), at)
         rows.append(
             {
+                **row,
                 "regime": regime,
                 "budgets": ", ".join(f"{b:g}" for b in at),
                 "mode_a": HYPOTHESIS[0],
@@ -225,128 +323,60 @@ def contrasts(
                 "predicted": PREDICTED[regime],
                 "margin": math.nan if margin is None else margin,
                 "conclusion": conclusion(row, 1 - level),
-                **row,
             }
         )
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def paired_outcome(conclusions: Sequence[str]) -> str:
-    """The outcome (``PAIRED_OUTCOMES``) from the regimes' conclusions (module docstring)."""
-    if all(c == "as predicted" for c in conclusions):
-        return "supports"
-    if "reversed" in conclusions:
+def paired_outcome(classes: Sequence[str]) -> str:
+    """The outcome (``OUTCOMES``) from the regimes' classes (the module docstring's table)."""
+    if "opposite" in classes:
         return "contradicts"
-    if "equivalent" in conclusions:
-        return "equivalent"
-    if all(c == "no test" for c in conclusions):
+    if all(c == "as predicted" for c in classes):
+        return "supports"
+    if "as predicted" in classes:
+        return "supports one regime"
+    if "negligible" in classes or "equivalent" in classes:
+        return "does not support"
+    if all(c == "no test" for c in classes):
         return "cannot be tested"
-    return "undecided"
-
-
-def p_text(label: str, p: float) -> str:
-    """'p_t = 0.0031', 'p_t < 0.0001'."""
-    return f"{label} < 0.0001" if p < 1e-4 else f"{label} = {p:.2g}"
-
-
-def regime_text(row: pd.Series, level: float, unit: str) -> str:
-    """'at small budgets (b = 0.2) SenseMode - Uniform = -0.53 pp (95% CI ...): ...'."""
-    where = f"at {row['regime']} budgets (b = {row['budgets'] or 'none'})"
-    if row["conclusion"] == "no test":
-        return f"{where} no test ({row['note'].removeprefix('no test: ')})"
-    u = f" {unit}" if unit else ""
-    a, b = HYPOTHESIS
-    better, other = name(row["predicted"]), name(b if row["predicted"] == a else a)
-    margin = f"±{row['margin']:g}{u}"
-    judged = {
-        "as predicted": f"{better} better, as predicted",
-        "reversed": f"{other} better, against the prediction",
-        "equivalent": f"no significant difference, and equivalent within {margin} "
-        f"({p_text('TOST p', row['p_tost'])})",
-        "cannot tell": "no significant difference, "
-        + (
-            f"and not shown equivalent within {margin} ({p_text('TOST p', row['p_tost'])})"
-            if pd.notna(row["p_tost"])
-            else "and no equivalence test (no smallest effect of interest given: --margin)"
-        )
-        + ": the data cannot tell",
-    }[row["conclusion"]]
-    return (
-        f"{where} SenseMode - Uniform = {row['effect']:+.3g}{u} "
-        f"({level:.0%} CI {row['ci_low']:+.3g} to {row['ci_high']:+.3g}, "
-        f"n = {row['n']} seeds; one-sided {p_text('p_t', row['p_t'])}, "
-        f"{p_text('p_perm', row['p_perm'])}): {judged}"
-    )
-
-
-LEADS = {
-    "supports": "Paired by seed, the runs support the Budget Hypothesis",
-    "contradicts": "Paired by seed, the runs contradict the Budget Hypothesis",
-    "equivalent": "Paired by seed, the runs do not support the Budget Hypothesis (a null result)",
-    "undecided": "Paired by seed, the runs neither support nor contradict the Budget Hypothesis "
-    "(a null result)",
-    "cannot be tested": "Paired by seed, the Budget Hypothesis cannot be tested",
-}
+    return "inconclusive"
 
 
 @dataclass(frozen=True)
 class Paired:
-    """The paired regime test of one setup's runs (see the module docstring)."""
+    """The paired regime test of one setup's runs (see the module docstring), in words by
+    ``sdexp.paired_text``."""
 
     differences: pd.DataFrame  # budget, seed, sensemode, uniform, d
     regimes: dict[str, list[float]]  # the budgets of each regime
     contrasts: pd.DataFrame  # PAIRED_COLUMNS, one row per regime
-    outcome: str  # one of PAIRED_OUTCOMES
+    outcome: str  # one of OUTCOMES
     level: float = 0.95
     unit: str = "pp"  # of the metric's differences: percentage points of an error in %
+    images: ImageTests | None = None  # the per-image predictions, where every run has them
+    mcnemar: pd.DataFrame = field(default_factory=pd.DataFrame)  # per budget and seed pair
 
     @property
     def sentence(self) -> str:
         if self.differences["d"].isna().all():
             return (
-                f"{LEADS['cannot be tested']}: no seed has both {name(HYPOTHESIS[0])} and "
-                f"{name(HYPOTHESIS[1])} runs at one budget."
+                f"{paired_text.LEADS['cannot be tested']}: no seed has both {name(HYPOTHESIS[0])} "
+                f"and {name(HYPOTHESIS[1])} runs at one budget."
             )
-        regimes = "; ".join(
-            regime_text(row, self.level, self.unit) for _, row in self.contrasts.iterrows()
-        )
-        return f"{LEADS[self.outcome]}: {regimes}."
-
-    @property
-    def stance(self) -> str:
-        alpha = f"{1 - self.level:g}"
-        margins = self.contrasts["margin"].dropna()
-        u = f" {self.unit}" if self.unit else ""
-        equivalence = (
-            f"p_tost: two one-sided t-tests against ±{margins.iloc[0]:g}{u}, equivalent when "
-            f"below {alpha}."
-            if len(margins)
-            else "No equivalence test: no smallest effect of interest given (--margin)."
-        )
-        return (
-            "d_s(b) = SenseMode - Uniform of seed s at budget b (runs sharing a seed share the "
-            "initialisation, the data order and the gate's stream); a regime's effect is the "
-            "mean over seeds of each seed's mean d_s(b) over the regime's budgets, with its "
-            f"{self.level:.0%} t confidence interval (two-sided). One-sided tests in the predicted "
-            "direction (small: d < 0, large: d > 0): the paired t-test (p_t) and the exact "
-            "sign-flip permutation test over all 2^n flips (p_perm); a regime is significant "
-            f"only when both are below {alpha}, reversed when both tests the other way are. "
-            "Supports: both regimes as predicted (two pre-registered tests, no adjustment); "
-            f"contradicts: either reversed. {equivalence}"
-        )
+        return paired_text.sentence(self.contrasts, self.outcome, self.level, self.unit)
 
     def markdown(self) -> str:
-        shown = self.contrasts.drop(columns=["mode_a", "mode_b", "margin"])
-        shown["predicted"] = shown["predicted"].map(name)
-        for column in ("effect", "ci_low", "ci_high"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        for column in ("p_t", "p_perm", "p_t_reverse", "p_perm_reverse", "p_tost"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-        text = f"**Paired verdict:** {self.sentence}\n"
         if self.differences["d"].isna().all():
-            return text
-        table = shown.to_markdown(index=False, disable_numparse=True)
-        return f"{text}\n{self.stance}\n\n{table}\n"
+            return f"**Paired verdict:** {self.sentence}\n"
+        return paired_text.markdown(
+            self.contrasts,
+            self.outcome,
+            self.level,
+            self.unit,
+            self.images is not None,
+            self.mcnemar,
+        )
 
     def budget_means(self) -> pd.DataFrame:
         """Per budget: n seeds with both modes, the mean of d_s(b) and its t confidence
@@ -365,12 +395,15 @@ def paired(
     large: Sequence[float] | None = None,
     margin: float | None = MARGIN,
     unit: str = "pp",
+    images: ImageTests | None = None,
 ) -> Paired:
-    """The paired regime test for one setup's finished runs (mode, budget, seed, value)."""
+    """The paired regime test for one setup's finished runs (mode, budget, seed, value);
+    ``images``: their per-image values (``sdexp.images``), None where some run has none."""
     if margin is not None and not margin > 0:
         raise ValueError(f"the equivalence margin must be positive, got {margin}")
     differences = paired_differences(runs)
     budgets = regimes(differences, small, large, boundary)
-    found = contrasts(differences, budgets, level, margin)
+    found = contrasts(differences, budgets, level, margin, images)
     outcome = paired_outcome(list(found["conclusion"]))
-    return Paired(differences, budgets, found, outcome, level, unit)
+    mcnemar = images.mcnemar() if images is not None else pd.DataFrame()
+    return Paired(differences, budgets, found, outcome, level, unit, images, mcnemar)

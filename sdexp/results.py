@@ -22,6 +22,9 @@ written atomically (a reader never sees half a file) with the permissions of any
 user writes. ``RunResult.summary`` and ``RunResult.history_row`` are what a run gives W&B at its
 end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to these).
 
+``predictions.csv`` beside it holds the run's per-example test predictions
+(``sdexp.predictions``, the owner of its format).
+
 ``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
 its directory and overrides) and the cells it left out (``LeftOutCell``: the mode cannot run
 that budget). The grid sweeper writes it (``write_plan``), ``sdexp-table`` reads it
@@ -44,6 +47,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 RESULTS_FILE = "results.json"
+#: Beside results.json: the test set's per-example predictions (``sdexp.predictions``).
+PREDICTIONS_FILE = "predictions.csv"
 
 #: The metric each task reports (``RunResult.metric``): the test error in % or the mean squared
 #: error.

@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdexp.errors import ConfigError
 from sdexp.results import (
+    PREDICTIONS_FILE,
     RESULTS_FILE,
     RunKey,
     UnreadableResult,
@@ -177,8 +178,9 @@ def inspect(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], i
 
 
 def discard(run_dir: Path) -> None:
-    """Remove an earlier run's results.json and checkpoints (``overwrite=true``)."""
+    """Remove an earlier run's results.json, predictions and checkpoints (``overwrite=true``)."""
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
 
 

@@ -1,35 +1,39 @@
-"""Table 2 from sweeps: ``sdexp-table SWEEP_DIR...`` (or ``python -m sdexp.table SWEEP_DIR...``).
+"""Table 2 from sweeps: ``sdexp-table SOURCE...`` (or ``python -m sdexp.table SOURCE...``).
 
-Reads every run under the given directories (``sdexp.runs``: each ``results.json``, and the
-cells each sweep planned in ``sweep.json``, to count the runs that never finished) and writes,
-per setup (``sdexp.table2``: one table holds runs that differ only in mode, budget and seed),
+A SOURCE is a sweep directory: every run under it (``sdexp.runs``: each ``results.json`` with
+its ``predictions.csv``, and the cells each sweep planned in ``sweep.json``, to count the runs
+that never finished); or a ``runs.csv`` that sdexp-table wrote, whose rows are read back (so
+that the committed tables and verdicts regenerate from their committed runs.csv; it holds no
+per-image predictions). It writes, per setup (``sdexp.table2``: one table holds runs that
+differ only in mode, budget and seed),
 
 - ``table2.md`` and ``table2.csv``: the paper's layout, ours beside the paper's values;
 - ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
-- ``runs.csv``: one row per run (``RUNS_COLUMNS``), its directory relative to its sweep's;
+- ``runs.csv``: one row per run (``sdexp.runs.RUNS_COLUMNS``), its directory relative to its
+  sweep's, and one per cell a sweep left out;
 - ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
   bars (the budget-performance trade-off, ``sdexp.table_plot``);
 - ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5):
   the paired regime test (SenseMode against Uniform seed by seed, in the small and the large
-  budget regime, ``--small``/``--large`` pre-register their budgets, ``--margin`` the
-  equivalence margin, ``sdexp.paired``), then per budget SenseMode against Uniform (and Linear)
-  over seeds (``sdexp.verdict``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
-  (``sdexp.verdict_plot``);
+  budget regime, ``--small``/``--large`` pre-register their budgets, ``--margin`` the smallest
+  effect of interest, ``sdexp.paired``), then per budget SenseMode against Uniform (and Linear)
+  over seeds (``sdexp.verdict``), SenseMode's variants against each other, and with ``--pool``
+  one verdict over every table's runs paired by setup and seed (``sdexp.verdict_files``);
+  ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed (``sdexp.verdict_plot``);
 - ``cost.md`` and ``cost.csv``: what the runs cost, in device-hours per table and device, summed
   from their results.json (``sdexp.cost``);
 
-and prints the markdown, each table followed by its verdict. Every file names the command that
-made it and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata
-in PNG). The value of a run is its recipe's reported test metric (``report``: the
-best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the table
-says which. It writes files and nothing else: ``sdexp-dashboard --tables DIR`` logs them to W&B.
+and prints the markdown, the tables then the verdicts. Every file names the command that made it
+and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata in PNG).
+The value of a run is its recipe's reported test metric (``report``: the best-validation
+checkpoint's, or the final model's; ``--report`` chooses for all), and the table says which. It
+writes files and nothing else: ``sdexp-dashboard --tables DIR`` logs them to W&B.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import re
 import shlex
 import subprocess
 import sys
@@ -40,36 +44,12 @@ from typing import NoReturn
 import pandas as pd
 
 from sdexp import __version__, cost
-from sdexp.paired import MARGIN, PAIRED_COLUMNS
+from sdexp.paired import MARGIN
 from sdexp.results import PLAN_FILE, RESULTS_FILE
-from sdexp.runs import SETUP, Runs, collect
+from sdexp.runs import Runs, collect, runs_csv
 from sdexp.table2 import REPORTS, Table, budget_key, summarize, tables
 from sdexp.table_plot import save_plot
-from sdexp.verdict import COLUMNS as VERDICT_COLUMNS
-from sdexp.verdict import Verdict, verdict
-from sdexp.verdict_plot import save_paired_plot
-
-#: runs.csv: one row per run; ``test`` is its reported test metric (``metric``: "error" in % or
-#: "mse"), ``dir`` its directory relative to ``sweep``, the sweep directory it was found under.
-RUNS_COLUMNS = [
-    *SETUP,
-    "mode",
-    "variant",
-    "budget",
-    "seed",
-    "status",
-    "metric",
-    "report",
-    "test",
-    "test_loss",
-    "expected_depth",
-    "identity",
-    "sweep",
-    "dir",
-    "device",
-    "device_hours",
-]
-
+from sdexp.verdict_files import Regimes, check_pool, write_verdicts
 
 # --- writing -----------------------------------------------------------------------------------
 
@@ -132,93 +112,10 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
     return found, plots
 
 
-def sweep_and_dir(run_dir: str, sweep_dirs: list[Path]) -> tuple[str, str]:
-    """The sweep directory (as given) a run directory lies under, and the path between them."""
-    path = Path(run_dir).resolve()
-    for given in sweep_dirs:
-        if path.is_relative_to(given.resolve()):
-            return str(given), path.relative_to(given.resolve()).as_posix()
-    return "", str(path)
-
-
-def write_runs(runs: Runs, sweep_dirs: list[Path], out: Path, made: MadeBy) -> None:
-    """runs.csv: one row per run (``RUNS_COLUMNS``), finished, failed or missing."""
-    frame = runs.frame.rename(columns={"value": "test"})
-    where = [sweep_and_dir(d, sweep_dirs) for d in frame["dir"]]
-    frame["sweep"], frame["dir"] = [w[0] for w in where], [w[1] for w in where]
-    made.stamp(frame.reindex(columns=RUNS_COLUMNS)).to_csv(out / "runs.csv", index=False)
-
-
-@dataclass(frozen=True)
-class Regimes:
-    """The paired test's options (``sdexp.verdict.paired``): the pre-registered budgets of each
-    regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN`` for an
-    error in %, no equivalence test for an MSE)."""
-
-    small: list[float] | None = None
-    large: list[float] | None = None
-    margin: float | None = None
-
-    def for_table(self, table: Table) -> dict:
-        """``sdexp.verdict.verdict``'s keyword arguments for ``table``'s setup."""
-        error = table.metric == "error"
-        margin = self.margin if self.margin is not None else (MARGIN if error else None)
-        return {
-            "small": self.small,
-            "large": self.large,
-            "margin": margin,
-            "unit": "pp" if error else "",
-        }
-
-
-def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
-    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
-    default, say), each set against the plain other modes, labelled by its options."""
-    sense = runs["mode"] == "sensemode"
-    labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
-    return [
-        (label, runs[(~sense & (runs["variant"] == "")) | (sense & (runs["variant"] == label))])
-        for label in labels
-    ]
-
-
-def write_verdicts(
-    runs: Runs, found: list[Table], out: Path, made: MadeBy, options: Regimes | None = None
-) -> tuple[list[tuple[Table, str, Verdict]], list[Path]]:
-    """Per table (and SenseMode variant, ``hypothesis_runs``), the Budget Hypothesis verdict
-    (``sdexp.verdict``, Sec. 5) from the setup's finished runs (mode, budget, seed, value):
-    ``verdict.md`` (each under its table's title), ``verdict.csv`` (per setup, the paired
-    regime contrasts, ``test`` = paired, then one row per budget and pair, ``test`` = welch)
-    and the plot of d_s(b) per seed."""
-    frame, options = runs.frame, options or Regimes()
-    ok = frame[(frame.status == "ok") & frame["value"].notna()]
-    verdicts, frames, plots = [], [], []
-    for t in found:
-        for label, chosen in hypothesis_runs(ok[ok.setup == t.setup]):
-            result = verdict(chosen, **options.for_table(t))
-            verdicts.append((t, label, result))
-            title = t.title + (f" (SenseMode {label})" if label else "")
-            labels = {"setup": t.setup, "table": title, "sensemode": label}
-            if result.paired.differences["d"].notna().any():
-                frames.append(result.paired.contrasts.assign(**labels, test="paired"))
-                suffix = "_" + re.sub(r"\W+", "_", label).strip("_") if label else ""
-                name = t.plot_name.replace("table2_", "paired_", 1).replace(".png", f"{suffix}.png")
-                shown = title.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
-                plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
-            if len(result.comparisons):
-                frames.append(result.comparisons.assign(**labels, test="welch"))
-    text = "\n".join(
-        f"### {t.title}{f' (SenseMode {label})' if label else ''}\n\n{v.markdown()}"
-        for t, label, v in verdicts
-    )
-    (out / "verdict.md").write_text(f"{made.line}\n\n{text}")
-    columns = ["setup", "table", "sensemode", "test"]
-    columns += list(dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS]))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    table = table.reindex(columns=columns).astype({"n": "Int64", "n_a": "Int64", "n_b": "Int64"})
-    made.stamp(table).to_csv(out / "verdict.csv", index=False)
-    return verdicts, plots
+def write_runs(runs: Runs, out: Path, made: MadeBy) -> None:
+    """runs.csv: one row per run, finished, failed or missing, and per cell left out
+    (``sdexp.runs.runs_csv``)."""
+    made.stamp(runs_csv(runs)).to_csv(out / "runs.csv", index=False)
 
 
 def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
@@ -270,11 +167,19 @@ def margin_arg(text: str) -> float:
 
 def arguments() -> argparse.ArgumentParser:
     parser = Parser(prog="sdexp-table", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        type=Path,
+        metavar="SOURCE",
+        help="a sweep directory (every results.json and sweep.json below it), or a runs.csv "
+        "that sdexp-table wrote (its rows: the tables and verdicts regenerate from it)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
-        help="where to write (default: the one SWEEP_DIR, or outputs/tables with several)",
+        help="where to write (default: the one SOURCE, or its folder, or outputs/tables with "
+        "several)",
     )
     parser.add_argument(
         "--report",
@@ -300,8 +205,16 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument(
         "--margin",
         type=margin_arg,
-        help=f"the smallest effect of interest of the equivalence test, in the metric's units "
-        f"(default: {MARGIN:g} percentage points for a test error; none for an MSE)",
+        help=f"the smallest effect of interest, in the metric's units: an effect must be beyond "
+        f"it to count as predicted, and within it is negligible or equivalent (default: "
+        f"{MARGIN:g} percentage points for a test error; none for an MSE)",
+    )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="also one verdict over the runs of every table together, paired by setup and seed "
+        "(e.g. one preset on two data splits; the tables must share dataset, model, epochs, "
+        "recipe and metric)",
     )
     return parser
 
@@ -338,35 +251,49 @@ def unpaired(runs: Runs, options: Regimes) -> str:
     return ""
 
 
+def check_sources(parser: argparse.ArgumentParser, sources: list[Path]) -> None:
+    """Each SOURCE is a sweep directory or a runs.csv file."""
+    for source in sources:
+        if not (source.is_dir() or (source.is_file() and source.suffix == ".csv")):
+            parser.error(f"{source} is neither a directory nor a runs.csv file")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = arguments()
     args = parser.parse_args(argv)
     options = regime_options(parser, args)
-    for d in args.sweep_dirs:
-        if not d.is_dir():
-            parser.error(f"{d} is not a directory")
-    runs = collect(args.sweep_dirs, args.report)
+    check_sources(parser, args.sources)
+    try:
+        runs = collect(args.sources, args.report)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for line in runs.unreadable:
-        print(f"warning: {line}; counted as missing", file=sys.stderr)
+        print(f"warning: {line}", file=sys.stderr)
     if runs.frame.empty:
-        print(
-            f"error: no {RESULTS_FILE} or {PLAN_FILE} under {', '.join(map(str, args.sweep_dirs))}",
-            file=sys.stderr,
-        )
+        where = ", ".join(map(str, args.sources))
+        print(f"error: no {RESULTS_FILE} or {PLAN_FILE} under {where}", file=sys.stderr)
         return 2
     if error := unpaired(runs, options):
         print(error, file=sys.stderr)
         return 2
-    out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("outputs/tables"))
+    if args.pool:
+        try:
+            check_pool(tables(runs, summarize(runs.frame)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    first = args.sources[0]
+    out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else first)
+    out = out.parent if out.is_file() else out
     made = made_by(argv)
     found, plots = write(runs, out, made)
-    write_runs(runs, args.sweep_dirs, out, made)
-    verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
+    verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
+    write_runs(runs, out, made)
     for table in found:
         print(table.markdown())
-        for _, label, result in (v for v in verdicts if v[0] is table):
-            print(f"{f'SenseMode {label}: ' if label else ''}{result.markdown()}")
+    print((out / "verdict.md").read_text().split("\n", 1)[1])
     print(write_cost(runs, found, out, made))
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "

@@ -24,7 +24,7 @@ from sdexp.hypothesis import name
 from sdexp.results import differences
 from sdexp.runs import CELL, SETUP, STATUSES, Runs
 from sdexp.table_plot import Curve, Plot
-from sdexp.verdict import crossings
+from sdexp.verdict import crossings, sign_changes
 
 BASELINE = "No SD (b=1)"  # mode none: every block survives
 ROW_ORDER = ["sensemode", "uniform", "linear"]
@@ -245,17 +245,35 @@ class Table:
         std = rows.iloc[0]["std"]
         return float(rows.iloc[0]["mean"]), 0.0 if pd.isna(std) else float(std)
 
-    def crossing_points(self, source: str = "ours") -> list[float]:
-        """Where SenseMode's and Uniform's mean curves cross."""
+    def known_means(self, source: str = "ours") -> pd.DataFrame:
+        """SenseMode's and Uniform's means (columns sensemode, uniform) at the budgets where both
+        are known."""
         sense, uniform = self.curve("sensemode", source), self.curve("uniform", source)
-        return crossings(self.budgets, list(sense["mean"]), list(uniform["mean"]))
+        both = pd.DataFrame({"sensemode": sense["mean"], "uniform": uniform["mean"]})
+        return both.dropna()
+
+    def crossing_points(self, source: str = "ours") -> list[float]:
+        """Where SenseMode's and Uniform's mean curves cross, interpolated linearly between
+        neighbouring budgets; none from two budgets alone (a line through two points is no
+        estimate of where they cross)."""
+        known = self.known_means(source)
+        if len(known) < 3:
+            return []
+        return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
+        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5': the grid budgets the
+        means change order between, no place in between (a line through two points is no
+        estimate of where they cross)."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
-            points = self.crossing_points(source)
-            where = ", ".join(f"b ≈ {p:.2f}" for p in points) or "not on this grid"
-            notes.append(f"{source} {where}")
+            known = self.known_means(source)
+            budgets = list(known.index)
+            changes = sign_changes(budgets, list(known["sensemode"] - known["uniform"]))
+            where = ", ".join(
+                f"between b = {budgets[i]:g} and {budgets[j]:g}" for i, j, _ in changes
+            )
+            notes.append(f"{source} {where or 'not on this grid'}")
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def plot(self) -> Plot:

@@ -12,8 +12,9 @@ scripts call it with a composed config. The order matters:
    from here on the directory is the run's: Hydra's record of the command and the log file are
    written there, and whatever stops the run is in its ``results.json``;
 4. the data, the model and the Trainer; training resumes from ``checkpoints/last.ckpt``;
-5. the test set, for the final model and for the best-validation checkpoint; ``results.json``
-   (failed runs too, with the reason, in one error line) and the W&B summary.
+5. the test set, for the final model and for the best-validation checkpoint; their per-example
+   predictions (``predictions.csv``), then ``results.json`` (failed runs too, with the reason,
+   in one error line) and the W&B summary.
 
 A run stopped by a signal (``sdexp.errors.Stopped``) writes no results.json: it keeps its last
 complete checkpoint, says so in one line, and the same command resumes it.
@@ -45,6 +46,7 @@ from sdexp.errors import ConfigError, Stopped, flat_message, mark_reported, sign
 from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
 from sdexp.module import LightningData, StochasticDepthModule
+from sdexp.predictions import TESTED_MODELS, write_predictions
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -214,6 +216,8 @@ def fit_and_test(
         result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
         test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
+        if rank_zero_only.rank == 0:
+            save_predictions(module, out, result)
         result.status = "ok"
     except BaseException as error:
         if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
@@ -310,3 +314,9 @@ def test(
         module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False
     )[0]
     result.test_best = best[f"test_best/{metric}"]
+
+
+def save_predictions(module: StochasticDepthModule, out: Path, result: RunResult) -> None:
+    """predictions.csv: the per-example predictions of every model the run tested."""
+    tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
+    write_predictions(out, result.key.identity, result.metric, tested)

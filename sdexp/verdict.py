@@ -28,9 +28,11 @@ Pairs: SenseMode against Uniform (the hypothesis) at every budget where either r
 reported with n = 0; Linear against Uniform and SenseMode against Linear where both ran (Linear
 is infeasible below (L - 1)/(2L), the paper's "-").
 
-The switch: where the better mode of SenseMode and Uniform changes, by the sign of the mean
-difference, interpolated linearly between grid budgets; a switch is significant when the
-significant differences on either side of it favour the two modes (see ``switches``).
+The switch: between which grid budgets the better mode of SenseMode and Uniform changes, by the
+sign of the mean difference; the sentence names those budgets and no place in between (a line
+through two points is no estimate of where the modes cross; ``Switch.budget`` keeps the linear
+interpolation for the plot). A switch is significant when the significant differences on
+either side of it favour the two modes (see ``switches``).
 
 Agreement of the descriptive view (``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
 
@@ -285,7 +287,8 @@ def budget_list(budgets: Sequence[float], grid: Sequence[float]) -> str:
 
 
 def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
-    """'SenseMode better at b = 0.1, 0.2 (p_Holm < 0.05 at 0.1)', or '' if it never is."""
+    """ "SenseMode's mean below Uniform's at b = 0.1, 0.2 (p_Holm < 0.05 at 0.1)", or '' if it
+    never is: a mean, not a conclusion, unless the test beside it is significant."""
     better = rows[rows["better"] == mode]
     if better.empty:
         return ""
@@ -293,7 +296,7 @@ def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
     significant = better.loc[better["significant"], "budget"]
     where = f" (p_Holm < {alpha:g} at {budget_list(significant, grid)})" if len(significant) else ""
     at = budget_list(better["budget"], grid)
-    return f"{name(mode)} better than {name(other)} at b = {at}{where}"
+    return f"{name(mode)}'s mean below {name(other)}'s at b = {at}{where}"
 
 
 def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float) -> str:
@@ -320,20 +323,27 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
         parts.append(f"no test at {budget_list(untested['budget'], grid)} ({reasons})")
     text = "; ".join(parts)
     if found:
-        where = ", ".join(
-            f"b ≈ {s.budget:.2f} ({name(s.below)} to {name(s.above)}"
-            + (
-                f", significant: {name(s.below)} at {s.evidence[0]:g}, "
-                f"{name(s.above)} at {s.evidence[1]:g})"
-                if s.significant
-                else ", not significant)"
-            )
-            for s in found
-        )
-        text += f"; the better mode switches at {where}"
+        where = ", ".join(switch_text(s) for s in found)
+        text += f"; the better mode switches {where}"
     else:
         text += "; the better mode does not switch on this grid"
     return f"{text}. {closing(outcome, int(tested['budget'].nunique()))}"
+
+
+def switch_text(switch: Switch) -> str:
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)': the grid budgets the
+    better mode changes between, no place in between (a line through two points is no
+    estimate of where the modes cross)."""
+    evidence = (
+        f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
+        f"{name(switch.above)} at {switch.evidence[1]:g}"
+        if switch.significant
+        else "not significant"
+    )
+    return (
+        f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
+        f"{name(switch.above)}, {evidence})"
+    )
 
 
 def closing(outcome: str, budgets: int) -> str:

@@ -655,6 +655,17 @@ CHECKS = {
     "sdexp-table outputs/sweeps/hypothesis_cpu --out docs/hypothesis_cpu --small 0.2 "
     "--large 0.8": "reads the results of the hypothesis_cpu sweep and writes into the checkout's "
     "docs/",
+    "sdexp-table docs/hypothesis_cpu/runs.csv --out docs/hypothesis_cpu --small 0.2 --large 0.8": (
+        "rewrites the checkout's docs/hypothesis_cpu from its committed runs.csv "
+        "(tests/e2e/test_regenerate.py runs each folder's command into a temporary folder)"
+    ),
+    "python train.py +sweep=hypothesis_cpu_replication": COMPOSE,  # 80 runs, about 1.5 hours
+    "sdexp-table outputs/sweeps/hypothesis_cpu_replication --out docs/hypothesis_cpu_replication "
+    "--pool": "reads the results of the replication (80 runs, not run yet) and writes into the "
+    "checkout's docs/ (tests/unit/test_images.py runs --pool on fabricated runs)",
+    "python scripts/sensitivity_noise.py --fit docs/sensitivity_noise/noise.csv --epoch-batches 8 "
+    "--out docs/sensitivity_noise": "rewrites the checkout's docs/sensitivity_noise/exponents.md "
+    "(tests/e2e/test_regenerate.py runs it into a temporary folder)",
     "python scripts/sensitivity_noise.py dataset=digits model=resnet56 --seeds 0-9 --batches 1 2 "
     "4 8 16 32 64 128 --out docs/sensitivity_noise": "2 minutes, writes into the checkout's docs/ "
     "(tests/e2e/test_scripts.py runs it at a smaller size)",

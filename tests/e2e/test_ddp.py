@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sdexp.predictions import read_predictions
 from sdexp.results import read_result
 from tests.helpers import FAST_TOY, run_train
 
@@ -51,3 +52,12 @@ def test_ranks_agree_and_give_the_single_device_numbers(tmp_path):
     assert a.survival == pytest.approx(b.survival, rel=1e-5)
     for name in ("test_final", "test_best", "best_val", "test_loss"):
         assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-4), name
+    # predictions.csv: both ranks' shares gathered, every test sample once, as on one device
+    ddp_predictions = read_predictions(tmp_path / "ddp", a.key.identity, "mse")
+    one_predictions = read_predictions(tmp_path / "one", b.key.identity, "mse")
+    for model, value in (("final", a.test_final), ("best", a.test_best)):
+        rows = ddp_predictions[ddp_predictions.model == model]
+        assert list(rows["index"]) == list(range(63)), model
+        assert rows.squared_error.mean() == pytest.approx(value, rel=1e-5), model
+        alone = one_predictions[one_predictions.model == model]
+        assert rows.prediction.to_numpy() == pytest.approx(alone.prediction.to_numpy(), rel=1e-4)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from argparse import Namespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,6 +35,24 @@ def test_the_noise_script_measures_profiles_against_batches(tmp_path):
     assert noise.loc[noise.batches == 1, "t_median"].isna().all()  # one batch: no spread
     summary = (tmp_path / "summary.md").read_text()
     assert "scripts/sensitivity_noise.py dataset=digits" in summary and "2 seeds" in summary
+    exponents = pd.read_csv(tmp_path / "noise.csv").pipe(check_exponents, tmp_path)
+    assert list(exponents.k) == ["1, 2: 2k <= 8 (disjoint images)"] * 2  # 500 images: 8 batches
+
+
+def check_exponents(noise: pd.DataFrame, folder) -> pd.DataFrame:
+    """exponents.md's table, each exponent the mean of the seeds' log-log slopes."""
+    text = (folder / "exponents.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    table = pd.DataFrame(
+        [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]], columns=header
+    )
+    slopes = [
+        np.polyfit(np.log(g.batches), np.log(g["p_rel_l2@0.2"]), 1)[0]
+        for _, g in noise.groupby("seed")
+    ]
+    assert float(table.exponent[0]) == pytest.approx(np.mean(slopes), rel=2e-3)
+    return table
 
 
 @pytest.mark.slow

@@ -43,7 +43,9 @@ def test_cli(sweep, tmp_path, capsys):
     assert not any(empty.iterdir())
     with pytest.raises(SystemExit) as error:
         main([str(tmp_path / "nowhere")])
-    assert error.value.code == 2 and "is not a directory" in capsys.readouterr().err
+    assert error.value.code == 2 and "is neither a directory nor a runs.csv file" in (
+        capsys.readouterr().err
+    )
 
 
 def test_every_file_names_its_command_and_commit(sweep, tmp_path):

@@ -4,10 +4,13 @@ what the command builds once."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from torchmetrics.regression import MeanSquaredError
 
 from sdexp.module import NonFiniteLossError
+from sdexp.predictions import read_predictions
 from sdexp.results import read_result
 from sdexp.training import train
 from tests.helpers import FAST_TOY, compose_config, local_cifar, same_numbers, stable_fields
@@ -42,6 +45,59 @@ def test_toy_sensemode_run(trained):
     assert (out / "checkpoints" / "last.ckpt").exists()
     assert (out / "checkpoints" / "best.ckpt").exists()
     assert (out / "csv" / "version_0" / "metrics.csv").exists()
+
+
+def float32_error(predictions) -> float:
+    """The test error as the module's torchmetrics computes it: (1 - correct / n) x 100, each
+    step in float32."""
+    correct = np.float32((predictions["predicted"] == predictions["target"]).sum())
+    return float((np.float32(1) - correct / np.float32(len(predictions))) * np.float32(100))
+
+
+def batched_mse(predictions, batch_size: int) -> float:
+    """The MSE as the module's ``MeanSquaredError`` computes it: float32 sums per evaluation
+    batch, in the test set's order, over n."""
+    mse = MeanSquaredError()
+    target = torch.tensor(predictions["target"].to_numpy(), dtype=torch.float32)
+    output = torch.tensor(predictions["prediction"].to_numpy(), dtype=torch.float32)
+    for start in range(0, len(target), batch_size):
+        mse.update(output[start : start + batch_size], target[start : start + batch_size])
+    return mse.compute().item()
+
+
+def test_the_predictions_give_the_test_mse_to_the_last_digit(trained):
+    """predictions.csv of a regression run: every test example once per tested model, with the
+    run's identity; the final model's and the best checkpoint's MSE recomputed from it equal
+    results.json's, bit for bit."""
+    result, out = trained
+    frame = read_predictions(out, result.key.identity, "mse")
+    assert set(frame.model) == {"final", "best"}
+    for model, value in (("final", result.test_final), ("best", result.test_best)):
+        rows = frame[frame.model == model]
+        assert list(rows["index"]) == list(range(64))  # scale=tiny: 64 test samples
+        squared = np.float32(rows.prediction - rows.target) ** 2
+        assert (np.float32(rows.squared_error) == squared.astype(np.float32)).all()
+        assert batched_mse(rows, 1024) == value, model  # the toy eval_batch_size: 1024
+    final = frame[frame.model == "final"]
+    assert final.squared_error.mean() == pytest.approx(result.test_loss, rel=1e-5)
+
+
+def test_the_predictions_give_the_test_error_to_the_last_digit(make_config):
+    """predictions.csv of a classification run (digits): the class and the loss per test image;
+    the test error recomputed from it equals results.json's to the last digit."""
+    overrides = ["dataset=digits", "model=resnet56", "model.depth=8", "mode=uniform"]
+    overrides += ["dataset.n_train=128", "trainer=cpu", "trainer.max_epochs=1", "logger=none"]
+    overrides += ["budget=0.5", "trainer.enable_progress_bar=false"]
+    config = make_config(*overrides)
+    result = train(config)
+    frame = read_predictions(config.output_dir, result.key.identity, "error")
+    assert set(frame.model) == {"final", "best"}
+    for model, value in (("final", result.test_final), ("best", result.test_best)):
+        rows = frame[frame.model == model]
+        assert list(rows["index"]) == list(range(997)) and rows.predicted.between(0, 9).all()
+        assert float32_error(rows) == value, model
+    final = frame[frame.model == "final"]
+    assert final.loss.mean() == pytest.approx(result.test_loss, rel=1e-5)
 
 
 def test_same_seed_same_results(trained, tmp_path):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sdexp.runs import collect
-from sdexp.table import RUNS_COLUMNS, main
-from sdexp.table2 import paper_table, summarize
+from sdexp.runs import RUNS_COLUMNS, collect
+from sdexp.table import main
+from sdexp.table2 import paper_table, summarize, tables
 from sdexp.verdict import crossings
 from tests.helpers import BUDGETS, OFFSETS, PAPER, fake_run, table_row, table_rows
 
@@ -75,7 +75,10 @@ def test_table_has_the_papers_layout(sweep, capsys):
         for source in ("ours", "paper")
     ]
     assert "Runs: 94 finished, 1 failed, 1 missing." in table
-    assert "SenseMode and Uniform cross: ours b ≈ 0.42; paper b ≈ 0.42" in table
+    assert (
+        "SenseMode and Uniform cross: ours between b = 0.4 and 0.5; paper between b = 0.4 and 0.5."
+        in table
+    )
 
     csv = pd.read_csv(sweep / "table2.csv", keep_default_na=False)
     assert list(csv.columns[:2]) == ["mode", "Unnamed: 1"] or list(csv.columns[:1]) == ["mode"]
@@ -96,7 +99,7 @@ def test_the_verdict_follows_the_table(sweep, capsys):
     lines = verdict.splitlines()
     sentence = next(line for line in lines if line.startswith("**Per budget (descriptive):**"))
     assert sentence.endswith(". This agrees with the Budget Hypothesis.")
-    assert "the better mode switches at b ≈ 0.42" in sentence
+    assert "the better mode switches between b = 0.4 and 0.5 (SenseMode to Uniform, " in sentence
     assert printed.index("Runs: 94 finished") < printed.index(sentence)
     rows = pd.read_csv(sweep / "verdict.csv")
     assert list(rows.test) == ["paired"] * 2 + ["welch"] * (9 + 5 + 5)
@@ -187,8 +190,13 @@ def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
     assert main([str(sweep), "--out", str(out)]) == 0
     runs = pd.read_csv(out / "runs.csv", keep_default_na=False, na_values=[""])
     assert list(runs.columns) == [*RUNS_COLUMNS, "command", "commit"]
-    assert len(runs) == (9 + 9 + 5) * 4 + 4 and runs.identity.is_unique
-    assert runs.status.value_counts().to_dict() == {"ok": 94, "failed": 1, "missing": 1}
+    assert len(runs) == (9 + 9 + 5) * 4 + 4 + 4 and runs.identity.dropna().is_unique
+    counts = runs.status.value_counts().to_dict()
+    assert counts == {"ok": 94, "failed": 1, "missing": 1, "left out": 4}
+    assert "budget=0.5,mode=uniform,seed=0" in (out / "runs.csv").read_text()
+    assert ",uniform,,0.5,0,ok," in (out / "runs.csv").read_text()  # seeds as integers
+    left = runs[runs.status == "left out"]  # Linear below (L - 1)/(2L): the paper's "-"
+    assert set(left["mode"]) == {"linear"} and sorted(left.budget) == [0.1, 0.2, 0.3, 0.4]
     one = runs[(runs["mode"] == "uniform") & (runs.budget == 0.5) & (runs.seed == 0)].iloc[0]
     written = json.loads((sweep / "budget=0.5,mode=uniform,seed=0" / "results.json").read_text())
     assert (one.sweep, one.dir) == (str(sweep), "budget=0.5,mode=uniform,seed=0")
@@ -203,6 +211,44 @@ def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
     missing = runs[runs.status == "missing"].iloc[0]
     assert (missing["mode"], missing.budget, missing.seed) == ("sensemode", 0.2, 2)
     assert math.isnan(missing.test) and missing.dir == "budget=0.2,mode=sensemode,seed=2"
+
+
+def without_stamp(path) -> str:
+    """A file sdexp-table wrote, less what names the command and commit that wrote it."""
+    if path.suffix == ".md":
+        return path.read_text().split("\n", 1)[1]
+    return pd.read_csv(path).drop(columns=["command", "commit"]).to_csv(index=False)
+
+
+def test_the_tables_regenerate_from_runs_csv(sweep, tmp_path):
+    """``sdexp-table runs.csv``: the committed runs.csv alone gives the same tables, verdicts and
+    runs.csv as the sweep it was written from (the "-" cells included); L from expected_depth
+    and the budget where an older runs.csv has no num_blocks."""
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    assert main([str(sweep), "--out", str(first), "--small", "0.2", "--large", "0.8"]) == 0
+    assert (
+        main([str(first / "runs.csv"), "--out", str(second), "--small", "0.2", "--large", "0.8"])
+        == 0
+    )
+    names = ["table2.md", "verdict.md", "table2.csv", "summary.csv", "runs.csv", "verdict.csv"]
+    for name in names:
+        assert without_stamp(second / name) == without_stamp(first / name), name
+    older = pd.read_csv(first / "runs.csv").drop(columns="num_blocks")
+    third.mkdir()
+    older.to_csv(third / "runs.csv", index=False)
+    assert main([str(third / "runs.csv"), "--small", "0.2", "--large", "0.8"]) == 0
+    assert without_stamp(third / "table2.md") == without_stamp(first / "table2.md")
+    assert "(L = 54)" in (third / "table2.md").read_text()
+
+
+def test_a_runs_csv_cannot_give_another_report(sweep, tmp_path, capsys):
+    assert main([str(sweep), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main([str(tmp_path / "runs.csv"), "--report", "best", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --report best: {tmp_path / 'runs.csv'} holds the final model's test metric, "
+        "not the best one (that needs the runs' results.json)\n"
+    )
 
 
 def test_the_paired_verdict_is_written_and_printed(sweep, tmp_path, capsys):
@@ -225,7 +271,7 @@ def test_the_paired_verdict_is_written_and_printed(sweep, tmp_path, capsys):
         ci = stats.ttest_1samp(x, 0).confidence_interval()
         assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
         assert row.p_perm == 1 / 16  # 4 seeds, all one way: the smallest possible
-        assert row.conclusion == "cannot tell"  # t says yes, 16 sign flips cannot
+        assert row.conclusion == "inconclusive"  # t says yes, 16 sign flips cannot
     verdict = (out / "verdict.md").read_text()
     sentence = next(line for line in verdict.splitlines() if line.startswith("**Paired"))
     assert sentence in printed and "neither support nor contradict" in sentence
@@ -273,3 +319,20 @@ def test_bad_regime_options_are_one_line(sweep, tmp_path, capsys, options, line)
     captured = capsys.readouterr()
     assert status == 2 and captured.err == line + "\n" and captured.out == ""
     assert not out.exists()
+
+
+def test_two_budgets_give_no_crossover_estimate(tmp_path, capsys):
+    """Issue 25: the table's note says between which two budgets the means change order, and
+    gives no b ≈ from a line through two points; the plot marks no crossing."""
+    for seed in range(3):
+        for mode, budget, value in [("sensemode", 0.2, 1.5), ("uniform", 0.2, 2.4)] + [
+            ("sensemode", 0.8, 1.3),
+            ("uniform", 0.8, 1.2),
+        ]:
+            fake_run(tmp_path / "sweep", mode, budget, seed, value + 0.1 * seed, dataset="digits")
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "SenseMode and Uniform cross: ours between b = 0.2 and 0.8." in table
+    assert "≈" not in table
+    (found,) = tables(collect([tmp_path / "sweep"]), summarize(collect([tmp_path / "sweep"]).frame))
+    assert found.plot().cross == []

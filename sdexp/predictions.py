@@ -1,0 +1,64 @@
+"""predictions.csv, beside a run's results.json (``sdexp.results.PREDICTIONS_FILE``): the test
+set's per-example predictions, so that the analysis sees the test set's own sampling noise
+(``sdexp.images``).
+
+One row per test example and tested model (``model``: ``final``, and ``best`` where
+validation chose a checkpoint; the analysis reads the one the run reports), with the run's
+identity, the example's index in the test set, its target, and the predicted class and
+cross-entropy loss (classification) or the prediction and squared error (regression), each
+number as the float32 value the test computed (written with Python's shortest repr: read back,
+it is the same value). The run's test error is 100 x (1 - correct / n) in float32 over these
+rows, its MSE the float32 sum of the squared errors in the evaluation batches' order over n:
+the tests recompute both to the last digit (``tests/integration/test_training.py``). Written
+atomically, before results.json; under DDP rank 0 writes every rank's examples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdexp.results import PREDICTIONS_FILE, write_atomically
+
+#: predictions.csv's columns, by the run's metric: what a model predicted for each test example.
+PREDICTION_COLUMNS = {
+    "error": ["identity", "model", "index", "target", "predicted", "loss"],
+    "mse": ["identity", "model", "index", "target", "prediction", "squared_error"],
+}
+#: The test stages of a run (``sdexp.module``) as predictions.csv names their models.
+TESTED_MODELS = {"test": "final", "test_best": "best"}
+
+
+class UnreadablePredictions(Exception):
+    """A predictions.csv that cannot be read, or is of another run; the message names it."""
+
+
+def write_predictions(run_dir: str | Path, identity: str, metric: str, tested: dict) -> Path:
+    """predictions.csv (``PREDICTION_COLUMNS``) from ``tested``: by model (``final``, ``best``),
+    arrays ``index``, ``target``, ``output`` and ``loss``, one entry per test example."""
+    lines = [",".join(PREDICTION_COLUMNS[metric])]
+    for model, arrays in tested.items():
+        columns = [arrays[k].tolist() for k in ("index", "target", "output", "loss")]
+        lines += [
+            f"{identity},{model},{','.join(map(repr, row))}" for row in zip(*columns, strict=True)
+        ]
+    return write_atomically(Path(run_dir) / PREDICTIONS_FILE, "\n".join(lines) + "\n")
+
+
+def read_predictions(run_dir: str | Path, identity: str, metric: str):
+    """The run's predictions.csv as a pandas DataFrame (``PREDICTION_COLUMNS``), None if there is
+    none; ``UnreadablePredictions`` naming the file if it cannot be read, has other columns, or
+    holds another run's predictions (another identity)."""
+    import pandas as pd  # the analysis reads this; a run only writes it
+
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"identity": str, "model": str})
+    except (OSError, ValueError) as error:
+        raise UnreadablePredictions(f"{path}: unreadable ({error})") from error
+    if list(frame.columns) != PREDICTION_COLUMNS[metric]:
+        raise UnreadablePredictions(f"{path}: columns {list(frame.columns)}, not a {metric} run's")
+    if set(frame["identity"]) != {identity}:
+        raise UnreadablePredictions(f"{path}: of another run (not identity {identity})")
+    return frame
