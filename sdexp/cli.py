@@ -16,10 +16,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sdexp import console
-from sdexp.config import check_config
-from sdexp.errors import Stopped, exit_on_stop, failure_policy, stop_on_signals
-from sdexp.rundir import check_kinds, remove_unused
+from sdexp.errors import Stopped, exit_on_stop, failure_policy, raise_if_stopped, stop_on_signals
 from sdexp.slurm import requeue_if_preempted
+
+# What imports torch (sdexp.config, sdexp.rundir; seconds) is imported where it is used, after
+# the command's signal handlers are set: a signal then is one line and its exit status.
 
 log = logging.getLogger("sdexp")
 
@@ -40,6 +41,8 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
                 task(cfg)
             finally:
                 if not console.run_log_opened():
+                    from sdexp.rundir import remove_unused
+
                     remove_unused(Path(cfg.output_dir))
     except Stopped as stop:
         if stop.signum == signal.SIGTERM and (requeued := requeue_if_preempted()):
@@ -53,10 +56,16 @@ def train_task(cfg: DictConfig) -> None:
     # Bad input fails within seconds, before Lightning is even imported: the output directory
     # (a results.json the run could never write), then the config, checked once: the run reuses
     # what the check built.
-    check_kinds(Path(cfg.output_dir))
-    checked = check_config(cfg)
-    from sdexp.training import train as run
+    # A signal here is deferred to the end of the checks: they import torch and Lightning,
+    # whose imports, interrupted part-way, become other errors or are swallowed (triton's).
+    with stop_on_signals(defer=True):
+        from sdexp.config import check_config
+        from sdexp.rundir import check_kinds
 
+        check_kinds(Path(cfg.output_dir))
+        checked = check_config(cfg)
+        from sdexp.training import train as run
+    raise_if_stopped()
     run(cfg, checked)
 
 
@@ -66,6 +75,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def train() -> None:
-    """The command (``sdexp-train``, ``python train.py``)."""
-    with stop_on_signals():
+    """The command (``sdexp-train``, ``python train.py``). A signal while Hydra composes the
+    config is deferred to where the task can stop (``sdexp.errors.stop_on_signals``)."""
+    with stop_on_signals(defer=True, restore=False):
         exit_on_stop(main)

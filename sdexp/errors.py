@@ -75,6 +75,10 @@ def signal_name(signum: int) -> str:
 #: The signal that stopped this process, if one did (Lightning turns a KeyboardInterrupt inside
 #: ``Trainer.fit`` into ``sys.exit(1)``; ``stop_signal`` still says what happened).
 _received: int | None = None
+#: Whether a signal is only recorded, to be raised at the next ``raise_if_stopped``.
+_deferring = False
+#: Whether the stop's line was written.
+_stop_reported = False
 
 
 def stop_signal() -> int | None:
@@ -84,7 +88,8 @@ def stop_signal() -> int | None:
 def _stop(signum: int, frame) -> None:
     global _received
     _received = signum
-    raise Stopped(signum)
+    if not _deferring:
+        raise Stopped(signum)
 
 
 def _submitit_bypass(handler) -> bool:
@@ -93,16 +98,22 @@ def _submitit_bypass(handler) -> bool:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(defer: bool = False, restore: bool = True) -> Iterator[None]:
     """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where nobody else handles
     them: a signal whose handler is neither Python's default nor submitit's bypass is left as
     it is. In a SLURM job submitit ignores SIGTERM, and a run would train on into SLURM's
     SIGKILL: SIGTERM is preemption or ``scancel``, so the run stops with its checkpoint
     (``sdexp.slurm`` requeues a preempted job). submitit's own signal (USR2, a time-out)
     stays submitit's. Lightning's SIGTERM handler, set for the time of a ``fit``, calls this
-    one after its own."""
-    global _received
-    _received = None
+    one after its own.
+
+    ``defer``: the signal is recorded, and raised where the code can stop (``raise_if_stopped``,
+    an inner block without ``defer``): a command defers from its start until its own code runs,
+    since an exception raised at an arbitrary point of Hydra's composition leaves its config
+    half-made and becomes another error. ``restore=False`` (a command, for its whole life):
+    the handler stays set after the block, deferring, as the process exits: a signal during
+    the interpreter's finalization is not raised into it (a fatal error, exit status 134)."""
+    global _received, _deferring
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     replaced = {}
     if threading.current_thread() is threading.main_thread():
@@ -110,16 +121,33 @@ def stop_on_signals() -> Iterator[None]:
             handler = signal.getsignal(signum)
             if handler in (default, None) or _submitit_bypass(handler):
                 replaced[signum] = signal.signal(signum, _stop)
+    if replaced:  # the outermost block: a signal before it is not this block's
+        _received = None
+    deferring, _deferring = _deferring, defer
     try:
+        if not defer:
+            raise_if_stopped()
         yield
     finally:
-        for signum, handler in replaced.items():
+        _deferring = deferring if restore else True
+        for signum, handler in replaced.items() if restore else ():
             signal.signal(signum, handler)
+
+
+def raise_if_stopped() -> None:
+    """Raise ``Stopped`` if a signal came and was deferred, or its ``Stopped`` was swallowed on
+    the way: an import that catches every exception (triton's, inside ``import
+    pytorch_lightning``, took 5 of 6 SIGTERMs at start-up, and the run trained to its end).
+    Called after the heavy imports and before training."""
+    if _received is not None:
+        raise Stopped(_received)
 
 
 def mark_reported(error: BaseException) -> BaseException:
     """``error``, marked as written already (the run's failure line); returns it."""
+    global _stop_reported
     setattr(error, _REPORTED, True)
+    _stop_reported = _stop_reported or isinstance(error, Stopped)
     return error
 
 
@@ -163,6 +191,10 @@ def failure_policy(in_sweep: bool = False) -> Iterator[None]:
         mark_reported(stop)
         raise
     except Exception as error:  # noqa: BLE001 - the policy: every error is one line
+        if (signum := stop_signal()) is not None:  # raised by the stop, part-way (an import)
+            stop = Stopped(signum)
+            log.error(f"stopped by {signal_name(signum)}")
+            raise mark_reported(stop) from None
         config_error = find_config_error(error)
         if not reported(error):
             log.error(one_line(config_error or error))
@@ -173,9 +205,17 @@ def failure_policy(in_sweep: bool = False) -> Iterator[None]:
 
 
 def exit_on_stop(main) -> None:
-    """Run a command's ``main`` (its ``@hydra.main`` function); a stop by a signal, already
-    reported in one line, ends the process with 128 + the signal's number."""
+    """Run a command's ``main`` (its ``@hydra.main`` function) and end the process with 128 +
+    the signal's number where a signal stopped it, after its one line (where nobody wrote it:
+    a signal before the run started, or after it ended). An exit with that status already
+    (a sweep's, after its summary) is left as it is."""
     try:
         main()
-    except Stopped as stop:
-        sys.exit(stop.exit_status)
+    except (Stopped, SystemExit) as stop:
+        signum = stop_signal()
+        if signum is None or getattr(stop, "code", None) == 128 + signum:
+            raise
+    if (signum := stop_signal()) is not None:
+        if not _stop_reported:
+            print(f"error: stopped by {signal_name(signum)}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)

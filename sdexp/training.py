@@ -42,7 +42,15 @@ from sdexp.callbacks import EpochTimer, ProgressLines
 from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity, checkpointing
 from sdexp.config import Checked, Speed, check_config
 from sdexp.console import job_label
-from sdexp.errors import ConfigError, Stopped, flat_message, mark_reported, signal_name, stop_signal
+from sdexp.errors import (
+    ConfigError,
+    Stopped,
+    flat_message,
+    mark_reported,
+    raise_if_stopped,
+    signal_name,
+    stop_signal,
+)
 from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
 from sdexp.module import LightningData, StochasticDepthModule
@@ -211,6 +219,7 @@ def fit_and_test(
             if resume is not None:
                 log.info(f"resuming from {resume.path} after epoch {resume.epochs} of {key.epochs}")
         ckpt_path = resume.path if resume is not None else None
+        raise_if_stopped()
         trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=ckpt_path)
         # Read now: loading the best checkpoint to test it restores the timers' saved state.
         result.train_time_s = timer.time_elapsed("train")

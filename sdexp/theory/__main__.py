@@ -8,18 +8,19 @@ from omegaconf import DictConfig
 
 from sdexp.cli import run_task
 from sdexp.errors import exit_on_stop, stop_on_signals
-from sdexp.theory.task import run_theory
 
 
 @hydra.main(config_path="pkg://sdexp.conf", config_name="theory", version_base="1.3")
 def theory(cfg: DictConfig) -> None:
+    from sdexp.theory.task import run_theory  # torch: after the signal handlers
+
     run_task(cfg, partial(run_theory, command=" ".join(HydraConfig.get().overrides.task)))
 
 
 def main() -> None:
     """The command (``sdexp-theory``, ``python -m sdexp.theory``): one line and exit status 2
     for bad input, as ``sdexp-train`` (``sdexp.cli``)."""
-    with stop_on_signals():
+    with stop_on_signals(defer=True, restore=False):
         exit_on_stop(theory)
 
 

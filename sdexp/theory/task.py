@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdexp import console
-from sdexp.errors import ConfigError
+from sdexp.errors import ConfigError, raise_if_stopped, stop_on_signals
 from sdexp.rundir import keep_hydra_record
 from sdexp.sharing import set_threads
 from sdexp.signatures import check_target
@@ -63,7 +63,9 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     console.open_run_log()
     console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
     set_threads(cfg.threads)
-    module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
+    with stop_on_signals(defer=True):  # an import interrupted part-way is another error
+        module = importlib.import_module(cfg.experiment._target_.rsplit(".", 1)[0])
+    raise_if_stopped()
     log.info(f"{module.__doc__.splitlines()[0].rstrip('.')}: running ...")
     start = time.perf_counter()
     outcome: Outcome = instantiate(cfg.experiment, _convert_="all")

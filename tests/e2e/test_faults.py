@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,39 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(place, signum):
         first, second = (history_steps(r) for r in wandb_runs)
         assert min(second) >= 16 and second == sorted(second)  # 16: the checkpoint's step
         assert max(first) >= 16 and min(second) > max(first)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_at_start_up_is_never_swallowed(place, signum):
+    """A signal at any moment of a run's start (the imports of Hydra, torch and Lightning, the
+    config's check, the data, the Trainer) stops it with one line and 128 + the signal's number
+    (or, in the tenths of a second before Python has set its handlers, kills it before it has
+    written anything). A SIGTERM or SIGINT during ``import pytorch_lightning`` used to be
+    swallowed (a catch-all inside triton's import) and the run trained to its end; one during
+    Hydra's composition became another error; one before the handlers, a traceback."""
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
+    for offset in (0.4, 1.2, 2.0, 2.8, 3.6):
+        run_dir = place / f"run-{offset}"
+        args = [*FAST_TOY, "trainer.max_epochs=60", "logger=csv", f"hydra.run.dir={run_dir}"]
+        process = subprocess.Popen(
+            command(*args, importtime=False),
+            cwd=ROOT,
+            env=user_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(offset)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=600)
+        assert not (run_dir / "results.json").exists(), offset
+        if process.returncode == -signum:  # before the handlers: killed, nothing written
+            assert out == err == "" and not run_dir.exists(), (offset, out, err)
+            continue
+        assert process.returncode == 128 + signum, (offset, out[-2000:], err[-2000:])
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"error: stopped by {name}"), (offset, line)
 
 
 # --- unreadable checkpoints -------------------------------------------------------------------
