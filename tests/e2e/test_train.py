@@ -24,6 +24,7 @@ def test_cli_toy_run_logs_to_wandb(finished_run):
     assert record["config"]["expected_depth"] == pytest.approx(2.4)
     assert len(record["config"]["survival"]) == 8
     assert record["config"]["key"]["identity"] == result.key.identity
+    assert record["config"]["code"] == result.code.to_dict() and result.code.commit  # a checkout
     assert record["name"] == f"toy-vanilla-sensemode-b0.3-s0-{result.key.setup[:6]}"
     assert set(record["tags"]) >= {"toy", "vanilla", "sensemode", "budget=0.3"}
     summary = record["summary"]
