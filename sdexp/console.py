@@ -109,6 +109,10 @@ IGNORED_WARNINGS = (
     # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
     # training loss less than once an epoch; its epochs' validation and test metrics are logged.
     ".*is smaller than the logging interval.*",
+    # Lightning's hint on a machine with SLURM's srun (a login node): "prepend your python
+    # command with srun". Runs under SLURM go through submitit (hydra/launcher=slurm*), which
+    # starts each task itself; a run on the login node is meant to run there.
+    ".*The `srun` command is available on your system but is not used.*",
 )
 
 
