@@ -43,6 +43,7 @@ class TopLevel:
     budget: float
     seed: int
     overwrite: bool
+    rerun_other_code: bool
     threads: int | Literal["auto"] | None
     output_dir: str
     optimizer: dict

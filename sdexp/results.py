@@ -16,8 +16,9 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 ``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
 ("ok" or "failed", with a reason), the metric's name ("error" in % or "mse") and its values (test
 metric of the final model and of the best-validation checkpoint, and which of them the recipe
-reports), the survival probabilities and what they imply, timings, and the device that ran it
-with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost). It is
+reports), the survival probabilities and what they imply, timings, the device that ran it
+with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost), and the code
+that made it (``sdexp.provenance``; not part of the identity). It is
 written atomically (a reader never sees half a file) with the permissions of any other file the
 user writes. ``RunResult.summary`` and ``RunResult.history_row`` are what a run gives W&B at its
 end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to these).
@@ -43,6 +44,8 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sdexp.provenance import Code
+
 RESULTS_FILE = "results.json"
 
 #: The metric each task reports (``RunResult.metric``): the test error in % or the mean squared
@@ -56,6 +59,7 @@ METRIC = {"classification": "error", "regression": "mse"}
 NOT_IDENTITY = (
     "output_dir",
     "overwrite",
+    "rerun_other_code",
     "threads",
     "logger",
     "run",
@@ -240,7 +244,7 @@ class RunResult:
     epoch_times_s: list[float] = field(default_factory=list)  # every epoch, across resumes
     device: str | None = None  # what trained it: the GPU's name ("NVIDIA H200") or "cpu"
     device_share: float = 1.0  # devices it held: DDP's ranks / runs sharing one (a local sweep)
-    version: str = ""
+    code: Code | None = None  # the code that made it (None: written before runs recorded it)
 
     @property
     def device_hours(self) -> float | None:
@@ -289,7 +293,10 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: dict) -> RunResult:
         kept = {f.name for f in dataclasses.fields(cls)} - {"key"}
-        return cls(key=RunKey.from_dict(data), **{k: v for k, v in data.items() if k in kept})
+        fields = {k: v for k, v in data.items() if k in kept}
+        if isinstance(fields.get("code"), dict):
+            fields["code"] = Code(**fields["code"])
+        return cls(key=RunKey.from_dict(data), **fields)
 
 
 def write_atomically(path: Path, text: str) -> Path:

@@ -59,7 +59,7 @@ LOCK_FILE = "run.lock"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 UNREADABLE = ".unreadable"  # the suffix of a checkpoint moved aside
-IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config"}
+IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config", "code"}
 
 #: How a run directory is named on the command line, for the messages.
 DIR_OPTION = "hydra.run.dir"
@@ -208,10 +208,17 @@ class Resume(NamedTuple):
 
 @contextmanager
 def claim(
-    run_dir: Path, key: RunKey, config: dict, overwrite: bool, lock: bool = True
+    run_dir: Path,
+    key: RunKey,
+    config: dict,
+    overwrite: bool,
+    lock: bool = True,
+    fresh: bool = False,
 ) -> Iterator[Resume | None]:
     """Lock ``run_dir`` (unless ``lock`` is False: the other ranks of a DDP run) and make sure
-    it holds nothing of another run; yield the checkpoint to resume from, if any.
+    it holds nothing of another run; yield the checkpoint to resume from, if any. ``fresh``:
+    the run starts over, its own results.json and checkpoints discarded (other code made them:
+    ``rerun_other_code=true``).
 
     Nothing in the directory changes until the run may go on: a refused run leaves it as it
     was. An unreadable ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
@@ -231,7 +238,9 @@ def claim(
             log.warning(
                 f"{last} is {found[0].why}: moved aside to {aside.name}, and the run starts over"
             )
-        yield Resume(last, epochs) if epochs is not None and last.exists() else None
+        if fresh and lock:
+            discard(run_dir)
+        yield Resume(last, epochs) if epochs is not None and last.exists() and not fresh else None
 
 
 # --- Hydra's side ---------------------------------------------------------------------------------

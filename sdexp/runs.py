@@ -5,7 +5,9 @@ from each sweep's plan (``sweep.json``, ``sdexp.results.Plan``): a planned cell 
 results.json is a row of status missing (never started, or killed), and a cell the sweep left
 out marks its (mode, budget) as one the mode cannot run (the paper's "-"). A run found twice
 (the same identity) counts once; an unreadable ``results.json`` or ``sweep.json`` is named, and
-its runs count as missing where a plan names them. The rows are a pandas frame (``COLUMNS``).
+its runs count as missing where a plan names them. Each row names the code that made its run
+(``code``, and ``run_commit``, ``run_dirty``, ``run_diff``: ``sdexp.provenance``). The rows are a
+pandas frame (``COLUMNS``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sdexp.provenance import code_label
 from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     PLAN_FILE,
@@ -50,6 +53,10 @@ COLUMNS = [
     "dir",
     "device",
     "device_hours",
+    "code",  # the code that made the run (``sdexp.provenance.code_label``)
+    "run_commit",
+    "run_dirty",
+    "run_diff",
 ]
 
 
@@ -75,6 +82,7 @@ def key_columns(key: RunKey) -> dict:
 def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
     """A finished or failed run: its key, status and reported test metric."""
     chosen = report or result.report
+    code = result.code
     return key_columns(result.key) | {
         "metric": result.metric,
         "report": chosen,
@@ -86,6 +94,10 @@ def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
         "dir": str(run_dir),
         "device": result.device,
         "device_hours": result.device_hours,
+        "code": code_label(code),
+        "run_commit": code and code.commit,
+        "run_dirty": code and code.dirty,
+        "run_diff": code and code.diff,
     }
 
 

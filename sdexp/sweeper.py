@@ -45,6 +45,7 @@ from sdexp.rundir import WAYS_OUT
 from sdexp.sweep import (
     CellComposer,
     CellPlanner,
+    describe_other_code,
     describe_setups,
     job_overrides,
     move_earlier,
@@ -144,6 +145,7 @@ class BudgetGrid:
         earlier = (
             [earlier_layout(sweep_dir, len(moving), len(resuming))] if moving or resuming else []
         )
+        other_code = describe_other_code(cells)  # finished runs other code made
         if self.dry_run:
             print("\n".join([*describe_setups(cells), *describe(cells, cells, "would move")]))
             print(
@@ -151,12 +153,14 @@ class BudgetGrid:
                 f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
                 "(they import torch's compiler and Lightning, seconds)."
             )
-            print("\n".join([summary, *[f"{line} (a dry run moves nothing)." for line in earlier]]))
+            moves = [f"{line} (a dry run moves nothing)." for line in earlier]
+            print("\n".join([summary, *moves, *other_code]))
             return []
         shown_cells = [c for c in cells if c.left_out or c.note or c.moved_from]
         refused = clashes and not all(c.config.overwrite for c in clashes)
         verb = "would move" if refused else "moved"
         lines = [*describe_setups(cells), *describe(shown_cells, cells, verb), summary, *earlier]
+        lines += other_code
         print("\n".join(lines), flush=True)
         if refused:
             raise GridError(

@@ -19,10 +19,14 @@ per setup (``sdexp.table2``: one table holds runs that differ only in mode, budg
   from their results.json (``sdexp.cost``);
 
 and prints the markdown, each table followed by its verdict. Every file names the command that
-made it and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata
-in PNG). The value of a run is its recipe's reported test metric (``report``: the
-best-validation checkpoint's, or the final model's; ``--report`` chooses for all), and the table
-says which. It writes files and nothing else: ``sdexp-dashboard --tables DIR`` logs them to W&B.
+made it and the code that ran it (``MadeBy``: a first line in markdown, the columns ``command``
+and ``table_commit`` in CSV, metadata in PNG); ``runs.csv`` names each run's own code
+(``run_commit``, ``run_dirty``, ``run_diff``). A cell of a table whose finished runs came from
+different code (``sdexp.provenance``) stops the command with one line naming the codes, unless
+``--mix-code`` puts them together. The value of a run is its recipe's reported test metric
+(``report``: the best-validation checkpoint's, or the final model's; ``--report`` chooses for
+all), and the table says which. It writes files and nothing else: ``sdexp-dashboard --tables
+DIR`` logs them to W&B.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import argparse
 import math
 import re
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +42,9 @@ from typing import NoReturn
 
 import pandas as pd
 
-from sdexp import __version__, cost
+from sdexp import cost
 from sdexp.paired import MARGIN, PAIRED_COLUMNS
+from sdexp.provenance import current_code
 from sdexp.results import PLAN_FILE, RESULTS_FILE
 from sdexp.runs import SETUP, Runs, collect
 from sdexp.table2 import REPORTS, Table, budget_key, summarize, tables
@@ -64,6 +68,9 @@ RUNS_COLUMNS = [
     "test_loss",
     "expected_depth",
     "identity",
+    "run_commit",  # the code that made the run (the table's own: ``table_commit``)
+    "run_dirty",
+    "run_diff",
     "sweep",
     "dir",
     "device",
@@ -76,7 +83,9 @@ RUNS_COLUMNS = [
 
 @dataclass(frozen=True)
 class MadeBy:
-    """What made the files ``sdexp-table`` writes: the command line and the code's commit."""
+    """What made the files ``sdexp-table`` writes: the command line and the code that ran it
+    (``sdexp.provenance.Code.label``: ``commit 1a2b3c4``, with its uncommitted changes, or the
+    package's version outside a git checkout)."""
 
     command: str
     commit: str
@@ -87,31 +96,13 @@ class MadeBy:
         return f"Made by `{self.command}` with sdexp {self.commit}."
 
     def stamp(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` with the columns ``command`` and ``commit``, for a CSV file."""
-        return frame.assign(command=self.command, commit=self.commit)
+        """``frame`` with the columns ``command`` and ``table_commit``, for a CSV file."""
+        return frame.assign(command=self.command, table_commit=self.commit)
 
 
 def made_by(argv: list[str]) -> MadeBy:
-    """``sdexp-table ARGV`` as a shell line, and ``code_commit()``."""
-    return MadeBy(shlex.join(["sdexp-table", *argv]), code_commit())
-
-
-def code_commit() -> str:
-    """'commit 1a2b3c4' (``git rev-parse --short HEAD``) when this code runs from a git checkout
-    of sdexp, noting uncommitted changes to its ``sdexp/``; else 'version X' of the package."""
-    package = Path(__file__).parent
-
-    def git(*args: str) -> str:
-        command = ["git", "-C", str(package), *args]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:  # this file tracked: sdexp's checkout, not an install inside another repository
-        git("ls-files", "--error-unmatch", Path(__file__).name)
-        commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    except (OSError, subprocess.CalledProcessError):
-        return f"version {__version__}"
-    return f"commit {commit}" + (" (with uncommitted changes to sdexp/)" if changed else "")
+    """``sdexp-table ARGV`` as a shell line, and the code of this process."""
+    return MadeBy(shlex.join(["sdexp-table", *argv]), current_code().label)
 
 
 def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]:
@@ -298,6 +289,12 @@ def arguments() -> argparse.ArgumentParser:
         help="the paired test's large-budget regime (default: the grid's budgets from 0.5)",
     )
     parser.add_argument(
+        "--mix-code",
+        action="store_true",
+        help="put runs that different code made (another commit, other uncommitted changes: "
+        "runs.csv's run_commit) into one cell of a table; without it such a cell stops the command",
+    )
+    parser.add_argument(
         "--margin",
         type=margin_arg,
         help=f"the smallest effect of interest of the equivalence test, in the metric's units "
@@ -338,6 +335,26 @@ def unpaired(runs: Runs, options: Regimes) -> str:
     return ""
 
 
+def mixed_code(runs: Runs) -> str:
+    """An error line if a cell of a table (setup, mode and its options, budget) holds finished
+    runs that different code made: the codes it holds, and the ways on."""
+    ok = runs.frame[runs.frame.status == "ok"]
+    cells = ok.groupby(["setup", "mode", "variant", budget_key(ok["budget"])])["code"]
+    mixed = [(cell, codes) for cell, codes in cells if codes.nunique() > 1]
+    if not mixed:
+        return ""
+    (setup, mode, variant, budget), codes = mixed[0]
+    counts = ", ".join(f"{n} by {label}" for label, n in codes.value_counts().items())
+    named = f"{mode}{f' ({variant})' if variant else ''} at b = {budget:g} (setup {setup[:6]})"
+    more = f" (and {len(mixed) - 1} more cells)" if len(mixed) > 1 else ""
+    every = ", ".join(f"{n} by {label}" for label, n in ok["code"].value_counts().items())
+    return (
+        f"error: --mix-code: a cell of a table holds runs of different code: {named}: {counts}"
+        f"{more}; of all finished runs {every}. Run the older ones again (the sweep's command "
+        "with rerun_other_code=true), or pass --mix-code to put them together"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = arguments()
@@ -355,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if error := unpaired(runs, options):
-        print(error, file=sys.stderr)
-        return 2
+    for error in (unpaired(runs, options), "" if args.mix_code else mixed_code(runs)):
+        if error:
+            print(error, file=sys.stderr)
+            return 2
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("outputs/tables"))
     made = made_by(argv)
     found, plots = write(runs, out, made)

@@ -63,7 +63,8 @@ def test_every_file_names_its_command_and_commit(sweep, tmp_path):
     for name in ("table2.csv", "summary.csv", "runs.csv", "verdict.csv"):
         frame = pd.read_csv(out / name)
         assert set(frame.command) == {command}, name
-        assert frame.commit.nunique() == 1 and frame.commit[0].startswith(commit), name
+        assert frame.table_commit.nunique() == 1, name
+        assert frame.table_commit[0].startswith(commit), name
     for png in out.glob("*.png"):
         assert Image.open(png).text["Description"].startswith(f"Made by `{command}`")
     assert len(list(out.glob("*.png"))) == 2

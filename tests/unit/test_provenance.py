@@ -16,7 +16,9 @@ from sdexp.provenance import UNKNOWN, Code, code_label, read_code
 
 def git(repo: Path, *args: str) -> str:
     identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
-    done = subprocess.run(["git", *identity, "-C", str(repo), *args], capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", *identity, "-C", str(repo), *args], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

@@ -39,6 +39,7 @@ def test_a_cells_directory_is_named_by_its_identity():
         ["speed.cuda_graphs=true", "speed.fused_optimizer=true", "speed.channels_last=true"],
         [f"optimizer.lr={lr}", "budget=0.70", "dataset.on_device=false"],
         ["logger=csv", "run.name=x", "trainer.enable_progress_bar=true", "overwrite=true"],
+        ["rerun_other_code=true"],  # the code is not part of the identity (sdexp.provenance)
         ["trainer.enable_model_summary=true", "trainer.log_every_n_steps=1"],
     ):
         assert run_key(compose_config([*cell, *spelled]))[0].cell_dir == key.cell_dir, spelled
