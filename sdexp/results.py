@@ -18,10 +18,11 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 metric of the final model and of the best-validation checkpoint, and which of them the recipe
 reports), the survival probabilities and what they imply, timings, the device that ran it
 with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost), and the code
-that made it (``sdexp.provenance``; not part of the identity). It is
-written atomically (a reader never sees half a file) with the permissions of any other file the
-user writes. ``RunResult.summary`` and ``RunResult.history_row`` are what a run gives W&B at its
-end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to these).
+that made it (``sdexp.provenance``; not part of the identity). It is strict JSON (null for a
+value that is not finite), written atomically (a reader never sees half a file) with the
+permissions of any other file the user writes. ``RunResult.summary`` and
+``RunResult.history_row`` are what a run gives W&B at its end, the keys a dashboard reads
+(``sdexp.dashboard``; a test holds them to these).
 
 ``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
 its directory and overrides) and the cells it left out (``LeftOutCell``: the mode cannot run
@@ -315,8 +316,11 @@ def write_atomically(path: Path, text: str) -> Path:
 
 
 def write_result(run_dir: str | Path, result: RunResult) -> Path:
-    """Write results.json atomically (``write_atomically``)."""
-    return write_atomically(Path(run_dir) / RESULTS_FILE, json.dumps(result.to_dict(), indent=2))
+    """Write results.json atomically (``write_atomically``) as strict JSON: a value that is not
+    finite (NaN, infinity) is null (a failed run's reason says what it was)."""
+    finite = json.loads(json.dumps(result.to_dict()), parse_constant=lambda _: None)
+    text = json.dumps(finite, indent=2, allow_nan=False)
+    return write_atomically(Path(run_dir) / RESULTS_FILE, text)
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:

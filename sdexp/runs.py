@@ -5,13 +5,15 @@ from each sweep's plan (``sweep.json``, ``sdexp.results.Plan``): a planned cell 
 results.json is a row of status missing (never started, or killed), and a cell the sweep left
 out marks its (mode, budget) as one the mode cannot run (the paper's "-"). A run found twice
 (the same identity) counts once; an unreadable ``results.json`` or ``sweep.json`` is named, and
-its runs count as missing where a plan names them. Each row names the code that made its run
+its runs count as missing where a plan names them. A run that says ok with a test value that is
+not finite is a failed run. Each row names the code that made its run
 (``code``, and ``run_commit``, ``run_dirty``, ``run_diff``: ``sdexp.provenance``). The rows are a
 pandas frame (``COLUMNS``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,15 +82,18 @@ def key_columns(key: RunKey) -> dict:
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path) -> dict:
-    """A finished or failed run: its key, status and reported test metric."""
+    """A finished or failed run: its key, status and reported test metric (a value that is not
+    finite, in a results.json written before such runs failed, makes it a failed run)."""
     chosen = report or result.report
+    value = result.test_best if chosen == "best" else result.test_final
+    diverged = value is not None and not math.isfinite(value)
     code = result.code
     return key_columns(result.key) | {
         "metric": result.metric,
         "report": chosen,
         "mode_options": config_hash(result.config.get("mode", {})),
-        "status": result.status,
-        "value": result.test_best if chosen == "best" else result.test_final,
+        "status": "failed" if diverged else result.status,
+        "value": None if diverged else value,
         "test_loss": result.test_loss,
         "expected_depth": result.expected_depth,
         "dir": str(run_dir),

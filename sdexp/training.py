@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -240,6 +241,7 @@ def fit_and_test(
         result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
         test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
+        check_finite(result)
         result.status = "ok"
     except BaseException as error:
         if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
@@ -312,6 +314,25 @@ def stopped(signum: int, io: AtomicCheckpointIO, resume: Resume | None, key, out
         else "no epoch had ended: the same command starts over"
     )
     return f"{job_label()}stopped by {signal_name(signum)}: {kept}: {out}"
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A test or validation metric is NaN or infinite: the run diverged (its training loss may
+    stay finite, as with ``optimizer.momentum=2``)."""
+
+
+#: The metrics a finished run reports, checked to be finite (``check_finite``).
+METRICS = ("test_final", "test_best", "test_loss", "best_val")
+
+
+def check_finite(result: RunResult) -> None:
+    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite, and its value:
+    results.json, strict JSON, stores them as null (``sdexp.results.write_result``)."""
+    values = {name: getattr(result, name) for name in METRICS}
+    bad = [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]
+    if bad:
+        shown = ", ".join(bad)
+        raise NonFiniteMetricError(f"{shown}: not finite, the run diverged (stored as null)")
 
 
 def test(

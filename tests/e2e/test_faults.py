@@ -9,12 +9,15 @@ hashed before and after each scenario."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -190,6 +193,37 @@ def test_a_nan_loss_is_one_line_and_a_failed_results_json(place):
     result = read_result(place / "run")
     assert result.status == "failed" and result.reason.startswith("NonFiniteLossError: training")
     assert line.removeprefix("error: ") in (place / "run" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_diverged_test_metric_is_a_failed_run_in_strict_json(place):
+    """``optimizer.momentum=2`` diverges with a finite training loss and an infinite test MSE:
+    the run used to end ok with "test": Infinity in its results.json (no JSON to a strict parser),
+    and the table's verdict said "every seed has d = -inf"."""
+    run_dir = place / "sweep" / "run"
+    done = run(*TOY, "optimizer.momentum=2", f"hydra.run.dir={run_dir}")
+    line = the_line(done, 1)
+    reason = "NonFiniteMetricError: test_final inf, test_loss inf: not finite, the run diverged"
+    assert line.startswith(f"error: {reason} (stored as null) (failed after ")
+    data = json.loads((run_dir / "results.json").read_text(), parse_constant=pytest.fail)
+    assert data["status"] == "failed" and data["reason"].startswith(reason)
+    assert data["test_final"] is data["test"] is data["test_loss"] is None
+    assert line.removeprefix("error: ") in (run_dir / "train.log").read_text()
+    # A results.json an earlier version wrote: ok, with Infinity. The table counts both failed.
+    earlier = {**data, "status": "ok", "reason": None, "test_final": math.inf, "seed": 1}
+    earlier["identity"] = "0" * 16
+    (place / "sweep" / "earlier").mkdir()
+    (place / "sweep" / "earlier" / "results.json").write_text(json.dumps(earlier))
+    table = subprocess.run(
+        [sys.executable, "-m", "sdexp.table", str(place / "sweep"), "--out", str(place / "t")],
+        capture_output=True,
+        text=True,
+        env=user_env(),
+    )
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    runs = pd.read_csv(place / "t" / "runs.csv")
+    assert list(runs.status) == ["failed", "failed"] and runs.test.isna().all()
+    assert "Runs: 0 finished, 2 failed, 0 missing." in table.stdout and "inf" not in table.stdout
 
 
 @pytest.fixture
