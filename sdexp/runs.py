@@ -4,9 +4,10 @@ The rows come from each ``results.json`` (``sdexp.results.RunResult``: status ok
 from each sweep's plan (``sweep.json``, ``sdexp.results.Plan``): a planned cell that wrote no
 results.json is a row of status missing (never started, or killed), and a cell the sweep left
 out marks its (mode, budget) as one the mode cannot run (the paper's "-"). A run found twice
-(the same identity) counts once; an unreadable ``results.json`` or ``sweep.json`` is named, and
-its runs count as missing where a plan names them. A run that says ok with a test value that is
-not finite is a failed run. Each row names the code that made its run
+(the same identity) counts once; an unreadable ``results.json`` or ``sweep.json`` (not of the
+contract: a field missing or of another type, ``sdexp.results.RunResult.from_dict``) is named
+and left out, and its runs count as missing where a plan names them. A run that says ok with a
+test value that is not finite is a failed run. Each row names the code that made its run
 (``code``, and ``run_commit``, ``run_dirty``, ``run_diff``: ``sdexp.provenance``). The rows are a
 pandas frame (``COLUMNS``).
 """

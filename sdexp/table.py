@@ -112,8 +112,9 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
     found = tables(runs, summary)
     text = "\n".join(t.markdown() for t in found)
     if runs.unreadable:
-        text += "\nUnreadable files (counted as missing):\n" + "".join(
-            f"- {line}\n" for line in runs.unreadable
+        text += (
+            "\nUnreadable files (left out; a run a sweep planned counts as missing):\n"
+            + "".join(f"- {line}\n" for line in runs.unreadable)
         )
     (out / "table2.md").write_text(f"{made.line}\n\n{text}")
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
@@ -364,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         if not d.is_dir():
             parser.error(f"{d} is not a directory")
     runs = collect(args.sweep_dirs, args.report)
-    for line in runs.unreadable:
-        print(f"warning: {line}; counted as missing", file=sys.stderr)
+    for line in runs.unreadable:  # not in the table; a run a sweep planned counts as missing
+        print(f"warning: {line}; left out", file=sys.stderr)
     if runs.frame.empty:
         print(
             f"error: no {RESULTS_FILE} or {PLAN_FILE} under {', '.join(map(str, args.sweep_dirs))}",
@@ -386,10 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         for _, label, result in (v for v in verdicts if v[0] is table):
             print(f"{f'SenseMode {label}: ' if label else ''}{result.markdown()}")
     print(write_cost(runs, found, out, made))
+    left_out = f"; left out {len(runs.unreadable)} unreadable file(s), named above"
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "
         f"cost.md, cost.csv, {len(plots)} table plot(s) and {len(paired_plots)} paired plot(s) "
-        f"to {out}"
+        f"to {out}{left_out if runs.unreadable else ''}"
     )
     return 0
 
