@@ -287,6 +287,17 @@ def remove_unused(run_dir: Path) -> None:
         path = path.parent
 
 
+def cannot_create(folder: Path) -> str | None:
+    """Why ``folder`` could not be created, or None, found without creating anything (a sweep's
+    dry run): its nearest existing ancestor is not a directory, or not writable."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 class MakeRunDir(Callback):
     """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
     directory before Hydra does, so that one that cannot be created (under a regular file, in

@@ -41,7 +41,7 @@ from sdexp.config import LIGHTNING_GROUPS
 from sdexp.console import SWEEP_JOBS
 from sdexp.errors import ConfigError, Stopped, stop_on_signals, stop_signal
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
-from sdexp.rundir import WAYS_OUT
+from sdexp.rundir import WAYS_OUT, cannot_create
 from sdexp.sweep import (
     CellComposer,
     CellPlanner,
@@ -111,6 +111,8 @@ class BudgetGrid:
         params = [f"{k}={v}" for k, v in self.params.items()]
         product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        if why := cannot_create(sweep_dir):  # the dry run says so too
+            raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
         print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
         compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
         try:
@@ -174,11 +176,15 @@ class BudgetGrid:
             move_earlier(moving)
         except ConfigError as error:
             raise GridError(str(error)) from error
-        if todo:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if todo or moving:
-            write_plan(sweep_dir, plan_of(sweep_dir, cells))
+        try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
+            if todo:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            if todo or moving:
+                write_plan(sweep_dir, plan_of(sweep_dir, cells))
+        except OSError as error:
+            why = f"{error.strerror or error}: {error.filename or sweep_dir}"
+            raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
         if todo:
             self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
         return cells

@@ -379,14 +379,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("outputs/tables"))
     made = made_by(argv)
-    found, plots = write(runs, out, made)
-    write_runs(runs, args.sweep_dirs, out, made)
-    verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
+    try:
+        found, plots = write(runs, out, made)
+        write_runs(runs, args.sweep_dirs, out, made)
+        verdicts, paired_plots = write_verdicts(runs, found, out, made, options)
+        spent = write_cost(runs, found, out, made)
+    except OSError as error:  # a place that cannot be written: its first write fails
+        why = error.strerror or str(error)
+        print(f"error: --out: cannot write {error.filename or out} ({why})", file=sys.stderr)
+        return 2
     for table in found:
         print(table.markdown())
         for _, label, result in (v for v in verdicts if v[0] is table):
             print(f"{f'SenseMode {label}: ' if label else ''}{result.markdown()}")
-    print(write_cost(runs, found, out, made))
+    print(spent)
     left_out = f"; left out {len(runs.unreadable)} unreadable file(s), named above"
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "

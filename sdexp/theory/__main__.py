@@ -6,11 +6,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sdexp.cli import run_task
+from sdexp.cli import hydra_errors_in_one_line, run_task
 from sdexp.errors import exit_on_stop, stop_on_signals
 from sdexp.theory.task import run_theory
 
 
+@hydra_errors_in_one_line
 @hydra.main(config_path="pkg://sdexp.conf", config_name="theory", version_base="1.3")
 def theory(cfg: DictConfig) -> None:
     run_task(cfg, partial(run_theory, command=" ".join(HydraConfig.get().overrides.task)))

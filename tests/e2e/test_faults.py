@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +167,86 @@ def test_a_theory_experiment_with_a_negative_size_is_one_line(place):
     assert the_line(done, 2) == "error: experiment.num_samples: an integer, at least 1, got -1"
     assert [p for p in place.rglob("*") if not p.is_dir()] == []  # no empty run directory
     assert not any(p.name.startswith("20") for p in place.rglob("*"))
+
+
+#: Hydra's own errors, composing the config before the task runs: its block of lines (or a
+#: 92-line traceback for a YAML error) and exit status 1 became one line and exit status 2.
+COMPOSITION = {
+    "unknown_option": (
+        ["mode=sensemod"],
+        "error: mode=sensemod: no such option of mode (its options: linear, none, sensemode, "
+        "uniform)",
+    ),
+    "unknown_added_option": (
+        ["+sweep=smok"],
+        "error: sweep=smok: no such option of sweep (its options: budget_cpu, hypothesis_cpu, "
+        "smoke, table2_cifar10, table2_cifar100, table2_cifar100_resnet56, "
+        "table2_cifar10_resnet56)",
+    ),
+    "added_group_without_plus": (
+        ["sweep=smoke"],
+        "error: Could not override 'sweep'. No match in the defaults list. To append to your "
+        "default list use +sweep=smoke",
+    ),
+    "override_that_does_not_parse": (["budget=["], "error: no viable alternative at input '['"),
+    "deleted_key": (["~budget"], "error: budget: missing: the run needs it; set it (budget=...)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", COMPOSITION)
+def test_a_config_that_does_not_compose_is_one_line(place, scenario):
+    overrides, expected = COMPOSITION[scenario]
+    done = run(*TOY, *overrides, cwd=place)
+    assert the_line(done, 2).startswith(expected)
+    assert "pytorch_lightning" not in imported(done)
+    assert {str(p.relative_to(place)) for p in place.rglob("*")} <= {"outputs", "outputs/runs"}
+
+
+@pytest.mark.slow
+def test_invalid_yaml_in_an_edited_config_is_one_line(place):
+    """A copy of conf/ with an unclosed list in mode/uniform.yaml, passed with --config-path (as
+    README says for the configs of an installed copy)."""
+    conf = Path(shutil.copytree(ROOT / "conf", place / "conf"))
+    (conf / "mode" / "uniform.yaml").write_text("_target_: sdexp.survival.Uniform\nx: [1, 2\n")
+    done = run("--config-path", str(conf), *TOY, f"hydra.run.dir={place / 'run'}")
+    assert the_line(done, 2) == (
+        f"error: {conf / 'mode' / 'uniform.yaml'}, line 3, column 1: not valid YAML (while "
+        "parsing a flow sequence expected ',' or ']', but got '<stream end>')"
+    )
+    assert not (place / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["experiment.modes=[banana]"], "experiment.modes: one of none, uniform, linear, got"),
+        (["experiment.modes=[sensemode]"], "experiment.modes: one of none, uniform, linear, got"),
+        (["experiment.budgets=[0.5,1.5]"], "experiment.budgets: a budget in (0, 1], got 1.5"),
+    ],
+)
+def test_a_theory_list_argument_out_of_range_is_one_line(place, overrides, expected):
+    """A mode the theory cannot compute used to stop it with Hydra's InstantiationException and
+    exit status 1, after it had started."""
+    done = run("experiment=gradient_quick", *overrides, module="sdexp.theory", cwd=place)
+    assert the_line(done, 2).startswith(f"error: {expected}")
+    assert [p for p in place.rglob("*") if not p.is_dir()] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dry", [False, True], ids=["launch", "dry_run"])
+def test_a_sweep_directory_under_a_regular_file_is_one_line(place, dry):
+    """It used to end in a 39-line traceback, and the dry run said all was fine."""
+    (place / "file").write_text("a regular file")
+    sweep = ["+sweep=smoke", "mode=uniform", "budget=0.3", "seed=0", "logger=none"]
+    sweep += [f"hydra.sweep.dir={place / 'file' / 'sweep'}"]
+    done = run(*sweep, *(["hydra.sweeper.dry_run=true"] if dry else []))
+    assert the_line(done, 1) == (
+        f"error: hydra.sweep.dir: cannot create {place / 'file' / 'sweep'} ({place / 'file'} is "
+        "not a directory)"
+    )
+    assert (place / "file").read_text() == "a regular file"
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ W&B (the tables' contents: tests/unit/test_table.py, tests/unit/test_cost.py).""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from importlib.metadata import entry_points
 
@@ -15,7 +16,7 @@ from PIL import Image
 from sdexp import dashboard
 from sdexp.cost import UNKNOWN
 from sdexp.table import main
-from tests.helpers import ROOT, copy_of, run_table, table_row, table_rows
+from tests.helpers import ROOT, copy_of, read_only, run_table, table_row, table_rows
 
 
 def test_cli(sweep, tmp_path, capsys):
@@ -156,3 +157,20 @@ def test_results_not_of_the_contract_are_named_and_left_out(sweep, tmp_path):
     assert done.stdout.splitlines()[-1].endswith("; left out 4 unreadable file(s), named above")
     assert table_row(done.stdout, "Uniform", "ours")[6] == "4 missing"  # b = 0.5: all four
     assert {p: p.read_bytes() for p in sweep.rglob("results.json")} == others  # untouched
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_an_out_that_cannot_be_written_is_one_line(sweep, tmp_path, where):
+    """``--out`` under a regular file, or in a read-only place: it used to be a traceback."""
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("a regular file")
+        out, why = tmp_path / "file" / "tables", "Not a directory"
+        done = run_table(str(sweep), "--out", str(out))
+    else:
+        out = tmp_path / "locked" / "tables"
+        with read_only(tmp_path / "locked"):
+            done = run_table(str(sweep), "--out", str(out))
+        why = "Permission denied" if os.geteuid() else "Operation not permitted"
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.splitlines() == [f"error: --out: cannot write {out} ({why})"]
+    assert not out.exists()

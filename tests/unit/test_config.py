@@ -40,6 +40,8 @@ from sdexp.training import train
         (["dataset.val_size=0"], "recipe.report", "best needs a validation split"),
         (["overwrite=yes"], "overwrite", "true or false, got 'yes'"),
         (["rerun_other_code=maybe"], "rerun_other_code", "true or false, got 'maybe'"),
+        (["~budget"], "budget", "missing: the run needs it; set it (budget=...)"),
+        (["~mode"], "mode", "missing: the run needs it; set it (mode=...)"),
         (["scheduler.fractions=[0.5,2]"], "scheduler.fractions", "fractions in (0, 1]"),
         (["+model.colour=red"], "model.colour", "not an option of sdexp.models.CifarResNet"),
         (["+speed.turbo=true"], "speed.turbo", "not an option of speed"),
