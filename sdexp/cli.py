@@ -27,15 +27,15 @@ from sdexp.rundir import check_kinds, remove_unused
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
     that never owned its directory (refused, or skipped) leaves nothing there: its log lines
-    are not written (``sdexp.console.RunLogFile``) and a directory Hydra made for it is
-    removed (``sdexp.rundir.remove_unused``)."""
+    are not written (``sdexp.console.RunLogFile``) and the directories the command made for it
+    are removed (``sdexp.rundir.remove_unused``)."""
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     with failure_policy(in_sweep), stop_on_signals():
         try:
             task(cfg)
         finally:
             if not console.run_log_opened():
-                remove_unused(Path(cfg.output_dir))
+                remove_unused()
 
 
 def train_task(cfg: DictConfig) -> None:

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sdexp.config import LIGHTNING_GROUPS
 from sdexp.console import SWEEP_JOBS
-from sdexp.errors import ConfigError, Stopped, stop_on_signals, stop_signal
+from sdexp.errors import ConfigError, Stopped, signal_name, stop_on_signals, stop_signal
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
 from sdexp.rundir import WAYS_OUT, cannot_create
 from sdexp.sweep import (
@@ -127,6 +127,14 @@ class BudgetGrid:
         except GridError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
+        except Stopped as stop:  # before the launch (which says what its jobs did when stopped)
+            name = signal_name(stop.signum)
+            print(
+                f"error: stopped by {name} while planning the sweep: nothing was launched",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(stop.exit_status) from None
 
     def plan_and_launch(self, arguments: list[str]) -> list:
         cells = self.plan(arguments)

@@ -150,13 +150,18 @@ def test_a_run_dir_in_a_read_only_place_is_one_line(place):
 
 
 @pytest.mark.slow
-def test_a_refused_command_leaves_no_empty_run_dir(place):
-    """Without hydra.run.dir Hydra makes outputs/runs/<date>/<time>/ for the command: a refused
-    command leaves none behind (model.width=0: the first of REFUSED's kind)."""
-    done = run(*TOY, "model.width=0", cwd=place)
+@pytest.mark.parametrize("named", [False, True], ids=["default_dir", "named_dir"])
+def test_a_refused_command_leaves_no_directory_it_made(place, named):
+    """Without hydra.run.dir the command makes outputs/runs/<date>/<time>/, with it the
+    directory named (and its parents that were missing): a refused command removes what it
+    made (model.width=0: the first of REFUSED's kind). A named one used to stay, empty; so did
+    outputs/runs/. A directory that was there before stays."""
+    (place / "before").mkdir()
+    named_dir = [f"hydra.run.dir={place / 'before' / 'new' / 'run'}"] if named else []
+    done = run(*TOY, "model.width=0", *named_dir, cwd=place)
     assert the_line(done, 2) == "error: model.width: a positive integer, got 0"
     assert "pytorch_lightning" not in imported(done)  # refused within seconds
-    assert {str(p.relative_to(place)) for p in place.rglob("*")} <= {"outputs", "outputs/runs"}
+    assert [str(p.relative_to(place)) for p in place.rglob("*")] == ["before"]
 
 
 @pytest.mark.slow
@@ -165,8 +170,7 @@ def test_a_theory_experiment_with_a_negative_size_is_one_line(place):
         "experiment=gradient_quick", "experiment.num_samples=-1", module="sdexp.theory", cwd=place
     )
     assert the_line(done, 2) == "error: experiment.num_samples: an integer, at least 1, got -1"
-    assert [p for p in place.rglob("*") if not p.is_dir()] == []  # no empty run directory
-    assert not any(p.name.startswith("20") for p in place.rglob("*"))
+    assert list(place.iterdir()) == []  # outputs/theory/gradient_quick/ used to stay, empty
 
 
 #: Hydra's own errors, composing the config before the task runs: its block of lines (or a
@@ -200,7 +204,7 @@ def test_a_config_that_does_not_compose_is_one_line(place, scenario):
     done = run(*TOY, *overrides, cwd=place)
     assert the_line(done, 2).startswith(expected)
     assert "pytorch_lightning" not in imported(done)
-    assert {str(p.relative_to(place)) for p in place.rglob("*")} <= {"outputs", "outputs/runs"}
+    assert list(place.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -231,7 +235,7 @@ def test_a_theory_list_argument_out_of_range_is_one_line(place, overrides, expec
     exit status 1, after it had started."""
     done = run("experiment=gradient_quick", *overrides, module="sdexp.theory", cwd=place)
     assert the_line(done, 2).startswith(f"error: {expected}")
-    assert [p for p in place.rglob("*") if not p.is_dir()] == []
+    assert list(place.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -334,6 +338,20 @@ def test_a_full_disk_is_one_line_and_a_failed_results_json(full_disk):
     assert "No space left on device" in line
     result = read_result(run_dir)
     assert result.status == "failed" and "No space left on device" in result.reason
+    assert temporary_files(full_disk) == []
+
+
+@pytest.mark.slow
+def test_a_full_disk_before_the_first_checkpoint_names_the_file(full_disk):
+    """A disk full before the run writes anything: the run's line used to be "OSError: [Errno
+    28] No space left on device", naming no file (a write's error does not)."""
+    subprocess.run(["dd", "if=/dev/zero", f"of={full_disk / 'filler'}", "bs=4k"], check=False)
+    done = run(*TOY, f"hydra.run.dir={full_disk / 'run'}")
+    line = the_line(done, 1)
+    assert (
+        line
+        == f"error: OSError: [Errno 28] No space left on device: '{full_disk / 'run'}/run.lock'"
+    )
     assert temporary_files(full_disk) == []
 
 
