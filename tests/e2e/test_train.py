@@ -6,7 +6,24 @@ from __future__ import annotations
 import pytest
 
 from sdexp.results import differences, flatten, read_result
-from tests.helpers import FAST_TOY, command_output, local_cifar, run_train, wandb_record
+from tests.helpers import (
+    FAST_TOY,
+    command_output,
+    compose_config,
+    local_cifar,
+    run_train,
+    wandb_record,
+)
+
+
+def test_help_shows_the_groups_and_the_commands():
+    """``python train.py --help``: ours (conf/hydra/help/sdexp.yaml; its contents:
+    tests/unit/test_help.py), where Hydra printed its config dump, listing sweep and scale as
+    plain groups (sweep=smoke fails: tests/e2e/test_faults.py)."""
+    done = run_train("--help")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.strip() == compose_config([], hydra=True).hydra.help.template.strip()
+    assert "\n  +sweep   " in done.stdout and "python train.py +sweep=smoke\n" in done.stdout
 
 
 @pytest.mark.slow
