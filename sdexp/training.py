@@ -111,7 +111,7 @@ def finished(out: Path, key: RunKey) -> RunResult | None:
         return None
 
 
-def by(made: str | None) -> str:
+def other_code_note(made: str | None) -> str:
     """What a finished run's line says of the other code that made it (``made``: its label)."""
     if made is None:
         return ""
@@ -138,9 +138,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     done = finished(out, key)
     made = other_code(done.code) if done is not None else None
     if done is not None and not (made and cfg.rerun_other_code):
-        log.info(
-            f"{job_label()}{key.name}: finished before (results.json says ok){by(made)}: {out}"
-        )
+        note = other_code_note(made)
+        log.info(f"{job_label()}{key.name}: finished before (results.json says ok){note}: {out}")
         return done
     datamodule = checked.datamodule
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
