@@ -113,6 +113,10 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
 
     one = sweep(clone, sweep_dir, "seed=1", "rerun_other_code=true")
     assert one.returncode == 0, one.stderr[-3000:]
+    assert (
+        f"made by other code (commit {older[:7]}): its results.json and checkpoints are "
+        "discarded, and it trains again (rerun_other_code=true)"
+    ) in one.stdout
     after = results(sweep_dir)
     assert after[0]["bytes"] == before[0]["bytes"]  # only the run asked for
     assert after[1]["code"]["commit"] == newer and after[1]["test"] != before[1]["test"]
