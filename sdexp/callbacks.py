@@ -54,7 +54,7 @@ class EpochTimer(pl.Callback):
 
 class ProgressLines(pl.Callback):
     """A short line per epoch, at most one every ``every_s`` seconds and always the last one:
-    ``epoch 12/164: train/loss 0.512, val/error 8.31, 21.3 s/epoch``."""
+    ``epoch 12/164: train/loss 0.512, val/error 8.31, 21.3 s/epoch``; under DDP, rank 0's."""
 
     def __init__(self, every_s: float = 60.0) -> None:
         self.every_s = every_s
@@ -66,6 +66,8 @@ class ProgressLines(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         now, epoch = time.monotonic(), trainer.current_epoch + 1
+        if not trainer.is_global_zero:  # under DDP every rank runs it: rank 0 prints
+            return
         if now - self._last < self.every_s and epoch < trainer.max_epochs:
             return
         self._last = now

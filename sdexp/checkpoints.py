@@ -1,6 +1,7 @@
 """The run's checkpoints, on Lightning's side: ``last.ckpt`` at the end of every epoch and
 ``best.ckpt`` by validation metric, each carrying the run's identity (``sdexp.rundir`` checks it
-before resuming); a failed write fails the run and leaves no temporary file."""
+before resuming) and the code that wrote it (``sdexp.provenance``); a failed write fails the run
+and leaves no temporary file."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from sdexp.provenance import current_code
 from sdexp.results import RunKey
 from sdexp.rundir import CHECKPOINTS, IDENTITY, LAST
 
@@ -25,13 +27,14 @@ class CheckpointWriteError(RuntimeError):
 
 
 class RunIdentity(pl.Callback):
-    """Writes the run's identity and identity config into every checkpoint."""
+    """Writes the run's identity, identity config and code into every checkpoint."""
 
     def __init__(self, key: RunKey, config: dict) -> None:
         self.key, self.config = key, config
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[IDENTITY] = {"identity": self.key.identity, "config": self.config}
+        code = current_code().to_dict()
+        checkpoint[IDENTITY] = {"identity": self.key.identity, "config": self.config, "code": code}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

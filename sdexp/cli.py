@@ -4,19 +4,32 @@ Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.
 Whatever stops a run is one line on stderr and an exit status (``sdexp.errors``): 2 for bad
 input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
 
+import functools
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from sdexp import console
-from sdexp.errors import Stopped, exit_on_stop, failure_policy, raise_if_stopped, stop_on_signals
+from sdexp.errors import (
+    Stopped,
+    exit_on_stop,
+    failure_policy,
+    flat_message,
+    one_line,
+    raise_if_stopped,
+    stop_on_signals,
+)
 from sdexp.slurm import requeue_if_preempted
 
 # What imports torch (sdexp.config, sdexp.rundir; seconds) is imported where it is used, after
@@ -28,8 +41,8 @@ log = logging.getLogger("sdexp")
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
     that never owned its directory (refused, or skipped) leaves nothing there: its log lines
-    are not written (``sdexp.console.RunLogFile``) and a directory Hydra made for it is
-    removed (``sdexp.rundir.remove_unused``).
+    are not written (``sdexp.console.RunLogFile``) and the directories the command made for it
+    are removed (``sdexp.rundir.remove_unused``).
 
     A run stopped by SIGTERM inside a SLURM job that SLURM is preempting requeues its job
     (``sdexp.slurm``). A job of submitit (a sweep on SLURM) then ends with the signal's exit
@@ -43,7 +56,7 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
                 if not console.run_log_opened():
                     from sdexp.rundir import remove_unused
 
-                    remove_unused(Path(cfg.output_dir))
+                    remove_unused()
     except Stopped as stop:
         if stop.signum == signal.SIGTERM and (requeued := requeue_if_preempted()):
             log.warning(requeued)
@@ -69,6 +82,56 @@ def train_task(cfg: DictConfig) -> None:
     run(cfg, checked)
 
 
+def composition_error(error: BaseException) -> str:
+    """One line for an error of composing the config: a group option that does not exist (the
+    group and its options), a YAML file that does not parse (the file, line and column), or
+    Hydra's message on one line."""
+    cause = error
+    while cause is not None and not isinstance(cause, yaml.MarkedYAMLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None and cause.problem_mark is not None:
+        mark = cause.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+        what = " ".join(filter(None, [cause.context, cause.problem]))
+        return f"{where}: not valid YAML ({what})"
+    if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
+        group, name = error.missing_cfg_file.rsplit("/", 1)
+        return (
+            f"{group}={name}: no such option of {group} (its options: {', '.join(error.options)})"
+        )
+    return flat_message(error)
+
+
+def hydra_errors_in_one_line(main: Callable[[], None]) -> Callable[[], None]:
+    """``main`` (a ``@hydra.main`` function) with Hydra's own errors as one line on stderr: those
+    of composing the config (bad input: exit status 2) and anything else Hydra raises outside
+    the task (exit status 1; the task has its failure policy). Hydra prints a block of lines or a
+    traceback for them and exits with status 1; told ``HYDRA_FULL_ERROR=1``, it raises them
+    instead. A user who sets ``HYDRA_FULL_ERROR=1`` gets Hydra's full report."""
+
+    @functools.wraps(main)
+    def wrapped() -> None:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return main()
+        before = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            main()
+        except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
+            print(f"error: {composition_error(error)}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as error:  # noqa: BLE001 - the policy: one line, never a traceback
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(1)
+        finally:
+            os.environ.pop("HYDRA_FULL_ERROR")
+            if before is not None:
+                os.environ["HYDRA_FULL_ERROR"] = before
+
+    return wrapped
+
+
+@hydra_errors_in_one_line
 @hydra.main(config_path="pkg://sdexp.conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_task(cfg, train_task)

@@ -43,6 +43,7 @@ class TopLevel:
     budget: float
     seed: int
     overwrite: bool
+    rerun_other_code: bool
     threads: int | Literal["auto"] | None
     output_dir: str
     optimizer: dict
@@ -316,6 +317,8 @@ def check_options(cfg: DictConfig, complete: bool = True) -> Checked:
     """
     values = resolved(cfg)
     check_values(values, TOP_LEVEL, "", "the run config")
+    if missing := [key for key in TOP_LEVEL if key not in values]:  # deleted: ~budget
+        raise ConfigError(missing[0], f"missing: the run needs it; set it ({missing[0]}=...)")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
     checked = check_ranges(cfg, values)
     check_types(values, ("optimizer", "scheduler"))

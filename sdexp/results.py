@@ -14,13 +14,14 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 - a sweep names each run's directory by it (``RunKey.cell_dir``), never by the command line.
 
 ``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
-("ok" or "failed", with a reason), the metric's name ("error" in % or "mse") and its values (test
-metric of the final model and of the best-validation checkpoint, and which of them the recipe
-reports), the survival probabilities and what they imply, timings, and the device that ran it
-with the share of it the run held (what ``sdexp-table`` sums into a sweep's cost). It is
-written atomically (a reader never sees half a file) with the permissions of any other file the
-user writes. ``RunResult.summary`` and ``RunResult.history_row`` are what a run gives W&B at its
-end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to these).
+("ok" or "failed", with a reason), the metric ("error" in % or "mse") and its test values (final
+model, best-validation checkpoint, which one the recipe reports), the survival probabilities and
+what they imply, timings, the device and its share the run held (``sdexp-table`` sums the cost),
+the code that made it (``sdexp.provenance``; not identity). Strict JSON (null for what is not
+finite), written atomically, with the permissions of any file the user writes; read back against
+these types (``RunResult.from_dict``).
+``RunResult.summary`` and ``history_row`` are what a run gives W&B at its end, the keys a
+dashboard reads (``sdexp.dashboard``; a test holds them to these).
 
 ``predictions.csv`` beside it holds the run's per-example test predictions
 (``sdexp.predictions``, the owner of its format).
@@ -35,16 +36,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pydantic import TypeAdapter, ValidationError
+
+from sdexp.provenance import Code
 
 RESULTS_FILE = "results.json"
 #: Beside results.json: the test set's per-example predictions (``sdexp.predictions``).
@@ -61,6 +66,7 @@ METRIC = {"classification": "error", "regression": "mse"}
 NOT_IDENTITY = (
     "output_dir",
     "overwrite",
+    "rerun_other_code",
     "threads",
     "logger",
     "run",
@@ -228,7 +234,7 @@ class RunResult:
 
     key: RunKey
     config: dict  # the identity config (what ``key.identity`` hashes)
-    status: str  # "ok" or "failed"
+    status: Literal["ok", "failed"]  # (a run still training holds "running", never written)
     reason: str | None = None  # why it failed
     metric: str = "error"  # "error" (test error in %) or "mse"
     report: str = "final"  # which test value is the run's number: "best" or "final"
@@ -245,7 +251,7 @@ class RunResult:
     epoch_times_s: list[float] = field(default_factory=list)  # every epoch, across resumes
     device: str | None = None  # what trained it: the GPU's name ("NVIDIA H200") or "cpu"
     device_share: float = 1.0  # devices it held: DDP's ranks / runs sharing one (a local sweep)
-    version: str = ""
+    code: Code | None = None  # the code that made it (None: written before runs recorded it)
 
     @property
     def device_hours(self) -> float | None:
@@ -292,9 +298,23 @@ class RunResult:
         return {**fields.pop("key"), "test": self.test, **fields}
 
     @classmethod
-    def from_dict(cls, data: dict) -> RunResult:
-        kept = {f.name for f in dataclasses.fields(cls)} - {"key"}
-        return cls(key=RunKey.from_dict(data), **{k: v for k, v in data.items() if k in kept})
+    def from_dict(cls, data: Any) -> RunResult:
+        """``data`` (a parsed results.json), each field of the type declared here and in
+        ``RunKey`` (pydantic, strict: a budget "0.3" is no number, an unknown status is refused);
+        ValueError names the first field that is not."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON object, got {type(data).__name__}")
+        key = {f.name: data[f.name] for f in dataclasses.fields(RunKey) if f.name in data}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"key"}
+        nested = {"key": key, **{k: v for k, v in data.items() if k in fields}}
+        try:  # through JSON: strict mode takes a dataclass's fields from JSON objects only
+            return contract().validate_json(json.dumps(nested), strict=True)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = first["loc"][1:] if first["loc"][0] == "key" else first["loc"]  # key: flat
+            got = "" if first["type"] == "missing" else f", got {first['input']!r}"
+            why = f"{'.'.join(map(str, where))}: {first['msg'].lower()}{got}"
+            raise ValueError(why) from None
 
 
 def write_atomically(path: Path, text: str) -> Path:
@@ -313,21 +333,30 @@ def write_atomically(path: Path, text: str) -> Path:
 
 
 def write_result(run_dir: str | Path, result: RunResult) -> Path:
-    """Write results.json atomically (``write_atomically``)."""
-    return write_atomically(Path(run_dir) / RESULTS_FILE, json.dumps(result.to_dict(), indent=2))
+    """Write results.json atomically (``write_atomically``) as strict JSON: a value that is not
+    finite (NaN, infinity) is null (a failed run's reason says what it was)."""
+    finite = json.loads(json.dumps(result.to_dict()), parse_constant=lambda _: None)
+    text = json.dumps(finite, indent=2, allow_nan=False)
+    return write_atomically(Path(run_dir) / RESULTS_FILE, text)
+
+
+@functools.cache
+def contract() -> TypeAdapter:
+    """pydantic's validator of ``RunResult``, built at the first read."""
+    return TypeAdapter(RunResult)
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:
     """The run's results.json, None if there is none; ``UnreadableResult`` naming the file if it
-    is empty, corrupt or not a result of this version (e.g. written without an identity)."""
+    is empty, corrupt or not a result of this version: a field missing, or not of its type
+    (``RunResult.from_dict``)."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists():
         return None
     try:
         return RunResult.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        kind = "missing field" if isinstance(error, KeyError) else type(error).__name__
-        raise UnreadableResult(f"{path}: unreadable ({kind}: {error})") from error
+    except (OSError, ValueError) as error:
+        raise UnreadableResult(f"{path}: unreadable ({error})") from error
 
 
 def completed(run_dir: str | Path, key: RunKey) -> RunResult | None:

@@ -19,7 +19,8 @@ there against the run's identity (``sdexp.results.RunKey``):
 Hydra writes into a run's directory before the task starts: its record of the command
 (``.hydra/``) and its log file. Both wait until the run owns the directory (``keep_hydra_record``,
 ``sdexp.console.RunLogFile``), so that a refused run changes nothing of the run that is there;
-a directory Hydra made for a command that never owned it is removed (``remove_unused``).
+the directories a command created for a run that never owned its directory are removed
+(``remove_unused``).
 
 Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
 (``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.checkpoints``.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -60,7 +62,7 @@ LOCK_FILE = "run.lock"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 UNREADABLE = ".unreadable"  # the suffix of a checkpoint moved aside
-IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config"}
+IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config", "code"}
 
 #: How a run directory is named on the command line, for the messages.
 DIR_OPTION = "hydra.run.dir"
@@ -68,6 +70,18 @@ WAYS_OUT = (
     "choose another output directory (hydra.run.dir, or hydra.sweep.dir for a sweep), or pass "
     "overwrite=true to discard the earlier run's results.json and checkpoints"
 )
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError of a write in the block names ``path`` where it names no file: the error of a
+    write to a full disk (ENOSPC) does not, and the run's one line must say where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
 
 
 # --- the lock ------------------------------------------------------------------------------------
@@ -83,9 +97,10 @@ def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
     def hold() -> None:
-        os.ftruncate(fd, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+        with naming(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
 
     try:
         try:
@@ -208,15 +223,39 @@ class Resume(NamedTuple):
     epochs: int
 
 
+#: A temporary file of an atomic write (``write_atomically``, ``AtomicCheckpointIO``):
+#: ``.<name>.<pid>.tmp`` beside its target.
+TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporary files of atomic writes that never finished (a process killed
+    mid-write: SIGKILL, a node that went down) from ``run_dir``, its checkpoints and Hydra's
+    record. The caller holds the directory's lock: every process that wrote into it is dead."""
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / ".hydra"):
+        for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
+            if (found := TEMPORARY.fullmatch(path.name)) and int(found[1]) != os.getpid():
+                path.unlink(missing_ok=True)
+                log.info(f"removed {path}, left by process {found[1]} killed while writing it")
+
+
 @contextmanager
 def claim(
-    run_dir: Path, key: RunKey, config: dict, overwrite: bool, lock: bool = True
+    run_dir: Path,
+    key: RunKey,
+    config: dict,
+    overwrite: bool,
+    lock: bool = True,
+    fresh: bool = False,
 ) -> Iterator[Resume | None]:
     """Lock ``run_dir`` (unless ``lock`` is False: the other ranks of a DDP run) and make sure
-    it holds nothing of another run; yield the checkpoint to resume from, if any.
+    it holds nothing of another run; yield the checkpoint to resume from, if any. ``fresh``:
+    the run starts over, its own results.json and checkpoints discarded (other code made them:
+    ``rerun_other_code=true``).
 
     Nothing in the directory changes until the run may go on: a refused run leaves it as it
-    was. An unreadable ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
+    was. Then the temporary files of writes that never finished are removed; an unreadable
+    ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
     with run_lock(run_dir) if lock else nullcontext() as hold:
         found, epochs = inspect(run_dir, key, config)
         others = [c for c in found if not c.unreadable]
@@ -224,6 +263,7 @@ def claim(
             raise conflict_error(run_dir, others)
         if hold is not None:
             hold()
+            remove_stale_temporaries(run_dir)
         last = run_dir / CHECKPOINTS / LAST
         if others:
             log.warning(f"{run_dir}: overwrite=true, discarding {', '.join(c.file for c in found)}")
@@ -233,7 +273,9 @@ def claim(
             log.warning(
                 f"{last} is {found[0].why}: moved aside to {aside.name}, and the run starts over"
             )
-        yield Resume(last, epochs) if epochs is not None and last.exists() else None
+        if fresh and lock:
+            discard(run_dir)
+        yield Resume(last, epochs) if epochs is not None and last.exists() and not fresh else None
 
 
 # --- Hydra's side ---------------------------------------------------------------------------------
@@ -255,35 +297,42 @@ def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
         "overrides.yaml": OmegaConf.create(list(HydraConfig.get().overrides.task)),
     }
     for name, node in record.items():
-        write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+        with naming(run_dir / ".hydra" / name):
+            write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
 
 
-def remove_unused(run_dir: Path) -> None:
-    """Remove the directory Hydra made for a single run that never owned it (a refused
-    command), if it is empty and named by the command's time (``${now:...}`` in
-    ``hydra.run.dir``: no one else's), with the parents named by the time that it leaves
-    empty (``outputs/runs/<date>/<time>/``). A directory named on the command line stays."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+#: The directories this command created for its run (``MakeRunDir``), deepest first.
+CREATED: list[Path] = []
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
-        return
-    pattern = OmegaConf.to_container(HydraConfig.get().run, resolve=False)["dir"]
-    path = run_dir.absolute()
-    for part in reversed(Path(str(pattern)).parts):
-        if "${now:" not in part:
-            return
+
+def remove_unused() -> None:
+    """Remove the directories this command created for a single run that never owned its
+    directory (a refused command, a theory experiment refused by its options), deepest first,
+    each only if it is empty: a directory that was there before stays, and so does one that
+    holds anything (another command's files)."""
+    for path in CREATED:
         try:
-            path.rmdir()  # only if empty
+            path.rmdir()
         except OSError:
             return
-        path = path.parent
+
+
+def cannot_create(folder: Path) -> str | None:
+    """Why ``folder`` could not be created, or None, found without creating anything (a sweep's
+    dry run): its nearest existing ancestor is not a directory, or not writable."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 class MakeRunDir(Callback):
     """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
     directory before Hydra does, so that one that cannot be created (under a regular file, in
-    a read-only place) is one line and exit status 2, not Hydra's traceback."""
+    a read-only place) is one line and exit status 2, not Hydra's traceback; and records the
+    directories it created (``CREATED``), which a refused command removes (``remove_unused``)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -294,8 +343,11 @@ class MakeRunDir(Callback):
             run_dir = Path(str(config.hydra.run.dir))
         finally:
             HydraConfig.instance().cfg = previous
+        absolute = run_dir.absolute()
+        missing = [p for p in (absolute, *absolute.parents) if not p.exists()]
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            CREATED[:] = missing
             if not os.access(run_dir, os.W_OK | os.X_OK):
                 raise PermissionError(f"{run_dir} is not writable")
         except OSError as error:

@@ -7,9 +7,12 @@ planned cell that wrote no results.json is a row of status missing (never starte
 and a cell the sweep left out marks its (mode, budget) as one the mode cannot run (the paper's
 "-"). A finished run's ``predictions.csv`` (``sdexp.predictions``) gives its per-image values
 (``Runs.images``, of the model it reports). A run found twice (the same identity) counts once;
-an unreadable ``results.json`` or ``sweep.json`` is named, and its runs count as missing where a
-plan names them; an unreadable ``predictions.csv`` is named and the run has no per-image values.
-The rows are a pandas frame (``COLUMNS``).
+an unreadable ``results.json`` or ``sweep.json`` (not of the contract: a field missing or of
+another type, ``sdexp.results.RunResult.from_dict``) is named and left out, and its runs count
+as missing where a plan names them; an unreadable ``predictions.csv`` is named and the run has
+no per-image values. A run that says ok with a test value that is not finite is a failed run.
+Each row names the code that made its run (``code``, and ``run_commit``, ``run_dirty``,
+``run_diff``: ``sdexp.provenance``). The rows are a pandas frame (``COLUMNS``).
 
 ``runs.csv`` is the same rows as ``sdexp-table`` writes them (``RUNS_COLUMNS``, ``runs_csv``),
 with a row of status ``left out`` per cell a sweep left out; ``read_runs_csv`` reads one back, so
@@ -20,6 +23,7 @@ expected_depth / budget (sum_l p_l = b L, the budget's definition).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ import pandas as pd
 
 from sdexp.images import per_image_values
 from sdexp.predictions import UnreadablePredictions, read_predictions
+from sdexp.provenance import code_label
 from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
     PLAN_FILE,
@@ -65,7 +70,13 @@ COLUMNS = [
     "dir",
     "device",
     "device_hours",
+    "code",  # the code that made the run (``sdexp.provenance.code_label``)
+    "run_commit",
+    "run_dirty",
+    "run_diff",
 ]
+#: What a runs.csv written before runs recorded their code lacks.
+CODE_COLUMNS = ("code", "run_commit", "run_dirty", "run_diff")
 #: runs.csv: one row per run; ``test`` is its reported test metric (``metric``: "error" in % or
 #: "mse"), ``dir`` its directory relative to ``sweep``, the sweep directory it was found under.
 RUNS_COLUMNS = [
@@ -86,6 +97,10 @@ RUNS_COLUMNS = [
     "dir",
     "device",
     "device_hours",
+    "code",  # the code that made the run (``sdexp.provenance.code_label``)
+    "run_commit",
+    "run_dirty",
+    "run_diff",
 ]
 
 
@@ -110,20 +125,28 @@ def key_columns(key: RunKey) -> dict:
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path, sweep: Path) -> dict:
-    """A finished or failed run: its key, status and reported test metric."""
+    """A finished or failed run: its key, status and reported test metric (a value that is not
+    finite, in a results.json written before such runs failed, makes it a failed run)."""
     chosen = report or result.report
+    value = result.test_best if chosen == "best" else result.test_final
+    diverged = value is not None and not math.isfinite(value)
+    code = result.code
     return key_columns(result.key) | {
         "metric": result.metric,
         "report": chosen,
         "mode_options": config_hash(result.config.get("mode", {})),
-        "status": result.status,
-        "value": result.test_best if chosen == "best" else result.test_final,
+        "status": "failed" if diverged else result.status,
+        "value": None if diverged else value,
         "test_loss": result.test_loss,
         "expected_depth": result.expected_depth,
         "sweep": str(sweep),
         "dir": str(run_dir),
         "device": result.device,
         "device_hours": result.device_hours,
+        "code": code_label(code),
+        "run_commit": code and code.commit,
+        "run_dirty": code and code.dirty,
+        "run_diff": code and code.diff,
     }
 
 
@@ -296,7 +319,7 @@ def read_runs_csv(
         )
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: unreadable ({error})") from error
-    if missing := set(RUNS_COLUMNS) - {"num_blocks"} - set(frame.columns):
+    if missing := set(RUNS_COLUMNS) - {"num_blocks", *CODE_COLUMNS} - set(frame.columns):
         raise ValueError(f"{path}: not a runs.csv of sdexp-table (no {', '.join(sorted(missing))})")
     held = set(frame.loc[frame["status"] != LEFT_OUT, "report"].dropna())
     if report is not None and held - {report}:

@@ -9,7 +9,9 @@ cartesian product holds cells that are not experiments, and the grid sweeper
 - a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
   runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
 - a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
-  not launched again, so re-running a sweep after a crash runs only the missing cells;
+  not launched again, so re-running a sweep after a crash runs only the missing cells; whatever
+  code made it (the code is not part of the identity), but the plan names the runs other code
+  made (``sdexp.provenance``) and ``rerun_other_code=true`` runs them again, from scratch;
 - a cell whose directory holds a run of another identity (the preset was edited, say) is a
   conflict: nothing is launched until the user chooses another sweep directory or
   ``overwrite=true`` (``sdexp.rundir``);
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdexp.config import TOP_LEVEL, Checked, check_options, check_seed
 from sdexp.console import counted
 from sdexp.errors import ConfigError
+from sdexp.provenance import current_code, other_code
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -77,6 +81,7 @@ class Cell:
     note: str = ""  # what the planner found in its directory
     config: DictConfig | None = field(default=None, repr=False)
     moved_from: Path | None = None  # where an earlier layout left the run (``earlier_runs``)
+    other_code: str | None = None  # the code that made its finished run, if not this one
 
 
 class CellComposer:
@@ -230,6 +235,29 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     return "to run", "failed before; runs again" if result is not None else ""
 
 
+def made_by_other_code(run_dir: Path) -> str | None:
+    """The code that made the finished run in ``run_dir``, if it is not this process's."""
+    return other_code(read_result(run_dir).code)
+
+
+def describe_other_code(cells: list[Cell]) -> list[str]:
+    """A line on the finished runs that other code made, if any (each is listed with its cell):
+    how many, by which code, and what the sweep does with them."""
+    made = [c for c in cells if c.other_code is not None]
+    if not made:
+        return []
+    codes = ", ".join(f"{n} by {label}" for label, n in Counter(c.other_code for c in made).items())
+    runs = "1 finished run" if len(made) == 1 else f"{len(made)} finished runs"
+    if all(c.config.rerun_other_code for c in made):
+        what = "run again from scratch (rerun_other_code=true)"
+    else:
+        what = (
+            "count as done (a run's identity is its config, not its code): rerun_other_code=true "
+            "runs them again from scratch"
+        )
+    return [f"{runs} came from other code than this, {current_code().label} ({codes}): {what}"]
+
+
 class EarlierRun(NamedTuple):
     """A finished or resumable run that an earlier layout left right under a sweep directory."""
 
@@ -284,6 +312,10 @@ def plan_cell(cell: Cell, config: dict, earlier: list[EarlierRun]) -> None:
         )
         cell.run_dir = source.run_dir
     cell.status, note = cell_status(cell.moved_from or cell.run_dir, cell.key, config)
+    if cell.status == "done" and (made := made_by_other_code(cell.moved_from or cell.run_dir)):
+        cell.other_code, note = made, f"made by other code: {made}"
+        if cell.config.rerun_other_code:
+            cell.status, note = "to run", f"{note}; runs again from scratch (rerun_other_code=true)"
     if left := [r.run_dir.name for r in earlier if r is not source]:
         notes.append(f"the same run also in {', '.join(left)}, left there")
     cell.note = "; ".join(filter(None, [note, *notes]))

@@ -45,14 +45,16 @@ from sdexp.errors import (
     JobEnded,
     Stopped,
     one_line,
+    signal_name,
     stop_on_signals,
     stop_signal,
 )
 from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
-from sdexp.rundir import WAYS_OUT
+from sdexp.rundir import WAYS_OUT, cannot_create
 from sdexp.sweep import (
     CellComposer,
     CellPlanner,
+    describe_other_code,
     describe_setups,
     job_overrides,
     move_earlier,
@@ -118,6 +120,8 @@ class BudgetGrid:
         params = [f"{k}={v}" for k, v in self.params.items()]
         product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        if why := cannot_create(sweep_dir):  # the dry run says so too
+            raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
         print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
         compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
         try:
@@ -128,10 +132,17 @@ class BudgetGrid:
 
     def sweep(self, arguments: list[str]) -> Any:
         try:
-            return self.plan_and_launch(arguments)
+            with stop_on_signals():  # the command defers a signal until here: planning stops
+                return self.plan_and_launch(arguments)
         except GridError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
+        except Exception:  # noqa: BLE001 - a composition interrupted part-way by the stop
+            if stop_signal() is None:
+                raise
+            stopped_planning(stop_signal())
+        except Stopped as stop:  # before the launch (which says what its jobs did when stopped)
+            stopped_planning(stop.signum)
 
     def plan_and_launch(self, arguments: list[str]) -> list:
         cells = self.plan(arguments)
@@ -152,6 +163,7 @@ class BudgetGrid:
         earlier = (
             [earlier_layout(sweep_dir, len(moving), len(resuming))] if moving or resuming else []
         )
+        other_code = describe_other_code(cells)  # finished runs other code made
         if self.dry_run:
             print("\n".join([*describe_setups(cells), *describe(cells, cells, "would move")]))
             print(
@@ -159,12 +171,14 @@ class BudgetGrid:
                 f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
                 "(they import torch's compiler and Lightning, seconds)."
             )
-            print("\n".join([summary, *[f"{line} (a dry run moves nothing)." for line in earlier]]))
+            moves = [f"{line} (a dry run moves nothing)." for line in earlier]
+            print("\n".join([summary, *moves, *other_code]))
             return []
         shown_cells = [c for c in cells if c.left_out or c.note or c.moved_from]
         refused = clashes and not all(c.config.overwrite for c in clashes)
         verb = "would move" if refused else "moved"
         lines = [*describe_setups(cells), *describe(shown_cells, cells, verb), summary, *earlier]
+        lines += other_code
         print("\n".join(lines), flush=True)
         if refused:
             raise GridError(
@@ -180,11 +194,15 @@ class BudgetGrid:
             move_earlier(moving)
         except ConfigError as error:
             raise GridError(str(error)) from error
-        if todo:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if todo or moving:
-            write_plan(sweep_dir, plan_of(sweep_dir, cells))
+        try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
+            if todo:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            if todo or moving:
+                write_plan(sweep_dir, plan_of(sweep_dir, cells))
+        except OSError as error:
+            why = f"{error.strerror or error}: {error.filename or sweep_dir}"
+            raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
         if todo:
             self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
         return cells
@@ -227,6 +245,16 @@ class BudgetGrid:
                 f"{sum(not_ok.values())} of {len(todo)} jobs did not end ok: {counts} "
                 "(listed above; run the same command to run them again)"
             )
+
+
+def stopped_planning(signum: int) -> None:
+    """A signal stopped the sweep before it launched anything: one line, its exit status."""
+    print(
+        f"error: stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(128 + signum) from None
 
 
 #: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).

@@ -24,10 +24,14 @@ differ only in mode, budget and seed),
   from their results.json (``sdexp.cost``);
 
 and prints the markdown, the tables then the verdicts. Every file names the command that made it
-and the code's commit (``MadeBy``: a first line in markdown, columns in CSV, metadata in PNG).
-The value of a run is its recipe's reported test metric (``report``: the best-validation
-checkpoint's, or the final model's; ``--report`` chooses for all), and the table says which. It
-writes files and nothing else: ``sdexp-dashboard --tables DIR`` logs them to W&B.
+and the code that ran it (``MadeBy``: a first line in markdown, the columns ``command`` and
+``table_commit`` in CSV, metadata in PNG); ``runs.csv`` names each run's own code
+(``run_commit``, ``run_dirty``, ``run_diff``). A cell of a table whose finished runs came from
+different code (``sdexp.provenance``) stops the command with one line naming the codes, unless
+``--mix-code`` puts them together. The value of a run is its recipe's reported test metric
+(``report``: the best-validation checkpoint's, or the final model's; ``--report`` chooses for
+all), and the table says which. It writes files and nothing else: ``sdexp-dashboard --tables
+DIR`` logs them to W&B.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +46,9 @@ from typing import NoReturn
 
 import pandas as pd
 
-from sdexp import __version__, cost
+from sdexp import cost
 from sdexp.paired import MARGIN
+from sdexp.provenance import current_code
 from sdexp.results import PLAN_FILE, RESULTS_FILE
 from sdexp.runs import Runs, collect, runs_csv
 from sdexp.table2 import REPORTS, Table, budget_key, summarize, tables
@@ -67,31 +71,13 @@ class MadeBy:
         return f"Made by `{self.command}` with sdexp {self.commit}."
 
     def stamp(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` with the columns ``command`` and ``commit``, for a CSV file."""
-        return frame.assign(command=self.command, commit=self.commit)
+        """``frame`` with the columns ``command`` and ``table_commit``, for a CSV file."""
+        return frame.assign(command=self.command, table_commit=self.commit)
 
 
 def made_by(argv: list[str]) -> MadeBy:
-    """``sdexp-table ARGV`` as a shell line, and ``code_commit()``."""
-    return MadeBy(shlex.join(["sdexp-table", *argv]), code_commit())
-
-
-def code_commit() -> str:
-    """'commit 1a2b3c4' (``git rev-parse --short HEAD``) when this code runs from a git checkout
-    of sdexp, noting uncommitted changes to its ``sdexp/``; else 'version X' of the package."""
-    package = Path(__file__).parent
-
-    def git(*args: str) -> str:
-        command = ["git", "-C", str(package), *args]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:  # this file tracked: sdexp's checkout, not an install inside another repository
-        git("ls-files", "--error-unmatch", Path(__file__).name)
-        commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    except (OSError, subprocess.CalledProcessError):
-        return f"version {__version__}"
-    return f"commit {commit}" + (" (with uncommitted changes to sdexp/)" if changed else "")
+    """``sdexp-table ARGV`` as a shell line, and the code of this process."""
+    return MadeBy(shlex.join(["sdexp-table", *argv]), current_code().label)
 
 
 def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]:
@@ -203,6 +189,12 @@ def arguments() -> argparse.ArgumentParser:
         help="the paired test's large-budget regime (default: the grid's budgets from 0.5)",
     )
     parser.add_argument(
+        "--mix-code",
+        action="store_true",
+        help="put runs that different code made (another commit, other uncommitted changes: "
+        "runs.csv's run_commit) into one cell of a table; without it such a cell stops the command",
+    )
+    parser.add_argument(
         "--margin",
         type=margin_arg,
         help=f"the smallest effect of interest, in the metric's units: an effect must be beyond "
@@ -258,6 +250,26 @@ def check_sources(parser: argparse.ArgumentParser, sources: list[Path]) -> None:
             parser.error(f"{source} is neither a directory nor a runs.csv file")
 
 
+def mixed_code(runs: Runs) -> str:
+    """An error line if a cell of a table (setup, mode and its options, budget) holds finished
+    runs that different code made: the codes it holds, and the ways on."""
+    ok = runs.frame[runs.frame.status == "ok"]
+    cells = ok.groupby(["setup", "mode", "variant", budget_key(ok["budget"])])["code"]
+    mixed = [(cell, codes) for cell, codes in cells if codes.nunique() > 1]
+    if not mixed:
+        return ""
+    (setup, mode, variant, budget), codes = mixed[0]
+    counts = ", ".join(f"{n} by {label}" for label, n in codes.value_counts().items())
+    named = f"{mode}{f' ({variant})' if variant else ''} at b = {budget:g} (setup {setup[:6]})"
+    more = f" (and {len(mixed) - 1} more cells)" if len(mixed) > 1 else ""
+    every = ", ".join(f"{n} by {label}" for label, n in ok["code"].value_counts().items())
+    return (
+        f"error: --mix-code: a cell of a table holds runs of different code: {named}: {counts}"
+        f"{more}; of all finished runs {every}. Run the older ones again (the sweep's command "
+        "with rerun_other_code=true), or pass --mix-code to put them together"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = arguments()
@@ -269,15 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for line in runs.unreadable:
-        print(f"warning: {line}", file=sys.stderr)
+    for line in runs.unreadable:  # not in the table; a run a sweep planned counts as missing
+        print(f"warning: {line}; left out", file=sys.stderr)
     if runs.frame.empty:
         where = ", ".join(map(str, args.sources))
         print(f"error: no {RESULTS_FILE} or {PLAN_FILE} under {where}", file=sys.stderr)
         return 2
-    if error := unpaired(runs, options):
-        print(error, file=sys.stderr)
-        return 2
+    for error in (unpaired(runs, options), "" if args.mix_code else mixed_code(runs)):
+        if error:
+            print(error, file=sys.stderr)
+            return 2
     if args.pool:
         try:
             check_pool(tables(runs, summarize(runs.frame)))
@@ -288,17 +301,24 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else first)
     out = out.parent if out.is_file() else out
     made = made_by(argv)
-    found, plots = write(runs, out, made)
-    verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
-    write_runs(runs, out, made)
+    try:
+        found, plots = write(runs, out, made)
+        verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
+        write_runs(runs, out, made)
+        spent = write_cost(runs, found, out, made)
+    except OSError as error:  # a place that cannot be written: its first write fails
+        why = error.strerror or str(error)
+        print(f"error: --out: cannot write {error.filename or out} ({why})", file=sys.stderr)
+        return 2
     for table in found:
         print(table.markdown())
     print((out / "verdict.md").read_text().split("\n", 1)[1])
-    print(write_cost(runs, found, out, made))
+    print(spent)
+    left_out = f"; left out {len(runs.unreadable)} unreadable file(s), named above"
     print(
         f"Wrote {out / 'table2.md'}, table2.csv, summary.csv, runs.csv, verdict.md, verdict.csv, "
         f"cost.md, cost.csv, {len(plots)} table plot(s) and {len(paired_plots)} paired plot(s) "
-        f"to {out}"
+        f"to {out}{left_out if runs.unreadable else ''}"
     )
     return 0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_only
 
-import sdexp
 from sdexp import console, loggers
 from sdexp.callbacks import EpochTimer, ProgressLines
 from sdexp.checkpoints import AtomicCheckpointIO, RunIdentity, checkpointing
@@ -55,6 +55,7 @@ from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
 from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.predictions import TESTED_MODELS, write_predictions
+from sdexp.provenance import current_code, other_code
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -113,12 +114,21 @@ def finished(out: Path, key: RunKey) -> RunResult | None:
         return None
 
 
+def other_code_note(made: str | None) -> str:
+    """What a finished run's line says of the other code that made it (``made``: its label)."""
+    if made is None:
+        return ""
+    now = current_code().label
+    return f", made by other code ({made}; this is {now}): rerun_other_code=true trains it again"
+
+
 def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     """Train one network with stochastic depth; write and return its results.json.
 
-    A run whose results.json already says "ok" for the same identity is not trained again; a
-    run with ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that
-    holds a run of another identity stops the run (``overwrite=true`` discards that run).
+    A run whose results.json already says "ok" for the same identity is not trained again
+    (unless other code made it and ``rerun_other_code=true``: it starts over); a run with
+    ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that holds a run
+    of another identity stops the run (``overwrite=true`` discards that run).
     ``checked``: what ``sdexp.config.check_config(cfg)`` built, if the caller checked already.
     """
     out = Path(cfg.output_dir)
@@ -128,18 +138,26 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     set_threads(cfg.threads)
     key, config = run_key(cfg, checked.mode, checked.datamodule)
     check_kinds(out)
-    if (done := finished(out, key)) is not None:
-        log.info(f"{job_label()}{key.name}: finished before (results.json says ok): {out}")
+    done = finished(out, key)
+    made = other_code(done.code) if done is not None else None
+    if done is not None and not (made and cfg.rerun_other_code):
+        note = other_code_note(made)
+        log.info(f"{job_label()}{key.name}: finished before (results.json says ok){note}: {out}")
         return done
     datamodule = checked.datamodule
     datamodule.prepare_data()  # missing data stops the run before it claims the directory
     datamodule.setup("fit")  # and so does data it cannot split (dataset.val_size)
     # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
     rank_zero = rank_zero_only.rank == 0
-    with claim(out, key, config, cfg.overwrite, lock=rank_zero) as resume:
+    with claim(out, key, config, cfg.overwrite, lock=rank_zero, fresh=done is not None) as resume:
         if rank_zero:
             keep_hydra_record(out, cfg)
         console.open_run_log()
+        if done is not None and rank_zero:
+            log.info(
+                f"{job_label()}{key.name}: made by other code ({made}): its results.json and "
+                "checkpoints are discarded, and it trains again (rerun_other_code=true)"
+            )
         return fit_and_test(cfg, key, config, checked.mode, datamodule, resume)
 
 
@@ -161,7 +179,7 @@ def fit_and_test(
         status="running",
         metric=METRIC[datamodule.task],
         report=cfg.recipe.report,
-        version=sdexp.__version__,
+        code=current_code(),
     )
     model: ResidualNetwork | None = None
     trainer: pl.Trainer | None = None
@@ -192,7 +210,8 @@ def fit_and_test(
         fill_run_names(cfg, key)
         logger = instantiate(cfg.logger) if cfg.logger else False
         if logger:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"key": asdict(key)})
+            run = {"key": asdict(key), "code": current_code().to_dict()}  # beside the config
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | run)
         validate = datamodule.has_validation
         checkpoints = checkpointing(out, module.metric_name, validate)
         extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -225,6 +244,7 @@ def fit_and_test(
         result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
         test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
+        check_finite(result)
         if rank_zero_only.rank == 0:
             save_predictions(module, out, result)
         result.status = "ok"
@@ -302,6 +322,25 @@ def stopped(signum: int, io: AtomicCheckpointIO, resume: Resume | None, key, out
         else "no epoch had ended: the same command starts over"
     )
     return f"{job_label()}stopped by {signal_name(signum)}: {kept}: {out}"
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A test or validation metric is NaN or infinite: the run diverged (its training loss may
+    stay finite, as with ``optimizer.momentum=2``)."""
+
+
+#: The metrics a finished run reports, checked to be finite (``check_finite``).
+METRICS = ("test_final", "test_best", "test_loss", "best_val")
+
+
+def check_finite(result: RunResult) -> None:
+    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite, and its value:
+    results.json, strict JSON, stores them as null (``sdexp.results.write_result``)."""
+    values = {name: getattr(result, name) for name in METRICS}
+    bad = [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]
+    if bad:
+        shown = ", ".join(bad)
+        raise NonFiniteMetricError(f"{shown}: not finite, the run diverged (stored as null)")
 
 
 def test(

@@ -6,10 +6,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sdexp.cli import run_task
+from sdexp.cli import hydra_errors_in_one_line, run_task
 from sdexp.errors import exit_on_stop, stop_on_signals
 
 
+@hydra_errors_in_one_line
 @hydra.main(config_path="pkg://sdexp.conf", config_name="theory", version_base="1.3")
 def theory(cfg: DictConfig) -> None:
     from sdexp.theory.task import run_theory  # torch: after the signal handlers

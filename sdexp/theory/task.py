@@ -17,6 +17,7 @@ from sdexp.errors import ConfigError, raise_if_stopped, stop_on_signals
 from sdexp.rundir import keep_hydra_record
 from sdexp.sharing import set_threads
 from sdexp.signatures import check_target
+from sdexp.survival import MODES
 from sdexp.theory.outcome import Outcome
 from sdexp.wandb_access import finish
 
@@ -27,31 +28,55 @@ log = logging.getLogger("sdexp")
 #: or a count: at least 1.
 MAY_BE_ZERO = ("seed", "neuron", "epochs")  # epochs: the weight states, 0 at initialisation
 
+#: The modes whose survival probabilities a formula gives (``probes.survival``): SenseMode's need
+#: a network's sensitivities, which the experiments do not measure.
+FORMULA_MODES = ("none", "uniform", "linear")
 
-def integer_options(values: dict, path: str):
-    """``(option, value)`` for every integer of an experiment's options, in its own nested
-    options (``theorem1.width``) and lists (``lindeberg_depths``), not in the objects it builds
-    (a ``_target_`` node checks its own)."""
+#: Options that name survival modes, and the modes each may name (``train_mode`` trains with it).
+MODE_OPTIONS = {"mode": FORMULA_MODES, "modes": FORMULA_MODES, "train_mode": tuple(MODES)}
+
+#: Options that hold budgets, in (0, 1] (``sdexp.survival.check_budget``).
+BUDGET_OPTIONS = ("budget", "budgets", "train_budget")
+
+
+def leaves(values: dict, path: str):
+    """``(option, value)`` for every value of an experiment's options, in its own nested options
+    (``theorem1.width``) and lists (``lindeberg_depths``, each item), not in the objects it
+    builds (a ``_target_`` node checks its own)."""
     for key, value in values.items():
         option = f"{path}.{key}"
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, int) and not isinstance(item, bool):
-                yield option, item
-        if isinstance(value, dict) and "_target_" not in value:
-            yield from integer_options(value, option)
+        if isinstance(value, dict):
+            if "_target_" not in value:
+                yield from leaves(value, option)
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            yield option, item
 
 
-def check_experiment(cfg: DictConfig) -> None:
-    """The experiment's options by type (its function's signature) and range: a ConfigError
-    naming a bad one (one line, exit status 2) before anything runs."""
-    values = OmegaConf.to_container(cfg.experiment, resolve=True)
-    check_target(values, "experiment")
-    for option, value in integer_options(values, "experiment"):
-        name = option.rsplit(".", 1)[-1]
+def check_leaf(option: str, value) -> None:
+    """ConfigError naming ``option`` if ``value`` is out of its range: a mode the option cannot
+    take, a budget outside (0, 1], one of Lemma 1's levels outside (0, 1), a size below 1."""
+    name = option.rsplit(".", 1)[-1]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name in MODE_OPTIONS and value not in MODE_OPTIONS[name]:
+        raise ConfigError(option, f"one of {', '.join(MODE_OPTIONS[name])}, got {value!r}")
+    if name in BUDGET_OPTIONS and number and not 0 < value <= 1:
+        raise ConfigError(option, f"a budget in (0, 1], got {value!r}")
+    if name == "betas" and number and not 0 < value < 1:
+        raise ConfigError(option, f"a probability in (0, 1), got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
         low = 0 if name in MAY_BE_ZERO or name.endswith("_seed") else 1
         if value < low:
             raise ConfigError(option, f"an integer, at least {low}, got {value}")
+
+
+def check_experiment(cfg: DictConfig) -> None:
+    """The experiment's options by type (its function's signature) and range (``check_leaf``):
+    a ConfigError naming a bad one (one line, exit status 2) before anything runs."""
+    values = OmegaConf.to_container(cfg.experiment, resolve=True)
+    check_target(values, "experiment")
+    for option, value in leaves(values, "experiment"):
+        check_leaf(option, value)
 
 
 def run_theory(cfg: DictConfig, command: str = "") -> Outcome:

@@ -31,6 +31,8 @@ def test_ranks_agree_and_give_the_single_device_numbers(tmp_path):
         f"+callbacks.record.out={record}",
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    progress = [line for line in ddp.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(progress) == 1 and progress[0].startswith("epoch 2/2: ")  # rank 0's, not both
     # two processes ran: each rank recorded its masks and weights
     ranks = [torch.load(record / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     masks = [r["masks"] for r in ranks]

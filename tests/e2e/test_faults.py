@@ -9,13 +9,17 @@ hashed before and after each scenario."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -147,13 +151,18 @@ def test_a_run_dir_in_a_read_only_place_is_one_line(place):
 
 
 @pytest.mark.slow
-def test_a_refused_command_leaves_no_empty_run_dir(place):
-    """Without hydra.run.dir Hydra makes outputs/runs/<date>/<time>/ for the command: a refused
-    command leaves none behind (model.width=0: the first of REFUSED's kind)."""
-    done = run(*TOY, "model.width=0", cwd=place)
+@pytest.mark.parametrize("named", [False, True], ids=["default_dir", "named_dir"])
+def test_a_refused_command_leaves_no_directory_it_made(place, named):
+    """Without hydra.run.dir the command makes outputs/runs/<date>/<time>/, with it the
+    directory named (and its parents that were missing): a refused command removes what it
+    made (model.width=0: the first of REFUSED's kind). A named one used to stay, empty; so did
+    outputs/runs/. A directory that was there before stays."""
+    (place / "before").mkdir()
+    named_dir = [f"hydra.run.dir={place / 'before' / 'new' / 'run'}"] if named else []
+    done = run(*TOY, "model.width=0", *named_dir, cwd=place)
     assert the_line(done, 2) == "error: model.width: a positive integer, got 0"
     assert "pytorch_lightning" not in imported(done)  # refused within seconds
-    assert {str(p.relative_to(place)) for p in place.rglob("*")} <= {"outputs", "outputs/runs"}
+    assert [str(p.relative_to(place)) for p in place.rglob("*")] == ["before"]
 
 
 @pytest.mark.slow
@@ -162,8 +171,87 @@ def test_a_theory_experiment_with_a_negative_size_is_one_line(place):
         "experiment=gradient_quick", "experiment.num_samples=-1", module="sdexp.theory", cwd=place
     )
     assert the_line(done, 2) == "error: experiment.num_samples: an integer, at least 1, got -1"
-    assert [p for p in place.rglob("*") if not p.is_dir()] == []  # no empty run directory
-    assert not any(p.name.startswith("20") for p in place.rglob("*"))
+    assert list(place.iterdir()) == []  # outputs/theory/gradient_quick/ used to stay, empty
+
+
+#: Hydra's own errors, composing the config before the task runs: its block of lines (or a
+#: 92-line traceback for a YAML error) and exit status 1 became one line and exit status 2.
+COMPOSITION = {
+    "unknown_option": (
+        ["mode=sensemod"],
+        "error: mode=sensemod: no such option of mode (its options: linear, none, sensemode, "
+        "uniform)",
+    ),
+    "unknown_added_option": (
+        ["+sweep=smok"],
+        "error: sweep=smok: no such option of sweep (its options: budget_cpu, hypothesis_cpu, "
+        "smoke, table2_cifar10, table2_cifar100, table2_cifar100_resnet56, "
+        "table2_cifar10_resnet56)",
+    ),
+    "added_group_without_plus": (
+        ["sweep=smoke"],
+        "error: Could not override 'sweep'. No match in the defaults list. To append to your "
+        "default list use +sweep=smoke",
+    ),
+    "override_that_does_not_parse": (["budget=["], "error: no viable alternative at input '['"),
+    "deleted_key": (["~budget"], "error: budget: missing: the run needs it; set it (budget=...)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", COMPOSITION)
+def test_a_config_that_does_not_compose_is_one_line(place, scenario):
+    overrides, expected = COMPOSITION[scenario]
+    done = run(*TOY, *overrides, cwd=place)
+    assert the_line(done, 2).startswith(expected)
+    assert "pytorch_lightning" not in imported(done)
+    assert list(place.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_invalid_yaml_in_an_edited_config_is_one_line(place):
+    """A copy of conf/ with an unclosed list in mode/uniform.yaml, passed with --config-path (as
+    README says for the configs of an installed copy)."""
+    conf = Path(shutil.copytree(ROOT / "conf", place / "conf"))
+    (conf / "mode" / "uniform.yaml").write_text("_target_: sdexp.survival.Uniform\nx: [1, 2\n")
+    done = run("--config-path", str(conf), *TOY, f"hydra.run.dir={place / 'run'}")
+    assert the_line(done, 2) == (
+        f"error: {conf / 'mode' / 'uniform.yaml'}, line 3, column 1: not valid YAML (while "
+        "parsing a flow sequence expected ',' or ']', but got '<stream end>')"
+    )
+    assert not (place / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["experiment.modes=[banana]"], "experiment.modes: one of none, uniform, linear, got"),
+        (["experiment.modes=[sensemode]"], "experiment.modes: one of none, uniform, linear, got"),
+        (["experiment.budgets=[0.5,1.5]"], "experiment.budgets: a budget in (0, 1], got 1.5"),
+    ],
+)
+def test_a_theory_list_argument_out_of_range_is_one_line(place, overrides, expected):
+    """A mode the theory cannot compute used to stop it with Hydra's InstantiationException and
+    exit status 1, after it had started."""
+    done = run("experiment=gradient_quick", *overrides, module="sdexp.theory", cwd=place)
+    assert the_line(done, 2).startswith(f"error: {expected}")
+    assert list(place.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dry", [False, True], ids=["launch", "dry_run"])
+def test_a_sweep_directory_under_a_regular_file_is_one_line(place, dry):
+    """It used to end in a 39-line traceback, and the dry run said all was fine."""
+    (place / "file").write_text("a regular file")
+    sweep = ["+sweep=smoke", "mode=uniform", "budget=0.3", "seed=0", "logger=none"]
+    sweep += [f"hydra.sweep.dir={place / 'file' / 'sweep'}"]
+    done = run(*sweep, *(["hydra.sweeper.dry_run=true"] if dry else []))
+    assert the_line(done, 1) == (
+        f"error: hydra.sweep.dir: cannot create {place / 'file' / 'sweep'} ({place / 'file'} is "
+        "not a directory)"
+    )
+    assert (place / "file").read_text() == "a regular file"
 
 
 @pytest.mark.slow
@@ -193,6 +281,37 @@ def test_a_nan_loss_is_one_line_and_a_failed_results_json(place):
     assert line.removeprefix("error: ") in (place / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow
+def test_a_diverged_test_metric_is_a_failed_run_in_strict_json(place):
+    """``optimizer.momentum=2`` diverges with a finite training loss and an infinite test MSE:
+    the run used to end ok with "test": Infinity in its results.json (no JSON to a strict parser),
+    and the table's verdict said "every seed has d = -inf"."""
+    run_dir = place / "sweep" / "run"
+    done = run(*TOY, "optimizer.momentum=2", f"hydra.run.dir={run_dir}")
+    line = the_line(done, 1)
+    reason = "NonFiniteMetricError: test_final inf, test_loss inf: not finite, the run diverged"
+    assert line.startswith(f"error: {reason} (stored as null) (failed after ")
+    data = json.loads((run_dir / "results.json").read_text(), parse_constant=pytest.fail)
+    assert data["status"] == "failed" and data["reason"].startswith(reason)
+    assert data["test_final"] is data["test"] is data["test_loss"] is None
+    assert line.removeprefix("error: ") in (run_dir / "train.log").read_text()
+    # A results.json an earlier version wrote: ok, with Infinity. The table counts both failed.
+    earlier = {**data, "status": "ok", "reason": None, "test_final": math.inf, "seed": 1}
+    earlier["identity"] = "0" * 16
+    (place / "sweep" / "earlier").mkdir()
+    (place / "sweep" / "earlier" / "results.json").write_text(json.dumps(earlier))
+    table = subprocess.run(
+        [sys.executable, "-m", "sdexp.table", str(place / "sweep"), "--out", str(place / "t")],
+        capture_output=True,
+        text=True,
+        env=user_env(),
+    )
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    runs = pd.read_csv(place / "t" / "runs.csv")
+    assert list(runs.status) == ["failed", "failed"] and runs.test.isna().all()
+    assert "Runs: 0 finished, 2 failed, 0 missing." in table.stdout and "inf" not in table.stdout
+
+
 @pytest.fixture
 def full_disk(place) -> Path:
     """A 200 KB tmpfs (root only): the first checkpoint fits, the second does not."""
@@ -220,6 +339,20 @@ def test_a_full_disk_is_one_line_and_a_failed_results_json(full_disk):
     assert "No space left on device" in line
     result = read_result(run_dir)
     assert result.status == "failed" and "No space left on device" in result.reason
+    assert temporary_files(full_disk) == []
+
+
+@pytest.mark.slow
+def test_a_full_disk_before_the_first_checkpoint_names_the_file(full_disk):
+    """A disk full before the run writes anything: the run's line used to be "OSError: [Errno
+    28] No space left on device", naming no file (a write's error does not)."""
+    subprocess.run(["dd", "if=/dev/zero", f"of={full_disk / 'filler'}", "bs=4k"], check=False)
+    done = run(*TOY, f"hydra.run.dir={full_disk / 'run'}")
+    line = the_line(done, 1)
+    assert (
+        line
+        == f"error: OSError: [Errno 28] No space left on device: '{full_disk / 'run'}/run.lock'"
+    )
     assert temporary_files(full_disk) == []
 
 

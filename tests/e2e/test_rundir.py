@@ -88,6 +88,40 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_starts_over(crashed_r
 
 
 @pytest.mark.slow
+def test_temporary_files_of_a_killed_write_are_removed_when_the_run_claims_its_directory(
+    crashed_run, tmp_path
+):
+    """A process killed (SIGKILL) while it wrote a checkpoint leaves its ``.best.ckpt.<pid>.tmp``
+    (18 MB for ResNet110): it used to stay forever, even after the run finished. A refused run
+    leaves them, as everything else there; the run that claims the directory removes them."""
+    run_dir = copy_of(crashed_run, tmp_path / "run")
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    stale = [
+        run_dir / "checkpoints" / f".best.ckpt.{killed.pid}.tmp",
+        run_dir / "checkpoints" / f".last.ckpt.{killed.pid}.tmp",
+        run_dir / f".results.json.{killed.pid}.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    (run_dir / "checkpoints" / "notes.tmp").write_text("not a write of a run")
+    width_32 = [o for o in CRASHING if o != "model.width=16"]
+    assert run_train(*width_32, f"hydra.run.dir={run_dir}").returncode == 2  # refused
+    assert all(path.exists() for path in stale)
+    done = run_train(*CRASHING, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    assert [path for path in stale if path.exists()] == []
+    for path in stale:
+        assert (
+            f"removed {path}, left by process {killed.pid} killed while writing it" in done.stdout
+        )
+    assert (run_dir / "checkpoints" / "notes.tmp").exists()
+    assert f"{RESUMED} {run_dir}/checkpoints/last.ckpt" in done.stdout
+    assert read_result(run_dir).status == "ok"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["", "{half a file"])
 def test_an_unreadable_results_file_counts_as_not_finished(tmp_path, content):
     run_dir = tmp_path / "run"

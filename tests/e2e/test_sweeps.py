@@ -327,6 +327,31 @@ def test_a_signal_stops_a_sweep_with_its_closing_summary(tmp_path, signum, name)
 
 
 @pytest.mark.slow
+def test_a_signal_while_planning_is_one_line_and_launches_nothing(tmp_path):
+    """Ctrl-C while the sweeper plans a 144-cell grid (seconds): it used to exit with status 130
+    and not a word."""
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, str(ROOT / "train.py"), "+sweep=budget_cpu"]
+    process = subprocess.Popen(
+        [*command, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout.readline() == f"Planning 144 cells into {sweep} ...\n"
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130 and out == "", out
+    assert err.splitlines() == [
+        "error: stopped by SIGINT (Ctrl-C) while planning the sweep: nothing was launched"
+    ]
+    assert not sweep.exists()
+
+
+@pytest.mark.slow
 def test_an_earlier_layouts_runs_are_found_by_identity(tmp_path):
     """A sweep directory of the earlier layout (runs named by their overrides, written here by
     Hydra's basic sweeper with the earlier presets' naming), and a grid that asks for its runs

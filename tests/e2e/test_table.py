@@ -5,6 +5,7 @@ W&B (the tables' contents: tests/unit/test_table.py, tests/unit/test_cost.py).""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from importlib.metadata import entry_points
 
@@ -15,7 +16,7 @@ from PIL import Image
 from sdexp import dashboard
 from sdexp.cost import UNKNOWN
 from sdexp.table import main
-from tests.helpers import ROOT, copy_of, run_table, table_row, table_rows
+from tests.helpers import ROOT, copy_of, read_only, run_table, table_row, table_rows
 
 
 def test_cli(sweep, tmp_path, capsys):
@@ -65,7 +66,8 @@ def test_every_file_names_its_command_and_commit(sweep, tmp_path):
     for name in ("table2.csv", "summary.csv", "runs.csv", "verdict.csv"):
         frame = pd.read_csv(out / name)
         assert set(frame.command) == {command}, name
-        assert frame.commit.nunique() == 1 and frame.commit[0].startswith(commit), name
+        assert frame.table_commit.nunique() == 1, name
+        assert frame.table_commit[0].startswith(commit), name
     for png in out.glob("*.png"):
         assert Image.open(png).text["Description"].startswith(f"Made by `{command}`")
     assert len(list(out.glob("*.png"))) == 2
@@ -123,3 +125,54 @@ def test_the_table_shows_the_cost(cost_results, tmp_path):
     made, text = (sweep / "cost.md").read_text().split("\n\n", 1)
     assert made.startswith("Made by `sdexp-table ") and text in done.stdout
     assert (sweep / "cost.csv").read_text().count("\n") == 1 + 3
+
+
+def test_results_not_of_the_contract_are_named_and_left_out(sweep, tmp_path):
+    """A string budget used to stop the table with a traceback, and an unknown status dropped a
+    run from every count without a word: each is named in one warning line and left out, their
+    count ends the last line, and the runs the sweep planned count as missing."""
+    broken = {
+        "budget=0.5,mode=uniform,seed=0": ("budget", "0.5"),
+        "budget=0.5,mode=uniform,seed=1": ("status", "done"),
+        "budget=0.5,mode=uniform,seed=2": ("seed", None),  # a field missing
+        "budget=0.5,mode=uniform,seed=3": ("test_final", "6.9%"),
+    }
+    for name, (field, value) in broken.items():
+        data = json.loads((sweep / name / "results.json").read_text())
+        data.pop(field) if value is None else data.update({field: value})
+        (sweep / name / "results.json").write_text(json.dumps(data))
+    others = {p: p.read_bytes() for p in sweep.rglob("results.json")}
+    out = tmp_path / "out"
+    done = run_table(str(sweep), "--out", str(out))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = sorted(done.stderr.splitlines())
+    assert lines == [
+        f"warning: {sweep / 'budget=0.5,mode=uniform,seed=0' / 'results.json'}: unreadable "
+        "(budget: input should be a valid number, got '0.5'); left out",
+        f"warning: {sweep / 'budget=0.5,mode=uniform,seed=1' / 'results.json'}: unreadable "
+        "(status: input should be 'ok' or 'failed', got 'done'); left out",
+        f"warning: {sweep / 'budget=0.5,mode=uniform,seed=2' / 'results.json'}: unreadable "
+        "(seed: field required); left out",
+        f"warning: {sweep / 'budget=0.5,mode=uniform,seed=3' / 'results.json'}: unreadable "
+        "(test_final: input should be a valid number, got '6.9%'); left out",
+    ]
+    assert done.stdout.splitlines()[-1].endswith("; left out 4 unreadable file(s), named above")
+    assert table_row(done.stdout, "Uniform", "ours")[6] == "4 missing"  # b = 0.5: all four
+    assert {p: p.read_bytes() for p in sweep.rglob("results.json")} == others  # untouched
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_an_out_that_cannot_be_written_is_one_line(sweep, tmp_path, where):
+    """``--out`` under a regular file, or in a read-only place: it used to be a traceback."""
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("a regular file")
+        out, why = tmp_path / "file" / "tables", "Not a directory"
+        done = run_table(str(sweep), "--out", str(out))
+    else:
+        out = tmp_path / "locked" / "tables"
+        with read_only(tmp_path / "locked"):
+            done = run_table(str(sweep), "--out", str(out))
+        why = "Permission denied" if os.geteuid() else "Operation not permitted"
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.splitlines() == [f"error: --out: cannot write {out} ({why})"]
+    assert not out.exists()

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torchmetrics.regression import MeanSquaredError
 
+from sdexp import __version__
 from sdexp.module import NonFiniteLossError
 from sdexp.predictions import read_predictions
+from sdexp.provenance import current_code
 from sdexp.results import read_result
 from sdexp.training import train
 from tests.helpers import FAST_TOY, compose_config, local_cifar, same_numbers, stable_fields
@@ -40,11 +42,14 @@ def test_toy_sensemode_run(trained):
     for name in ("test_final", "test_best", "test_loss", "best_val", "train_time_s"):
         assert getattr(result, name) > 0, name
     assert result.test == result.test_final and result.depth_variance > 0
-    assert key.epochs == 2 and key.stable is True and result.version
+    assert key.epochs == 2 and key.stable is True
+    assert result.code == current_code() and result.code.version == __version__
     assert len(result.epoch_times_s) == 2 and min(result.epoch_times_s) > 0
     assert (out / "checkpoints" / "last.ckpt").exists()
     assert (out / "checkpoints" / "best.ckpt").exists()
     assert (out / "csv" / "version_0" / "metrics.csv").exists()
+    stored = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["sdexp_run"]
+    assert stored["code"] == current_code().to_dict()  # beside the identity
 
 
 def float32_error(predictions) -> float:

@@ -39,10 +39,17 @@ def test_a_cells_directory_is_named_by_its_identity():
         ["speed.cuda_graphs=true", "speed.fused_optimizer=true", "speed.channels_last=true"],
         [f"optimizer.lr={lr}", "budget=0.70", "dataset.on_device=false"],
         ["logger=csv", "run.name=x", "trainer.enable_progress_bar=true", "overwrite=true"],
+        ["rerun_other_code=true"],  # the code is not part of the identity (sdexp.provenance)
         ["trainer.enable_model_summary=true", "trainer.log_every_n_steps=1"],
     ):
         assert run_key(compose_config([*cell, *spelled]))[0].cell_dir == key.cell_dir, spelled
-    for other in ("optimizer.lr=0.01", "model.width=64", "trainer.max_epochs=3"):
+    # bf16 changes the numbers: trainer.precision is part of the identity (README, Performance)
+    for other in (
+        "optimizer.lr=0.01",
+        "model.width=64",
+        "trainer.max_epochs=3",
+        "trainer.precision=bf16-mixed",
+    ):
         changed = run_key(compose_config([*cell, other]))[0]
         assert changed.cell_dir.split("/")[0] != key.cell_dir.split("/")[0], other  # setups
     variant = run_key(compose_config([*cell, "mode.p_min=0.1"]))[0]

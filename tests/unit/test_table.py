@@ -176,20 +176,11 @@ def test_crossings():
     assert crossings(budgets, [1, math.nan, 3, 4], [2, 2, 2, 2]) == [pytest.approx(0.2)]
 
 
-def test_without_git_the_files_name_the_package_version(monkeypatch):
-    """A machine without git (or an installed wheel): the version stands for the commit."""
-    from sdexp import __version__
-    from sdexp.table import code_commit
-
-    monkeypatch.setenv("PATH", "")  # no git to run
-    assert code_commit() == f"version {__version__}"
-
-
 def test_runs_csv_has_a_row_per_run(sweep, tmp_path):
     out = tmp_path / "out"
     assert main([str(sweep), "--out", str(out)]) == 0
     runs = pd.read_csv(out / "runs.csv", keep_default_na=False, na_values=[""])
-    assert list(runs.columns) == [*RUNS_COLUMNS, "command", "commit"]
+    assert list(runs.columns) == [*RUNS_COLUMNS, "command", "table_commit"]
     assert len(runs) == (9 + 9 + 5) * 4 + 4 + 4 and runs.identity.dropna().is_unique
     counts = runs.status.value_counts().to_dict()
     assert counts == {"ok": 94, "failed": 1, "missing": 1, "left out": 4}
