@@ -19,12 +19,9 @@ model, best-validation checkpoint, which one the recipe reports), the survival p
 what they imply, timings, the device and its share the run held (``sdexp-table`` sums the cost),
 the code that made it (``sdexp.provenance``; not identity). Strict JSON (null for what is not
 finite), written atomically, with the permissions of any file the user writes; read back against
-these types (``RunResult.from_dict``).
-``RunResult.summary`` and ``history_row`` are what a run gives W&B at its end, the keys a
-dashboard reads (``sdexp.dashboard``; a test holds them to these).
-
-``predictions.csv`` beside it holds the run's per-example test predictions
-(``sdexp.predictions``, the owner of its format).
+these types (``RunResult.from_dict``). ``RunResult.summary`` and ``history_row`` are what a run
+gives W&B at its end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to
+these). ``predictions.csv`` beside it: the per-example test predictions (``sdexp.predictions``).
 
 ``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
 its directory and overrides) and the cells it left out (``LeftOutCell``: the mode cannot run
@@ -55,8 +52,7 @@ RESULTS_FILE = "results.json"
 #: Beside results.json: the test set's per-example predictions (``sdexp.predictions``).
 PREDICTIONS_FILE = "predictions.csv"
 
-#: The metric each task reports (``RunResult.metric``): the test error in % or the mean squared
-#: error.
+#: The metric each task reports (``RunResult.metric``): the test error in % or the MSE.
 METRIC = {"classification": "error", "regression": "mse"}
 
 #: Config keys that do not change what a run computes: where it writes and logs, how it shows
@@ -427,13 +423,12 @@ class Plan:
 
 
 def read_plan(path: str | Path) -> Plan:
-    """The plan in ``path`` (a sweep.json); ``UnreadablePlan`` naming the file if it is corrupt.
-    Entries of a format before run identities (no key) are passed over: nothing reads them."""
+    """The plan in ``path`` (a sweep.json); ``UnreadablePlan`` naming the file if it is corrupt."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        cells = [PlannedCell.from_dict(c) for c in data["cells"] if "setup" in c]
-        left_out = [LeftOutCell(**c) for c in data.get("left_out", []) if "setup" in c]
+        cells = [PlannedCell.from_dict(c) for c in data["cells"]]
+        left_out = [LeftOutCell(**c) for c in data.get("left_out", [])]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UnreadablePlan(f"{path}: unreadable ({type(error).__name__}: {error})") from error
     return Plan(cells, left_out)

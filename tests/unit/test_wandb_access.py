@@ -8,7 +8,7 @@ import pytest
 
 from sdexp import wandb_access
 from sdexp.errors import ConfigError
-from tests.helpers import closed_port, http_server
+from tests.helpers import closed_port, half_answering_server, http_server
 
 
 @pytest.fixture
@@ -40,13 +40,16 @@ def test_unknown_mode(no_credentials):
 
 
 def test_the_probe_wants_an_answer_not_a_connection(silent_server, monkeypatch):
-    """Real sockets: a server that answers (any status but a server error) passes; one that
-    refuses, does not answer in time (TLS handshake included) or answers 5xx does not."""
-    answers, broken = http_server(get=404, post=500), http_server(get=503, post=503)
+    """Real sockets: a server that answers wandb's kind of request, a POST, (any status but a
+    server error) passes; one that refuses, does not answer in time (TLS handshake included),
+    answers 5xx, or answers GET only (a proxy's page) does not."""
+    answers, broken = http_server(get=500, post=401), http_server(get=200, post=503)
+    get_only = half_answering_server()
     try:
         for url, problem in [
             (f"http://127.0.0.1:{answers.server_address[1]}", None),
             (f"http://127.0.0.1:{broken.server_address[1]}", "answered HTTP 503"),
+            (f"http://127.0.0.1:{get_only.server_address[1]}", "did not answer within 0.5 s"),
             (f"http://127.0.0.1:{closed_port()}", "could not be reached ("),
             (silent_server.url, "did not answer within 0.5 s"),
             ("https" + silent_server.url[4:], "did not answer within 0.5 s"),
@@ -57,3 +60,4 @@ def test_the_probe_wants_an_answer_not_a_connection(silent_server, monkeypatch):
     finally:
         answers.shutdown()
         broken.shutdown()
+        get_only.shutdown()
