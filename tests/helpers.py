@@ -674,6 +674,8 @@ CHECKS = {
     "pytest tests/unit": "a layer of the tests themselves (CI's `pytest` runs every layer)",
     "pytest tests/integration": "a layer of the tests themselves (CI's `pytest` runs it)",
     "pytest tests/e2e": "a layer of the tests themselves (CI's `pytest` runs it)",
+    "pytest tests/cluster": "a layer of the tests themselves (CI's `pytest` runs it, with the "
+    "cluster scripts/slurm_cluster.sh starts)",
     "pytest -m gpu": "needs a CUDA GPU (on a CPU its tests are skipped)",
     "python -m sdexp.theory experiment=depth": RUN,
     "python -m sdexp.theory experiment=gradient": COMPOSE,  # about 2 minutes each

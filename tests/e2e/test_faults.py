@@ -185,8 +185,8 @@ COMPOSITION = {
     "unknown_added_option": (
         ["+sweep=smok"],
         "error: sweep=smok: no such option of sweep (its options: budget_cpu, hypothesis_cpu, "
-        "smoke, table2_cifar10, table2_cifar100, table2_cifar100_resnet56, "
-        "table2_cifar10_resnet56)",
+        "hypothesis_cpu_replication, smoke, table2_cifar10, table2_cifar100, "
+        "table2_cifar100_resnet56, table2_cifar10_resnet56)",
     ),
     "added_group_without_plus": (
         ["sweep=smoke"],

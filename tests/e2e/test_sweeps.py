@@ -247,7 +247,7 @@ def test_a_failed_job_is_reported_and_counted(failed_sweep, tmp_path):
     """Two jobs whose loss diverges (the session's ``failed_sweep``)."""
     done = command_output(failed_sweep.parent)
     assert done.returncode == 1
-    assert "2 of 2 jobs failed" in done.stderr
+    assert "2 of 2 jobs did not end ok: 2 failed (listed above" in done.stderr
     assert "2 launched: 0 ok, 2 failed" in done.stdout
     assert re.search(
         rf"  failed: {failed_sweep}/[0-9a-f]{{6}}/uniform-b0.7-s0-[0-9a-f]{{6}} \(", done.stdout
