@@ -1,5 +1,10 @@
-"""The code that made a run: the commit of the checkout sdexp was imported from, whether its
-tracked files differed from that commit, a hash of the difference, and the package version.
+"""The code that made a run: the commit of the checkout sdexp was imported from, the git tree of
+its code (``CODE_PATHS``: the package, its configs, its Hydra plugins, the entry point), whether
+that code differed from the commit, a hash of the difference, and the package version.
+
+Two runs came from the same code when their code's tree, uncommitted changes and version agree
+(``Code.key``), whatever the commit: a commit that changes only the docs or the tests is the
+same code, and a grid run across it is one grid.
 
 A run records it (``Code``) in ``results.json``, in every checkpoint beside its identity and in
 W&B's config; ``sdexp-table`` names its own in every file it writes. The code is **not** part of a
@@ -31,15 +36,27 @@ GIT_TIMEOUT_S = 10.0
 #: The checkout sdexp's code lies in when it runs from one (sdexp/ at its top).
 PACKAGE = Path(__file__).resolve().parent
 
+#: What a run's numbers come from, relative to the checkout's top (``Code.tree``).
+CODE_PATHS = ("sdexp", "conf", "hydra_plugins", "train.py")
+
 
 @dataclass(frozen=True)
 class Code:
     """The code that made a run (or a table)."""
 
     commit: str | None  # HEAD of sdexp's checkout; None: not a checkout (an installed wheel)
-    dirty: bool | None = None  # the tracked files differ from that commit (None: unknown)
-    diff: str | None = None  # the first 12 hex digits of sha256(git diff HEAD), when dirty
+    dirty: bool | None = None  # the code differs from that commit (None: unknown)
+    diff: str | None = None  # the first 12 hex digits of sha256(git diff HEAD -- code), if dirty
     version: str = __version__  # the package's version
+    tree: str | None = None  # 12 hex digits of the code's git trees at that commit
+
+    @property
+    def key(self) -> str:
+        """What tells two codes apart: the code's tree and uncommitted changes (the version
+        outside a checkout); not the commit."""
+        if self.tree is None:
+            return self.label
+        return f"code {self.tree}" + (f" + uncommitted changes {self.diff}" if self.dirty else "")
 
     @property
     def label(self) -> str:
@@ -60,9 +77,9 @@ NOT_RECORDED = "code not recorded"
 
 
 def code_label(code: Code | None) -> str:
-    """``code.label``, or ``NOT_RECORDED`` for a run that recorded none: what tells two codes
-    apart (the commit and the uncommitted changes, or the version outside a checkout)."""
-    return NOT_RECORDED if code is None else code.label
+    """``code.key``, or ``NOT_RECORDED`` for a run that recorded none: what tells two codes
+    apart (the code's tree and its uncommitted changes, or the version outside a checkout)."""
+    return NOT_RECORDED if code is None else code.key
 
 
 def git(*args: str) -> subprocess.CompletedProcess:
@@ -81,13 +98,18 @@ def read_code() -> Code:
         root, commit = top.stdout.decode().split()
         if Path(root).resolve() != PACKAGE.parent:  # an install inside another repository
             return Code(None)
-        diff = git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color")
+        paths = [p for p in CODE_PATHS if (PACKAGE.parent / p).exists()]
+        trees = git("rev-parse", *(f"HEAD:{p}" for p in paths))
+        top_paths = (f":(top){p}" for p in paths)
+        diff = git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color", "--", *top_paths)
     except (OSError, subprocess.TimeoutExpired, ValueError):  # no git, too slow, odd output
         return Code(UNKNOWN)
+    tree = hashlib.sha256(trees.stdout).hexdigest()[:12] if trees.returncode == 0 else None
     if diff.returncode != 0:
-        return Code(commit, None)
+        return Code(commit, None, tree=tree)
     dirty = bool(diff.stdout)
-    return Code(commit, dirty, hashlib.sha256(diff.stdout).hexdigest()[:12] if dirty else None)
+    digest = hashlib.sha256(diff.stdout).hexdigest()[:12] if dirty else None
+    return Code(commit, dirty, digest, tree=tree)
 
 
 @functools.cache
@@ -96,7 +118,13 @@ def current_code() -> Code:
     return read_code()
 
 
+def this_code() -> str:
+    """This process's code, as the messages name it: its key, and its commit where it has one."""
+    code = current_code()
+    return code.key if code.key == code.label else f"{code.key} ({code.label})"
+
+
 def other_code(code: Code | None) -> str | None:
     """``code_label(code)`` if ``code`` (what a run recorded) is not this process's code: another
-    commit, other uncommitted changes, another version or none recorded; else None."""
-    return None if code == current_code() else code_label(code)
+    tree, other uncommitted changes, another version or none recorded; else None."""
+    return None if code is not None and code.key == current_code().key else code_label(code)

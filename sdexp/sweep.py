@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdexp.config import TOP_LEVEL, Checked, check_options, check_seed
 from sdexp.console import counted
 from sdexp.errors import ConfigError
-from sdexp.provenance import current_code, other_code
+from sdexp.provenance import other_code, this_code
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -255,7 +255,7 @@ def describe_other_code(cells: list[Cell]) -> list[str]:
             "count as done (a run's identity is its config, not its code): rerun_other_code=true "
             "runs them again from scratch"
         )
-    return [f"{runs} came from other code than this, {current_code().label} ({codes}): {what}"]
+    return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
 
 
 class EarlierRun(NamedTuple):

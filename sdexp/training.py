@@ -55,7 +55,7 @@ from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
 from sdexp.module import LightningData, StochasticDepthModule
 from sdexp.predictions import TESTED_MODELS, write_predictions
-from sdexp.provenance import current_code, other_code
+from sdexp.provenance import current_code, other_code, this_code
 from sdexp.results import (
     METRIC,
     RESULTS_FILE,
@@ -118,7 +118,7 @@ def other_code_note(made: str | None) -> str:
     """What a finished run's line says of the other code that made it (``made``: its label)."""
     if made is None:
         return ""
-    now = current_code().label
+    now = this_code()
     return f", made by other code ({made}; this is {now}): rerun_other_code=true trains it again"
 
 

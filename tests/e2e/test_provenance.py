@@ -82,11 +82,20 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     before = results(sweep_dir)
     assert sorted(before) == [0, 1]
+    old_tree = before[0]["code"]["tree"]
     for run in before.values():
-        assert run["code"] == {"commit": older, "dirty": False, "diff": None, "version": "0.1.0"}
+        code = {"commit": older, "dirty": False, "diff": None, "version": "0.1.0"}
+        assert run["code"] == code | {"tree": old_tree} and len(old_tree) == 12
         hydra = yaml.safe_load((run["path"].parent / ".hydra" / "hydra.yaml").read_text())
         sources = {s["provider"]: s["path"] for s in hydra["hydra"]["runtime"]["config_sources"]}
         assert sources["main"] == str(clone / "conf")  # the clone's configs
+
+    # A commit of the docs only is the same code: the runs are its runs.
+    (clone / "README.md").write_text("Another README.\n")
+    git(clone, "commit", "-q", "-am", "docs")
+    docs = sweep(clone, sweep_dir)
+    assert "2 already done (skipped), 0 to launch" in docs.stdout
+    assert "other code" not in docs.stdout
 
     # A change of the code that changes the numbers: He init scaled by 1/2, committed.
     models = clone / "sdexp" / "models.py"
@@ -95,17 +104,20 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     models.write_text(models.read_text().replace(he_init, "std=0.5 * math.sqrt(2.0 / in_features)"))
     git(clone, "commit", "-q", "-am", "He init scaled by 1/2")
     newer = git(clone, "rev-parse", "HEAD")
+    code = "from sdexp.provenance import current_code; print(current_code().tree)"
+    new_tree = in_clone(clone, "-c", code).stdout.strip()
+    this = f"code {new_tree} (commit {newer[:7]})"
 
     again = sweep(clone, sweep_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 already done (skipped), 0 to launch" in again.stdout
     assert (
-        f"2 finished runs came from other code than this, commit {newer[:7]} (2 by commit "
-        f"{older[:7]}): count as done (a run's identity is its config, not its code): "
+        f"2 finished runs came from other code than this, {this} (2 by code "
+        f"{old_tree}): count as done (a run's identity is its config, not its code): "
         "rerun_other_code=true runs them again from scratch"
     ) in again.stdout
     for run in before.values():  # each named on its line, and untouched
-        line = f"-> {run['path'].parent}  (made by other code: commit {older[:7]})"
+        line = f"-> {run['path'].parent}  (made by other code: code {old_tree})"
         assert line in again.stdout
     assert {s: r["bytes"] for s, r in results(sweep_dir).items()} == {
         s: r["bytes"] for s, r in before.items()
@@ -114,7 +126,7 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     one = sweep(clone, sweep_dir, "seed=1", "rerun_other_code=true")
     assert one.returncode == 0, one.stderr[-3000:]
     assert (
-        f"made by other code (commit {older[:7]}): its results.json and checkpoints are "
+        f"made by other code (code {old_tree}): its results.json and checkpoints are "
         "discarded, and it trains again (rerun_other_code=true)"
     ) in one.stdout
     after = results(sweep_dir)
@@ -127,7 +139,7 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     (line,) = refused.stderr.splitlines()
     assert line.startswith("error: --mix-code: a cell of a table holds runs of different code:")
-    assert f"1 by commit {older[:7]}, 1 by commit {newer[:7]}" in line
+    assert f"1 by code {old_tree}, 1 by code {new_tree}" in line
     assert "rerun_other_code=true" in line and "pass --mix-code" in line
     assert not out.exists()  # nothing written
 

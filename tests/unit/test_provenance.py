@@ -37,10 +37,11 @@ def checkout(tmp_path, monkeypatch) -> Path:
     return repo
 
 
-def test_a_clean_checkout_records_its_commit(checkout):
+def test_a_clean_checkout_records_its_commit_and_its_codes_tree(checkout):
     code = read_code()
-    assert code == Code(git(checkout, "rev-parse", "HEAD"), False, None, __version__)
-    assert code.label == f"commit {code.commit[:7]}"
+    assert (code.commit, code.dirty, code.diff) == (git(checkout, "rev-parse", "HEAD"), False, None)
+    assert code.version == __version__ and len(code.tree) == 12
+    assert code.label == f"commit {code.commit[:7]}" and code.key == f"code {code.tree}"
 
 
 def test_uncommitted_changes_to_tracked_files_are_hashed(checkout):
@@ -51,16 +52,21 @@ def test_uncommitted_changes_to_tracked_files_are_hashed(checkout):
     (checkout / "sdexp" / "models.py").write_text("SCALE = 0.25\n")
     assert read_code().diff != first.diff  # other changes, another hash
     (checkout / "notes.txt").write_text("untracked")  # not tracked: not the code
+    (checkout / "README.md").write_text("other words\n")  # tracked, but not the code
     (checkout / "sdexp" / "models.py").write_text("SCALE = 1.0\n")
-    assert read_code() == Code(first.commit, False, None)
+    assert read_code() == Code(first.commit, False, None, tree=first.tree)
 
 
-def test_another_commit_is_other_code(checkout):
+def test_a_commit_of_the_code_is_other_code_one_of_the_docs_is_not(checkout):
     before = read_code()
+    (checkout / "README.md").write_text("other words\n")
+    git(checkout, "commit", "-q", "-am", "docs")
+    docs = read_code()
+    assert docs.commit != before.commit and code_label(docs) == code_label(before)
     (checkout / "sdexp" / "models.py").write_text("SCALE = 0.5\n")
     git(checkout, "commit", "-q", "-am", "scale")
     after = read_code()
-    assert after.commit != before.commit and not after.dirty
+    assert after.commit != docs.commit and not after.dirty
     assert code_label(before) != code_label(after) and code_label(None) == "code not recorded"
 
 
