@@ -1,6 +1,6 @@
 """python train.py mode=sensemode budget=0.3: the same as ``sdexp-train`` (``sdexp/cli.py``)."""
 
-from sdexp.cli import train
+from sdexp.run.cli import train
 
 if __name__ == "__main__":
     train()

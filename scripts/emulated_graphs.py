@@ -1,6 +1,6 @@
 """A stand-in for ``torch.cuda.make_graphed_callables`` that runs eagerly on any device.
 
-``sdexp.graphs.GraphedSteps`` takes what captures its graphs as an argument (``make_graphed``);
+``sdexp.run.graphs.GraphedSteps`` takes what captures its graphs as an argument (``make_graphed``);
 on a GPU that is ``torch.cuda.make_graphed_callables``. The CPU tests
 (``tests/unit/test_graphs.py``, ``tests/integration/test_graphs.py``) and the dry run of
 ``scripts/gpu_check.py`` (``QUICK=1``) pass this stand-in, which keeps the contract the code

@@ -96,9 +96,9 @@ class Run:
         import torch.nn.functional as F
 
         from scripts.emulated_graphs import emulated_make_graphed_callables
-        from sdexp.graphs import GraphedSteps
         from sdexp.models import CifarResNet
         from sdexp.recipe import StepGradients, start_momentum
+        from sdexp.run.graphs import GraphedSteps
 
         torch.manual_seed(0)
         shape = (3, sizes.side, sizes.side)
@@ -456,7 +456,7 @@ def worker(args, sizes: Sizes) -> None:
     slot takes part, times its steps from the round's common start."""
     import torch
 
-    from sdexp.sharing import pin_threads
+    from sdexp.run.sharing import pin_threads
 
     pin_threads(args.slot, args.slots)  # as hydra/launcher=gpu_shared pins its jobs
     device = torch.device("cpu" if args.quick else "cuda")
@@ -507,7 +507,7 @@ def runs_per_gpu(args, sizes: Sizes, work: Path, deadline_s: float, speed_found:
     """Part c under MPS: the compiled pool if (a) found it worth it, else (or if its 16 fresh
     processes are not ready within half the time) the graphed one; rounds in ``sizes.jobs``
     order until the deadline."""
-    from sdexp.sharing import start_mps, stop_mps
+    from sdexp.run.sharing import start_mps, stop_mps
 
     found: dict = {"precision": args.precision, "budget": 0.5, "rounds": [], "pools": []}
     end = time.monotonic() + deadline_s

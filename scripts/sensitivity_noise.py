@@ -46,7 +46,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from scipy import stats
 
-from sdexp.module import loss_function
+from sdexp.run.module import loss_function
 from sdexp.sensitivity import sensitivity_samples, summarize
 from sdexp.survival import SenseMode
 
@@ -59,7 +59,8 @@ def seeds(text: str) -> list[int]:
 
 
 def build(overrides: list[str], seed: int):
-    """The data module, model and loss of a run with ``seed``, as ``sdexp.training`` builds them."""
+    """The data module, model and loss of a run with ``seed``, as ``sdexp.run.training`` builds
+    them."""
     with initialize_config_module("sdexp.conf", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"seed={seed}"])
     datamodule = instantiate(cfg.dataset, seed=seed)

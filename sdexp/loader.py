@@ -163,7 +163,7 @@ class TensorDataModule:
     It has a ``LightningDataModule``'s hooks (``prepare_data``, ``setup``, ``*_dataloader``,
     ``on_after_batch_transfer``) but not its base class, so that planning a sweep, which reads
     a dataset's name, shape and options, imports neither Lightning nor torchvision (seconds).
-    ``sdexp.module.LightningData`` hands it to a Trainer; ``trainer`` is the Trainer it reads
+    ``sdexp.run.module.LightningData`` hands it to a Trainer; ``trainer`` is the Trainer it reads
     the device, the ranks and the epoch from (None: the CPU, one process, epoch 0).
     """
 

@@ -1,6 +1,6 @@
 """predictions.csv, beside a run's results.json (``sdexp.results.PREDICTIONS_FILE``): the test
 set's per-example predictions, so that the analysis sees the test set's own sampling noise
-(``sdexp.images``).
+(``sdexp.analysis.images``).
 
 One row per test example and tested model (``model``: ``final``, and ``best`` where
 validation chose a checkpoint; the analysis reads the one the run reports), with the run's
@@ -24,7 +24,7 @@ PREDICTION_COLUMNS = {
     "error": ["identity", "model", "index", "target", "predicted", "loss"],
     "mse": ["identity", "model", "index", "target", "prediction", "squared_error"],
 }
-#: The test stages of a run (``sdexp.module``) as predictions.csv names their models.
+#: The test stages of a run (``sdexp.run.module``) as predictions.csv names their models.
 TESTED_MODELS = {"test": "final", "test_best": "best"}
 
 

@@ -88,7 +88,7 @@ class StepGradients:
     applies weight decay and momentum to them, at every step (the code the paper builds on
     zero-fills its gradients; only its first step has none). A gradient is so never a graph's
     buffer left over from an earlier step, which a zero-fill and the next backward pass would
-    add to itself (``sdexp.graphs``).
+    add to itself (``sdexp.run.graphs``).
     """
 
     def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:

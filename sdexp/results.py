@@ -9,8 +9,8 @@ into every checkpoint, and is compared before anything is skipped, resumed or ag
 
 - a run is skipped only when a finished ``results.json`` in its directory has its identity
   (``completed``);
-- it resumes only from a checkpoint with its identity (``sdexp.rundir``);
-- the aggregator keeps runs of different setups apart (``sdexp.table``);
+- it resumes only from a checkpoint with its identity (``sdexp.run.directory``);
+- the aggregator keeps runs of different setups apart (``sdexp.analysis.cli``);
 - a sweep names each run's directory by it (``RunKey.cell_dir``), never by the command line.
 
 ``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
@@ -20,7 +20,7 @@ what they imply, timings, the device and its share the run held (``sdexp-table``
 the code that made it (``sdexp.provenance``; not identity). Strict JSON (null for what is not
 finite), written atomically, with the permissions of any file the user writes; read back against
 these types (``RunResult.from_dict``). ``RunResult.summary`` and ``history_row`` are what a run
-gives W&B at its end, the keys a dashboard reads (``sdexp.dashboard``; a test holds them to
+gives W&B at its end, the keys a dashboard reads (``sdexp.tracking.dashboard``; a test holds them to
 these). ``predictions.csv`` beside it: the per-example test predictions (``sdexp.predictions``).
 
 ``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
@@ -202,7 +202,7 @@ def identity_config(cfg: DictConfig, budget: float) -> dict:
 def run_key(cfg: DictConfig, mode: Any = None, dataset: Any = None) -> tuple[RunKey, dict]:
     """The run's key and identity config, from its config alone (no data, no model). ``mode``
     and ``dataset``: the survival mode and data module built from ``cfg`` (by the config check,
-    ``sdexp.config.Checked``), else built here."""
+    ``sdexp.run.config.Checked``), else built here."""
     mode = mode if mode is not None else instantiate(cfg.mode)
     dataset = dataset if dataset is not None else instantiate(cfg.dataset, seed=cfg.seed)
     budget = mode.effective_budget(cfg.budget)

@@ -29,7 +29,6 @@ from wandb_workspaces import expr
 
 from sdexp.models import CifarResNet
 from sdexp.recipe import StepGradients, start_momentum
-from sdexp.report import runset_reads
 from sdexp.results import (
     CELL,
     LeftOutCell,
@@ -43,6 +42,7 @@ from sdexp.results import (
     write_plan,
     write_result,
 )
+from sdexp.tracking.report import runset_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"  # the Hydra configs (the package sdexp.conf once installed)
@@ -122,9 +122,10 @@ def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600, **env: st
 
 
 def run_table(*args: str) -> subprocess.CompletedProcess:
-    """``sdexp-table ARGS`` as a user runs it (``python -m sdexp.table``: this checkout's code)."""
+    """``sdexp-table ARGS`` as a user runs it (``python -m sdexp.analysis.cli``: this checkout's
+    code)."""
     return subprocess.run(
-        [sys.executable, "-m", "sdexp.table", *args],
+        [sys.executable, "-m", "sdexp.analysis.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -435,7 +436,7 @@ OFFSETS = (-0.3, -0.1, 0.1, 0.3)  # per seed: mean = the paper's value, sample s
 SHIFT = {"uniform": 1}  # uniform's seed s gets OFFSETS[s + 1]: paired differences vary by seed
 
 
-# A multirun's config as Hydra's callbacks get it (``sdexp.sharing.MPSDaemon``).
+# A multirun's config as Hydra's callbacks get it (``sdexp.run.sharing.MPSDaemon``).
 SWEEP = OmegaConf.create({"hydra": {"sweeper": {"max_batch_size": None}}})
 
 

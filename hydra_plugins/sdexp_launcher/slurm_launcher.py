@@ -3,7 +3,7 @@ on SLURM, every one waited for.
 
 The class Hydra discovers: Hydra instantiates launchers only from the ``hydra_plugins``
 package, and imports every module of it at every start, so it is thin and hands its work to
-``sdexp.launchers.SlurmJobs`` (hydra-submitit-launcher's launcher, extended), imported when a
+``sdexp.sweep.launchers.SlurmJobs`` (hydra-submitit-launcher's launcher, extended), imported when a
 sweep starts. Its options are hydra-submitit-launcher's (``submitit_slurm``).
 """
 
@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 class SlurmLauncher(Launcher):
     def __init__(self, **options: Any) -> None:
         """``options``: those of hydra-submitit-launcher's ``submitit_slurm``."""
-        from sdexp.launchers import SlurmJobs
+        from sdexp.sweep.launchers import SlurmJobs
 
         self.jobs = SlurmJobs(**options)
 

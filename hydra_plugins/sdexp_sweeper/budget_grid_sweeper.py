@@ -1,7 +1,7 @@
 """``hydra/sweeper=budget_grid``: a budget grid, planned before anything is launched.
 
 The class Hydra discovers, and its config: as Hydra's Optuna sweeper does, it is thin and hands
-its work to ``sdexp.sweeper.BudgetGrid`` (what it plans, launches and says), imported when a
+its work to ``sdexp.sweep.grid.BudgetGrid`` (what it plans, launches and says), imported when a
 sweep starts, not when Hydra scans its plugins (at every start of every command).
 """
 
@@ -29,8 +29,8 @@ ConfigStore.instance().store(
 
 class BudgetGridSweeper(Sweeper):
     def __init__(self, **options: Any) -> None:
-        """``options``: those of ``BudgetGridSweeperConf``, for ``sdexp.sweeper.BudgetGrid``."""
-        from sdexp.sweeper import BudgetGrid
+        """``options``: those of ``BudgetGridSweeperConf``, for ``sdexp.sweep.grid.BudgetGrid``."""
+        from sdexp.sweep.grid import BudgetGrid
 
         self.grid = BudgetGrid(**options)
 

@@ -6,8 +6,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sdexp.cli import hydra_errors_in_one_line, run_task
-from sdexp.errors import exit_on_stop, stop_on_signals
+from sdexp.run.cli import hydra_errors_in_one_line, run_task
+from sdexp.run.failures import exit_on_stop, stop_on_signals
 
 
 @hydra_errors_in_one_line
@@ -20,7 +20,7 @@ def theory(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The command (``sdexp-theory``, ``python -m sdexp.theory``): one line and exit status 2
-    for bad input, as ``sdexp-train`` (``sdexp.cli``)."""
+    for bad input, as ``sdexp-train`` (``sdexp.run.cli``)."""
     with stop_on_signals(defer=True, restore=False):
         exit_on_stop(theory)
 

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from scipy.stats import shapiro
 from torch import Tensor
 
-from sdexp.console import counted
 from sdexp.data import ToyDataModule
 from sdexp.models import ResidualNetwork, VanillaResNet
+from sdexp.run.console import counted
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import (
     hidden_layers,

@@ -12,14 +12,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp import console
-from sdexp.errors import ConfigError, raise_if_stopped, stop_on_signals
-from sdexp.rundir import keep_hydra_record
-from sdexp.sharing import set_threads
-from sdexp.signatures import check_target
+from sdexp.errors import ConfigError
+from sdexp.run import console
+from sdexp.run.directory import keep_hydra_record
+from sdexp.run.failures import raise_if_stopped, stop_on_signals
+from sdexp.run.sharing import set_threads
+from sdexp.run.signatures import check_target
 from sdexp.survival import MODES
 from sdexp.theory.outcome import Outcome
-from sdexp.wandb_access import finish
+from sdexp.tracking.wandb_access import finish
 
 log = logging.getLogger("sdexp")
 

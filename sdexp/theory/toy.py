@@ -1,7 +1,7 @@
 """The toy regression of Sec. 6 for the theory checks: its data, and a short training run.
 
 ``train_with_probe`` trains a network with stochastic depth through the project's own
-LightningModule (``sdexp.module``: survival from the mode at the budget, one mask per step) and
+LightningModule (``sdexp.run.module``: survival from the mode at the budget, one mask per step) and
 calls a probe at initialisation and after every epoch, for the quantities the paper follows
 through training (eq. 6, Theorem 2, Figs. 4 and 5).
 """
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sdexp.data import ToyDataModule
 from sdexp.models import ResidualNetwork
-from sdexp.module import LightningData, StochasticDepthModule
+from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import MODES
 
 Probe = Callable[[int, ResidualNetwork], None]  # (epoch, model)

@@ -301,7 +301,14 @@ def test_a_diverged_test_metric_is_a_failed_run_in_strict_json(place):
     (place / "sweep" / "earlier").mkdir()
     (place / "sweep" / "earlier" / "results.json").write_text(json.dumps(earlier))
     table = subprocess.run(
-        [sys.executable, "-m", "sdexp.table", str(place / "sweep"), "--out", str(place / "t")],
+        [
+            sys.executable,
+            "-m",
+            "sdexp.analysis.cli",
+            str(place / "sweep"),
+            "--out",
+            str(place / "t"),
+        ],
         capture_output=True,
         text=True,
         env=user_env(),

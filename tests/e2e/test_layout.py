@@ -8,7 +8,7 @@ import sys
 
 from tests.helpers import ROOT, user_env
 
-ANALYSIS = ("sdexp.table", "sdexp.verdict", "sdexp.dashboard")
+ANALYSIS = ("sdexp.analysis.cli", "sdexp.analysis.per_budget", "sdexp.tracking.dashboard")
 
 
 def test_the_analysis_imports_neither_torch_nor_lightning():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sdexp import wandb_access
 from sdexp.results import read_result
+from sdexp.tracking import wandb_access
 from tests.helpers import (
     FAST_TOY,
     ROOT,

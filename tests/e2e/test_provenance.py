@@ -135,7 +135,7 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     assert not list(sweep_dir.rglob("*.tmp"))
 
     out = tmp_path / "table"
-    refused = in_clone(clone, "-m", "sdexp.table", str(sweep_dir), "--out", str(out))
+    refused = in_clone(clone, "-m", "sdexp.analysis.cli", str(sweep_dir), "--out", str(out))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     (line,) = refused.stderr.splitlines()
     assert line.startswith("error: --mix-code: a cell of a table holds runs of different code:")
@@ -143,7 +143,9 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     assert "rerun_other_code=true" in line and "pass --mix-code" in line
     assert not out.exists()  # nothing written
 
-    mixed = in_clone(clone, "-m", "sdexp.table", str(sweep_dir), "--out", str(out), "--mix-code")
+    mixed = in_clone(
+        clone, "-m", "sdexp.analysis.cli", str(sweep_dir), "--out", str(out), "--mix-code"
+    )
     assert mixed.returncode == 0, mixed.stderr[-3000:]
     runs = pd.read_csv(out / "runs.csv").set_index("seed")
     assert (runs.loc[0, "run_commit"], runs.loc[1, "run_commit"]) == (older, newer)
@@ -153,5 +155,5 @@ def test_runs_of_older_code_are_named_kept_apart_and_run_again(tmp_path):
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "1 already done (skipped), 1 to launch" in rest.stdout
     assert {r["code"]["commit"] for r in results(sweep_dir).values()} == {newer}
-    table = in_clone(clone, "-m", "sdexp.table", str(sweep_dir), "--out", str(out))
+    table = in_clone(clone, "-m", "sdexp.analysis.cli", str(sweep_dir), "--out", str(out))
     assert table.returncode == 0, table.stderr[-3000:]

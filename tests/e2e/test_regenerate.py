@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sdexp.analysis.cli import main
 from sdexp.results import read_result
-from sdexp.table import main
 from tests.helpers import ROOT, user_env
 
 #: The folders of docs/ that sdexp-table wrote from a committed runs.csv.

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from sdexp.results import read_result
-from sdexp.training import train
+from sdexp.run.training import train
 from tests.helpers import (
     CRASHING,
     FAST_TOY,

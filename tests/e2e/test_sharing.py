@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sdexp.results import read_result
-from sdexp.sharing import (
+from sdexp.run.sharing import (
     MPSDaemon,
     claim_slot,
     cpu_share,
@@ -28,7 +28,7 @@ MPS = ROOT / "scripts" / "mps.sh"
 
 def claimer(directory: Path, slots: int, hold_s: float) -> subprocess.Popen:
     code = (
-        "import sys, time; from sdexp.sharing import claim_slot; "
+        "import sys, time; from sdexp.run.sharing import claim_slot; "
         f"print(claim_slot({str(directory)!r}, {slots}), flush=True); time.sleep({hold_s})"
     )
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -52,7 +52,7 @@ def test_pinning_sets_affinity_and_threads():
     cpus = sorted(os.sched_getaffinity(0))
     slots = 2 if len(cpus) > 1 else 1
     code = (
-        "import os, torch; from sdexp.sharing import pin_threads; "
+        "import os, torch; from sdexp.run.sharing import pin_threads; "
         f"mine = pin_threads({slots - 1}, {slots}); "
         "print(mine, sorted(os.sched_getaffinity(0)), torch.get_num_threads(), "
         "os.environ['OMP_NUM_THREADS'])"
@@ -171,7 +171,8 @@ def test_mps_script_is_valid_bash():
     assert os.access(MPS, os.X_OK)
 
 
-# --- the sweep's own MPS daemon (hydra/launcher=gpu_shared: sdexp.sharing.MPSDaemon) -----------
+# --- the sweep's own MPS daemon (hydra/launcher=gpu_shared: sdexp.run.sharing.MPSDaemon)
+# -----------
 
 
 @pytest.fixture

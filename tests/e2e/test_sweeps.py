@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from sdexp.results import RunResult, run_key, write_result
-from sdexp.training import train
+from sdexp.run.training import train
 from tests.helpers import (
     CONF,
     ROOT,

@@ -1,6 +1,6 @@
-"""``sdexp-table`` as a user runs it (``python -m sdexp.table``, this checkout's code) on fabricated
-results: its command line, the files it writes naming their command and commit, the cost table,
-W&B (the tables' contents: tests/unit/test_table.py, tests/unit/test_cost.py)."""
+"""``sdexp-table`` as a user runs it (``python -m sdexp.analysis.cli``, this checkout's code) on
+fabricated results: its command line, the files it writes naming their command and commit, the cost
+table, W&B (the tables' contents: tests/unit/test_table.py, tests/unit/test_cost.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdexp import dashboard
-from sdexp.cost import UNKNOWN
-from sdexp.table import main
+from sdexp.analysis.cli import main
+from sdexp.analysis.cost import UNKNOWN
+from sdexp.tracking import dashboard
 from tests.helpers import ROOT, copy_of, read_only, run_table, table_row, table_rows
 
 
 def test_cli(sweep, tmp_path, capsys):
-    """``sdexp-table`` (pyproject's console script, ``sdexp.table:main``), run as
-    ``python -m sdexp.table`` so that it is this checkout's code."""
+    """``sdexp-table`` (pyproject's console script, ``sdexp.analysis.cli:main``), run as
+    ``python -m sdexp.analysis.cli`` so that it is this checkout's code."""
     done = run_table(str(sweep), "--out", str(tmp_path / "out"), "--small", "0.2", "--large", "0.8")
     assert done.returncode == 0, done.stderr
     assert table_row(done.stdout, "Uniform", "ours")[2] == "17.2 ± 0.3 (n=4)"
@@ -36,7 +36,7 @@ def test_cli(sweep, tmp_path, capsys):
     usage = run_table("--help")
     assert usage.stdout.startswith("usage: sdexp-table [-h]"), usage.stdout
     (script,) = entry_points(group="console_scripts", name="sdexp-table")
-    assert script.value == "sdexp.table:main"
+    assert script.value == "sdexp.analysis.cli:main"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty)]) == 2

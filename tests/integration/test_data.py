@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sdexp.data import ToyDataModule
-from sdexp.module import LightningData
+from sdexp.run.module import LightningData
 from tests.helpers import cpu_trainer
 
 

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from scripts.emulated_graphs import emulated_make_graphed_callables as EMULATED
-from sdexp.config import Speed
 from sdexp.data import CIFARDataModule
-from sdexp.graphs import GraphedSteps, KeptPath
 from sdexp.models import CifarResNet
-from sdexp.module import LightningData, StochasticDepthModule
+from sdexp.run.config import Speed
+from sdexp.run.graphs import GraphedSteps, KeptPath
+from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import Uniform
 from tests.helpers import assert_same, cpu_trainer, sgd, state, train_step
 

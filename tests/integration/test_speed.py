@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import CSVLogger
 from scripts.bench import main
 from sdexp.data import ToyDataModule
 from sdexp.models import VanillaResNet, compile_branches
-from sdexp.module import LightningData, StochasticDepthModule
+from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import Uniform
 from tests.helpers import cifar_resnet14, cpu_trainer
 

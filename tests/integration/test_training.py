@@ -10,11 +10,11 @@ import torch
 from torchmetrics.regression import MeanSquaredError
 
 from sdexp import __version__
-from sdexp.module import NonFiniteLossError
 from sdexp.predictions import read_predictions
 from sdexp.provenance import current_code
 from sdexp.results import read_result
-from sdexp.training import train
+from sdexp.run.module import NonFiniteLossError
+from sdexp.run.training import train
 from tests.helpers import FAST_TOY, compose_config, local_cifar, same_numbers, stable_fields
 
 # The ``trained`` fixture's run: SenseMode at budget 0.3, two epochs, a CSV log.
@@ -191,14 +191,14 @@ def test_bf16_autocast_run(make_config, cifar_root):
 
 
 def test_a_run_builds_its_dataset_and_mode_once(make_config, monkeypatch):
-    """The command's task (``sdexp.cli.train_task``: the config check, then the run) builds the
+    """The command's task (``sdexp.run.cli.train_task``: the config check, then the run) builds the
     dataset and the survival mode once, the check's, and the model twice: on the meta device
     (the check, no weights) and for training (seeded)."""
     import functools
 
-    from sdexp.cli import train_task
     from sdexp.data import ToyDataModule
     from sdexp.models import VanillaResNet
+    from sdexp.run.cli import train_task
     from sdexp.survival import SenseMode
 
     built = []

@@ -1,13 +1,14 @@
-"""The run config's checks (``sdexp.config``): bad input is refused before anything trains or is
+"""The run config's checks (``sdexp.run.config``): bad input is refused before anything trains or is
 written, naming the option and what is allowed."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdexp.config import check_config
-from sdexp.errors import ConfigError, find_config_error
-from sdexp.training import train
+from sdexp.errors import ConfigError
+from sdexp.run.config import check_config
+from sdexp.run.failures import find_config_error
+from sdexp.run.training import train
 
 
 @pytest.mark.parametrize(

@@ -164,8 +164,8 @@ def test_the_shared_gpu_preset_composes():
     assert launcher._target_.endswith("JoblibLauncher")
     assert (launcher.n_jobs, launcher.backend) == (8, "loky")
     callback = cfg.hydra.callbacks.pin_threads
-    assert callback._target_ == "sdexp.sharing.PinThreads" and callback.jobs == 8
-    assert cfg.hydra.callbacks.mps._target_ == "sdexp.sharing.MPSDaemon"
+    assert callback._target_ == "sdexp.run.sharing.PinThreads" and callback.jobs == 8
+    assert cfg.hydra.callbacks.mps._target_ == "sdexp.run.sharing.MPSDaemon"
     default = composed("hydra/launcher=gpu_shared", "hydra.launcher.n_jobs=4").hydra
     assert default.callbacks.pin_threads.jobs == 4
     assert composed("hydra/launcher=gpu_shared").hydra.launcher.n_jobs == 8  # measured

@@ -1,10 +1,11 @@
-"""What a run prints and logs (``sdexp.console``; as a user sees it: tests/e2e/test_console.py)."""
+"""What a run prints and logs (``sdexp.run.console``; as a user sees it:
+tests/e2e/test_console.py)."""
 
 from __future__ import annotations
 
 import logging
 
-from sdexp.console import RunLogFile
+from sdexp.run.console import RunLogFile
 
 
 def test_the_run_log_is_written_only_once_the_run_owns_its_directory(tmp_path):

@@ -1,13 +1,13 @@
-"""What a sweep cost, from its runs' results.json (``sdexp.cost``, shown by ``sdexp-table``): on
-fabricated results, with the times, devices and shares a real run records."""
+"""What a sweep cost, from its runs' results.json (``sdexp.analysis.cost``, shown by
+``sdexp-table``): on fabricated results, with the times, devices and shares a real run records."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdexp.cost import UNKNOWN, cost
+from sdexp.analysis.cost import UNKNOWN, cost
+from sdexp.analysis.runs import collect
 from sdexp.results import RunResult
-from sdexp.runs import collect
 
 
 def test_a_result_says_what_it_cost():

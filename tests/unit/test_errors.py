@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from sdexp.errors import Stopped, stop_on_signals
+from sdexp.run.failures import Stopped, stop_on_signals
 
 
 def test_a_signal_raises_stopped_where_nobody_else_handles_it():

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from scripts.emulated_graphs import emulated_make_graphed_callables
 from sdexp.errors import ConfigError
-from sdexp.graphs import GraphedSteps, KeptPath
 from sdexp.models import CifarResNet, VanillaResNet
 from sdexp.recipe import StepGradients
+from sdexp.run.graphs import GraphedSteps, KeptPath
 from tests.helpers import assert_same, sgd, state, train_step
 
 EMULATED = emulated_make_graphed_callables

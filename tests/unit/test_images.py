@@ -1,4 +1,4 @@
-"""The test set's sampling noise in the paired contrasts (``sdexp.images``) on fabricated
+"""The test set's sampling noise in the paired contrasts (``sdexp.analysis.images``) on fabricated
 per-image values whose variance is known: the two-way bootstrap's spread against the formula,
 McNemar's counts and p-value by hand, and ``sdexp-table`` reading predictions.csv."""
 
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sdexp.images import ImageTests
-from sdexp.paired_text import NO_IMAGES
+from sdexp.analysis.cli import main
+from sdexp.analysis.images import ImageTests
+from sdexp.analysis.verdict_text import NO_IMAGES
 from sdexp.predictions import write_predictions
-from sdexp.table import main
 from tests.helpers import fake_run
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sdexp.models import CifarResNet, VanillaResNet, ZeroPadShortcut
-from sdexp.module import StochasticDepthModule
 from sdexp.recipe import StepDecay
+from sdexp.run.module import StochasticDepthModule
 from sdexp.survival import Uniform
 
 

@@ -1,13 +1,14 @@
-"""The W&B Report (``sdexp.report``) reads of a run only what its result gives W&B (``RunResult``:
-its summary and history row) and its run key; what real runs logged: tests/e2e/test_dashboard.py."""
+"""The W&B Report (``sdexp.tracking.report``) reads of a run only what its result gives W&B
+(``RunResult``: its summary and history row) and its run key; what real runs logged:
+tests/e2e/test_dashboard.py."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from sdexp import report
-from sdexp.report import build_report, runset_reads, specification
 from sdexp.results import RunKey, RunResult
+from sdexp.tracking import report
+from sdexp.tracking.report import build_report, runset_reads, specification
 
 
 def test_the_report_reads_what_a_runs_result_gives_wandb():

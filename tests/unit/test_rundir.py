@@ -1,8 +1,9 @@
-"""A run directory's files (``sdexp.rundir``; runs into directories: tests/e2e/test_rundir.py)."""
+"""A run directory's files (``sdexp.run.directory``; runs into directories:
+tests/e2e/test_rundir.py)."""
 
 from __future__ import annotations
 
-from sdexp.rundir import move_aside
+from sdexp.run.directory import move_aside
 
 
 def test_moving_aside_deletes_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""Several runs per GPU, the parts that need no process of their own (``sdexp.sharing``): CPU
+"""Several runs per GPU, the parts that need no process of their own (``sdexp.run.sharing``): CPU
 shares of the slots, the callback's checks, the sweep's MPS daemon without its control program,
 threads outside a run's identity (processes, scripts/mps.sh and sweeps:
 tests/e2e/test_sharing.py)."""
@@ -9,7 +9,7 @@ import pytest
 
 from sdexp.errors import ConfigError
 from sdexp.results import run_key
-from sdexp.sharing import MPSDaemon, PinThreads, check_threads, cpu_share
+from sdexp.run.sharing import MPSDaemon, PinThreads, check_threads, cpu_share
 from tests.helpers import FAST_TOY, SWEEP
 
 

@@ -1,11 +1,11 @@
-"""What a run reads of its SLURM job (``sdexp.slurm``), on ``scontrol``'s output as SLURM 22.05
+"""What a run reads of its SLURM job (``sdexp.run.slurm``), on ``scontrol``'s output as SLURM 22.05
 prints it; tests/cluster/ preempts real jobs."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdexp.slurm import fields, in_job, job_id
+from sdexp.run.slurm import fields, in_job, job_id
 
 #: ``scontrol show job`` of a job in its preemption grace time (abridged, SLURM 22.05.8).
 PREEMPTED = """JobId=20 JobName=job4.sh

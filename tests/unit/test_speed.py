@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from scripts.bench import dropout, forward_every_block, row_mask
-from sdexp.config import Speed, check_config, check_speed
 from sdexp.errors import ConfigError
-from sdexp.module import StochasticDepthModule
+from sdexp.run.config import Speed, check_config, check_speed
+from sdexp.run.module import StochasticDepthModule
 from sdexp.survival import Uniform
 from tests.helpers import cifar_resnet14
 

@@ -1,6 +1,6 @@
-"""Planning a sweep (``sdexp.sweep``): cells left out and merged, the fast composer against Hydra's
-composition and the directories it names, a cell's status from what its directory holds (sweeps
-as a user runs them: tests/e2e/test_sweeps.py)."""
+"""Planning a sweep (``sdexp.sweep.plan``): cells left out and merged, the fast composer against
+Hydra's composition and the directories it names, a cell's status from what its directory holds
+(sweeps as a user runs them: tests/e2e/test_sweeps.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from sdexp.errors import ConfigError
 from sdexp.results import run_key
-from sdexp.sweep import CellPlanner, cell_status, with_override
+from sdexp.sweep.plan import CellPlanner, cell_status, with_override
 from tests.helpers import FAST_TOY, compose_config, hydra_configs
 
 
@@ -49,7 +49,7 @@ def test_the_fast_composer_is_hydras_composition(preset):
     earlier layout's, whose name Hydra's grammar would otherwise split."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from sdexp.sweep import Cell, CellComposer, job_overrides
+    from sdexp.sweep.plan import Cell, CellComposer, job_overrides
 
     sweep_dir = Path("outputs/x").absolute()
     with hydra_configs():

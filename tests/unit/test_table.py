@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sdexp.runs import RUNS_COLUMNS, collect
-from sdexp.table import main
-from sdexp.table2 import paper_table, summarize, tables
-from sdexp.verdict import crossings
+from sdexp.analysis.cli import main
+from sdexp.analysis.per_budget import crossings
+from sdexp.analysis.runs import RUNS_COLUMNS, collect
+from sdexp.analysis.tables import paper_table, summarize, tables
 from tests.helpers import BUDGETS, OFFSETS, PAPER, fake_run, table_row, table_rows
 
 

@@ -1,5 +1,5 @@
-"""Table 2's plot (``sdexp.table_plot``) shows every series: error bars within the metric's range,
-modes side by side, a setup without finished runs says so."""
+"""Table 2's plot (``sdexp.analysis.table_plot``) shows every series: error bars within the metric's
+range, modes side by side, a setup without finished runs says so."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import pandas as pd
 from matplotlib.container import ErrorbarContainer
 
-from sdexp.table2 import Table
-from sdexp.table_plot import Plot, error_bars, figure, save_plot
+from sdexp.analysis.table_plot import Plot, error_bars, figure, save_plot
+from sdexp.analysis.tables import Table
 
 
 def table(metric: str, rows: list[tuple]) -> Plot:

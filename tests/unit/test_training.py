@@ -1,5 +1,5 @@
-"""A run's launch checks and W&B identity (``sdexp.training``), without training (runs in process:
-tests/integration/test_training.py)."""
+"""A run's launch checks and W&B identity (``sdexp.run.training``), without training (runs in
+process: tests/integration/test_training.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from sdexp.errors import ConfigError
 from sdexp.results import run_key
-from sdexp.slurm import cluster_plugins
-from sdexp.training import check_launch, fill_run_names
+from sdexp.run.slurm import cluster_plugins
+from sdexp.run.training import check_launch, fill_run_names
 from tests.helpers import compose_config
 
 

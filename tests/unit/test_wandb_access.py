@@ -1,13 +1,13 @@
-"""W&B's mode and server probe (``sdexp.wandb_access``), with real sockets: credentials decide
-online or offline, and a server must answer, not only accept connections (runs against such
+"""W&B's mode and server probe (``sdexp.tracking.wandb_access``), with real sockets: credentials
+decide online or offline, and a server must answer, not only accept connections (runs against such
 servers: tests/e2e/test_loggers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdexp import wandb_access
 from sdexp.errors import ConfigError
+from sdexp.tracking import wandb_access
 from tests.helpers import closed_port, half_answering_server, http_server
 
 

@@ -1,0 +1,119 @@
+"""The paired contrasts with the test set's sampling noise, from per-image predictions.
+
+A run's test metric is the mean over its N test images of a per-image value v_i: 100 x [wrong]
+for a test error in %, the squared error for an MSE (``per_image_values``, from the run's
+``predictions.csv``, ``sdexp.results``). The seed-only interval of ``sdexp.analysis.verdict`` treats
+the test set as fixed; with 1,297 test images and an error near 1.2% the binomial SD of one run's
+error is about 0.3 pp, so the test set's own noise belongs in the interval when the question is
+about the modes on the task rather than on this test set. Two tools:
+
+- **the interval with the test set's noise** (``ImageTests.interval``): a two-way ("pigeonhole")
+  bootstrap over seeds and images (Owen 2007, Ann. Appl. Stat. 1(2)): each of
+  ``BOOTSTRAP_REPLICATES`` = 10,000 replicates draws the seeds (the pairs) with replacement and,
+  independently, the test images with replacement, the same images for every seed, both modes
+  and every budget (they were all tested on the same set; within each split of a pooled
+  analysis, its own images, and its own seeds); the replicate's effect is the mean over the
+  drawn seeds of d_s computed on the drawn images (a regime's d_s: the mean over its budgets).
+  The interval: the replicates' percentiles at the level's tails. Seeded
+  (``numpy.random.default_rng(BOOTSTRAP_SEED)``), so it regenerates. Owen shows that this
+  bootstrap's variance is mildly conservative: it counts the seed-by-image interaction twice.
+- **McNemar's test per seed pair** (``ImageTests.mcnemar``, classification only): at each
+  budget, for each seed with both modes, the images SenseMode got wrong and Uniform right and
+  the other way round; the exact test is the two-sided binomial test of one count out of the
+  discordant pairs at 1/2 (``scipy.stats.binomtest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+BOOTSTRAP_REPLICATES = 10_000
+BOOTSTRAP_SEED = 0
+MCNEMAR_COLUMNS = ["budget", "seed", "n_images", "only_a_wrong", "only_b_wrong", "p_value"]
+
+#: A run's per-image values: (the split its test images come from, the values by image index).
+Key = tuple[str, float, Hashable]  # (mode, budget, seed)
+
+
+def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """A ``predictions.csv``'s rows of one model (sorted by index) as per-image values whose mean
+    is the run's metric: 100 x [predicted != target] for an error in %, else the squared
+    error."""
+    if metric == "error":
+        return 100.0 * (frame["predicted"] != frame["target"]).to_numpy()
+    return frame["squared_error"].to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class ImageTests:
+    """The per-image values of the runs one paired analysis compares (``values``: by mode,
+    budget and seed, the split and the values; budgets keyed as ``sdexp.analysis.verdict`` keys
+    them), and the tests on them (the module docstring)."""
+
+    values: dict[Key, tuple[str, np.ndarray]]
+    metric: str = "error"
+    a: str = "sensemode"
+    b: str = "uniform"
+    replicates: int = BOOTSTRAP_REPLICATES
+    seed: int = BOOTSTRAP_SEED
+
+    def image(self, mode: str, budget: float, seed: Hashable) -> np.ndarray:
+        return self.values[(mode, budget, seed)][1]
+
+    def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> dict:
+        """Per split: (its seeds, the (N images, n seeds) matrix of each seed's per-image
+        difference a - b averaged over ``budgets``)."""
+        found: dict[str, tuple[list, list]] = {}
+        for s in seeds:
+            per_budget = [self.image(self.a, b, s) - self.image(self.b, b, s) for b in budgets]
+            split = self.values[(self.a, budgets[0], s)][0]
+            found.setdefault(split, ([], []))
+            found[split][0].append(s)
+            found[split][1].append(np.mean(per_budget, axis=0))
+        return {split: (s, np.column_stack(d)) for split, (s, d) in found.items()}
+
+    def replicate_effects(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> np.ndarray:
+        """The bootstrap's ``replicates`` effects (the module docstring)."""
+        rng = np.random.default_rng(self.seed)
+        total, count = np.zeros(self.replicates), 0
+        for _, d in self.differences(seeds, budgets).values():
+            images, n = d.shape
+            per_seed = np.empty((self.replicates, n))
+            for start in range(0, self.replicates, 1000):
+                rows = min(1000, self.replicates - start)
+                weights = rng.multinomial(images, np.full(images, 1 / images), size=rows)
+                per_seed[start : start + rows] = weights @ d / images
+            chosen = rng.integers(0, n, size=(self.replicates, n))
+            total += np.take_along_axis(per_seed, chosen, axis=1).sum(axis=1)
+            count += n
+        return total / count
+
+    def interval(
+        self, seeds: Sequence[Hashable], budgets: Sequence[float], level: float = 0.95
+    ) -> tuple[float, float]:
+        """The percentile interval at ``level`` of the effect with the test set's noise."""
+        effects = self.replicate_effects(seeds, budgets)
+        low, high = np.quantile(effects, [(1 - level) / 2, (1 + level) / 2])
+        return float(low), float(high)
+
+    def mcnemar(self) -> pd.DataFrame:
+        """Per budget and seed with both modes (``MCNEMAR_COLUMNS``): the images only mode a got
+        wrong, only mode b, and the exact McNemar p-value (two-sided); empty for an MSE."""
+        if self.metric != "error":
+            return pd.DataFrame(columns=MCNEMAR_COLUMNS)
+        rows = []
+        for mode, budget, seed in sorted(self.values, key=str):
+            if mode != self.a or (self.b, budget, seed) not in self.values:
+                continue
+            wrong_a = self.values[(self.a, budget, seed)][1] > 0
+            wrong_b = self.values[(self.b, budget, seed)][1] > 0
+            only_a, only_b = int(np.sum(wrong_a & ~wrong_b)), int(np.sum(wrong_b & ~wrong_a))
+            p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+            rows.append((budget, seed, len(wrong_a), only_a, only_b, p))
+        frame = pd.DataFrame(rows, columns=MCNEMAR_COLUMNS)
+        return frame.sort_values(["budget", "seed"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,419 @@
+"""Does a grid of runs agree with the Budget Hypothesis (Sec. 5)? A verdict from the seeds.
+
+The hypothesis (Sec. 5): "Assuming L >> 1, the uniform mode outperforms SenseMode in the large
+budget regime, while SenseMode outperforms the uniform mode in the small budget regime"; Sec. 6
+reads Table 2 with the regimes split at b = L_bar/L = 0.5 (small: b < 0.5, large: b >= 0.5). It
+predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where it happens.
+
+Input: the finished runs of ONE setup, a DataFrame with columns ``mode``, ``budget``, ``seed``
+and ``value`` (the test metric, lower is better: an error in % or an MSE); the no-SD baseline
+(mode ``none``) is not compared.
+
+The verdict holds the test the hypothesis states (``sdexp.analysis.verdict``: SenseMode against
+Uniform seed by seed, per regime) and a descriptive view of the grid.
+
+**The descriptive view** (``compare``), per budget, for each pair in ``PAIRS``:
+
+- the difference of means ``diff = mean_a - mean_b`` (negative: mode_a is better) with Welch's
+  confidence interval at ``level`` and Welch's t-test p-value (``scipy.stats.ttest_ind`` with
+  ``equal_var=False``), over seeds. No p-value (NaN, with a ``note`` saying why) where a side has
+  fewer than 2 seeds, or where both sides have zero variance (Welch's statistic is 0/0 or
+  infinite and scipy would return a p-value of 0 or NaN that means nothing).
+- Multiple comparisons: raw p-values, and Holm-adjusted ones (Holm 1979, family-wise error
+  <= 1 - level) within each pair's family of budgets; ``significant`` means adjusted p below
+  ``alpha = 1 - level``. The confidence intervals are per budget, not adjusted, so an interval
+  that excludes 0 is not always a significant difference after the adjustment.
+
+Pairs: SenseMode against Uniform (the hypothesis) at every budget where either ran, a missing side
+reported with n = 0; Linear against Uniform and SenseMode against Linear where both ran (Linear
+is infeasible below (L - 1)/(2L), the paper's "-").
+
+The switch: between which grid budgets the better mode of SenseMode and Uniform changes, by the
+sign of the mean difference; the sentence names those budgets and no place in between (a line
+through two points is no estimate of where the modes cross; ``Switch.budget`` keeps the linear
+interpolation for the plot). A switch is significant when the significant differences on
+either side of it favour the two modes (see ``switches``).
+
+Agreement of the descriptive view (``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
+
+- ``agrees``: SenseMode significantly better at some b < 0.5, Uniform significantly better at
+  some b >= 0.5, and no significant difference the other way round;
+- ``partly agrees``: significant differences only in the hypothesis' direction, but in one regime;
+- ``does not agree``: some significant difference the other way round (SenseMode better at
+  b >= 0.5 or Uniform better at b < 0.5), whatever else holds;
+- ``no significant difference``: tested (a p-value at some budget) but nothing significant;
+- ``cannot be tested``: no p-value at any budget (SenseMode or Uniform not run, or < 2 seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, name
+from sdexp.analysis.verdict import Paired, paired
+
+PAIRS = (HYPOTHESIS, ("linear", "uniform"), ("sensemode", "linear"))
+COLUMNS = [
+    "budget",
+    "mode_a",
+    "mode_b",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "better",
+    "significant",
+    "note",
+]
+OUTCOMES = (
+    "agrees",
+    "partly agrees",
+    "does not agree",
+    "no significant difference",
+    "cannot be tested",
+)
+
+
+def welch(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95, names: tuple[str, str] = ("a", "b")
+) -> dict:
+    """Mode a against mode b at one budget: n, means, diff = mean_a - mean_b, Welch's confidence
+    interval for diff at ``level`` and Welch's two-sided t-test p-value; NaN where undefined,
+    with the reason in ``note`` (the modes called ``names``)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    mean_a = a.mean() if len(a) else math.nan
+    mean_b = b.mean() if len(b) else math.nan
+    row = {
+        "n_a": len(a),
+        "n_b": len(b),
+        "mean_a": mean_a,
+        "mean_b": mean_b,
+        "diff": mean_a - mean_b,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "note": "",
+    }
+    if len(a) < 2 or len(b) < 2:
+        row["note"] = "no test: " + ", ".join(
+            f"{side} has {'no run' if n == 0 else f'{n} seed'}"
+            for side, n in zip(names, (len(a), len(b)), strict=True)
+            if n < 2
+        )
+    elif np.ptp(a) == 0 and np.ptp(b) == 0:
+        row["note"] = "no test: zero variance on both sides (Welch's t is undefined)"
+    else:
+        with warnings.catch_warnings():  # near-identical seeds: scipy's precision-loss warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = stats.ttest_ind(a, b, equal_var=False)
+            interval = test.confidence_interval(confidence_level=level)
+        row.update(ci_low=interval.low, ci_high=interval.high, p_value=test.pvalue)
+    return row
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979): the k-th smallest of m p-values times
+    (m - k + 1), made non-decreasing, capped at 1. NaN entries stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    steps = p[order] * (m - np.arange(m))
+    adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return adjusted
+
+
+def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """One row per budget and pair of ``PAIRS`` (columns ``COLUMNS``): ``welch`` on the seeds,
+    Holm-adjusted within each pair, ``better`` the mode with the lower mean, ``significant``
+    adjusted p < 1 - level. See the module docstring for which budgets each pair is compared at."""
+    runs = runs[runs["value"].notna() & (runs["mode"] != "none")]
+    values = {
+        (mode, round(float(budget), 10)): part["value"].to_numpy()
+        for (mode, budget), part in runs.groupby(["mode", "budget"])
+    }
+    ran = {mode: {b for m, b in values if m == mode} for mode in runs["mode"].unique()}
+    frames = []
+    for a, b in PAIRS:
+        if a not in ran or b not in ran:
+            continue
+        budgets = ran[a] | ran[b] if (a, b) == HYPOTHESIS else ran[a] & ran[b]
+        if not budgets:  # e.g. Linear and Uniform run, never at one budget
+            continue
+        frame = pd.DataFrame(
+            {
+                "budget": x,
+                "mode_a": a,
+                "mode_b": b,
+                **welch(values.get((a, x), []), values.get((b, x), []), level, (name(a), name(b))),
+            }
+            for x in sorted(budgets)
+        )
+        frame["p_adjusted"] = holm(frame["p_value"])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
+    table["better"] = np.select(
+        [table["diff"] < 0, table["diff"] > 0, table["diff"] == 0],
+        [table["mode_a"], table["mode_b"], "tie"],
+        default="",
+    )
+    table["significant"] = table["p_adjusted"] < 1 - level
+    return table[COLUMNS]
+
+
+def pair(comparisons: pd.DataFrame, a: str = HYPOTHESIS[0], b: str = HYPOTHESIS[1]) -> pd.DataFrame:
+    """The rows of one pair, sorted by budget."""
+    rows = comparisons[(comparisons["mode_a"] == a) & (comparisons["mode_b"] == b)]
+    return rows.sort_values("budget").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The better mode (lower mean) changes from ``below`` to ``above`` at ``budget``, the zero
+    of the mean difference interpolated linearly between the grid budgets ``low`` and ``high``
+    (with ties at grid budgets between them: the middle of the tied budgets). ``evidence``: the
+    nearest budgets below and above with a significant difference, when they favour ``below``
+    and ``above`` respectively (then the switch is significant), else None."""
+
+    budget: float
+    below: str
+    above: str
+    low: float
+    high: float
+    evidence: tuple[float, float] | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.evidence is not None
+
+
+def sign_changes(budgets: Sequence[float], diffs: Sequence[float]) -> list[tuple[int, int, float]]:
+    """The crossing rule, the one place that says where two modes cross (the table's
+    ``crossings``, the verdict's ``switches``): each sign change of ``diffs`` (a - b, known,
+    along the sorted ``budgets``) as (i, j, b), i and j the last budget before it and the first
+    after it with a non-zero difference; b interpolates the zero linearly between them, or is
+    the middle of the tied budgets between them (diff = 0). A tie between two budgets that
+    favour the same mode is no crossing, nor is a tie at either end of the grid."""
+    signed = [(i, d) for i, d in enumerate(diffs) if d != 0]
+    found = []
+    for (i, d0), (j, d1) in zip(signed, signed[1:], strict=False):
+        if d0 * d1 > 0:
+            continue
+        if j > i + 1:  # tied in between: the middle of the ties
+            at = (budgets[i + 1] + budgets[j - 1]) / 2
+        else:
+            at = budgets[i] + (budgets[j] - budgets[i]) * d0 / (d0 - d1)
+        found.append((i, j, at))
+    return found
+
+
+def crossings(budgets: Sequence[float], a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Budgets where the curves a and b cross (``sign_changes``; NaN points left out)."""
+    known = [(x, u - v) for x, u, v in zip(budgets, a, b, strict=True) if pd.notna(u - v)]
+    return [at for _, _, at in sign_changes([x for x, _ in known], [d for _, d in known])]
+
+
+def switches(rows: pd.DataFrame) -> list[Switch]:
+    """Where the better mode of one pair's rows (``pair``) changes along the budgets
+    (``sign_changes`` of ``diff``), with the evidence on either side."""
+    known = rows[rows["diff"].notna()].sort_values("budget")
+    budgets, better = known["budget"].to_list(), known["better"].to_list()
+    found = []
+    for i, j, at in sign_changes(budgets, known["diff"].to_list()):
+        switch = Switch(at, better[i], better[j], budgets[i], budgets[j])
+        found.append(replace(switch, evidence=evidence(known, switch)))
+    return found
+
+
+def evidence(rows: pd.DataFrame, switch: Switch) -> tuple[float, float] | None:
+    """The nearest significant budgets either side of a switch, if they favour its two modes."""
+    significant = rows[rows["significant"]]
+    below = significant[significant["budget"] < switch.budget]
+    above = significant[significant["budget"] > switch.budget]
+    if below.empty or above.empty:
+        return None
+    last, first = below.iloc[-1], above.iloc[0]
+    if last["better"] == switch.below and first["better"] == switch.above:
+        return float(last["budget"]), float(first["budget"])
+    return None
+
+
+def agreement(rows: pd.DataFrame, boundary: float = BOUNDARY) -> str:
+    """One of ``OUTCOMES`` from the SenseMode-Uniform rows (module docstring: the rule)."""
+    if rows["p_value"].isna().all():
+        return "cannot be tested"
+    significant = rows[rows["significant"]]
+    small = significant["budget"] < boundary
+    sense = significant["better"] == "sensemode"
+    uniform = significant["better"] == "uniform"
+    if (sense & ~small).any() or (uniform & small).any():
+        return "does not agree"
+    if (sense & small).any() and (uniform & ~small).any():
+        return "agrees"
+    if significant.empty:
+        return "no significant difference"
+    return "partly agrees"
+
+
+def budget_list(budgets: Sequence[float], grid: Sequence[float]) -> str:
+    """'0.1, 0.3, 0.5–0.9': runs of three or more neighbours on ``grid`` as a range."""
+    grid = sorted(grid)
+    index = sorted(grid.index(b) for b in budgets)
+    runs: list[list[int]] = []
+    for i in index:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(
+        f"{grid[r[0]]:g}–{grid[r[-1]]:g}" if len(r) >= 3 else ", ".join(f"{grid[i]:g}" for i in r)
+        for r in runs
+    )
+
+
+def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
+    """ "SenseMode's mean below Uniform's at b = 0.1, 0.2 (p_Holm < 0.05 at 0.1)", or '' if it
+    never is: a mean, not a conclusion, unless the test beside it is significant."""
+    better = rows[rows["better"] == mode]
+    if better.empty:
+        return ""
+    grid = rows["budget"].to_list()
+    significant = better.loc[better["significant"], "budget"]
+    where = f" (p_Holm < {alpha:g} at {budget_list(significant, grid)})" if len(significant) else ""
+    at = budget_list(better["budget"], grid)
+    return f"{name(mode)}'s mean below {name(other)}'s at b = {at}{where}"
+
+
+def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float) -> str:
+    """One sentence: which mode wins where (by the means), where significantly, the switch, and
+    the outcome."""
+    a, b = HYPOTHESIS
+    if rows.empty:
+        return (
+            f"{name(a)} and {name(b)} do not both have finished runs: "
+            "the Budget Hypothesis cannot be tested."
+        )
+    parts = [w for w in (wins(rows, a, b, alpha), wins(rows, b, a, alpha)) if w]
+    grid = rows["budget"].to_list()
+    ties = rows.loc[rows["better"] == "tie", "budget"]
+    if len(ties):
+        parts.append(f"equal means at b = {budget_list(ties, grid)}")
+    tested = rows[rows["p_value"].notna()]
+    plain = tested.loc[~tested["significant"], "budget"]
+    if len(plain):
+        parts.append(f"not significant at b = {budget_list(plain, grid)} (p_Holm >= {alpha:g})")
+    untested = rows[rows["p_value"].isna()]
+    if len(untested):
+        reasons = "; ".join(sorted(set(untested["note"].str.removeprefix("no test: "))))
+        parts.append(f"no test at {budget_list(untested['budget'], grid)} ({reasons})")
+    text = "; ".join(parts)
+    if found:
+        where = ", ".join(switch_text(s) for s in found)
+        text += f"; the better mode switches {where}"
+    else:
+        text += "; the better mode does not switch on this grid"
+    return f"{text}. {closing(outcome, int(tested['budget'].nunique()))}"
+
+
+def switch_text(switch: Switch) -> str:
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)': the grid budgets the
+    better mode changes between, no place in between (a line through two points is no
+    estimate of where the modes cross)."""
+    evidence = (
+        f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
+        f"{name(switch.above)} at {switch.evidence[1]:g}"
+        if switch.significant
+        else "not significant"
+    )
+    return (
+        f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
+        f"{name(switch.above)}, {evidence})"
+    )
+
+
+def closing(outcome: str, budgets: int) -> str:
+    """The descriptive view's outcome as a sentence of its own."""
+    if outcome == "cannot be tested":
+        return "The Budget Hypothesis cannot be tested."
+    if outcome == "no significant difference":
+        return (
+            f"No difference is significant after Holm's adjustment over the {budgets} budgets, "
+            "so this neither supports nor contradicts the Budget Hypothesis."
+        )
+    return f"This {outcome} with the Budget Hypothesis."
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The Budget Hypothesis tested on one setup's runs (see the module docstring)."""
+
+    comparisons: pd.DataFrame  # COLUMNS, one row per budget and pair
+    switches: list[Switch]  # SenseMode-Uniform
+    outcome: str  # one of OUTCOMES
+    sentence: str
+    paired: Paired  # the test the hypothesis states: SenseMode against Uniform by regime
+    level: float = 0.95
+    boundary: float = BOUNDARY
+
+    @property
+    def stance(self) -> str:
+        """The test, the multiple-comparison stance and the agreement rule, in two sentences."""
+        return (
+            f"Welch's t-test over seeds per budget; diff = mean_a - mean_b (negative: mode_a "
+            f"better), {self.level:.0%} Welch confidence interval (not adjusted); p_Holm: "
+            f"Holm-adjusted within each pair's budgets; significant: p_Holm < {1 - self.level:g}. "
+            f"Agrees: SenseMode significantly better at some b < {self.boundary:g} and Uniform "
+            f"at some b >= {self.boundary:g}, never significantly the other way round."
+        )
+
+    def markdown(self) -> str:
+        """The paired verdict, then the descriptive one per budget (its sentence, stance and
+        table of comparisons), for verdict.md."""
+        shown = self.comparisons.assign(
+            mode_a=self.comparisons["mode_a"].map(name),
+            mode_b=self.comparisons["mode_b"].map(name),
+            better=self.comparisons["better"].map(lambda m: name(m) if m else ""),
+        )
+        for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        for column in ("p_value", "p_adjusted"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        shown["significant"] = shown["significant"].map({True: "yes", False: ""})
+        shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
+        lines = [self.paired.markdown(), f"**Per budget (descriptive):** {self.sentence}", ""]
+        if len(shown):
+            lines += [self.stance, "", shown.to_markdown(index=False, disable_numparse=True)]
+        return "\n".join(lines) + "\n"
+
+
+def verdict(
+    runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
+) -> Verdict:
+    """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
+    the paired regime test (``sdexp.analysis.verdict.paired``: ``regimes`` are its pre-registered
+    ``small`` and ``large`` budgets, else the grid split at ``boundary``, its equivalence
+    ``margin`` and the ``unit`` of the differences) and the per-budget view."""
+    if not 0 < level < 1:
+        raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
+    tested = paired(runs, level, boundary, **regimes)
+    comparisons = compare(runs, level)
+    rows = pair(comparisons)
+    found = switches(rows)
+    outcome = agreement(rows, boundary) if len(rows) else "cannot be tested"
+    text = sentence(rows, found, outcome, 1 - level)
+    return Verdict(comparisons, found, outcome, text, tested, level, boundary)

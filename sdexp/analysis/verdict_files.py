@@ -1,0 +1,173 @@
+"""``verdict.md``, ``verdict.csv`` and the paired plots that ``sdexp-table`` writes: the Budget
+Hypothesis verdict (``sdexp.analysis.per_budget``, Sec. 5) of each table's finished runs.
+
+Per table (one setup) and SenseMode variant (``hypothesis_runs``): the paired regime test
+(``sdexp.analysis.verdict``) with the test set's noise where every run compared has per-image values
+(``sdexp.analysis.images``: the two-way bootstrap interval, McNemar per seed pair), and the
+per-budget view; where a setup ran SenseMode with several sets of options, the variants against each
+other (``sdexp.analysis.variants``). With ``pool``, one more verdict over the runs of every table
+together, paired by setup and seed (``pooled``: e.g. the same preset on two data splits, each
+split's seeds a pair of their own, each split's test images resampled apart).
+
+``verdict.csv`` holds one row per regime contrast (``test`` = paired), per budget and pair of
+modes (welch), per budget and seed pair (mcnemar), per budget and pair of SenseMode variants
+(variants), labelled by setup, table and SenseMode variant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sdexp.analysis.hypothesis import HYPOTHESIS
+from sdexp.analysis.images import MCNEMAR_COLUMNS, ImageTests
+from sdexp.analysis.per_budget import COLUMNS as VERDICT_COLUMNS
+from sdexp.analysis.per_budget import Verdict, verdict
+from sdexp.analysis.runs import Runs
+from sdexp.analysis.tables import Table
+from sdexp.analysis.variants import VARIANT_COLUMNS, variant_contrasts, variant_text
+from sdexp.analysis.verdict import MARGIN, PAIRED_COLUMNS
+from sdexp.analysis.verdict_plot import save_paired_plot
+
+LABELS = ["setup", "table", "sensemode", "test"]
+CSV_COLUMNS = LABELS + list(
+    dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS, *MCNEMAR_COLUMNS, *VARIANT_COLUMNS])
+)
+POOLED = "pooled"
+
+
+@dataclass(frozen=True)
+class Regimes:
+    """The paired test's options (``sdexp.analysis.per_budget.paired``): the pre-registered budgets
+    of each regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN`` for an
+    error in %, no equivalence test for an MSE)."""
+
+    small: list[float] | None = None
+    large: list[float] | None = None
+    margin: float | None = None
+
+    def for_metric(self, metric: str) -> dict:
+        """``sdexp.analysis.per_budget.verdict``'s keyword arguments for a table of ``metric``."""
+        error = metric == "error"
+        margin = self.margin if self.margin is not None else (MARGIN if error else None)
+        return {"small": self.small, "large": self.large, "margin": margin, "unit": "pp" * error}
+
+
+def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
+    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
+    default, say), each set against the plain other modes, labelled by its options."""
+    sense = runs["mode"] == "sensemode"
+    labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
+    return [
+        (label, runs[(~sense & (runs["variant"] == "")) | (sense & (runs["variant"] == label))])
+        for label in labels
+    ]
+
+
+def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | None:
+    """The per-image values of ``chosen``'s SenseMode and Uniform runs (keyed by mode, budget
+    and seed, each split by its setup), or None unless every one of them has some."""
+    compared = chosen[chosen["mode"].isin(HYPOTHESIS)]
+    if compared.empty or not compared["identity"].isin(runs.images.keys()).all():
+        return None
+    values = {
+        (r.mode, round(float(r.budget), 10), r.seed): (r.setup, runs.images[r.identity])
+        for r in compared.itertuples()
+    }
+    return ImageTests(values, metric)
+
+
+def check_pool(tables: list[Table]) -> None:
+    """ValueError naming the tables unless they share dataset, model, epochs, recipe, metric
+    and report (what ``--pool`` may pair across)."""
+    shared = {(t.dataset, t.model, t.epochs, t.recipe, t.metric, t.report) for t in tables}
+    if len(shared) > 1:
+        raise ValueError(
+            "--pool: the tables differ in dataset, model, epochs, recipe, metric or report: "
+            + "; ".join(t.title for t in tables)
+        )
+
+
+def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
+    """The finished runs of every table as one, each seed labelled by its setup
+    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
+    dataset, model, epochs, recipe, metric and report."""
+    check_pool(tables)
+    runs = ok[ok["setup"].isin([t.setup for t in tables])]
+    runs = runs.assign(
+        seed=[f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
+    )
+    setups = ", ".join(t.setup[:6] for t in tables)
+    title = f"{tables[0].title}, pooled over setups {setups} (pairs: setup/seed)"
+    return title, runs
+
+
+def write_verdicts(
+    runs: Runs,
+    found: list[Table],
+    out: Path,
+    made,
+    options: Regimes | None = None,
+    pool: bool = False,
+) -> tuple[list[tuple[str, Verdict]], list[Path]]:
+    """Per table (and SenseMode variant), and pooled with ``pool``: the verdict in verdict.md
+    (under its title) and verdict.csv, its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
+    frame, options = runs.frame, options or Regimes()
+    ok = frame[(frame.status == "ok") & frame["value"].notna()]
+    parts = [(t.title, t.setup, t, ok[ok.setup == t.setup]) for t in found]
+    if pool and found:
+        title, together = pooled(ok, found)
+        parts.append((title, POOLED, found[0], together))
+    verdicts, frames, plots, texts = [], [], [], []
+    for title, setup, table, chosen_runs in parts:
+        for label, chosen in hypothesis_runs(chosen_runs):
+            images = image_tests(runs, chosen, table.metric)
+            result = verdict(chosen, **options.for_metric(table.metric), images=images)
+            named = title + (f" (SenseMode {label})" if label else "")
+            verdicts.append((named, result))
+            texts.append(f"### {named}\n\n{result.markdown()}")
+            labels = {"setup": setup, "table": named, "sensemode": label}
+            frames += csv_frames(result, labels)
+            if result.paired.differences["d"].notna().any():
+                name = paired_plot_name(table, label, setup == POOLED)
+                shown = named.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
+                plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
+        sense = chosen_runs[chosen_runs["mode"] == "sensemode"]
+        if sense["variant"].nunique() > 1:
+            contrasts = variant_contrasts(sense)
+            unit = options.for_metric(table.metric)["unit"]
+            texts.append(
+                f"### {title}: SenseMode's variants\n\n{variant_text(contrasts, 0.95, unit)}\n"
+            )
+            frames.append(contrasts.assign(setup=setup, table=title, sensemode="", test="variants"))
+    (out / "verdict.md").write_text(f"{made.line}\n\n" + "\n".join(texts))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CSV_COLUMNS)
+    table = table.reindex(columns=CSV_COLUMNS).astype(
+        {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}
+    )
+    made.stamp(table).to_csv(out / "verdict.csv", index=False)
+    return verdicts, plots
+
+
+def csv_frames(result: Verdict, labels: dict) -> list[pd.DataFrame]:
+    """A verdict's rows of verdict.csv: paired contrasts, McNemar per seed pair, per budget."""
+    frames = []
+    if result.paired.differences["d"].notna().any():
+        frames.append(result.paired.contrasts.assign(**labels, test="paired"))
+    if len(result.paired.mcnemar):
+        frames.append(result.paired.mcnemar.assign(**labels, test="mcnemar"))
+    if len(result.comparisons):
+        frames.append(result.comparisons.assign(**labels, test="welch"))
+    return frames
+
+
+def paired_plot_name(table: Table, label: str, pooled_runs: bool) -> str:
+    """'paired_digits_resnet56_50ep.png', with the variant's label, or 'pooled' in it."""
+    suffix = "_" + re.sub(r"\W+", "_", label).strip("_") if label else ""
+    if pooled_runs:
+        return f"paired_{table.dataset}_{table.model}_{table.epochs}ep_pooled{suffix}.png"
+    return table.plot_name.replace("table2_", "paired_", 1).replace(".png", f"{suffix}.png")

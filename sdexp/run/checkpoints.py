@@ -1,0 +1,131 @@
+"""The run's checkpoints, on Lightning's side: ``last.ckpt`` at the end of every epoch and
+``best.ckpt`` by validation metric, each carrying the run's identity (``sdexp.run.directory`` checks
+it before resuming) and the code that wrote it (``sdexp.provenance``); a failed write fails the run
+and leaves no temporary file."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from sdexp.provenance import current_code
+from sdexp.results import RunKey
+from sdexp.run.directory import CHECKPOINTS, IDENTITY, LAST
+
+BEST = "best.ckpt"
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written: the run fails rather than go on without it."""
+
+
+class RunIdentity(pl.Callback):
+    """Writes the run's identity, identity config and code into every checkpoint."""
+
+    def __init__(self, key: RunKey, config: dict) -> None:
+        self.key, self.config = key, config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        code = current_code().to_dict()
+        checkpoint[IDENTITY] = {"identity": self.key.identity, "config": self.config, "code": code}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target, then renamed over it.
+
+    Hand-written because Lightning 2.6's save (``lightning_fabric.utilities.cloud_io._atomic_save``)
+    swallows a ``PermissionError``: a run that cannot write its checkpoints would go on without
+    them, report success, and a preempted job would silently start over. Here every error
+    fails the run (``CheckpointWriteError``, with the path), and whatever stops a write (an
+    error, a signal) removes its temporary file: the target stays the last complete checkpoint.
+    ``saved`` holds the epoch (counted from 0) of each checkpoint file this process wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: dict[str, int] = {}
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Serialised in memory, then written: torch's own writer reports a full disk as
+            # "unexpected pos ..."; Python's write says "No space left on device".
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            tmp.write_bytes(buffer.getbuffer())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as error:  # torch.save's writer raises RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(f"could not write the checkpoint {path}: {error}") from error
+        except BaseException:  # a signal (Stopped), mid-write
+            tmp.unlink(missing_ok=True)
+            raise
+        self.saved[path.name] = checkpoint.get("epoch", -1)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, into the run's own ``checkpoints/`` folder, which
+    ``sdexp.run.directory`` has checked: a resumed run finds its own checkpoints there, so
+    Lightning's warning that the folder is not empty is not raised; and a run directory that moved
+    (a sweep copied elsewhere) finds the stored paths re-rooted in its own folder, where Lightning
+    would keep the old paths (and warn that "the dirpath has changed")."""
+
+    @property
+    def state_key(self) -> str:
+        # Lightning keys a callback's state by its class name: keep ModelCheckpoint's, so that
+        # checkpoints written with a plain ModelCheckpoint resume with their best score.
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # ModelCheckpoint.setup with the dirpath always given, less the not-empty warning.
+        self.dirpath = trainer.strategy.broadcast(self.dirpath)
+        self._fs = get_filesystem(self.dirpath)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        stored = state_dict.get("dirpath")
+        if stored is not None and stored != self.dirpath:
+
+            def here(path):
+                return str(Path(self.dirpath, Path(path).name)) if path else path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": here(state_dict.get("best_model_path")),
+                "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
+                "last_model_path": here(state_dict.get("last_model_path")),
+                "best_k_models": {
+                    here(p): v for p, v in (state_dict.get("best_k_models") or {}).items()
+                },
+            }
+        super().load_state_dict(state_dict)
+
+
+def checkpointing(run_dir: Path, metric: str, validate: bool) -> list[RunCheckpoint]:
+    """``checkpoints/last.ckpt`` at the end of every epoch (what a run resumes from, and at the
+    end the final model) and, with validation, ``checkpoints/best.ckpt`` by the validation
+    metric, first (Lightning's ``trainer.checkpoint_callback``, saved before ``last``, whose
+    state holds the best score). One ModelCheckpoint with both ``monitor`` and ``save_last``
+    would write ``last`` only beside a new best (Lightning 2.6)."""
+    folder = run_dir / CHECKPOINTS
+    last = RunCheckpoint(
+        dirpath=folder, filename=Path(LAST).stem, save_top_k=1, enable_version_counter=False
+    )
+    if not validate:
+        return [last]
+    best = RunCheckpoint(
+        dirpath=folder,
+        filename=Path(BEST).stem,
+        monitor=f"val/{metric}",
+        mode="min",
+        enable_version_counter=False,
+    )
+    return [best, last]

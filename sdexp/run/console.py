@@ -1,0 +1,202 @@
+"""What a run prints: one line when it starts, one when it ends, and progress a person can read.
+
+Lightning, W&B and PyTorch print a lot on every run (GPU and TPU lines, tips, a model summary,
+deprecation warnings, W&B's run history): ``quiet_libraries`` turns that off, so that what is
+left is ours and what is worth reading. On a terminal the progress bar stays; without one (a
+SLURM job's log, a file) it would write a few hundred bytes per step, so
+``sdexp.run.callbacks.ProgressLines`` writes a short line at most once a minute instead. This module
+imports no Lightning: Hydra loads its formatter before a run's config is checked.
+
+Where the lines go (``conf/hydra/job_logging/sdexp.yaml``): information to stdout,
+warnings and errors to stderr, and all of them, with time and source, to the run's log file
+(``RunLogFile``: ``train.log``), once the run owns its directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+from sdexp.results import RunKey, RunResult
+
+
+class BelowWarning(logging.Filter):
+    """Records below WARNING: the console's stdout (warnings and errors go to stderr)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's log file (``<output dir>/train.log``), written once the run owns its directory.
+
+    Hydra opens a job's log before the task starts, and a run refused there (a directory that
+    holds another run, or a live run's lock) would append to that run's log. Here the records
+    wait in memory until ``open_run_log`` (the run claimed the directory: ``sdexp.run.directory``),
+    which writes them first; a run that never owns its directory writes nothing there. A log file
+    that cannot be written (a full disk) is given up with one warning on stderr, not a traceback per
+    line (``logging.Handler.handleError``'s default)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.pending: list[logging.LogRecord] | None = []
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        if self.pending is not None:
+            self.pending.append(record)
+            return
+        try:  # FileHandler opens the file (delay=True) outside its own error handling
+            super().emit(record)
+        except Exception:  # noqa: BLE001 - reported once by handleError
+            self.handleError(record)
+
+    def open_log(self) -> None:
+        """Write the waiting records, and every later one as it comes."""
+        pending, self.pending = self.pending or [], None
+        for record in pending:
+            self.handle(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"warning: cannot write {self.baseFilename} ({error}): log not kept\n")
+
+
+def run_logs() -> list[RunLogFile]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, RunLogFile)]
+
+
+def open_run_log() -> None:
+    """The run owns its directory: its log file is written from now on (``RunLogFile``)."""
+    for handler in run_logs():
+        handler.open_log()
+
+
+def run_log_opened() -> bool:
+    """Whether this job's log file was opened (its run owned its directory)."""
+    return any(handler.pending is None for handler in run_logs())
+
+
+class BriefFormatter(logging.Formatter):
+    """The console's format (``conf/hydra/job_logging/sdexp.yaml``): the message alone,
+    and the level before warnings and errors; the log file keeps time and source. A Python
+    warning (``quiet_libraries`` routes them here) shows its first line, where it came from and
+    what it says; the log file keeps the source line below it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name == "py.warnings":
+            text = text.strip().splitlines()[0]
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+#: Lightning's loggers: their info lines (GPU and TPU lines, tips, "`Trainer.fit` stopped") off.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
+
+#: Warnings every run or theory experiment triggers, and what they would have us do:
+IGNORED_WARNINGS = (
+    # A PyTorch deprecation inside Lightning (its own code calls the deprecated check).
+    r".*isinstance\(treespec, LeafSpec\).*",
+    # Worker processes for data gathered from memory in one tensor: none are needed.
+    ".*does not have many workers.*",
+    # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
+    # training loss less than once an epoch; its epochs' validation and test metrics are logged.
+    ".*is smaller than the logging interval.*",
+    # Lightning's SLURM detection, on every run of a machine with srun on its PATH (a login node,
+    # a SLURM job's own batch step): a run chooses its cluster environment itself (sdexp.run.slurm).
+    ".*The `srun` command is available on your system but is not used.*",
+)
+
+
+def quiet_libraries() -> None:
+    """What Lightning and PyTorch print on every run off, and whatever else they print into
+    the run's log file too.
+
+    - Lightning's and Lightning Fabric's info lines off (warnings stay). Imported before
+      Hydra configured logging (the theory commands import Lightning at start), Lightning
+      gives its logger a console handler of its own and stops it from propagating: then its
+      lines never reach the log file. They go through Hydra's handlers (console and file).
+    - Python warnings go to logging (``logging.captureWarnings``): to the console as one line
+      and to the log file (``<output dir>/<job name>.log``) in full.
+    - The warnings every run triggers (``IGNORED_WARNINGS``) off.
+    """
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if not logger.propagate:  # Lightning's own console handler (pytorch_lightning/__init__)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+    logging.captureWarnings(True)
+    for message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+#: Set by the grid sweeper for its jobs: how many it launched ("job 3/12" on a job's lines).
+SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
+
+
+def job_label() -> str:
+    """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (total := os.environ.get(SWEEP_JOBS)) or not HydraConfig.initialized():
+        return ""
+    return f"job {HydraConfig.get().job.num + 1}/{total}: "
+
+
+def progress_bar_wanted(configured: bool) -> bool:
+    """The Trainer's progress bar: only when configured and writing to a terminal."""
+    return configured and sys.stderr.isatty()
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
+    return (
+        f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
+        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
+        f"{counted(key.epochs, 'epoch')} on {device}: {out}"
+    )
+
+
+def metric_text(metric: str, value: float | None, report: str, baseline: str = "") -> str:
+    """``test MSE 0.0728 (final model; the test targets' variance is 0.398)``."""
+    which = "best-validation checkpoint" if report == "best" else "final model"
+    which += f"; {baseline}" if baseline else ""
+    if value is None:
+        return f"no test {metric} ({which})"
+    shown = f"{value:.2f}%" if metric == "error" else f"{value:.4g}"
+    return f"test {'error' if metric == 'error' else 'MSE'} {shown} ({which})"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def end_line(result: RunResult, path: str, baseline: str = "", elapsed: float | None = None) -> str:
+    """``ok: test MSE 0.0728 (final model; ...), expected depth 15.0 of 50, 20s: results.json``,
+    or for a failed run its reason: ``NonFiniteLossError: ... (failed after 3s: results.json)``
+    (an error line)."""
+    key = result.key
+    if result.status != "ok":
+        return f"{result.reason} ({result.status} after {duration(elapsed)}: {path})"
+    head = f"ok: {metric_text(result.metric, result.test, result.report, baseline)}"
+    depth = f"expected depth {result.expected_depth:.1f} of {key.num_blocks}"
+    return f"{head}, {depth}, {duration(elapsed)}: {path}"

@@ -1,0 +1,357 @@
+"""A run's output directory: one live run at a time, and only the run's own files.
+
+Before a run trains, ``claim`` takes the directory's lock and checks what an earlier run left
+there against the run's identity (``sdexp.results.RunKey``):
+
+- ``run.lock`` is held (``flock``) by the live run. The kernel releases it when the process
+  ends, however it ends (SIGKILL, preemption, a crash), so a dead run never keeps it; a second
+  run into a directory that a live one holds stops with a message naming the holder.
+- ``results.json`` and ``checkpoints/last.ckpt`` of another identity stop the run with one line
+  that names the keys that differ and the two ways out (another output directory, or
+  ``overwrite=true``, which discards them). A run resumes only from a checkpoint of its own
+  identity, which ``RunIdentity`` writes into every checkpoint.
+- an unreadable ``results.json`` is reported and counts as not finished; an unreadable
+  ``last.ckpt`` (truncated, say) is named in one line and moved aside to
+  ``last.ckpt.unreadable`` (nothing is deleted), and the run starts over.
+- ``results.json`` that is a directory, or ``checkpoints`` that is a file, stop the run before
+  it trains, with one line (``check_kinds``): the run could never write there.
+
+Hydra writes into a run's directory before the task starts: its record of the command
+(``.hydra/``) and its log file. Both wait until the run owns the directory (``keep_hydra_record``,
+``sdexp.run.console.RunLogFile``), so that a refused run changes nothing of the run that is there;
+the directories a command created for a run that never owned its directory are removed
+(``remove_unused``).
+
+Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
+(``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.run.checkpoints``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from sdexp.errors import ConfigError
+from sdexp.results import (
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    RunKey,
+    UnreadableResult,
+    differences,
+    read_result,
+    write_atomically,
+)
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "run.lock"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+UNREADABLE = ".unreadable"  # the suffix of a checkpoint moved aside
+IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config", "code"}
+
+#: How a run directory is named on the command line, for the messages.
+DIR_OPTION = "hydra.run.dir"
+WAYS_OUT = (
+    "choose another output directory (hydra.run.dir, or hydra.sweep.dir for a sweep), or pass "
+    "overwrite=true to discard the earlier run's results.json and checkpoints"
+)
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError of a write in the block names ``path`` where it names no file: the error of a
+    write to a full disk (ENOSPC) does not, and the run's one line must say where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+# --- the lock ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
+    """Hold ``run_dir/run.lock`` while the block runs; ConfigError if a live process holds it.
+    Yields ``hold``, which writes this process into the file as its holder: once the run may go
+    on (a refused run leaves the file as it was)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def hold() -> None:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        with naming(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise ConfigError(
+                DIR_OPTION,
+                f"{run_dir} is in use by a live run ({holder}): wait for it to end, or choose "
+                f"another output directory",
+            ) from None
+        except OSError as error:  # a file system without locks: go on, and say so
+            log.warning(f"{path}: cannot lock ({error}); two runs into {run_dir} would collide")
+        yield hold
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# --- what an earlier run left ---------------------------------------------------------------------
+
+
+class Conflict(NamedTuple):
+    """A file in a run directory that the run cannot use, and why. ``unreadable``: a checkpoint
+    that cannot be read, which the run moves aside; any other conflict stops the run."""
+
+    file: str
+    why: str
+    unreadable: bool = False
+
+
+def check_kinds(run_dir: Path) -> None:
+    """ConfigError if ``results.json`` is not a file or ``checkpoints`` not a directory."""
+    for name, is_kind, kind, what in (
+        (RESULTS_FILE, Path.is_file, "not a file", "its results"),
+        (CHECKPOINTS, Path.is_dir, "not a directory", "its checkpoints"),
+    ):
+        path = run_dir / name
+        if path.exists() and not is_kind(path):
+            raise ConfigError(
+                DIR_OPTION,
+                f"{path} is {kind}, where the run writes {what}: move it away, or choose another "
+                f"output directory",
+            )
+
+
+def stored_checkpoint(path: Path) -> dict:
+    """What a checkpoint stores; raises if it is unreadable."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"a {type(checkpoint).__name__}, not a checkpoint")
+    return checkpoint
+
+
+def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
+    """The files of other runs in ``run_dir``: a results.json or last.ckpt of another identity,
+    a checkpoint without one, and a checkpoint that cannot be read (``unreadable``). An
+    unreadable results.json is not one: it counts as not finished (the run writes a new one;
+    the callers say so)."""
+    return inspect(run_dir, key, config)[0]
+
+
+def inspect(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
+    """``conflicts``, and the number of epochs ``last.ckpt`` holds if it is the run's own."""
+    found, epochs = [], None
+    try:
+        result = read_result(run_dir)
+    except UnreadableResult:
+        result = None
+    if result is not None and result.key.identity != key.identity:
+        found.append(
+            Conflict(RESULTS_FILE, f"of another run ({differences(result.config, config)})")
+        )
+    last = run_dir / CHECKPOINTS / LAST
+    if last.exists():
+        name = f"{CHECKPOINTS}/{LAST}"
+        try:
+            checkpoint = stored_checkpoint(last)
+        except Exception as error:  # truncated, corrupt, not a checkpoint
+            why = f"unreadable ({type(error).__name__}: {str(error)[:160]})"
+            return [*found, Conflict(name, why, unreadable=True)], None
+        stored = checkpoint.get(IDENTITY)
+        if stored is None:
+            found.append(Conflict(name, "written without a run identity (sdexp < 0.2)"))
+        elif stored["identity"] != key.identity:
+            why = f"of another run ({differences(stored['config'], config)})"
+            found.append(Conflict(name, why))
+        else:
+            epochs = checkpoint.get("epoch", -1) + 1
+    return found, epochs
+
+
+def discard(run_dir: Path) -> None:
+    """Remove an earlier run's results.json, predictions and checkpoints (``overwrite=true``)."""
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<path>.unreadable`` (``.unreadable.2``, ... if taken); returns it."""
+    aside, number = path.with_name(path.name + UNREADABLE), 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}{UNREADABLE}.{number}")
+    os.rename(path, aside)
+    return aside
+
+
+def conflict_error(run_dir: Path, found: list[Conflict]) -> ConfigError:
+    """One line: the directory, the first file it cannot use and why, the ways out."""
+    file, why, _ = found[0]
+    more = f" (and {len(found) - 1} more file)" if len(found) > 1 else ""
+    return ConfigError(DIR_OPTION, f"{run_dir}: {file} is {why}{more}: {WAYS_OUT}")
+
+
+class Resume(NamedTuple):
+    """The checkpoint a run resumes from, and how many epochs it holds."""
+
+    path: Path
+    epochs: int
+
+
+#: A temporary file of an atomic write (``write_atomically``, ``AtomicCheckpointIO``):
+#: ``.<name>.<pid>.tmp`` beside its target.
+TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporary files of atomic writes that never finished (a process killed
+    mid-write: SIGKILL, a node that went down) from ``run_dir``, its checkpoints and Hydra's
+    record. The caller holds the directory's lock: every process that wrote into it is dead."""
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / ".hydra"):
+        for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
+            if (found := TEMPORARY.fullmatch(path.name)) and int(found[1]) != os.getpid():
+                path.unlink(missing_ok=True)
+                log.info(f"removed {path}, left by process {found[1]} killed while writing it")
+
+
+@contextmanager
+def claim(
+    run_dir: Path,
+    key: RunKey,
+    config: dict,
+    overwrite: bool,
+    lock: bool = True,
+    fresh: bool = False,
+) -> Iterator[Resume | None]:
+    """Lock ``run_dir`` (unless ``lock`` is False: the other ranks of a DDP run) and make sure
+    it holds nothing of another run; yield the checkpoint to resume from, if any. ``fresh``:
+    the run starts over, its own results.json and checkpoints discarded (other code made them:
+    ``rerun_other_code=true``).
+
+    Nothing in the directory changes until the run may go on: a refused run leaves it as it
+    was. Then the temporary files of writes that never finished are removed; an unreadable
+    ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
+    with run_lock(run_dir) if lock else nullcontext() as hold:
+        found, epochs = inspect(run_dir, key, config)
+        others = [c for c in found if not c.unreadable]
+        if others and not overwrite:
+            raise conflict_error(run_dir, others)
+        if hold is not None:
+            hold()
+            remove_stale_temporaries(run_dir)
+        last = run_dir / CHECKPOINTS / LAST
+        if others:
+            log.warning(f"{run_dir}: overwrite=true, discarding {', '.join(c.file for c in found)}")
+            discard(run_dir)
+        elif found and lock:  # rank 0 moves it; the other ranks of a DDP run start over too
+            aside = move_aside(last)
+            log.warning(
+                f"{last} is {found[0].why}: moved aside to {aside.name}, and the run starts over"
+            )
+        if fresh and lock:
+            discard(run_dir)
+        yield Resume(last, epochs) if epochs is not None and last.exists() and not fresh else None
+
+
+# --- Hydra's side ---------------------------------------------------------------------------------
+
+
+def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
+    """Hydra's record of the command (``.hydra/config.yaml``, ``hydra.yaml``,
+    ``overrides.yaml``), written once the run owns ``run_dir``. Hydra would write it before the
+    task starts (``hydra.output_subdir: null`` turns that off), and a refused run would so
+    rewrite the record of the run that is there. Nothing to write outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.instance().cfg  # the config's hydra node, as Hydra saves it
+    record = {
+        "config.yaml": cfg,
+        "hydra.yaml": hydra,
+        "overrides.yaml": OmegaConf.create(list(HydraConfig.get().overrides.task)),
+    }
+    for name, node in record.items():
+        with naming(run_dir / ".hydra" / name):
+            write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+
+
+#: The directories this command created for its run (``MakeRunDir``), deepest first.
+CREATED: list[Path] = []
+
+
+def remove_unused() -> None:
+    """Remove the directories this command created for a single run that never owned its
+    directory (a refused command, a theory experiment refused by its options), deepest first,
+    each only if it is empty: a directory that was there before stays, and so does one that
+    holds anything (another command's files)."""
+    for path in CREATED:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def cannot_create(folder: Path) -> str | None:
+    """Why ``folder`` could not be created, or None, found without creating anything (a sweep's
+    dry run): its nearest existing ancestor is not a directory, or not writable."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+class MakeRunDir(Callback):
+    """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
+    directory before Hydra does, so that one that cannot be created (under a regular file, in
+    a read-only place) is one line and exit status 2, not Hydra's traceback; and records the
+    directories it created (``CREATED``), which a refused command removes (``remove_unused``)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the directory's name
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+        finally:
+            HydraConfig.instance().cfg = previous
+        absolute = run_dir.absolute()
+        missing = [p for p in (absolute, *absolute.parents) if not p.exists()]
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            CREATED[:] = missing
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                raise PermissionError(f"{run_dir} is not writable")
+        except OSError as error:
+            why = error.strerror if error.filename else str(error)
+            where = f": {error.filename}" if error.filename else ""
+            print(f"error: {DIR_OPTION}: cannot create {run_dir} ({why}{where})", file=sys.stderr)
+            sys.exit(2)

@@ -1,0 +1,371 @@
+"""The task function: one configured run, from config checks to ``results.json``.
+
+``train(cfg)`` is a plain function (``train.py`` only wraps it in ``@hydra.main``), so tests and
+scripts call it with a composed config. The order matters:
+
+1. the config is checked by type and range (``sdexp.run.config``: seconds, before any data), once:
+   the command line checks it before Lightning is imported and hands over what the check built
+   (the survival mode, the data module);
+2. the run's key is computed from the config alone (``sdexp.results``), and a finished
+   ``results.json`` of the same identity ends the job here;
+3. the output directory is claimed (``sdexp.run.directory``: a lock, and nothing of another run);
+   from here on the directory is the run's: Hydra's record of the command and the log file are
+   written there, and whatever stops the run is in its ``results.json``;
+4. the data, the model and the Trainer; training resumes from ``checkpoints/last.ckpt``;
+5. the test set, for the final model and for the best-validation checkpoint; their per-example
+   predictions (``predictions.csv``), then ``results.json`` (failed runs too, with the reason,
+   in one error line) and the W&B summary.
+
+A run stopped by a signal (``sdexp.errors.Stopped``) writes no results.json: it keeps its last
+complete checkpoint, says so in one line, and the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
+from pytorch_lightning.utilities import rank_zero_only
+
+from sdexp.errors import ConfigError
+from sdexp.loader import TensorDataModule
+from sdexp.models import ResidualNetwork
+from sdexp.predictions import TESTED_MODELS, write_predictions
+from sdexp.provenance import current_code, other_code, this_code
+from sdexp.results import (
+    METRIC,
+    RESULTS_FILE,
+    RunKey,
+    RunResult,
+    UnreadableResult,
+    completed,
+    run_key,
+    write_result,
+)
+from sdexp.run import console
+from sdexp.run.callbacks import EpochTimer, ProgressLines
+from sdexp.run.checkpoints import AtomicCheckpointIO, RunIdentity, checkpointing
+from sdexp.run.config import Checked, Speed, check_config
+from sdexp.run.console import job_label
+from sdexp.run.directory import CHECKPOINTS, LAST, Resume, check_kinds, claim, keep_hydra_record
+from sdexp.run.failures import (
+    Stopped,
+    flat_message,
+    mark_reported,
+    raise_if_stopped,
+    signal_name,
+    stop_signal,
+)
+from sdexp.run.module import LightningData, StochasticDepthModule
+from sdexp.run.sharing import device_kind, runs_sharing_device, set_threads
+from sdexp.run.slurm import cluster_plugins, in_job
+from sdexp.subnetwork import depth_variance, expected_depth
+from sdexp.tracking import loggers
+from sdexp.tracking.wandb_access import finish
+
+log = logging.getLogger("sdexp")
+
+
+def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
+    """W&B name, group, tags and id from the run's key, unless the config sets them. The id
+    hashes the output directory and the identity: a re-run of the same run continues its W&B
+    run, another configuration in the same directory (``overwrite=true``) gets its own."""
+    where = f"{Path(cfg.output_dir).resolve()}:{key.identity}"
+    defaults = {
+        "name": key.name,
+        "group": f"{key.dataset}-{key.model}",
+        "tags": [key.dataset, key.model, key.mode, f"budget={key.budget:g}", key.recipe],
+        "id": hashlib.sha1(where.encode()).hexdigest()[:16],
+    }
+    for name, value in defaults.items():
+        if cfg.run.get(name) is None:
+            cfg.run[name] = value
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """DDP must not start inside a local multirun: Lightning relaunches the command line in each
+    child process, which would run the whole sweep again there. Under SLURM every rank is a
+    task of its own (one per GPU) and nothing is relaunched."""
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if in_multirun and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
+        raise ConfigError(
+            "trainer",
+            "trainer=ddp relaunches the command line in every child process, which inside a "
+            "local multirun runs the whole sweep again: run DDP as a single run, or sweep under "
+            "SLURM with one task per GPU (hydra/launcher=slurm_ddp)",
+        )
+
+
+def finished(out: Path, key: RunKey) -> RunResult | None:
+    """The run's own finished results.json in ``out``; an unreadable one counts as not finished."""
+    try:
+        return completed(out, key)
+    except UnreadableResult as error:
+        log.warning(f"{error}; treated as not finished")
+        return None
+
+
+def other_code_note(made: str | None) -> str:
+    """What a finished run's line says of the other code that made it (``made``: its label)."""
+    if made is None:
+        return ""
+    now = this_code()
+    return f", made by other code ({made}; this is {now}): rerun_other_code=true trains it again"
+
+
+def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
+    """Train one network with stochastic depth; write and return its results.json.
+
+    A run whose results.json already says "ok" for the same identity is not trained again
+    (unless other code made it and ``rerun_other_code=true``: it starts over); a run with
+    ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that holds a run
+    of another identity stops the run (``overwrite=true`` discards that run).
+    ``checked``: what ``sdexp.run.config.check_config(cfg)`` built, if the caller checked already.
+    """
+    out = Path(cfg.output_dir)
+    checked = checked or check_config(cfg)
+    check_launch(cfg)
+    console.quiet_libraries()
+    set_threads(cfg.threads)
+    key, config = run_key(cfg, checked.mode, checked.datamodule)
+    check_kinds(out)
+    done = finished(out, key)
+    made = other_code(done.code) if done is not None else None
+    if done is not None and not (made and cfg.rerun_other_code):
+        note = other_code_note(made)
+        log.info(f"{job_label()}{key.name}: finished before (results.json says ok){note}: {out}")
+        return done
+    datamodule = checked.datamodule
+    datamodule.prepare_data()  # missing data stops the run before it claims the directory
+    datamodule.setup("fit")  # and so does data it cannot split (dataset.val_size)
+    # Under DDP every rank runs train(); rank 0 holds the directory for all of them.
+    rank_zero = rank_zero_only.rank == 0
+    with claim(out, key, config, cfg.overwrite, lock=rank_zero, fresh=done is not None) as resume:
+        if rank_zero:
+            keep_hydra_record(out, cfg)
+        console.open_run_log()
+        if done is not None and rank_zero:
+            log.info(
+                f"{job_label()}{key.name}: made by other code ({made}): its results.json and "
+                "checkpoints are discarded, and it trains again (rerun_other_code=true)"
+            )
+        return fit_and_test(cfg, key, config, checked.mode, datamodule, resume)
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    key: RunKey,
+    config: dict,
+    mode,
+    datamodule: TensorDataModule,
+    resume: Resume | None,
+) -> RunResult:
+    """Train and test in the claimed directory. Whatever fails from here on is in results.json
+    (status "failed", the reason) and in one error line; a signal stops the run with one line
+    (``stopped``) and no results.json."""
+    out = Path(cfg.output_dir)
+    result = RunResult(
+        key=key,
+        config=config,
+        status="running",
+        metric=METRIC[datamodule.task],
+        report=cfg.recipe.report,
+        code=current_code(),
+    )
+    model: ResidualNetwork | None = None
+    trainer: pl.Trainer | None = None
+    timer, epoch_timer, io = Timer(), EpochTimer(), AtomicCheckpointIO()
+    failure: Exception | None = None
+    start = time.monotonic()
+    try:
+        datamodule.setup("fit")
+
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = instantiate(
+            cfg.model,
+            input_shape=datamodule.input_shape,
+            num_outputs=datamodule.num_outputs,
+            mask_seed=cfg.seed,
+        )
+        module = StochasticDepthModule(
+            model,
+            mode,
+            key.budget,
+            datamodule.task,
+            datamodule.num_outputs,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+            dropped_blocks=cfg.recipe.dropped_blocks,
+            speed=Speed(**cfg.speed),
+        )
+        fill_run_names(cfg, key)
+        logger = instantiate(cfg.logger) if cfg.logger else False
+        if logger:
+            run = {"key": asdict(key), "code": current_code().to_dict()}  # beside the config
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | run)
+        validate = datamodule.has_validation
+        checkpoints = checkpointing(out, module.metric_name, validate)
+        extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
+        progress = [] if bar else [ProgressLines()]
+        trainer = instantiate(
+            cfg.trainer,
+            logger=logger,
+            callbacks=[
+                *checkpoints,
+                timer,
+                epoch_timer,
+                RunIdentity(key, config),
+                *progress,
+                *extra,
+            ],
+            plugins=[io, *cluster_plugins()],
+            limit_val_batches=None if validate else 0,
+            enable_progress_bar=bar,
+        )
+        if trainer.is_global_zero:
+            device = str(trainer.strategy.root_device)
+            log.info(console.start_line(key, device, str(out), job_label()))
+            if resume is not None:
+                log.info(f"resuming from {resume.path} after epoch {resume.epochs} of {key.epochs}")
+        ckpt_path = resume.path if resume is not None else None
+        raise_if_stopped()
+        trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=ckpt_path)
+        # Read now: loading the best checkpoint to test it restores the timers' saved state.
+        result.train_time_s = timer.time_elapsed("train")
+        result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
+        test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
+        check_finite(result)
+        if rank_zero_only.rank == 0:
+            save_predictions(module, out, result)
+        result.status = "ok"
+    except BaseException as error:
+        if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
+            stop = Stopped(signum)
+            if rank_zero_only.rank == 0:
+                log.error(stopped(signum, io, resume, key, out))
+            raise mark_reported(stop) from None
+        if isinstance(error, Exception):
+            failure, result.status = error, "failed"
+            result.reason = f"{type(error).__name__}: {flat_message(error)}"
+        raise
+    finally:
+        if model is not None:
+            gate = model.gate
+            result.survival, result.sensitivity = gate.survival, gate.sensitivity
+            result.sensitivity_se = gate.sensitivity_se
+            result.expected_depth = expected_depth(gate.survival)
+            result.depth_variance = depth_variance(gate.survival)
+        if trainer is not None:
+            if result.train_time_s is None:  # fit did not end
+                result.train_time_s = timer.time_elapsed("train")
+                result.epoch_times_s = list(epoch_timer.times)
+            result.device = device_kind(trainer.strategy.root_device)
+            result.device_share = trainer.world_size / runs_sharing_device()
+        try:  # a stopped run (a signal, preemption) writes none; under DDP rank 0 writes
+            if result.status != "running" and rank_zero_only.rank == 0:
+                conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
+        finally:
+            finish(exit_code=0 if result.status == "ok" else 1)
+    return result
+
+
+def conclude(
+    result: RunResult,
+    failure: Exception | None,
+    out: Path,
+    trainer: pl.Trainer | None,
+    datamodule: TensorDataModule,
+    elapsed: float,
+) -> None:
+    """Write results.json, give W&B the result and end the W&B run, and print the run's last
+    line: its result, or its failure as the one error line (then ``failure``, the error on its
+    way out, is marked reported). A results.json that cannot be written (a full disk) is that
+    error line."""
+    try:
+        path = write_result(out, result)
+    except OSError as error:
+        what = result.reason if result.status == "failed" else "the run ended ok"
+        log.error(f"{what}; could not write {out / RESULTS_FILE} ({flat_message(error)})")
+        raise mark_reported(error) from failure
+    run_loggers = trainer.loggers if trainer is not None else []
+    loggers.log_result(run_loggers, result.summary(), result.history_row())
+    where = loggers.where(run_loggers)
+    finish(exit_code=0 if result.status == "ok" else 1)  # what W&B says of it, before the last line
+    if where and not job_label():
+        log.info(where)  # a sweep's closing summary says it once for all its jobs
+    line = console.end_line(result, str(path), getattr(datamodule, "baseline", ""), elapsed)
+    if result.status == "ok":
+        log.info(line)
+    else:
+        log.error(f"{job_label()}{line}")
+        if failure is not None:
+            mark_reported(failure)
+
+
+def stopped(signum: int, io: AtomicCheckpointIO, resume: Resume | None, key, out: Path) -> str:
+    """The line of a run stopped by a signal: what it keeps, and that the same command resumes."""
+    epochs = io.saved[LAST] + 1 if LAST in io.saved else resume.epochs if resume else 0
+    kept = (
+        f"{CHECKPOINTS}/{LAST} (after epoch {epochs} of {key.epochs}) is kept: the same command "
+        f"resumes from it"
+        if epochs
+        else "no epoch had ended: the same command starts over"
+    )
+    return f"{job_label()}stopped by {signal_name(signum)}: {kept}: {out}"
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A test or validation metric is NaN or infinite: the run diverged (its training loss may
+    stay finite, as with ``optimizer.momentum=2``)."""
+
+
+#: The metrics a finished run reports, checked to be finite (``check_finite``).
+METRICS = ("test_final", "test_best", "test_loss", "best_val")
+
+
+def check_finite(result: RunResult) -> None:
+    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite, and its value:
+    results.json, strict JSON, stores them as null (``sdexp.results.write_result``)."""
+    values = {name: getattr(result, name) for name in METRICS}
+    bad = [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]
+    if bad:
+        shown = ", ".join(bad)
+        raise NonFiniteMetricError(f"{shown}: not finite, the run diverged (stored as null)")
+
+
+def test(
+    trainer: pl.Trainer,
+    module: StochasticDepthModule,
+    datamodule: LightningData,
+    result: RunResult,
+    checkpoint: ModelCheckpoint | None,
+) -> None:
+    """The test metrics of the final model and, with validation, of the best checkpoint."""
+    metric = module.metric_name
+    final = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    result.test_final, result.test_loss = final[f"test/{metric}"], final["test/loss"]
+    if checkpoint is None or checkpoint.best_model_score is None:  # validation never ran
+        return
+    result.best_val = checkpoint.best_model_score.item()
+    module.test_stage = "test_best"
+    best = trainer.test(
+        module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False
+    )[0]
+    result.test_best = best[f"test_best/{metric}"]
+
+
+def save_predictions(module: StochasticDepthModule, out: Path, result: RunResult) -> None:
+    """predictions.csv: the per-example predictions of every model the run tested."""
+    tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
+    write_predictions(out, result.key.identity, result.metric, tested)

@@ -1,0 +1,418 @@
+"""The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid, planned before anything
+is launched.
+
+It expands ``hydra.sweeper.params`` and the command line as Hydra's basic sweeper does (the
+command line narrows or replaces a preset's values; their cartesian product, in the same order),
+then plans the cells with ``sdexp.sweep.plan``: it leaves out the cells a mode cannot run, merges
+cells that are the same run (the no-SD baseline runs once per seed), skips the runs already
+done, moves runs an earlier layout left under the sweep directory into their directories,
+refuses directories that hold another run's files, says how many of each, and records the plan
+in ``<sweep dir>/sweep.json`` (``sdexp.results.Plan``: what ``sdexp-table`` counts missing runs
+against). Then Hydra's configured launcher runs the rest, each job in the directory its run's
+identity names (``RunKey.cell_dir``), and the sweeper closes with a summary, also when Ctrl-C
+or SIGTERM stops it (exit status 130 or 143). ``hydra.sweeper.dry_run=true`` lists the grid and
+launches nothing.
+
+Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
+hence a sweeper of our own, on Hydra's public ``Sweeper`` interface. As Hydra's Optuna sweeper
+does, the class Hydra discovers (``hydra_plugins/sdexp_sweeper``) is thin and hands its work to
+``BudgetGrid`` here, imported only when a sweep starts: Hydra imports every plugin module at
+every start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sdexp.errors import ConfigError
+from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
+from sdexp.run.config import LIGHTNING_GROUPS
+from sdexp.run.console import SWEEP_JOBS
+from sdexp.run.directory import WAYS_OUT, cannot_create
+from sdexp.run.failures import (
+    JobEnded,
+    Stopped,
+    one_line,
+    signal_name,
+    stop_on_signals,
+    stop_signal,
+)
+from sdexp.sweep.plan import (
+    CellComposer,
+    CellPlanner,
+    describe_other_code,
+    describe_setups,
+    job_overrides,
+    move_earlier,
+    plan_grid,
+    plan_of,
+    traces,
+)
+
+
+class GridError(CompactHydraException):
+    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line and exits
+    with status 1 (Hydra's own report would add a line about HYDRA_FULL_ERROR)."""
+
+
+def cartesian(parsed: list) -> list[list[str]]:
+    """The cells of the overrides' cartesian product, as Hydra's basic sweeper orders them: a
+    later override of a key replaces an earlier one (the command line narrows a preset)."""
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise GridError(f"{key}: the budget grid takes lists of values, not ranges")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(cell) for cell in itertools.product(*choices.values())]
+
+
+class BudgetGrid:
+    """The grid sweeper's work: plan the grid (``sdexp.sweep.plan``), say what it holds, record it
+    (``sdexp.results.write_plan``), launch the rest with Hydra's configured launcher and close
+    with a summary. ``hydra_plugins.sdexp_sweeper``'s class, which Hydra discovers, hands
+    ``setup`` and ``sweep`` to it."""
+
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.max_batch_size, self.params, self.dry_run = max_batch_size, params or {}, dry_run
+        self.merged = {"baseline": 0, "repeated": 0}
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def plan(self, arguments: list[str]) -> list:
+        """The cells of the grid, in the basic sweeper's order, planned by sdexp.sweep.plan."""
+        if any(
+            o.split("=", 1)[0].lstrip("+~") == SUBDIR for o in self.config.hydra.overrides.hydra
+        ):
+            raise GridError(
+                f"{SUBDIR}: the budget grid names each run's directory by its identity, "
+                f"<sweep dir>/{CELL_DIR}; choose the sweep's directory with hydra.sweep.dir"
+            )
+        loader = self.hydra_context.config_loader
+        params = [f"{k}={v}" for k, v in self.params.items()]
+        product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        if why := cannot_create(sweep_dir):  # the dry run says so too
+            raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
+        print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
+        compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
+        try:
+            cells, self.merged = plan_grid(product, compose, planner, sweep_dir)
+        except ConfigError as error:
+            raise GridError(str(error)) from error
+        return cells
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            with stop_on_signals():  # the command defers a signal until here: planning stops
+                return self.plan_and_launch(arguments)
+        except GridError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        except Exception:  # noqa: BLE001 - a composition interrupted part-way by the stop
+            if stop_signal() is None:
+                raise
+            stopped_planning(stop_signal())
+        except Stopped as stop:  # before the launch (which says what its jobs did when stopped)
+            stopped_planning(stop.signum)
+
+    def plan_and_launch(self, arguments: list[str]) -> list:
+        cells = self.plan(arguments)
+        runs = [c for c in cells if c.left_out is None]
+        done = [c for c in runs if c.status == "done"]
+        clashes = [c for c in runs if c.status == "conflict"]
+        todo = [c for c in runs if c.status != "done"]
+        moving = [c for c in runs if c.moved_from is not None]
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        resuming = [c for c in runs if c.run_dir != sweep_dir.absolute() / c.key.cell_dir]
+        summary = (
+            f"Grid {shown(sweep_dir.absolute())}: {len(cells) + sum(self.merged.values())} "
+            f"cells, {len(cells) - len(runs)} left out (infeasible for their mode), "
+            f"{merged_text(**self.merged)} = {plural(len(runs), 'run')}: "
+            f"{len(done)} already done (skipped), {len(todo)} to launch"
+            + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
+        )
+        earlier = (
+            [earlier_layout(sweep_dir, len(moving), len(resuming))] if moving or resuming else []
+        )
+        other_code = describe_other_code(cells)  # finished runs other code made
+        if self.dry_run:
+            print("\n".join([*describe_setups(cells), *describe(cells, cells, "would move")]))
+            print(
+                "Checked every cell's options but the optimizer's values and the "
+                f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
+                "(they import torch's compiler and Lightning, seconds)."
+            )
+            moves = [f"{line} (a dry run moves nothing)." for line in earlier]
+            print("\n".join([summary, *moves, *other_code]))
+            return []
+        shown_cells = [c for c in cells if c.left_out or c.note or c.moved_from]
+        refused = clashes and not all(c.config.overwrite for c in clashes)
+        verb = "would move" if refused else "moved"
+        lines = [*describe_setups(cells), *describe(shown_cells, cells, verb), summary, *earlier]
+        lines += other_code
+        print("\n".join(lines), flush=True)
+        if refused:
+            raise GridError(
+                f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
+                f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
+                f"{WAYS_OUT}"
+            )
+        try:
+            if todo and (check_request := getattr(self.launcher, "check_request", None)):
+                check_request()  # sdexp.sweep.launchers: what the jobs ask of a cluster's nodes
+            if todo:
+                prepare_data(todo)
+            move_earlier(moving)
+        except ConfigError as error:
+            raise GridError(str(error)) from error
+        try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
+            if todo:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            if todo or moving:
+                write_plan(sweep_dir, plan_of(sweep_dir, cells))
+        except OSError as error:
+            why = f"{error.strerror or error}: {error.filename or sweep_dir}"
+            raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
+        if todo:
+            self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
+        return cells
+
+    def launch(self, sweep_dir: Path, todo: list, skipped: int, left_out: int) -> None:
+        """Launch the cells' jobs, each into its run's directory, then print the closing
+        summary; also when a signal (Ctrl-C, SIGTERM) stops the sweep, which then exits with
+        its status (130, 143)."""
+        os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
+        jobs = [job_overrides(c, sweep_dir) for c in todo]
+        before = {c.run_dir: traces(c.run_dir) for c in todo}
+        size = self.max_batch_size or len(jobs)
+        returns: list = []  # what each launched job ended as (JobReturn), in the jobs' order
+        try:
+            with stop_on_signals():  # as a run: SIGINT, SIGTERM raise Stopped (where not set)
+                for first in range(0, len(jobs), size):
+                    batch = jobs[first : first + size]
+                    returns += self.launcher.launch(batch, initial_job_idx=first) or []
+        except ConfigError as error:  # the launcher refused the jobs (what they ask for)
+            raise GridError(str(error)) from None
+        except (KeyboardInterrupt, SystemExit) as stop:
+            signum = stopping_signal(stop)
+            if signum is None:
+                closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
+                raise  # a job ended the process (sys.exit): so does the sweep, after its summary
+            signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
+            closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
+            print(
+                f"error: interrupted ({signal.Signals(signum).name}): run the same command to go "
+                "on (finished runs are skipped, interrupted ones resume from their last "
+                "checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(128 + signum) from None
+        ended = closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
+        if not_ok := {kind: n for kind, n in ended.items() if kind != "ok" and n}:
+            counts = ", ".join(f"{n} {kind}" for kind, n in not_ok.items())
+            raise GridError(
+                f"{sum(not_ok.values())} of {len(todo)} jobs did not end ok: {counts} "
+                "(listed above; run the same command to run them again)"
+            )
+
+
+def stopped_planning(signum: int) -> None:
+    """A signal stopped the sweep before it launched anything: one line, its exit status."""
+    print(
+        f"error: stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(128 + signum) from None
+
+
+#: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).
+SUBDIR = "hydra.sweep.subdir"
+
+
+def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
+    """The signal that stopped the sweep, or None where a job ended the process otherwise. A
+    job's Trainer turns the ``Stopped`` that ``sdexp.errors`` raises on SIGINT or SIGTERM into
+    SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
+    if isinstance(stop, Stopped):
+        return stop.signum
+    if stop_signal() is not None:
+        return stop_signal()
+    if isinstance(stop, KeyboardInterrupt) or stop.code == 128 + signal.SIGINT:
+        return signal.SIGINT
+    return None
+
+
+def earlier_layout(sweep_dir: Path, moving: int, resuming: int) -> str:
+    """What the plan says of the runs an earlier layout left (``sdexp.sweep.plan.earlier_runs``)."""
+    found = []
+    if moving:
+        verb = "moves" if moving == 1 else "move"
+        found.append(f"{plural(moving, 'finished run')} {verb} to <sweep dir>/{CELL_DIR}")
+    if resuming:
+        verb = "resumes" if resuming == 1 else "resume"
+        found.append(
+            f"{plural(resuming, 'unfinished run')} {verb} where it is, to be moved by the next "
+            "sweep once finished"
+        )
+    where = shown(sweep_dir.absolute())
+    return (
+        f"Earlier layout (runs right under {where}, named by the command line): {'; '.join(found)}"
+    )
+
+
+def merged_text(baseline: int, repeated: int) -> str:
+    """'N merged (why)': cells that are the same run as an earlier cell of the grid."""
+    why = [f"{baseline} of the no-SD baseline, which runs once per seed"] if baseline else []
+    why += [f"{repeated} {'duplicate' if repeated == 1 else 'duplicates'}"] if repeated else []
+    return f"{baseline + repeated} merged" + (f" ({', '.join(why)})" if why else "")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+#: What a launched job ended as, in the closing summary's order (``job_outcome``).
+OUTCOMES = ("ok", "failed", "interrupted", "refused", "not launched")
+
+
+def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[str, str]:
+    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from what its launcher
+    returned (``ended``: the job's ``JobReturn``, if the launch got that far) and the files
+    its run left: ``results.json`` of the run's own identity, and ``traces`` against
+    ``before``, their state at launch.
+
+    - ok: the run's results.json says ok (and the job did not fail);
+    - failed: the run's results.json says failed, or the job failed with an error;
+    - interrupted: stopped by a signal or killed (SLURM's ``scancel``, a node failure, out of
+      memory: ``sdexp.errors.JobEnded``), without results.json: it resumes from its last
+      checkpoint when the sweep runs again;
+    - refused: the run never owned its directory (``ConfigError``: a live run holds it, or
+      another run's files are there); nothing of it was written;
+    - not launched: the sweep stopped before the job started."""
+    error = ended._return_value if ended is not None and ended.status == JobStatus.FAILED else None
+    if isinstance(error, ConfigError):
+        return "refused", one_line(error)
+    try:
+        result = completed_or_failed(cell.run_dir, cell.key)
+    except UnreadableResult as unreadable:
+        result, error = None, error or unreadable
+    if result is not None and (result.status == "failed" or error is None):
+        return result.status, result.reason or ""
+    if isinstance(error, JobEnded | Stopped):
+        return "interrupted", str(error)
+    if error is not None:
+        return "failed", one_line(error)
+    started = traces(cell.run_dir) != before
+    return ("interrupted", "") if started else ("not launched", "")
+
+
+def completed_or_failed(run_dir: Path, key) -> RunResult | None:
+    """The run's own results.json (its identity), ok or failed; None if there is none."""
+    result = read_result(run_dir)
+    return result if result is not None and result.key.identity == key.identity else None
+
+
+def closing_summary(
+    sweep_dir: Path, todo: list, before: dict, returns: list, skipped: int, left_out: int
+) -> dict[str, int]:
+    """Print what the sweep did: how each launched job ended (``job_outcome``; ``returns``:
+    the jobs' ``JobReturn`` where the launcher gave them back), one line per job that did not
+    end ok, where W&B logged, how to make the table. Returns the count of each outcome."""
+    ended = {kind: [] for kind in OUTCOMES}
+    for number, cell in enumerate(todo):
+        returned = returns[number] if number < len(returns) else None
+        kind, why = job_outcome(cell, before[cell.run_dir], returned)
+        ended[kind].append((cell, why))
+    count = {kind: len(cells) for kind, cells in ended.items()}
+    where = shown(sweep_dir.absolute())
+    lines = [
+        f"Sweep {where}: {len(todo) - count['not launched']} launched: {count['ok']} ok, "
+        f"{count['failed']} failed, {count['interrupted']} interrupted, "
+        f"{count['refused']} refused"
+        + (f"; {count['not launched']} not launched" if count["not launched"] else "")
+        + f"; {skipped} already done, {left_out} left out"
+    ]
+    for kind in ("failed", "interrupted", "refused"):
+        lines += [
+            f"  {kind}: {shown(c.run_dir)}" + (f" ({why})" if why else "") for c, why in ended[kind]
+        ]
+    logged = [c.run_dir for c in todo if (c.run_dir / "wandb").is_dir()]
+    depths = {len(d.relative_to(sweep_dir.absolute()).parts) for d in logged}  # earlier layout: 1
+    runs = [f"{shlex.quote(str(where))}/{'*/' * n}wandb/offline-run-*" for n in sorted(depths)]
+    if runs:
+        lines.append(f"W&B: offline runs upload with: wandb sync {' '.join(runs)}")
+    lines.append(f"Table: sdexp-table {shlex.quote(str(where))}")
+    print("\n".join(lines), flush=True)
+    return count
+
+
+def prepare_data(cells: list) -> None:
+    """Check (or download) each dataset once, here, so that parallel jobs never race for it."""
+    seen = set()
+    for cell in cells:
+        key = OmegaConf.to_yaml(cell.config.dataset)
+        if key not in seen:
+            seen.add(key)
+            instantiate(cell.config.dataset, seed=cell.config.seed).prepare_data()
+
+
+def describe(cells: list, grid: list, moves: str) -> list[str]:
+    """One line per cell: its overrides that vary over the grid (a left-out cell's mode and
+    budget always: its reason names them), its number among the grid's runs, status and
+    directory, and what the planner found there (``moves``: "moved" or "would move" from the
+    earlier layout)."""
+    shared = set.intersection(*(set(c.overrides) for c in grid)) if len(grid) > 1 else set()
+    numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
+    lines = []
+    for cell in cells:
+        if cell.left_out:
+            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in CELL_KEYS]
+            lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
+            continue
+        varying = " ".join(o for o in cell.overrides if o not in shared)
+        notes = [f"{moves} from {shown(cell.moved_from)}"] if cell.moved_from else []
+        note = "; ".join([*notes, *filter(None, [cell.note])])
+        note = f"  ({note})" if note else ""
+        number = numbers[id(cell)]
+        lines.append(f"{number:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
+    return lines
+
+
+#: What a left-out cell's line always names: its reason is about them.
+CELL_KEYS = ("mode", "budget")
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path

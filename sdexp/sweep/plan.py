@@ -1,0 +1,403 @@
+"""Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
+
+A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
+cartesian product holds cells that are not experiments, and the grid sweeper
+(``sdexp.sweep.grid``) plans it with the functions here before anything is launched:
+
+- a cell the mode cannot run is left out: linear below its smallest budget (L-1)/(2L), the "-"
+  cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
+- a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
+  runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
+- a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
+  not launched again, so re-running a sweep after a crash runs only the missing cells; whatever
+  code made it (the code is not part of the identity), but the plan names the runs other code
+  made (``sdexp.provenance``) and ``rerun_other_code=true`` runs them again, from scratch;
+- a cell whose directory holds a run of another identity (the preset was edited, say) is a
+  conflict: nothing is launched until the user chooses another sweep directory or
+  ``overwrite=true`` (``sdexp.run.directory``);
+- a cell whose ``last.ckpt`` cannot be read (truncated, say) runs: the run moves the file aside
+  (``last.ckpt.unreadable``) and starts over.
+
+Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
+every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
+``<sweep dir>/<RunKey.cell_dir>``, a directory named by its identity, which the sweeper hands to
+its job (``job_overrides``). A finished run that an earlier version left right under the
+sweep directory (named by its overrides: ``budget=0.3,mode=sensemode,seed=0/``) is found by its
+identity and moved there; a resumable one resumes where it is (``earlier_runs``, ``plan_cell``).
+The plan goes to ``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
+
+Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from sdexp.errors import ConfigError
+from sdexp.provenance import other_code, this_code
+from sdexp.results import (
+    METRIC,
+    RESULTS_FILE,
+    LeftOutCell,
+    Plan,
+    PlannedCell,
+    RunKey,
+    UnreadableResult,
+    read_result,
+    run_key,
+)
+from sdexp.run.config import TOP_LEVEL, Checked, check_options, check_seed
+from sdexp.run.console import counted
+from sdexp.run.directory import (
+    CHECKPOINTS,
+    IDENTITY,
+    LAST,
+    LOCK_FILE,
+    conflicts,
+    run_lock,
+    stored_checkpoint,
+)
+from sdexp.run.signatures import check_values
+from sdexp.survival import check_budget
+
+
+@dataclass
+class Cell:
+    """One cell of a budget grid: the overrides that run it, the run it is, where it writes."""
+
+    overrides: list[str]
+    key: RunKey | None = None
+    run_dir: Path | None = None
+    left_out: str | None = None  # why the grid does not run it
+    status: str = "to run"  # "to run", "done" (its results.json says ok) or "conflict"
+    note: str = ""  # what the planner found in its directory
+    config: DictConfig | None = field(default=None, repr=False)
+    moved_from: Path | None = None  # where an earlier layout left the run (``earlier_runs``)
+    other_code: str | None = None  # the code that made its finished run, if not this one
+
+
+class CellComposer:
+    """The configs of a grid's cells, as Hydra composes them for the jobs, fast.
+
+    Composing a config takes Hydra about a third of a second, and a Table 2 preset has 144
+    cells. Only overrides that choose a config group (``mode=sensemode``) or add, delete or
+    touch Hydra's own settings change what is composed: those are composed once per distinct
+    combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
+    Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
+    Hydra's own node: a job's directory is named by its run's identity (``job_overrides``).
+    ``tests/unit/test_sweep.py`` checks both against Hydra's composition of every cell.
+    """
+
+    def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.loader, self.sweep_config = config_loader, sweep_config
+        self.parser = OverridesParser.create(config_loader=config_loader)
+        self.groups = set(sweep_config.hydra.runtime.choices)  # every config group chosen
+        self.composed: dict[tuple[str, ...], dict] = {}
+
+    def is_value(self, override: Any) -> bool:
+        """A plain value: not a group choice, an addition, a deletion or a Hydra setting."""
+        key = override.key_or_group
+        return not (
+            override.is_add()
+            or override.is_delete()
+            or override.is_force_add()
+            or key in self.groups
+            or key.startswith("hydra")
+            or override.package is not None
+        )
+
+    def compose(self, structure: tuple[str, ...]) -> dict:
+        """The job config less Hydra's node, as plain values."""
+        if structure not in self.composed:
+            cfg = self.loader.load_sweep_config(self.sweep_config, list(structure))
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            plain.pop("hydra")
+            self.composed[structure] = plain
+        return self.composed[structure]
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        """The cell's job config (without Hydra's node)."""
+        parsed = self.parser.parse_overrides(list(overrides))
+        plain = self.compose(tuple(o.input_line for o in parsed if not self.is_value(o)))
+        cfg = OmegaConf.create(copy.deepcopy(plain))
+        OmegaConf.set_struct(cfg, True)
+        for override in parsed:
+            if self.is_value(override):
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        return cfg
+
+
+def job_overrides(cell: Cell, sweep_dir: Path) -> list[str]:
+    """The overrides that launch the cell: its own, and its directory below the sweep
+    directory (``RunKey.cell_dir``, or where an earlier layout left the run: ``plan_cell``).
+    Hydra's launchers (basic, joblib, submitit) compose each job from the sweep's Hydra
+    overrides followed by the job's (``load_sweep_config``), so the job's ``hydra.sweep.subdir``
+    wins; it is a Hydra override, kept out of the job's task overrides (``overrides.yaml``).
+    The value is escaped as Hydra writes values (an earlier layout's ``budget=0.3,seed=0``)."""
+    from hydra._internal.grammar.utils import escape_special_characters
+
+    subdir = escape_special_characters(str(cell.run_dir.relative_to(sweep_dir.absolute())))
+    return [*cell.overrides, f"hydra.sweep.subdir={subdir}"]
+
+
+class CellPlanner:
+    """Plans cells: checks each distinct config once (``sdexp.run.config``) and each cell's budget
+    and seed, and says which budget a cell runs at or why the grid leaves it out.
+    ``complete=False`` (a dry run) leaves out the checks that take seconds."""
+
+    def __init__(self, complete: bool = True) -> None:
+        self.complete = complete
+        self.checked: dict[str, Checked] = {}
+
+    def built(self, cfg: DictConfig) -> Checked:
+        """What the check of ``cfg`` built, once per distinct config less budget and seed (the
+        mode and the data module's name do not depend on them)."""
+        values = OmegaConf.to_container(cfg, resolve=False)
+        for key in ("budget", "seed"):
+            values.pop(key, None)
+        settled = json.dumps(values, sort_keys=True, default=str)
+        if settled not in self.checked:
+            self.checked[settled] = check_options(cfg, self.complete)
+        return self.checked[settled]
+
+    def budget(self, cfg: DictConfig) -> float | str:
+        """The budget the cell runs at, or why it cannot run (ConfigError for bad input)."""
+        mode = self.built(cfg).mode
+        check_values({"budget": cfg.budget, "seed": cfg.seed}, TOP_LEVEL, "", "the run config")
+        check_budget(cfg.budget)
+        check_seed(cfg.seed)
+        num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
+        smallest = mode.smallest_budget(num_blocks)
+        if cfg.budget < smallest:
+            return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
+        mode.check(cfg.budget, num_blocks)
+        return mode.effective_budget(cfg.budget)
+
+
+def plan_grid(
+    product: list[list[str]], compose: CellComposer, planner: CellPlanner, sweep_dir: Path
+) -> tuple[list[Cell], dict[str, int]]:
+    """The grid's cells, one per run: a cell that is the same run (identity) as an earlier one
+    is merged into it, and counted: "baseline" (mode none at another budget), or "repeated"
+    (a value given twice, 0.7 and 0.70). ConfigError names the cell's overrides."""
+    earlier = earlier_runs(sweep_dir)
+    cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
+    for overrides in product:
+        cfg = compose(overrides)
+        try:
+            budget = planner.budget(cfg)
+        except ConfigError as error:
+            raise ConfigError(" ".join(overrides), str(error)) from error
+        rewritten = not isinstance(budget, str) and budget != cfg.budget
+        if rewritten:  # mode=none runs at budget 1.0, whatever is asked
+            overrides = with_override(overrides, "budget", budget)
+            cfg = compose(overrides)
+        built = planner.built(cfg)
+        key, config = run_key(cfg, built.mode, built.datamodule)
+        if key.identity in planned:
+            merged["baseline" if rewritten else "repeated"] += 1
+            continue
+        planned.add(key.identity)
+        if isinstance(budget, str):  # its key still says which table's "-" it is
+            cells.append(Cell(overrides, key, left_out=budget, config=cfg))
+            continue
+        cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
+        plan_cell(cell, config, earlier.get(key.identity, []))
+        cells.append(cell)
+    return cells, merged
+
+
+def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
+    """("done" | "to run" | "conflict", a note) for the cell writing into ``run_dir``."""
+    try:
+        result = read_result(run_dir)
+    except UnreadableResult as error:
+        return "to run", f"{error}; treated as not finished"
+    if result is not None and result.status == "ok" and result.key.identity == key.identity:
+        return "done", ""
+    found = conflicts(run_dir, key, config)
+    if clashes := [c for c in found if not c.unreadable]:
+        return "conflict", f"{clashes[0].file} is {clashes[0].why}"
+    if found:  # an unreadable checkpoint: the run moves it aside (the plan moves nothing)
+        return "to run", f"{found[0].file} is {found[0].why}: moved aside, the run starts over"
+    if (run_dir / CHECKPOINTS / LAST).exists():
+        return "to run", "resumes from its last checkpoint"
+    return "to run", "failed before; runs again" if result is not None else ""
+
+
+def made_by_other_code(run_dir: Path) -> str | None:
+    """The code that made the finished run in ``run_dir``, if it is not this process's."""
+    return other_code(read_result(run_dir).code)
+
+
+def describe_other_code(cells: list[Cell]) -> list[str]:
+    """A line on the finished runs that other code made, if any (each is listed with its cell):
+    how many, by which code, and what the sweep does with them."""
+    made = [c for c in cells if c.other_code is not None]
+    if not made:
+        return []
+    codes = ", ".join(f"{n} by {label}" for label, n in Counter(c.other_code for c in made).items())
+    runs = "1 finished run" if len(made) == 1 else f"{len(made)} finished runs"
+    if all(c.config.rerun_other_code for c in made):
+        what = "run again from scratch (rerun_other_code=true)"
+    else:
+        what = (
+            "count as done (a run's identity is its config, not its code): rerun_other_code=true "
+            "runs them again from scratch"
+        )
+    return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
+
+
+class EarlierRun(NamedTuple):
+    """A finished or resumable run that an earlier layout left right under a sweep directory."""
+
+    run_dir: Path
+    finished: bool  # results.json says ok; else last.ckpt holds its identity
+
+
+def earlier_run(run_dir: Path) -> tuple[str, EarlierRun] | None:
+    """The identity of the run in ``run_dir`` and what it is, if it finished (results.json says
+    ok) or can resume (``last.ckpt`` holds an identity); None otherwise."""
+    try:
+        result = read_result(run_dir)
+    except UnreadableResult:
+        result = None
+    if result is not None and result.status == "ok":
+        return result.key.identity, EarlierRun(run_dir, True)
+    try:
+        stored = stored_checkpoint(run_dir / CHECKPOINTS / LAST).get(IDENTITY)
+    except Exception:  # none, truncated, corrupt: nothing to resume from
+        return None
+    return (stored["identity"], EarlierRun(run_dir, False)) if stored else None
+
+
+def earlier_runs(sweep_dir: Path) -> dict[str, list[EarlierRun]]:
+    """The finished or resumable runs right under ``sweep_dir``, by identity, finished first:
+    where sweeps wrote them before runs were named by identity (``budget=0.3,mode=sensemode,
+    seed=0/``, ``hydra.job.override_dirname``) or a plain multirun (``0/``). A run's own
+    directory is a level deeper (``RunKey.cell_dir``), so none of those is found here."""
+    found: dict[str, list[EarlierRun]] = {}
+    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+    for run_dir in (c for c in children if c.is_dir() and not c.name.startswith(".")):
+        if (run := earlier_run(run_dir)) is not None:
+            found.setdefault(run[0], []).append(run[1])
+    return {k: sorted(runs, key=lambda r: not r.finished) for k, runs in found.items()}
+
+
+def plan_cell(cell: Cell, config: dict, earlier: list[EarlierRun]) -> None:
+    """Set the cell's status and note from its directory or, when that holds nothing, from the
+    earlier directory of its run (``earlier_runs``). A finished run there is moved into the
+    cell's directory (``move_earlier``). A resumable one resumes where it is, and moves once
+    finished: Lightning's ModelCheckpoint keeps its record of the best checkpoint only in the
+    directory it was written in, so a moved run would report the best of its later epochs."""
+    here = cell.run_dir.is_dir() and any(cell.run_dir.iterdir())
+    source = earlier[0] if earlier and not here else None
+    if source is not None and source.finished:
+        cell.moved_from = source.run_dir
+    notes = []
+    if source is not None and not source.finished:
+        notes.append(
+            f"resumes in the earlier layout; once finished, moved to {cell.key.cell_dir} by the "
+            "next sweep"
+        )
+        cell.run_dir = source.run_dir
+    cell.status, note = cell_status(cell.moved_from or cell.run_dir, cell.key, config)
+    if cell.status == "done" and (made := made_by_other_code(cell.moved_from or cell.run_dir)):
+        cell.other_code, note = made, f"made by other code: {made}"
+        if cell.config.rerun_other_code:
+            cell.status, note = "to run", f"{note}; runs again from scratch (rerun_other_code=true)"
+    if left := [r.run_dir.name for r in earlier if r is not source]:
+        notes.append(f"the same run also in {', '.join(left)}, left there")
+    cell.note = "; ".join(filter(None, [note, *notes]))
+
+
+def move_earlier(cells: list[Cell]) -> int:
+    """Move each cell's earlier run (``Cell.moved_from``) into the cell's directory, holding its
+    lock; return how many moved. A live run there, or a move the file system refuses, stops
+    the sweep with one line (ConfigError)."""
+    moved = 0
+    for cell in cells:
+        if cell.moved_from is None:
+            continue
+        try:
+            with run_lock(cell.moved_from):
+                cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                cell.moved_from.rename(cell.run_dir)  # within the sweep directory: atomic
+        except OSError as error:
+            raise ConfigError(
+                "hydra.sweep.dir", f"cannot move {cell.moved_from} to {cell.run_dir}: {error}"
+            ) from error
+        moved += 1
+    return moved
+
+
+def traces(run_dir: Path) -> tuple | None:
+    """The modification times of what a job writes into its directory as it starts and runs
+    (Hydra's record of its config, the log, the lock, the checkpoint, the results): compared
+    before and after a launch, they tell a job that started from one that never did."""
+    if not run_dir.is_dir():
+        return None
+    names = (".hydra/config.yaml", "train.log", LOCK_FILE, f"{CHECKPOINTS}/{LAST}", RESULTS_FILE)
+    paths = [run_dir / name for name in names]
+    return tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
+
+
+def describe_setups(cells: list[Cell]) -> list[str]:
+    """One line per distinct setup of the planned cells: what trains them (the recipe)."""
+    lines = {}
+    for cell in cells:
+        cfg, key = cell.config, cell.key
+        recipe, optimizer = cfg.recipe, cfg.optimizer
+        lines.setdefault(
+            key.setup,
+            f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
+            f"{recipe.name}: {counted(key.epochs, 'epoch')}, batch {cfg.dataset.batch_size}, "
+            f"SGD lr "
+            f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
+            f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
+            f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "
+            f"{optimizer.weight_decay}, dropped blocks {recipe.dropped_blocks}, shortcut "
+            f"{recipe.shortcut}, normalize {recipe.normalize}, reports the "
+            f"{'best-validation checkpoint' if recipe.report == 'best' else 'final model'}",
+        )
+    return list(lines.values())
+
+
+def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
+    """``overrides`` with ``key=value`` in place of any override of ``key``."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    return [*kept, f"{key}={value}"]
+
+
+def plan_of(sweep_dir: Path, cells: list[Cell]) -> Plan:
+    """The plan to record in sweep.json (``sdexp.results.write_plan``): each cell to run with its
+    directory, and each cell left out with the reason."""
+    plan = Plan()
+    for cell in cells:
+        if cell.left_out:
+            key = cell.key
+            where = {"setup": key.setup, "mode": key.mode, "budget": key.budget}
+            plan.left_out.append(LeftOutCell(list(cell.overrides), cell.left_out, **where))
+            continue
+        metric = METRIC[get_class(cell.config.dataset._target_).task]
+        plan.cells.append(
+            PlannedCell(
+                cell.key,
+                str(cell.run_dir.relative_to(sweep_dir.absolute())),
+                list(cell.overrides),
+                OmegaConf.to_container(cell.config.mode, resolve=True),
+                metric,
+                cell.config.recipe.report,
+            )
+        )
+    return plan

@@ -1,0 +1,159 @@
+"""Experiment loggers: Weights & Biases that never prompts and never decides a run's fate.
+
+A run's W&B logger starts at once, through ``sdexp.tracking.wandb_access.with_fallback``: online
+when credentials exist and the server answers, else offline (``wandb sync`` uploads it later), else
+none. A resumed run does not log again the steps the W&B run already holds
+(``ResumableWandbLogger``), and at its end a run gives W&B its result (``log_result``: the
+summary and history row of ``sdexp.results.RunResult``).
+
+Every call into W&B after the start is guarded (``ResumableWandbLogger.safely``): a W&B that
+fails mid-run (a server that errors, wandb's service gone: SLURM signals every process of a
+job, the service too) is one warning, and the run goes on without it; its status is its
+training's, its results in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from sdexp.tracking.wandb_access import offline_summary, one_line, with_fallback
+
+log = logging.getLogger(__name__)
+
+
+class ResumableWandbLogger(WandbLogger):
+    """A WandbLogger whose history continues from the last step the W&B run already holds.
+
+    A run killed or preempted mid-epoch resumes from the checkpoint of its last finished epoch
+    and computes the steps after it again, with the same values (masks and data order are
+    seeded). Whatever of those steps the W&B run received before the interruption is not
+    logged a second time; what it never received (an offline run killed before wandb wrote it)
+    is logged now. The run's last step comes from wandb itself: the resumed online run's
+    summary, or the summaries of this directory's earlier offline runs of the same id.
+    """
+
+    STEP = "trainer/global_step"  # Lightning's step metric in W&B
+
+    def __init__(self, save_dir: str, **kwargs) -> None:
+        super().__init__(save_dir=save_dir, **kwargs)
+        self._held: int | None = None  # found when the first metrics are logged
+        self.lost: str | None = None  # why W&B stopped taking this run's logs
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning 2.6 passes anonymous=None, which wandb 0.31 warns about on every run.
+            self._wandb_init.pop("anonymous", None)
+
+    def safely(self, what: str, call, *args, **kwargs):
+        """``call(*args, **kwargs)``, a call into W&B; if it fails, one warning, and W&B is not
+        asked again for this run (a server or service that failed once fails again, each time
+        after its timeouts)."""
+        if self.lost is not None:
+            return None
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - W&B never decides a run's fate
+            self.lost = f"{type(error).__name__}: {one_line(error)}"
+            log.warning(
+                f"W&B failed to {what} ({self.lost}): the run goes on without W&B; its results "
+                "go to results.json"
+            )
+            return None
+
+    def held_step(self) -> int:
+        """The last trainer step this W&B run holds (-1: none)."""
+        summaries = [dict(self.experiment.summary)]
+        if self._wandb_init.get("mode") == "offline":
+            current = Path(self.experiment.dir).parent
+            earlier = Path(self.save_dir, "wandb").glob(f"offline-run-*-{self.experiment.id}")
+            summaries = [offline_summary(run) for run in earlier if run != current]
+        steps = [s[self.STEP] for s in summaries if isinstance(s.get(self.STEP), int | float)]
+        return int(max(steps, default=-1))
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.safely("log metrics", self._log_new_metrics, metrics, step)
+
+    def _log_new_metrics(self, metrics: Mapping[str, float], step: int | None) -> None:
+        if self._held is None:
+            self._held = self.held_step()
+        if step is not None and step <= self._held:
+            return
+        super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        self.safely("log the config", super().log_hyperparams, params)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.safely("finalize the run", super().finalize, status)
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self.safely("note a checkpoint", super().after_save_checkpoint, checkpoint_callback)
+
+
+def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
+    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
+    Its run starts at once (``with_fallback``); if W&B cannot start, the run goes on without."""
+    os.makedirs(save_dir, exist_ok=True)
+
+    def start(attempt: str) -> WandbLogger:
+        logger = ResumableWandbLogger(save_dir=save_dir, mode=attempt, **kwargs)
+        logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
+        return logger
+
+    service_log = Path(save_dir, "wandb", "service.log")
+    return with_fallback(start, mode, service_log) or ResumableWandbLogger(
+        save_dir=save_dir, mode="disabled", **kwargs
+    )
+
+
+def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> None:
+    """A per-layer quantity (survival, sensitivity) as a W&B line chart against the layer index."""
+    if not isinstance(logger, ResumableWandbLogger):
+        return  # other loggers get the list through log_hyperparams
+    import wandb
+
+    def log_chart() -> None:
+        rows = [[i + 1, v] for i, v in enumerate(values)]
+        table = wandb.Table(columns=["layer", name], data=rows)
+        logger.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
+
+    logger.safely(f"log the layers' {name}", log_chart)
+
+
+def log_result(loggers: Sequence[Logger], summary: Mapping, row: Mapping | None = None) -> None:
+    """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
+    in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
+    budget, for ``sdexp.tracking.dashboard``) must be a logged metric."""
+
+    def give(logger: WandbLogger) -> None:
+        logger.experiment.summary.update(dict(summary))
+        if row:
+            logger.experiment.log(dict(row))
+
+    for logger in loggers:
+        if isinstance(logger, ResumableWandbLogger):
+            logger.safely("take the run's result", give, logger)
+
+
+def where(loggers: Sequence[Logger]) -> str:
+    """Where the run's W&B run is: its page, or its offline folder and how to upload it
+    (nothing if W&B did not start); and what it lacks if W&B was lost mid-run."""
+    for logger in loggers:
+        if isinstance(logger, ResumableWandbLogger) and not logger.experiment.disabled:
+            run = logger.experiment
+            lost = " (incomplete: W&B was lost mid-run)" if logger.lost else ""
+            if not run.offline:
+                return f"W&B: {run.url}{lost}"
+            folder = str(Path(run.dir).parent)
+            return (
+                f"W&B: logged offline to {folder}{lost} (upload: wandb sync {shlex.quote(folder)})"
+            )
+    return ""
