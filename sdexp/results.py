@@ -1,4 +1,6 @@
-"""The results contract: what names a run, and the ``results.json`` it writes.
+"""The results contract: what names a run, and the ``results.json`` it writes. Plain data: no
+Hydra, no OmegaConf, no torch (the analysis reads it; the run derives a key from its config in
+``sdexp.run.identity``).
 
 A run is named by its **identity**: the resolved config less the keys that do not change what it
 computes (``NOT_IDENTITY``: where it writes and logs, how it shows progress, where the data
@@ -42,8 +44,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
 from pydantic import TypeAdapter, ValidationError
 
 from sdexp.provenance import Code
@@ -188,40 +188,6 @@ class RunKey:
         that differ only in what the setup leaves out besides the cell (the mode's options)."""
         cell = f"{self.mode}-b{self.budget:g}-s{self.seed}"
         return f"{self.setup[:6]}/{cell}-{self.identity[:6]}"
-
-
-def identity_config(cfg: DictConfig, budget: float) -> dict:
-    """The resolved config less ``NOT_IDENTITY``, with the budget the run really uses.
-
-    The keys are dropped before resolving: they may interpolate what only a running Hydra job
-    knows (``${hydra:runtime.output_dir}``)."""
-    kept = without(OmegaConf.to_container(cfg, resolve=False), ("hydra", *NOT_IDENTITY))
-    return OmegaConf.to_container(OmegaConf.create({**kept, "budget": budget}), resolve=True)
-
-
-def run_key(cfg: DictConfig, mode: Any = None, dataset: Any = None) -> tuple[RunKey, dict]:
-    """The run's key and identity config, from its config alone (no data, no model). ``mode``
-    and ``dataset``: the survival mode and data module built from ``cfg`` (by the config check,
-    ``sdexp.run.config.Checked``), else built here."""
-    mode = mode if mode is not None else instantiate(cfg.mode)
-    dataset = dataset if dataset is not None else instantiate(cfg.dataset, seed=cfg.seed)
-    budget = mode.effective_budget(cfg.budget)
-    config = identity_config(cfg, budget)
-    model_class = get_class(cfg.model._target_)
-    key = RunKey(
-        dataset=dataset.name,
-        model=model_class.name_for(cfg.model.depth),
-        mode=mode.name,
-        budget=budget,
-        seed=cfg.seed,
-        recipe=cfg.recipe.name,
-        epochs=cfg.trainer.max_epochs,
-        stable=cfg.model.stable,
-        num_blocks=model_class.blocks_for(cfg.model.depth),
-        identity=config_hash(config),
-        setup=config_hash(without(config, CELL)),
-    )
-    return key, config
 
 
 @dataclass

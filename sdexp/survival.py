@@ -59,12 +59,17 @@ class Mode:
     def effective_budget(self, budget: float) -> float:
         return budget
 
-    def check(self, budget: float, num_blocks: int) -> None:
-        """Raise ConfigError unless this mode can meet ``budget`` with L = num_blocks blocks."""
+    def check(self, budget: float, num_blocks: int) -> float:
+        """The budget this mode runs at with L = ``num_blocks`` blocks (1.0 for ``none``);
+        ConfigError unless ``budget`` lies in (0, 1] and the mode can meet it. The one check of
+        a budget: a run calls it once, in its config check, before any data (``sdexp.run.config``),
+        and carries what it returns; ``survival`` calls it for a caller that did not (a library
+        user's)."""
         check_budget(budget)
         smallest = self.smallest_budget(num_blocks)
         if budget < smallest:
             raise ConfigError("budget", self.infeasible(budget, num_blocks, smallest))
+        return self.effective_budget(budget)
 
     def infeasible(self, budget: float, num_blocks: int, smallest: float) -> str:
         return f"mode={self.name} needs budget >= {smallest:.4g}, got {budget}"

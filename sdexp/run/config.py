@@ -1,13 +1,17 @@
 """Config checks: every value a user can set is checked by type and range within seconds, before
 data, model or Lightning load, and a bad one is a ``ConfigError`` naming the option.
 
-The types are declared once, where the values are used (``sdexp.run.signatures``): the signature of
-each ``_target_`` (the model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``),
-the ``Recipe`` dataclass, and ``TopLevel``, ``RunNames`` and ``Speed`` below; one line on a bad
-one (``train.py``: exit status 2). Ranges are checked by the constructors themselves (they raise
-``ConfigError``), which the check calls on cheap objects: the survival mode, the data module
-(it reads no data until the run prepares it) and the model on the meta device (no weights). The
-run reuses the mode and the data module the check built (``Checked``).
+The types are declared once, where the values are used: the signature of each ``_target_`` (the
+model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``), the ``Recipe``
+dataclass, and ``TopLevel``, ``RunNames`` and ``Speed`` below. pydantic checks a config's values
+against them (``sdexp.run.typecheck``, strict: "0.3" is no number, 1 no boolean) and the first
+error is one line (``sdexp.errors.ConfigError``: exit status 2), where Hydra's structured configs
+would declare the types a second time and fail inside ``@hydra.main`` with a block of lines. Ranges
+are checked by the constructors themselves (they raise ``ConfigError``), which the check calls on
+cheap objects: the survival mode, the data module (it reads no data until the run prepares it)
+and the model on the meta device (no weights). The budget is checked here, once, against the mode
+and the model's L blocks (``Mode.check``), and the run takes it from here (``Checked``) with the
+mode and the data module the check built.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.overrides import TorchFunctionMode
@@ -27,8 +31,8 @@ from torch.overrides import TorchFunctionMode
 from sdexp.errors import ConfigError
 from sdexp.recipe import Recipe
 from sdexp.run.sharing import check_threads
-from sdexp.run.signatures import check_target, check_values, dataclass_types, locate
-from sdexp.survival import Mode, check_budget
+from sdexp.run.typecheck import check_target, check_values
+from sdexp.survival import Mode
 
 if TYPE_CHECKING:
     from sdexp.loader import TensorDataModule
@@ -83,9 +87,6 @@ class Speed:
     fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
 
 
-TOP_LEVEL = dataclass_types(TopLevel)
-
-
 # --- the whole config ---------------------------------------------------------------------------
 
 
@@ -105,22 +106,24 @@ def resolved(cfg: DictConfig) -> dict:
         raise ConfigError(str(getattr(error, "full_key", "") or "config"), str(error)) from error
 
 
+#: The groups whose types a dataclass declares, and how the one line names their owner.
+DECLARED = {"recipe": (Recipe, "the recipe"), "run": (RunNames, "run"), "speed": (Speed, "speed")}
+
+
 def check_types(values: dict, groups: tuple[str, ...]) -> None:
     """The keys of ``groups`` against their declared types."""
     for group in groups:
-        if group == "recipe":
-            check_values(values["recipe"], dataclass_types(Recipe), "recipe", "the recipe")
-        elif group == "run":
-            check_values(values["run"], dataclass_types(RunNames), "run", "run")
-        elif group == "speed":
-            check_values(values["speed"], dataclass_types(Speed), "speed", "speed")
-            optimizer = locate(values["optimizer"]["_target_"])
-            check_speed(values["speed"], values["trainer"], optimizer)
+        if group in DECLARED:
+            schema, owner = DECLARED[group]
+            check_values(values[group], schema, group, owner)
         elif group == "callbacks":
             for name, callback in values["callbacks"].items():
                 check_target(callback, f"callbacks.{name}")
         elif values.get(group):
             check_target(values[group], group)
+        if group == "speed":
+            optimizer = get_object(values["optimizer"]["_target_"])
+            check_speed(values["speed"], values["trainer"], optimizer)
 
 
 def check_seed(seed: int) -> None:
@@ -249,28 +252,37 @@ def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
 
 
 @dataclass(frozen=True)
-class Checked:
-    """What the config check built, for the run to reuse: the survival mode and the data module
-    (built, no data read). The model it built on the meta device has no weights: the run builds
-    its own, after seeding."""
+class Built:
+    """What the check built, for the run to reuse: the survival mode, the data module (no data
+    read), and the model's name and L from the model it built on the meta device (no weights:
+    the run builds its own, after seeding)."""
 
     mode: Mode
     datamodule: TensorDataModule
+    model: str
+    num_blocks: int
 
 
-def check_ranges(cfg: DictConfig, values: dict) -> Checked:
-    """Ranges the constructors do not check; returns the mode and the data module built."""
+@dataclass(frozen=True)
+class Checked(Built):
+    """``Built``, and the budget the run uses: checked here, once (``Mode.check``), and carried
+    to the run's key and to the module."""
+
+    budget: float
+
+
+def check_ranges(cfg: DictConfig, values: dict) -> Built:
+    """Ranges the constructors do not check; returns what the check built."""
     check_seed(values["seed"])
     check_threads(values["threads"])
     epochs = values["trainer"].get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"an integer, at least 1, got {epochs!r}")
     check_trainer(values["trainer"])
-    check_budget(values["budget"])
     mode = instantiate(cfg.mode)
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)  # reads no data
     with torch.device("meta"), SkipInit():  # the model's own checks, no weights allocated
-        instantiate(
+        model = instantiate(
             cfg.model,
             input_shape=datamodule.input_shape,
             num_outputs=datamodule.num_outputs,
@@ -282,7 +294,7 @@ def check_ranges(cfg: DictConfig, values: dict) -> Checked:
             "best needs a validation split to choose the checkpoint (the dataset has none): "
             "set recipe.report=final, or give the dataset a validation split",
         )
-    return Checked(mode, datamodule)
+    return Built(mode, datamodule, model.name, model.num_blocks)
 
 
 def check_optimizer(cfg: DictConfig) -> None:
@@ -305,39 +317,48 @@ def check_optimizer(cfg: DictConfig) -> None:
 LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
 
 
-def check_options(cfg: DictConfig, complete: bool = True) -> Checked:
-    """Check the run config by type and range, all but whether the mode can meet the budget
-    (a sweep leaves out the cells it cannot meet); return what the check built.
-
-    Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, a
-    budget outside (0, 1], bad mode, data or optimizer options, a seed numpy would not take,
-    fewer than one epoch. The checks that take seconds come last, so most bad values fail
-    within a second; ``complete=False`` (a dry run) leaves them out: the optimizer's values
-    and the options of ``LIGHTNING_GROUPS``.
-    """
-    values = resolved(cfg)
-    check_values(values, TOP_LEVEL, "", "the run config")
-    if missing := [key for key in TOP_LEVEL if key not in values]:  # deleted: ~budget
+def check_fast(cfg: DictConfig, values: dict) -> Built:
+    """The checks of a second: every value's type, the ranges, the mode, data and model options
+    (building them), the optimizer's and scheduler's types."""
+    check_values(values, TopLevel, "", "the run config")
+    if missing := [f.name for f in fields(TopLevel) if f.name not in values]:  # ~budget
         raise ConfigError(missing[0], f"missing: the run needs it; set it ({missing[0]}=...)")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
-    checked = check_ranges(cfg, values)
+    built = check_ranges(cfg, values)
     check_types(values, ("optimizer", "scheduler"))
-    if not complete:
-        return checked
+    return built
+
+
+def check_slow(cfg: DictConfig, values: dict) -> None:
+    """The checks of seconds: the options of ``LIGHTNING_GROUPS`` and the optimizer's values."""
     check_types(values, LIGHTNING_GROUPS)
     check_optimizer(cfg)
-    if cfg.logger and "mode" in cfg.logger:
-        from sdexp.tracking.wandb_access import resolve_wandb_mode
-
-        resolve_wandb_mode(cfg.logger.mode)
-    return checked
 
 
-def check_config(cfg: DictConfig) -> Checked:
-    """``check_options``, and a ``ConfigError`` if the mode cannot meet the budget with the
-    model's L blocks (linear below (L - 1)/(2L), SenseMode below its p_min). Once per run: the
-    run reuses what it built (``sdexp.run.training.train``)."""
-    checked = check_options(cfg)
-    blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
-    checked.mode.check(cfg.budget, blocks)
-    return checked
+def check_options(cfg: DictConfig, complete: bool = True) -> Built:
+    """Check the run config by type and range, all but the budget (a sweep leaves out the cells
+    whose mode cannot meet it); return what the check built.
+
+    Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, bad
+    mode, data or optimizer options, a seed numpy would not take, fewer than one epoch. The
+    checks that take seconds come last, so most bad values fail within a second;
+    ``complete=False`` (a dry run) leaves them out (``check_slow``).
+    """
+    values = resolved(cfg)
+    built = check_fast(cfg, values)
+    if complete:
+        check_slow(cfg, values)
+    return built
+
+
+def check_config(cfg: DictConfig, complete: bool = True) -> Checked:
+    """``check_options``, and the budget (``Mode.check``: a ``ConfigError`` outside (0, 1] or
+    below what the mode can meet with the model's L blocks, linear below (L - 1)/(2L), SenseMode
+    below its p_min), before the checks of seconds. Once per run: the run reuses what it built
+    and the budget it checked (``sdexp.run.training.train``)."""
+    values = resolved(cfg)
+    built = check_fast(cfg, values)
+    budget = built.mode.check(values["budget"], built.num_blocks)
+    if complete:
+        check_slow(cfg, values)
+    return Checked(built.mode, built.datamodule, built.model, built.num_blocks, budget)

@@ -49,7 +49,6 @@ from sdexp.results import (
     RunResult,
     UnreadableResult,
     completed,
-    run_key,
     write_result,
 )
 from sdexp.run import console
@@ -66,6 +65,7 @@ from sdexp.run.failures import (
     signal_name,
     stop_signal,
 )
+from sdexp.run.identity import run_key
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.run.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.run.slurm import cluster_plugins, in_job
@@ -137,7 +137,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     check_launch(cfg)
     console.quiet_libraries()
     set_threads(cfg.threads)
-    key, config = run_key(cfg, checked.mode, checked.datamodule)
+    key, config = run_key(cfg, checked)
     check_kinds(out)
     done = finished(out, key)
     made = other_code(done.code) if done is not None else None
@@ -159,21 +159,16 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
                 f"{job_label()}{key.name}: made by other code ({made}): its results.json and "
                 "checkpoints are discarded, and it trains again (rerun_other_code=true)"
             )
-        return fit_and_test(cfg, key, config, checked.mode, datamodule, resume)
+        return fit_and_test(cfg, key, config, checked, resume)
 
 
 def fit_and_test(
-    cfg: DictConfig,
-    key: RunKey,
-    config: dict,
-    mode,
-    datamodule: TensorDataModule,
-    resume: Resume | None,
+    cfg: DictConfig, key: RunKey, config: dict, checked: Checked, resume: Resume | None
 ) -> RunResult:
     """Train and test in the claimed directory. Whatever fails from here on is in results.json
     (status "failed", the reason) and in one error line; a signal stops the run with one line
     (``stopped``) and no results.json."""
-    out = Path(cfg.output_dir)
+    out, datamodule = Path(cfg.output_dir), checked.datamodule
     result = RunResult(
         key=key,
         config=config,
@@ -199,8 +194,8 @@ def fit_and_test(
         )
         module = StochasticDepthModule(
             model,
-            mode,
-            key.budget,
+            checked.mode,
+            checked.budget,
             datamodule.task,
             datamodule.num_outputs,
             optimizer=instantiate(cfg.optimizer),

@@ -52,9 +52,8 @@ from sdexp.results import (
     RunKey,
     UnreadableResult,
     read_result,
-    run_key,
 )
-from sdexp.run.config import TOP_LEVEL, Checked, check_options, check_seed
+from sdexp.run.config import Built, Checked, TopLevel, check_options, check_seed
 from sdexp.run.console import counted
 from sdexp.run.directory import (
     CHECKPOINTS,
@@ -65,7 +64,8 @@ from sdexp.run.directory import (
     run_lock,
     stored_checkpoint,
 )
-from sdexp.run.signatures import check_values
+from sdexp.run.identity import run_key
+from sdexp.run.typecheck import check_values
 from sdexp.survival import check_budget
 
 
@@ -157,11 +157,11 @@ class CellPlanner:
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
-        self.checked: dict[str, Checked] = {}
+        self.checked: dict[str, Built] = {}
 
-    def built(self, cfg: DictConfig) -> Checked:
+    def built(self, cfg: DictConfig) -> Built:
         """What the check of ``cfg`` built, once per distinct config less budget and seed (the
-        mode and the data module's name do not depend on them)."""
+        mode, the data module and the model do not depend on them)."""
         values = OmegaConf.to_container(cfg, resolve=False)
         for key in ("budget", "seed"):
             values.pop(key, None)
@@ -170,18 +170,20 @@ class CellPlanner:
             self.checked[settled] = check_options(cfg, self.complete)
         return self.checked[settled]
 
-    def budget(self, cfg: DictConfig) -> float | str:
-        """The budget the cell runs at, or why it cannot run (ConfigError for bad input)."""
-        mode = self.built(cfg).mode
-        check_values({"budget": cfg.budget, "seed": cfg.seed}, TOP_LEVEL, "", "the run config")
+    def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
+        """What the check of the cell built with the budget it runs at, and why the grid leaves
+        it out, if it does: its mode cannot meet the budget (its key still says which table's
+        "-" it is). ConfigError for bad input."""
+        built = self.built(cfg)
+        check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
         check_seed(cfg.seed)
-        num_blocks = get_class(cfg.model._target_).blocks_for(cfg.model.depth)
-        smallest = mode.smallest_budget(num_blocks)
-        if cfg.budget < smallest:
-            return f"mode={mode.name} needs budget >= {smallest:.4g} with L={num_blocks} blocks"
-        mode.check(cfg.budget, num_blocks)
-        return mode.effective_budget(cfg.budget)
+        mode, blocks = built.mode, built.num_blocks
+        smallest = mode.smallest_budget(blocks)
+        why = f"mode={mode.name} needs budget >= {smallest:.4g} with L={blocks} blocks"
+        budget = mode.effective_budget(cfg.budget)
+        checked = Checked(mode, built.datamodule, built.model, blocks, budget)
+        return checked, why if cfg.budget < smallest else None
 
 
 def plan_grid(
@@ -195,21 +197,20 @@ def plan_grid(
     for overrides in product:
         cfg = compose(overrides)
         try:
-            budget = planner.budget(cfg)
+            checked, left_out = planner.check(cfg)
         except ConfigError as error:
             raise ConfigError(" ".join(overrides), str(error)) from error
-        rewritten = not isinstance(budget, str) and budget != cfg.budget
+        rewritten = checked.budget != cfg.budget
         if rewritten:  # mode=none runs at budget 1.0, whatever is asked
-            overrides = with_override(overrides, "budget", budget)
+            overrides = with_override(overrides, "budget", checked.budget)
             cfg = compose(overrides)
-        built = planner.built(cfg)
-        key, config = run_key(cfg, built.mode, built.datamodule)
+        key, config = run_key(cfg, checked)
         if key.identity in planned:
             merged["baseline" if rewritten else "repeated"] += 1
             continue
         planned.add(key.identity)
-        if isinstance(budget, str):  # its key still says which table's "-" it is
-            cells.append(Cell(overrides, key, left_out=budget, config=cfg))
+        if left_out is not None:
+            cells.append(Cell(overrides, key, left_out=left_out, config=cfg))
             continue
         cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
         plan_cell(cell, config, earlier.get(key.identity, []))

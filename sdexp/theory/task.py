@@ -17,7 +17,7 @@ from sdexp.run import console
 from sdexp.run.directory import keep_hydra_record
 from sdexp.run.failures import raise_if_stopped, stop_on_signals
 from sdexp.run.sharing import set_threads
-from sdexp.run.signatures import check_target
+from sdexp.run.typecheck import check_target
 from sdexp.survival import MODES
 from sdexp.theory.outcome import Outcome
 from sdexp.tracking.wandb_access import finish

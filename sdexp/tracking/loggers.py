@@ -23,7 +23,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from sdexp.tracking.wandb_access import offline_summary, one_line, with_fallback
+from sdexp.tracking.wandb_access import WandbMode, offline_summary, one_line, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ResumableWandbLogger(WandbLogger):
         self.safely("note a checkpoint", super().after_save_checkpoint, checkpoint_callback)
 
 
-def wandb_logger(save_dir: str, mode: str = "auto", **kwargs) -> WandbLogger:
+def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogger:
     """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
     Its run starts at once (``with_fallback``); if W&B cannot start, the run goes on without."""
     os.makedirs(save_dir, exist_ok=True)

@@ -26,14 +26,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 from urllib.parse import urlparse
 
 from sdexp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+#: How a run logs to W&B (``logger.mode``; auto: online with credentials, else offline).
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+WANDB_MODES = get_args(WandbMode)
 T = TypeVar("T")
 
 

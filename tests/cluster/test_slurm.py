@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdexp.results import read_result, run_key
+from sdexp.results import read_result
+from sdexp.run.identity import run_key
 from tests.helpers import (
     ROOT,
     compose_config,

@@ -16,7 +16,8 @@ import sys
 
 import pytest
 
-from sdexp.results import RunResult, run_key, write_result
+from sdexp.results import RunResult, write_result
+from sdexp.run.identity import run_key
 from sdexp.run.training import train
 from tests.helpers import (
     CONF,

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from sdexp.run.training import fill_run_names
 from sdexp.tracking.wandb_access import finish
 from tests.helpers import config_options

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sdexp.loader import TensorDataModule
 from sdexp.models import ResidualNetwork
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from sdexp.survival import Mode
 from tests.helpers import compose_config, config_options
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from tests.helpers import FAST_TOY, compose_config
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sdexp.errors import ConfigError
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from sdexp.run.sharing import MPSDaemon, PinThreads, check_threads, cpu_share
 from tests.helpers import FAST_TOY, SWEEP
 

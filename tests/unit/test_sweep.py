@@ -12,7 +12,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 
 from sdexp.errors import ConfigError
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from sdexp.sweep.plan import CellPlanner, cell_status, with_override
 from tests.helpers import FAST_TOY, compose_config, hydra_configs
 
@@ -22,17 +22,17 @@ def test_planner_leaves_out_linear_below_its_smallest_budget(model, blocks):
     planner = CellPlanner()
     for budget in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9):
         cfg = compose_config([f"model={model}", "mode=linear", f"budget={budget}"])
-        planned = planner.budget(cfg)
+        planned, left_out = planner.check(cfg)
         if budget < (blocks - 1) / (2 * blocks):  # 0.4907 and 0.4815: 0.1..0.4 are left out
-            assert isinstance(planned, str) and "mode=linear needs budget >= 0.4" in planned
+            assert "mode=linear needs budget >= 0.4" in left_out
         else:
-            assert planned == budget
-    none = planner.budget(compose_config(["mode=none", "budget=0.3"]))
-    assert none == 1.0  # the baseline runs once, at budget 1
+            assert planned.budget == budget and left_out is None
+    none, _ = planner.check(compose_config(["mode=none", "budget=0.3"]))
+    assert none.budget == 1.0  # the baseline runs once, at budget 1
     with pytest.raises(ConfigError, match="budget"):
-        planner.budget(compose_config(["mode=uniform", "budget=1.5"]))
+        planner.check(compose_config(["mode=uniform", "budget=1.5"]))
     with pytest.raises(ConfigError, match="seed"):  # checked per cell, not once per config
-        planner.budget(compose_config(["mode=uniform", "budget=0.5", "seed=-1"]))
+        planner.check(compose_config(["mode=uniform", "budget=0.5", "seed=-1"]))
     assert with_override(["mode=none", "budget=0.3", "seed=1"], "budget", 1.0) == [
         "mode=none",
         "seed=1",

@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from sdexp.errors import ConfigError
-from sdexp.results import run_key
+from sdexp.run.identity import run_key
 from sdexp.run.slurm import cluster_plugins
 from sdexp.run.training import check_launch, fill_run_names
 from tests.helpers import compose_config
