@@ -1,4 +1,4 @@
-"""Issue 20's GPU check: fused kernels inside the graphs, bf16 against fp32, runs per GPU.
+"""The GPU check: fused kernels inside the graphs, bf16 against fp32, runs per GPU.
 
     python scripts/gpu_check.py OUT           # a GPU: about 6 minutes on an H200, at most 7
     QUICK=1 python scripts/gpu_check.py OUT   # a CPU: every part at tiny sizes (a dry run)
@@ -660,7 +660,7 @@ def speed_lines(found: dict) -> list[str]:
 
 def report(everything: dict, out: Path) -> str:
     info = everything["info"]
-    lines = [f"# GPU check (issue 20): {info['device']}", "", info["software"], ""]
+    lines = [f"# GPU check: {info['device']}", "", info["software"], ""]
     lines += speed_lines(everything.get("speed", {}))
     b = everything.get("precision", {})
     if b.get("summary"):

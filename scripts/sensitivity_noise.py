@@ -1,5 +1,5 @@
 """How noisy are SenseMode's sensitivities at initialisation, and how many batches should
-``mode.batches`` average? (Issue 19, item 4.)
+``mode.batches`` average?
 
 For each seed, the run's own network at initialisation (the model a run with that seed builds)
 and its training batches in the run's order (epoch 0, then epochs 1, 2, ...), it computes the

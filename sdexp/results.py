@@ -402,9 +402,8 @@ def read_plan(path: str | Path) -> Plan:
 
 def write_plan(sweep_dir: Path, plan: Plan) -> Path:
     """Record ``plan`` in ``<sweep_dir>/sweep.json`` atomically, keeping the cells of earlier,
-    wider sweeps into the same directory: a cell planned again replaces its entry (e.g. one
-    moved from an earlier layout), a left-out cell is added once. An unreadable file is
-    rewritten from this plan."""
+    wider sweeps into the same directory: a cell planned again replaces its entry, a left-out
+    cell is added once. An unreadable file is rewritten from this plan."""
     path = Path(sweep_dir) / PLAN_FILE
     try:
         earlier = read_plan(path) if path.exists() else Plan()

@@ -159,10 +159,10 @@ def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
     a checkpoint without one, and a checkpoint that cannot be read (``unreadable``). An
     unreadable results.json is not one: it counts as not finished (the run writes a new one;
     the callers say so)."""
-    return inspect(run_dir, key, config)[0]
+    return examine(run_dir, key, config)[0]
 
 
-def inspect(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
+def examine(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
     """``conflicts``, and the number of epochs ``last.ckpt`` holds if it is the run's own."""
     found, epochs = [], None
     try:
@@ -183,7 +183,7 @@ def inspect(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], i
             return [*found, Conflict(name, why, unreadable=True)], None
         stored = checkpoint.get(IDENTITY)
         if stored is None:
-            found.append(Conflict(name, "written without a run identity (sdexp < 0.2)"))
+            found.append(Conflict(name, "written by an older sdexp"))
         elif stored["identity"] != key.identity:
             why = f"of another run ({differences(stored['config'], config)})"
             found.append(Conflict(name, why))
@@ -257,7 +257,7 @@ def claim(
     was. Then the temporary files of writes that never finished are removed; an unreadable
     ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
     with run_lock(run_dir) if lock else nullcontext() as hold:
-        found, epochs = inspect(run_dir, key, config)
+        found, epochs = examine(run_dir, key, config)
         others = [c for c in found if not c.unreadable]
         if others and not overwrite:
             raise conflict_error(run_dir, others)

@@ -5,8 +5,7 @@ It expands ``hydra.sweeper.params`` and the command line as Hydra's basic sweepe
 command line narrows or replaces a preset's values; their cartesian product, in the same order),
 then plans the cells with ``sdexp.sweep.plan``: it leaves out the cells a mode cannot run, merges
 cells that are the same run (the no-SD baseline runs once per seed), skips the runs already
-done, moves runs an earlier layout left under the sweep directory into their directories,
-refuses directories that hold another run's files, says how many of each, and records the plan
+done, refuses directories that hold another run's files, says how many of each, and records the plan
 in ``<sweep dir>/sweep.json`` (``sdexp.results.Plan``: what ``sdexp-table`` counts missing runs
 against). Then Hydra's configured launcher runs the rest, each job in the directory its run's
 identity names (``RunKey.cell_dir``), and the sweeper closes with a summary, also when Ctrl-C
@@ -22,7 +21,6 @@ every start.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 import signal
@@ -30,10 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -57,7 +56,7 @@ from sdexp.sweep.plan import (
     describe_other_code,
     describe_setups,
     job_overrides,
-    move_earlier,
+    older_layout,
     plan_grid,
     plan_of,
     traces,
@@ -67,21 +66,6 @@ from sdexp.sweep.plan import (
 class GridError(CompactHydraException):
     """A grid that cannot run, or jobs that failed: the sweeper prints it as one line and exits
     with status 1 (Hydra's own report would add a line about HYDRA_FULL_ERROR)."""
-
-
-def cartesian(parsed: list) -> list[list[str]]:
-    """The cells of the overrides' cartesian product, as Hydra's basic sweeper orders them: a
-    later override of a key replaces an earlier one (the command line narrows a preset)."""
-    choices: dict[str, list[str]] = {}
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                raise GridError(f"{key}: the budget grid takes lists of values, not ranges")
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-    return [list(cell) for cell in itertools.product(*choices.values())]
 
 
 class BudgetGrid:
@@ -118,10 +102,16 @@ class BudgetGrid:
             )
         loader = self.hydra_context.config_loader
         params = [f"{k}={v}" for k, v in self.params.items()]
-        product = cartesian(OverridesParser.create(loader).parse_overrides([*params, *arguments]))
+        parsed = OverridesParser.create(loader).parse_overrides([*params, *arguments])
+        try:  # the basic sweeper's product: a later value of a key replaces an earlier one
+            (product,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        except HydraException as error:  # a range or an interval: no grid of values
+            raise GridError(f"the budget grid takes lists of values ({error})") from None
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         if why := cannot_create(sweep_dir):  # the dry run says so too
             raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
+        if why := older_layout(sweep_dir):
+            raise GridError(why)
         print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
         compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
         try:
@@ -150,9 +140,7 @@ class BudgetGrid:
         done = [c for c in runs if c.status == "done"]
         clashes = [c for c in runs if c.status == "conflict"]
         todo = [c for c in runs if c.status != "done"]
-        moving = [c for c in runs if c.moved_from is not None]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        resuming = [c for c in runs if c.run_dir != sweep_dir.absolute() / c.key.cell_dir]
         summary = (
             f"Grid {shown(sweep_dir.absolute())}: {len(cells) + sum(self.merged.values())} "
             f"cells, {len(cells) - len(runs)} left out (infeasible for their mode), "
@@ -160,25 +148,19 @@ class BudgetGrid:
             f"{len(done)} already done (skipped), {len(todo)} to launch"
             + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
-        earlier = (
-            [earlier_layout(sweep_dir, len(moving), len(resuming))] if moving or resuming else []
-        )
         other_code = describe_other_code(cells)  # finished runs other code made
         if self.dry_run:
-            print("\n".join([*describe_setups(cells), *describe(cells, cells, "would move")]))
+            print("\n".join([*describe_setups(cells), *describe(cells, cells)]))
             print(
                 "Checked every cell's options but the optimizer's values and the "
                 f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
                 "(they import torch's compiler and Lightning, seconds)."
             )
-            moves = [f"{line} (a dry run moves nothing)." for line in earlier]
-            print("\n".join([summary, *moves, *other_code]))
+            print("\n".join([summary, *other_code]))
             return []
-        shown_cells = [c for c in cells if c.left_out or c.note or c.moved_from]
+        shown_cells = [c for c in cells if c.left_out or c.note]
         refused = clashes and not all(c.config.overwrite for c in clashes)
-        verb = "would move" if refused else "moved"
-        lines = [*describe_setups(cells), *describe(shown_cells, cells, verb), summary, *earlier]
-        lines += other_code
+        lines = [*describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
         print("\n".join(lines), flush=True)
         if refused:
             raise GridError(
@@ -191,14 +173,12 @@ class BudgetGrid:
                 check_request()  # sdexp.sweep.launchers: what the jobs ask of a cluster's nodes
             if todo:
                 prepare_data(todo)
-            move_earlier(moving)
         except ConfigError as error:
             raise GridError(str(error)) from error
         try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
             if todo:
                 sweep_dir.mkdir(parents=True, exist_ok=True)
                 OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            if todo or moving:
                 write_plan(sweep_dir, plan_of(sweep_dir, cells))
         except OSError as error:
             why = f"{error.strerror or error}: {error.filename or sweep_dir}"
@@ -212,15 +192,15 @@ class BudgetGrid:
         summary; also when a signal (Ctrl-C, SIGTERM) stops the sweep, which then exits with
         its status (130, 143)."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
-        jobs = [job_overrides(c, sweep_dir) for c in todo]
+        jobs = [job_overrides(c) for c in todo]
         before = {c.run_dir: traces(c.run_dir) for c in todo}
         size = self.max_batch_size or len(jobs)
         returns: list = []  # what each launched job ended as (JobReturn), in the jobs' order
         try:
             with stop_on_signals():  # as a run: SIGINT, SIGTERM raise Stopped (where not set)
-                for first in range(0, len(jobs), size):
-                    batch = jobs[first : first + size]
-                    returns += self.launcher.launch(batch, initial_job_idx=first) or []
+                batches = BasicSweeper.split_overrides_to_chunks(jobs, size)  # Hydra's batching
+                for number, batch in enumerate(batches):
+                    returns += self.launcher.launch(batch, initial_job_idx=number * size) or []
         except ConfigError as error:  # the launcher refused the jobs (what they ask for)
             raise GridError(str(error)) from None
         except (KeyboardInterrupt, SystemExit) as stop:
@@ -272,24 +252,6 @@ def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
     if isinstance(stop, KeyboardInterrupt) or stop.code == 128 + signal.SIGINT:
         return signal.SIGINT
     return None
-
-
-def earlier_layout(sweep_dir: Path, moving: int, resuming: int) -> str:
-    """What the plan says of the runs an earlier layout left (``sdexp.sweep.plan.earlier_runs``)."""
-    found = []
-    if moving:
-        verb = "moves" if moving == 1 else "move"
-        found.append(f"{plural(moving, 'finished run')} {verb} to <sweep dir>/{CELL_DIR}")
-    if resuming:
-        verb = "resumes" if resuming == 1 else "resume"
-        found.append(
-            f"{plural(resuming, 'unfinished run')} {verb} where it is, to be moved by the next "
-            "sweep once finished"
-        )
-    where = shown(sweep_dir.absolute())
-    return (
-        f"Earlier layout (runs right under {where}, named by the command line): {'; '.join(found)}"
-    )
 
 
 def merged_text(baseline: int, repeated: int) -> str:
@@ -368,11 +330,9 @@ def closing_summary(
         lines += [
             f"  {kind}: {shown(c.run_dir)}" + (f" ({why})" if why else "") for c, why in ended[kind]
         ]
-    logged = [c.run_dir for c in todo if (c.run_dir / "wandb").is_dir()]
-    depths = {len(d.relative_to(sweep_dir.absolute()).parts) for d in logged}  # earlier layout: 1
-    runs = [f"{shlex.quote(str(where))}/{'*/' * n}wandb/offline-run-*" for n in sorted(depths)]
-    if runs:
-        lines.append(f"W&B: offline runs upload with: wandb sync {' '.join(runs)}")
+    if any((c.run_dir / "wandb").is_dir() for c in todo):  # <setup>/<cell>/wandb/
+        runs = f"{shlex.quote(str(where))}/*/*/wandb/offline-run-*"
+        lines.append(f"W&B: offline runs upload with: wandb sync {runs}")
     lines.append(f"Table: sdexp-table {shlex.quote(str(where))}")
     print("\n".join(lines), flush=True)
     return count
@@ -388,11 +348,10 @@ def prepare_data(cells: list) -> None:
             instantiate(cell.config.dataset, seed=cell.config.seed).prepare_data()
 
 
-def describe(cells: list, grid: list, moves: str) -> list[str]:
+def describe(cells: list, grid: list) -> list[str]:
     """One line per cell: its overrides that vary over the grid (a left-out cell's mode and
     budget always: its reason names them), its number among the grid's runs, status and
-    directory, and what the planner found there (``moves``: "moved" or "would move" from the
-    earlier layout)."""
+    directory, and what the planner found there."""
     shared = set.intersection(*(set(c.overrides) for c in grid)) if len(grid) > 1 else set()
     numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
     lines = []
@@ -402,9 +361,7 @@ def describe(cells: list, grid: list, moves: str) -> list[str]:
             lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
             continue
         varying = " ".join(o for o in cell.overrides if o not in shared)
-        notes = [f"{moves} from {shown(cell.moved_from)}"] if cell.moved_from else []
-        note = "; ".join([*notes, *filter(None, [cell.note])])
-        note = f"  ({note})" if note else ""
+        note = f"  ({cell.note})" if cell.note else ""
         number = numbers[id(cell)]
         lines.append(f"{number:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
     return lines

@@ -21,10 +21,9 @@ cartesian product holds cells that are not experiments, and the grid sweeper
 Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
 every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
 ``<sweep dir>/<RunKey.cell_dir>``, a directory named by its identity, which the sweeper hands to
-its job (``job_overrides``). A finished run that an earlier version left right under the
-sweep directory (named by its overrides: ``budget=0.3,mode=sensemode,seed=0/``) is found by its
-identity and moved there; a resumable one resumes where it is (``earlier_runs``, ``plan_cell``).
-The plan goes to ``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
+its job (``job_overrides``). A sweep directory with runs right under it (an older sdexp named
+them by their overrides) is refused in one line (``older_layout``). The plan goes to
+``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
 
 Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
 """
@@ -36,7 +35,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -57,12 +56,9 @@ from sdexp.run.config import Built, Checked, TopLevel, check_options, check_seed
 from sdexp.run.console import counted
 from sdexp.run.directory import (
     CHECKPOINTS,
-    IDENTITY,
     LAST,
     LOCK_FILE,
     conflicts,
-    run_lock,
-    stored_checkpoint,
 )
 from sdexp.run.identity import run_key
 from sdexp.run.typecheck import check_values
@@ -80,7 +76,6 @@ class Cell:
     status: str = "to run"  # "to run", "done" (its results.json says ok) or "conflict"
     note: str = ""  # what the planner found in its directory
     config: DictConfig | None = field(default=None, repr=False)
-    moved_from: Path | None = None  # where an earlier layout left the run (``earlier_runs``)
     other_code: str | None = None  # the code that made its finished run, if not this one
 
 
@@ -137,17 +132,13 @@ class CellComposer:
         return cfg
 
 
-def job_overrides(cell: Cell, sweep_dir: Path) -> list[str]:
+def job_overrides(cell: Cell) -> list[str]:
     """The overrides that launch the cell: its own, and its directory below the sweep
-    directory (``RunKey.cell_dir``, or where an earlier layout left the run: ``plan_cell``).
-    Hydra's launchers (basic, joblib, submitit) compose each job from the sweep's Hydra
-    overrides followed by the job's (``load_sweep_config``), so the job's ``hydra.sweep.subdir``
-    wins; it is a Hydra override, kept out of the job's task overrides (``overrides.yaml``).
-    The value is escaped as Hydra writes values (an earlier layout's ``budget=0.3,seed=0``)."""
-    from hydra._internal.grammar.utils import escape_special_characters
-
-    subdir = escape_special_characters(str(cell.run_dir.relative_to(sweep_dir.absolute())))
-    return [*cell.overrides, f"hydra.sweep.subdir={subdir}"]
+    directory (``RunKey.cell_dir``). Hydra's launchers (basic, joblib, submitit) compose each
+    job from the sweep's Hydra overrides followed by the job's (``load_sweep_config``), so the
+    job's ``hydra.sweep.subdir`` wins; it is a Hydra override, kept out of the job's task
+    overrides (``overrides.yaml``)."""
+    return [*cell.overrides, f"hydra.sweep.subdir={cell.key.cell_dir}"]
 
 
 class CellPlanner:
@@ -192,7 +183,6 @@ def plan_grid(
     """The grid's cells, one per run: a cell that is the same run (identity) as an earlier one
     is merged into it, and counted: "baseline" (mode none at another budget), or "repeated"
     (a value given twice, 0.7 and 0.70). ConfigError names the cell's overrides."""
-    earlier = earlier_runs(sweep_dir)
     cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
     for overrides in product:
         cfg = compose(overrides)
@@ -213,7 +203,7 @@ def plan_grid(
             cells.append(Cell(overrides, key, left_out=left_out, config=cfg))
             continue
         cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
-        plan_cell(cell, config, earlier.get(key.identity, []))
+        plan_cell(cell, config)
         cells.append(cell)
     return cells, merged
 
@@ -259,87 +249,28 @@ def describe_other_code(cells: list[Cell]) -> list[str]:
     return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
 
 
-class EarlierRun(NamedTuple):
-    """A finished or resumable run that an earlier layout left right under a sweep directory."""
-
-    run_dir: Path
-    finished: bool  # results.json says ok; else last.ckpt holds its identity
-
-
-def earlier_run(run_dir: Path) -> tuple[str, EarlierRun] | None:
-    """The identity of the run in ``run_dir`` and what it is, if it finished (results.json says
-    ok) or can resume (``last.ckpt`` holds an identity); None otherwise."""
-    try:
-        result = read_result(run_dir)
-    except UnreadableResult:
-        result = None
-    if result is not None and result.status == "ok":
-        return result.key.identity, EarlierRun(run_dir, True)
-    try:
-        stored = stored_checkpoint(run_dir / CHECKPOINTS / LAST).get(IDENTITY)
-    except Exception:  # none, truncated, corrupt: nothing to resume from
-        return None
-    return (stored["identity"], EarlierRun(run_dir, False)) if stored else None
-
-
-def earlier_runs(sweep_dir: Path) -> dict[str, list[EarlierRun]]:
-    """The finished or resumable runs right under ``sweep_dir``, by identity, finished first:
-    where sweeps wrote them before runs were named by identity (``budget=0.3,mode=sensemode,
-    seed=0/``, ``hydra.job.override_dirname``) or a plain multirun (``0/``). A run's own
-    directory is a level deeper (``RunKey.cell_dir``), so none of those is found here."""
-    found: dict[str, list[EarlierRun]] = {}
-    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
-    for run_dir in (c for c in children if c.is_dir() and not c.name.startswith(".")):
-        if (run := earlier_run(run_dir)) is not None:
-            found.setdefault(run[0], []).append(run[1])
-    return {k: sorted(runs, key=lambda r: not r.finished) for k, runs in found.items()}
-
-
-def plan_cell(cell: Cell, config: dict, earlier: list[EarlierRun]) -> None:
-    """Set the cell's status and note from its directory or, when that holds nothing, from the
-    earlier directory of its run (``earlier_runs``). A finished run there is moved into the
-    cell's directory (``move_earlier``). A resumable one resumes where it is, and moves once
-    finished: Lightning's ModelCheckpoint keeps its record of the best checkpoint only in the
-    directory it was written in, so a moved run would report the best of its later epochs."""
-    here = cell.run_dir.is_dir() and any(cell.run_dir.iterdir())
-    source = earlier[0] if earlier and not here else None
-    if source is not None and source.finished:
-        cell.moved_from = source.run_dir
-    notes = []
-    if source is not None and not source.finished:
-        notes.append(
-            f"resumes in the earlier layout; once finished, moved to {cell.key.cell_dir} by the "
-            "next sweep"
-        )
-        cell.run_dir = source.run_dir
-    cell.status, note = cell_status(cell.moved_from or cell.run_dir, cell.key, config)
-    if cell.status == "done" and (made := made_by_other_code(cell.moved_from or cell.run_dir)):
-        cell.other_code, note = made, f"made by other code: {made}"
+def plan_cell(cell: Cell, config: dict) -> None:
+    """Set the cell's status and note from what its directory holds (``cell_status``), naming
+    the code that made its finished run if it is not this one."""
+    cell.status, cell.note = cell_status(cell.run_dir, cell.key, config)
+    if cell.status == "done" and (made := made_by_other_code(cell.run_dir)):
+        cell.other_code, cell.note = made, f"made by other code: {made}"
         if cell.config.rerun_other_code:
-            cell.status, note = "to run", f"{note}; runs again from scratch (rerun_other_code=true)"
-    if left := [r.run_dir.name for r in earlier if r is not source]:
-        notes.append(f"the same run also in {', '.join(left)}, left there")
-    cell.note = "; ".join(filter(None, [note, *notes]))
+            cell.status = "to run"
+            cell.note += "; runs again from scratch (rerun_other_code=true)"
 
 
-def move_earlier(cells: list[Cell]) -> int:
-    """Move each cell's earlier run (``Cell.moved_from``) into the cell's directory, holding its
-    lock; return how many moved. A live run there, or a move the file system refuses, stops
-    the sweep with one line (ConfigError)."""
-    moved = 0
-    for cell in cells:
-        if cell.moved_from is None:
-            continue
-        try:
-            with run_lock(cell.moved_from):
-                cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                cell.moved_from.rename(cell.run_dir)  # within the sweep directory: atomic
-        except OSError as error:
-            raise ConfigError(
-                "hydra.sweep.dir", f"cannot move {cell.moved_from} to {cell.run_dir}: {error}"
-            ) from error
-        moved += 1
-    return moved
+def older_layout(sweep_dir: Path) -> str | None:
+    """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote it: a run right under
+    it (a run's directory is ``<setup>/<cell>``, two levels down)."""
+    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+    for child in children:
+        if (child / RESULTS_FILE).exists() or (child / CHECKPOINTS / LAST).exists():
+            return (
+                f"hydra.sweep.dir: {sweep_dir} was written by an older sdexp (a run right under "
+                f"it: {child.name}): start a new sweep directory"
+            )
+    return None
 
 
 def traces(run_dir: Path) -> tuple | None:

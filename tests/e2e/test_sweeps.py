@@ -4,11 +4,9 @@ run killed and resumed: tests/e2e/test_rundir.py; planning in process: tests/uni
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -353,94 +351,23 @@ def test_a_signal_while_planning_is_one_line_and_launches_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_earlier_layouts_runs_are_found_by_identity(tmp_path):
-    """A sweep directory of the earlier layout (runs named by their overrides, written here by
-    Hydra's basic sweeper with the earlier presets' naming), and a grid that asks for its runs
-    and one more, with duplicates. The dry run says what it would move and moves nothing; the
-    sweep moves the finished run (its files unchanged), resumes the unfinished one where it is
-    and runs the new one in its own directory: 12 cells, 3 runs, 2 launched. The next sweep
-    moves the resumed run; the table counts each run once. The closing summary's commands are
-    quoted for a shell."""
-    sweep = tmp_path / "my sweep"
-    where = f"hydra.sweep.dir={sweep}"
-    earlier = ["hydra/sweeper=basic", "hydra.sweep.subdir=${hydra.job.override_dirname}"]
-    earlier += ["hydra.job.config.override_dirname.exclude_keys=[sweep,logger]", "logger=csv"]
-    made = run_train("+sweep=smoke", *earlier, "mode=uniform,none", "budget=0.7", "seed=0", where)
-    assert made.returncode == 0, made.stderr[-3000:]
-    finished = sweep / "budget=0.7,mode=uniform,seed=0"
-    unfinished = sweep / "budget=0.7,mode=none,seed=0"
-    (unfinished / "results.json").unlink()  # killed after its last checkpoint: resumable
-    record = (finished / "results.json").read_bytes()
-    before = sorted(p.name for p in sweep.iterdir())
-
-    grid = ["+sweep=smoke", "mode=none,uniform,linear", "budget=0.7,0.70", "seed=0,0", where]
-    dry = run_train(*grid, "logger=wandb", "hydra.sweeper.dry_run=true")
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    merged = "9 merged (3 of the no-SD baseline, which runs once per seed, 6 duplicates)"
-    assert f"12 cells, 0 left out (infeasible for their mode), {merged} = 3 runs: 1 already" in (
-        dry.stdout
-    )
-    assert f"(would move from {finished})" in dry.stdout
-    assert f"-> {unfinished}  (resumes from its last checkpoint; resumes in the earlier" in (
-        dry.stdout
-    )
-    assert "1 finished run moves to" in dry.stdout and "(a dry run moves nothing)." in dry.stdout
-    assert sorted(p.name for p in sweep.iterdir()) == before
-
-    done = run_train(*grid, "logger=wandb")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "= 3 runs: 1 already done (skipped), 2 to launch" in done.stdout
-    assert f"Sweep {sweep}: 2 launched: 2 ok, 0 failed, 0 interrupted" in done.stdout
-    results = results_in(sweep)
-    by_mode = {r.key.mode: name for name, r in results.items()}
-    assert by_mode["uniform"] == results[by_mode["uniform"]].key.cell_dir
-    assert by_mode["none"] == unfinished.name and not finished.exists()
-    assert (sweep / by_mode["uniform"] / "results.json").read_bytes() == record
-    assert all(r.status == "ok" for r in results.values()) and len(results) == 3
-
-    # The printed commands, run by a shell: the W&B runs of both jobs, and the table.
-    (sync,) = [line for line in done.stdout.splitlines() if line.startswith("W&B: ")]
-    patterns = sync.split("wandb sync ", 1)[1]
-    found = subprocess.run(["bash", "-c", f"ls -d {patterns}"], capture_output=True, text=True)
-    assert found.returncode == 0 and len(found.stdout.splitlines()) == 2, found
-    table = done.stdout.splitlines()[-1].removeprefix("Table: sdexp-table ")
-    assert shlex.split(table) == [str(sweep)]
-
-    again = run_train(*grid, "logger=wandb")
-    assert "= 3 runs: 3 already done (skipped), 0 to launch" in again.stdout, again.stdout
-    assert sorted(results_in(sweep)) == sorted(r.key.cell_dir for r in results.values())
-    assert {p.name for p in sweep.iterdir()} == {
-        "multirun.yaml",
-        "sweep.json",
-        by_mode["linear"].split("/")[0],
-    }
-    counted = run_table(str(sweep))
-    assert "Runs: 3 finished, 0 failed, 0 missing." in counted.stdout, (
-        counted.stdout + counted.stderr
-    )
-
-
-@pytest.mark.slow
-def test_an_earlier_run_that_cannot_move_stops_the_sweep_in_one_line(tmp_path):
-    """The earlier layout's finished run (fabricated) held by a live run, then blocked by a
-    file where its new directory goes: one line each, exit status 1, nothing moved."""
+def test_a_sweep_directory_an_older_sdexp_wrote_is_one_line(tmp_path):
+    """A run right under the sweep directory (an older sdexp named runs by their overrides):
+    one line, exit status 1, nothing launched or changed."""
     sweep = tmp_path / "sweep"
     cell = ["+sweep=smoke", "mode=uniform", "budget=0.7", "seed=0"]
     key, config = run_key(compose_config(cell))
-    earlier = sweep / "budget=0.7,mode=uniform,seed=0"
-    write_result(earlier, RunResult(key, config, "ok", metric="mse", test_final=1.0))
-    record = (earlier / "results.json").read_bytes()
-    with open(earlier / "run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a live run of the earlier sweep
-        held = run_train(*cell, f"hydra.sweep.dir={sweep}")
-    assert sorted(p.name for p in sweep.iterdir()) == [earlier.name]  # nothing half-made
-    (sweep / key.cell_dir.split("/")[0]).write_text("")  # a file where the setup's directory goes
-    blocked = run_train(*cell, f"hydra.sweep.dir={sweep}")
-    for done, why in ((held, "is in use by a live run"), (blocked, f"cannot move {earlier}")):
-        assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
-        (line,) = done.stderr.splitlines()
-        assert line.startswith("error: hydra.") and why in line, line
-    assert (earlier / "results.json").read_bytes() == record
+    older = sweep / "budget=0.7,mode=uniform,seed=0"
+    write_result(older, RunResult(key, config, "ok", metric="mse", test_final=1.0))
+    record = (older / "results.json").read_bytes()
+    done = run_train(*cell, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: hydra.sweep.dir: {sweep} was written by an older sdexp (a run right under it: "
+        f"{older.name}): start a new sweep directory"
+    ]
+    assert sorted(p.name for p in sweep.iterdir()) == [older.name]
+    assert (older / "results.json").read_bytes() == record
 
 
 # --- resuming ----------------------------------------------------------------------------------
