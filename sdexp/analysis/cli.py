@@ -9,8 +9,8 @@ differ only in mode, budget and seed),
 
 - ``table2.md`` and ``table2.csv``: the paper's layout, ours beside the paper's values;
 - ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
-- ``runs.csv``: one row per run (``sdexp.analysis.runs.RUNS_COLUMNS``), its directory relative to
-its sweep's, and one per cell a sweep left out;
+- ``runs.csv``: one row per run (``sdexp.analysis.runs.RUNS_COLUMNS``), its directory relative
+  to its sweep's, and one per cell a sweep left out;
 - ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
   bars (the budget-performance trade-off, ``sdexp.analysis.table_plot``);
 - ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5):

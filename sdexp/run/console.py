@@ -15,6 +15,7 @@ warnings and errors to stderr, and all of them, with time and source, to the run
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 import warnings
@@ -29,44 +30,47 @@ class BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
-class RunLogFile(logging.FileHandler):
+class RunLogFile(logging.handlers.MemoryHandler):
     """The run's log file (``<output dir>/train.log``), written once the run owns its directory.
 
     Hydra opens a job's log before the task starts, and a run refused there (a directory that
     holds another run, or a live run's lock) would append to that run's log. Here the records
-    wait in memory until ``open_run_log`` (the run claimed the directory: ``sdexp.run.directory``),
-    which writes them first; a run that never owns its directory writes nothing there. A log file
-    that cannot be written (a full disk) is given up with one warning on stderr, not a traceback per
-    line (``logging.Handler.handleError``'s default)."""
+    wait in memory (a ``MemoryHandler`` without a target keeps them) until ``open_log`` (the run
+    claimed the directory: ``sdexp.run.directory``), which gives them their file; a run that
+    never owns its directory writes nothing there."""
 
     def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
+        super().__init__(capacity=1, flushLevel=logging.NOTSET)  # once it has a target: each
+        self.file = LogFile(filename, mode, encoding)
+
+    def open_log(self) -> None:
+        """Write the waiting records, and every later one as it comes."""
+        self.file.setFormatter(self.formatter)
+        self.setTarget(self.file)
+        self.flush()
+
+
+class LogFile(logging.FileHandler):
+    """A log file that cannot be written (a full disk) is given up with one warning on stderr,
+    not a traceback per line (``logging.Handler.handleError``'s default)."""
+
+    def __init__(self, filename: str, mode: str, encoding: str | None) -> None:
         super().__init__(filename, mode, encoding, delay=True)
-        self.pending: list[logging.LogRecord] | None = []
         self.broken = False
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.broken:
-            return
-        if self.pending is not None:
-            self.pending.append(record)
             return
         try:  # FileHandler opens the file (delay=True) outside its own error handling
             super().emit(record)
         except Exception:  # noqa: BLE001 - reported once by handleError
             self.handleError(record)
 
-    def open_log(self) -> None:
-        """Write the waiting records, and every later one as it comes."""
-        pending, self.pending = self.pending or [], None
-        for record in pending:
-            self.handle(record)
-
     def handleError(self, record: logging.LogRecord) -> None:
-        if self.broken:
-            return
-        self.broken = True
-        error = sys.exc_info()[1]
-        sys.stderr.write(f"warning: cannot write {self.baseFilename} ({error}): log not kept\n")
+        if not self.broken:
+            self.broken = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"warning: cannot write {self.baseFilename} ({error}): log not kept\n")
 
 
 def run_logs() -> list[RunLogFile]:
@@ -81,7 +85,7 @@ def open_run_log() -> None:
 
 def run_log_opened() -> bool:
     """Whether this job's log file was opened (its run owned its directory)."""
-    return any(handler.pending is None for handler in run_logs())
+    return any(handler.target is not None for handler in run_logs())
 
 
 class BriefFormatter(logging.Formatter):

@@ -3,9 +3,10 @@
 Before a run trains, ``claim`` takes the directory's lock and checks what an earlier run left
 there against the run's identity (``sdexp.results.RunKey``):
 
-- ``run.lock`` is held (``flock``) by the live run. The kernel releases it when the process
-  ends, however it ends (SIGKILL, preemption, a crash), so a dead run never keeps it; a second
-  run into a directory that a live one holds stops with a message naming the holder.
+- ``run.lock`` is held (``filelock``: an ``flock``) by the live run. The kernel releases it when
+  the process ends, however it ends (SIGKILL, preemption, a crash), so a dead run never keeps
+  it; a second run into a directory that a live one holds stops with a message naming the
+  holder.
 - ``results.json`` and ``checkpoints/last.ckpt`` of another identity stop the run with one line
   that names the keys that differ and the two ways out (another output directory, or
   ``overwrite=true``, which discards them). A run resumes only from a checkpoint of its own
@@ -16,11 +17,16 @@ there against the run's identity (``sdexp.results.RunKey``):
 - ``results.json`` that is a directory, or ``checkpoints`` that is a file, stop the run before
   it trains, with one line (``check_kinds``): the run could never write there.
 
-Hydra writes into a run's directory before the task starts: its record of the command
-(``.hydra/``) and its log file. Both wait until the run owns the directory (``keep_hydra_record``,
-``sdexp.run.console.RunLogFile``), so that a refused run changes nothing of the run that is there;
-the directories a command created for a run that never owned its directory are removed
-(``remove_unused``).
+Hydra writes into a run's directory before the task starts, and has no hook between composing a
+job and writing: a refused run would change the run that is there. Three pieces keep it from
+that, one per thing Hydra does (``sdexp.run.cli.run_task`` calls the last):
+
+- its record of the command (``.hydra/``): off (``hydra.output_subdir: null``), and written by
+  ``keep_hydra_record`` once the run owns the directory;
+- the job's log file: ``sdexp.run.console.RunLogFile`` keeps the records in memory until then;
+- the directory itself: ``MakeRunDir`` (a Hydra callback, before Hydra's own ``mkdir``) creates
+  it, so that one that cannot be created is one line, and records the directories it made,
+  which a command whose run never owned its directory removes (``remove_unused``).
 
 Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
 (``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.run.checkpoints``.
@@ -28,7 +34,6 @@ Planning a sweep reads these files, so this module stays free of Lightning: the 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -94,32 +100,31 @@ def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
     on (a refused run leaves the file as it was)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(path, timeout=0)  # an flock, which the kernel drops when the process ends
 
     def hold() -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         with naming(path):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+            path.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n")
 
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "another process"
-            raise ConfigError(
-                DIR_OPTION,
-                f"{run_dir} is in use by a live run ({holder}): wait for it to end, or choose "
-                f"another output directory",
-            ) from None
-        except OSError as error:  # a file system without locks: go on, and say so
-            log.warning(f"{path}: cannot lock ({error}); two runs into {run_dir} would collide")
+        lock.acquire()
+    except Timeout:
+        holder = path.read_text().strip() or "another process"
+        raise ConfigError(
+            DIR_OPTION,
+            f"{run_dir} is in use by a live run ({holder}): wait for it to end, or choose "
+            f"another output directory",
+        ) from None
+    except OSError as error:  # a file system without locks: go on, and say so
+        log.warning(f"{path}: cannot lock ({error}); two runs into {run_dir} would collide")
+    try:
         yield hold
     finally:
-        os.close(fd)  # releases the lock
+        lock.release()
 
 
-# --- what an earlier run left ---------------------------------------------------------------------
+# --- what another run left ---------------------------------------------------------------------
 
 
 class Conflict(NamedTuple):
@@ -283,9 +288,8 @@ def claim(
 
 def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
     """Hydra's record of the command (``.hydra/config.yaml``, ``hydra.yaml``,
-    ``overrides.yaml``), written once the run owns ``run_dir``. Hydra would write it before the
-    task starts (``hydra.output_subdir: null`` turns that off), and a refused run would so
-    rewrite the record of the run that is there. Nothing to write outside a Hydra job."""
+    ``overrides.yaml``), once the run owns ``run_dir`` (the module docstring says why); nothing
+    outside a Hydra job."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -332,7 +336,7 @@ class MakeRunDir(Callback):
     """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
     directory before Hydra does, so that one that cannot be created (under a regular file, in
     a read-only place) is one line and exit status 2, not Hydra's traceback; and records the
-    directories it created (``CREATED``), which a refused command removes (``remove_unused``)."""
+    directories it created (``CREATED``) for ``remove_unused``."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig

@@ -7,9 +7,9 @@ roam over every core then contend for them: each job pins itself to 1/K of the C
 process may use (its affinity) and sets torch's thread count to match.
 
 The slot comes from the job's worker process: the first job a worker runs claims the lowest
-free slot with an exclusive lock on ``<sweep dir>/.slots/<slot>.lock``, held for the worker's
-life, so K workers hold K different slots however long their jobs take (``job.num % K`` would
-give two running jobs the same CPUs as soon as jobs finish out of order). A worker that finds
+free slot with an exclusive lock (``filelock``) on ``<sweep dir>/.slots/<slot>.lock``, held for the
+worker's life, so K workers hold K different slots however long their jobs take (``job.num % K``
+would give two running jobs the same CPUs as soon as jobs finish out of order). A worker that finds
 no free slot (more workers than K) falls back to ``job.num % K``.
 
 ``PinThreads`` is a Hydra callback: Hydra calls ``on_job_start`` in the process that runs the
@@ -30,7 +30,6 @@ by default, which a sweep's jobs leave to their launcher.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import logging
 import os
 import shutil
@@ -39,11 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 
-_held: dict[str, tuple[int, Any]] = {}  # lock directory -> (slot, open lock file), per process
+_held: dict[str, tuple[int, FileLock]] = {}  # lock directory -> (slot, its lock), per process
 
 
 def claim_slot(directory: str | Path, slots: int) -> int | None:
@@ -54,14 +54,11 @@ def claim_slot(directory: str | Path, slots: int) -> int | None:
         return _held[key][0]
     Path(directory).mkdir(parents=True, exist_ok=True)
     for slot in range(slots):
-        lock = open(Path(directory) / f"{slot}.lock", "w")  # noqa: SIM115 - held on purpose
+        lock = FileLock(Path(directory) / f"{slot}.lock", timeout=0)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+            lock.acquire()  # released by the kernel when this process ends
+        except (Timeout, OSError):
             continue
-        lock.write(str(os.getpid()))
-        lock.flush()
         _held[key] = (slot, lock)
         return slot
     return None

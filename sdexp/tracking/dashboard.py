@@ -4,9 +4,9 @@
     sdexp-dashboard --entity E --project P --group smoke --metric mse --dry-run spec.json
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
 
-- the W&B Report of one sweep group (``sdexp.tracking.report``): Table 2 and the curves behind it,
-from the runs of the group; ``--dry-run`` writes its specification (each panel and run set, the
-  keys it reads) instead of saving it, without a server;
+- the W&B Report of one sweep group (``sdexp.tracking.report``): Table 2 and the curves behind
+  it, from the runs of the group; ``--dry-run`` writes its specification (each panel and run
+  set, the keys it reads) instead of saving it, without a server;
 - ``--tables DIR``: the files ``sdexp-table`` wrote into DIR (the tables, their plots, the
   verdicts and the cost) as one W&B run of the group (job type ``aggregate``), offline without
   credentials or a server that answers, as training logs (``sdexp.tracking.wandb_access``).
