@@ -56,7 +56,6 @@ from sdexp.run.graphs import GraphedSteps, MakeGraphed
 from sdexp.sensitivity import sensitivity_samples, summarize
 from sdexp.subnetwork import depth_variance, expected_depth
 from sdexp.survival import Mode
-from sdexp.tracking.loggers import log_layer_profile
 
 
 class LightningData(pl.LightningDataModule):
@@ -166,12 +165,8 @@ class StochasticDepthModule(pl.LightningModule):
             "sensitivity": gate.sensitivity,
             "sensitivity_se": gate.sensitivity_se,
         }
-        for logger in self.loggers:
+        for logger in self.loggers:  # a W&B logger also charts the per-layer lists
             logger.log_hyperparams(summary)
-            log_layer_profile(logger, "survival", gate.survival)
-            for name in ("sensitivity", "sensitivity_se"):
-                if summary[name] is not None:
-                    log_layer_profile(logger, name, summary[name])
 
     def choose_survival(self) -> None:
         sensitivity = error = None

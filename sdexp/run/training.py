@@ -28,6 +28,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -70,8 +71,6 @@ from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.run.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.run.slurm import cluster_plugins, in_job
 from sdexp.subnetwork import depth_variance, expected_depth
-from sdexp.tracking import loggers
-from sdexp.tracking.wandb_access import finish
 
 log = logging.getLogger("sdexp")
 
@@ -90,6 +89,19 @@ def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
     for name, value in defaults.items():
         if cfg.run.get(name) is None:
             cfg.run[name] = value
+
+
+@runtime_checkable
+class ResultLogger(Protocol):
+    """A logger that takes the run's result, says where it logged and ends its run: the W&B
+    logger the config names (``sdexp.tracking.loggers``). The run knows it by these methods
+    alone and imports nothing of the tracking."""
+
+    def log_result(self, summary: dict, row: dict | None) -> None: ...
+
+    def where(self) -> str: ...
+
+    def finish(self, exit_code: int) -> None: ...
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -179,6 +191,7 @@ def fit_and_test(
     )
     model: ResidualNetwork | None = None
     trainer: pl.Trainer | None = None
+    loggers: list[ResultLogger] = []
     timer, epoch_timer, io = Timer(), EpochTimer(), AtomicCheckpointIO()
     failure: Exception | None = None
     start = time.monotonic()
@@ -205,6 +218,7 @@ def fit_and_test(
         )
         fill_run_names(cfg, key)
         logger = instantiate(cfg.logger) if cfg.logger else False
+        loggers = [logger] if isinstance(logger, ResultLogger) else []
         if logger:
             run = {"key": asdict(key), "code": current_code().to_dict()}  # beside the config
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | run)
@@ -269,9 +283,10 @@ def fit_and_test(
             result.device_share = trainer.world_size / runs_sharing_device()
         try:  # a stopped run (a signal, preemption) writes none; under DDP rank 0 writes
             if result.status != "running" and rank_zero_only.rank == 0:
-                conclude(result, failure, out, trainer, datamodule, time.monotonic() - start)
+                conclude(result, failure, out, loggers, datamodule, time.monotonic() - start)
         finally:
-            finish(exit_code=0 if result.status == "ok" else 1)
+            for logger in loggers:
+                logger.finish(exit_code=0 if result.status == "ok" else 1)
     return result
 
 
@@ -279,7 +294,7 @@ def conclude(
     result: RunResult,
     failure: Exception | None,
     out: Path,
-    trainer: pl.Trainer | None,
+    loggers: list[ResultLogger],
     datamodule: TensorDataModule,
     elapsed: float,
 ) -> None:
@@ -293,10 +308,11 @@ def conclude(
         what = result.reason if result.status == "failed" else "the run ended ok"
         log.error(f"{what}; could not write {out / RESULTS_FILE} ({flat_message(error)})")
         raise mark_reported(error) from failure
-    run_loggers = trainer.loggers if trainer is not None else []
-    loggers.log_result(run_loggers, result.summary(), result.history_row())
-    where = loggers.where(run_loggers)
-    finish(exit_code=0 if result.status == "ok" else 1)  # what W&B says of it, before the last line
+    for logger in loggers:
+        logger.log_result(result.summary(), result.history_row())
+    where = "".join(logger.where() for logger in loggers)
+    for logger in loggers:  # what W&B says of it, before the run's last line
+        logger.finish(exit_code=0 if result.status == "ok" else 1)
     if where and not job_label():
         log.info(where)  # a sweep's closing summary says it once for all its jobs
     line = console.end_line(result, str(path), getattr(datamodule, "baseline", ""), elapsed)

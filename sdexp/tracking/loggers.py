@@ -4,7 +4,9 @@ A run's W&B logger starts at once, through ``sdexp.tracking.wandb_access.with_fa
 when credentials exist and the server answers, else offline (``wandb sync`` uploads it later), else
 none. A resumed run does not log again the steps the W&B run already holds
 (``ResumableWandbLogger``), and at its end a run gives W&B its result (``log_result``: the
-summary and history row of ``sdexp.results.RunResult``).
+summary and history row of ``sdexp.results.RunResult``), asks where it logged (``where``) and ends
+it (``finish``): the run knows these three methods (``sdexp.run.training.ResultLogger``), not
+this module.
 
 Every call into W&B after the start is guarded (``ResumableWandbLogger.safely``): a W&B that
 fails mid-run (a server that errors, wandb's service gone: SLURM signals every process of a
@@ -20,10 +22,16 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from sdexp.tracking.wandb_access import WandbMode, offline_summary, one_line, with_fallback
+from sdexp.tracking.wandb_access import (
+    WandbMode,
+    finish,
+    offline_summary,
+    one_line,
+    with_fallback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ class ResumableWandbLogger(WandbLogger):
     """
 
     STEP = "trainer/global_step"  # Lightning's step metric in W&B
+    LAYERS = ("survival", "sensitivity", "sensitivity_se")  # per layer (sdexp.run.module)
 
     def __init__(self, save_dir: str, **kwargs) -> None:
         super().__init__(save_dir=save_dir, **kwargs)
@@ -88,7 +97,48 @@ class ResumableWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
+        """The config (W&B's config); each per-layer quantity in it (``LAYERS``) also as a line
+        chart against the layer index."""
         self.safely("log the config", super().log_hyperparams, params)
+        for name in self.LAYERS:
+            if isinstance(params, dict) and isinstance(params.get(name), list):
+                self.safely(f"log the layers' {name}", self.log_layers, name, params[name])
+
+    def log_layers(self, name: str, values: Sequence[float]) -> None:
+        import wandb
+
+        table = wandb.Table(
+            columns=["layer", name], data=[[i + 1, v] for i, v in enumerate(values)]
+        )
+        self.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
+
+    @rank_zero_only
+    def log_result(self, summary: Mapping, row: Mapping | None = None) -> None:
+        """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
+        in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
+        budget, for ``sdexp.tracking.dashboard``) must be a logged metric."""
+
+        def give() -> None:
+            self.experiment.summary.update(dict(summary))
+            if row:
+                self.experiment.log(dict(row))
+
+        self.safely("take the run's result", give)
+
+    def where(self) -> str:
+        """Where the run's W&B run is: its page, or its offline folder and how to upload it
+        (nothing if W&B did not start); and what it lacks if W&B was lost mid-run."""
+        if self.experiment.disabled:
+            return ""
+        run, lost = self.experiment, " (incomplete: W&B was lost mid-run)" if self.lost else ""
+        if not run.offline:
+            return f"W&B: {run.url}{lost}"
+        folder = str(Path(run.dir).parent)
+        return f"W&B: logged offline to {folder}{lost} (upload: wandb sync {shlex.quote(folder)})"
+
+    def finish(self, exit_code: int) -> None:
+        """End the W&B run (``sdexp.tracking.wandb_access.finish``: never raises)."""
+        finish(exit_code)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -112,48 +162,3 @@ def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogg
     return with_fallback(start, mode, service_log) or ResumableWandbLogger(
         save_dir=save_dir, mode="disabled", **kwargs
     )
-
-
-def log_layer_profile(logger: Logger, name: str, values: Sequence[float]) -> None:
-    """A per-layer quantity (survival, sensitivity) as a W&B line chart against the layer index."""
-    if not isinstance(logger, ResumableWandbLogger):
-        return  # other loggers get the list through log_hyperparams
-    import wandb
-
-    def log_chart() -> None:
-        rows = [[i + 1, v] for i, v in enumerate(values)]
-        table = wandb.Table(columns=["layer", name], data=rows)
-        logger.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
-
-    logger.safely(f"log the layers' {name}", log_chart)
-
-
-def log_result(loggers: Sequence[Logger], summary: Mapping, row: Mapping | None = None) -> None:
-    """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
-    in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
-    budget, for ``sdexp.tracking.dashboard``) must be a logged metric."""
-
-    def give(logger: WandbLogger) -> None:
-        logger.experiment.summary.update(dict(summary))
-        if row:
-            logger.experiment.log(dict(row))
-
-    for logger in loggers:
-        if isinstance(logger, ResumableWandbLogger):
-            logger.safely("take the run's result", give, logger)
-
-
-def where(loggers: Sequence[Logger]) -> str:
-    """Where the run's W&B run is: its page, or its offline folder and how to upload it
-    (nothing if W&B did not start); and what it lacks if W&B was lost mid-run."""
-    for logger in loggers:
-        if isinstance(logger, ResumableWandbLogger) and not logger.experiment.disabled:
-            run = logger.experiment
-            lost = " (incomplete: W&B was lost mid-run)" if logger.lost else ""
-            if not run.offline:
-                return f"W&B: {run.url}{lost}"
-            folder = str(Path(run.dir).parent)
-            return (
-                f"W&B: logged offline to {folder}{lost} (upload: wandb sync {shlex.quote(folder)})"
-            )
-    return ""

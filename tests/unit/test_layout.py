@@ -1,7 +1,8 @@
-"""The package's layers, as README's "Code layout" states them: the core imports nothing above it,
-no module imports another that imports it back, the analysis commands import neither torch nor
-Lightning (tests/e2e/test_layout.py), and no module grows past 450 lines. Read from the sources
-(their import statements, wherever they stand: in functions and under TYPE_CHECKING too)."""
+"""The package's layout (README, "Code layout"), read from the sources (their import statements,
+wherever they stand: in functions and under TYPE_CHECKING too): the paper's core and the
+contracts at the top, every other module in a wing; what each wing may import; no module
+imports another that imports it back; none grows past 450 lines. (What importing a command or
+the core loads: tests/e2e/test_layout.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ import pytest
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "sdexp"
-CORE = ("gate", "survival", "subnetwork", "sensitivity", "models")  # the paper's SD itself
+#: The paper's SD (pure torch) with its data and recipe, and the one exception type for bad input.
+CORE = ("gate", "survival", "subnetwork", "sensitivity", "models", "data", "loader", "synthetic")
+CORE += ("recipe", "errors")
+#: What every wing reads and writes: results.json, sweep.json, predictions.csv, the code's record.
+CONTRACTS = ("results", "predictions", "provenance")
+WINGS = ("run", "sweep", "analysis", "tracking", "theory")
+#: What each part may import (besides itself and the package's ``__init__``, its version).
+ALLOWED = {
+    "core": {"core"},
+    "contracts": {"contracts"},
+    "run": {"core", "contracts"},  # nothing of the analysis or the tracking
+    "sweep": {"core", "contracts", "run"},
+    "analysis": {"contracts"},  # files in, files out: nothing of the core (torch) or the run
+    "tracking": {"contracts"} | {"errors"},
+    "theory": {"core", "contracts", "run", "tracking"},
+}
 
 
 def module_name(path) -> str:
@@ -21,6 +37,14 @@ def module_name(path) -> str:
 
 
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def part(name: str) -> str:
+    """The part of the package module ``name`` belongs to: core, contracts or its wing."""
+    first = name.split(".")[1] if "." in name else "sdexp"
+    if first in CORE:
+        return "core"
+    return "contracts" if first in CONTRACTS else first
 
 
 def imports(name: str) -> set[str]:
@@ -34,10 +58,25 @@ def imports(name: str) -> set[str]:
     return {m for m in found if m in MODULES and m != name}
 
 
-def test_the_core_imports_nothing_above_it():
-    allowed = {f"sdexp.{m}" for m in (*CORE, "errors")}
-    for name in CORE:
-        assert imports(f"sdexp.{name}") <= allowed, name
+def test_every_module_is_in_the_core_the_contracts_or_a_wing():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert top == {*CORE, *CONTRACTS} and folders == set(WINGS)
+
+
+@pytest.mark.parametrize("wing", ALLOWED)
+def test_each_part_imports_only_what_it_may(wing):
+    wrong = {
+        (name, imported)
+        for name in MODULES
+        if part(name) == wing
+        for imported in imports(name)
+        if imported != "sdexp"
+        and part(imported) != wing
+        and part(imported) not in ALLOWED[wing]
+        and imported.removeprefix("sdexp.") not in ALLOWED[wing]
+    }
+    assert wrong == set()
 
 
 def test_no_module_imports_in_a_circle():

@@ -1,9 +1,27 @@
-"""A run's identity (``sdexp.results``): what names it, and its directory in a sweep."""
+"""A run's identity (``sdexp.results``, derived by ``sdexp.run.identity``): what names it, its
+directory in a sweep, and the committed runs it still names."""
 
 from __future__ import annotations
 
+import pandas as pd
+import pytest
+
 from sdexp.run.identity import run_key
-from tests.helpers import FAST_TOY, compose_config
+from tests.helpers import FAST_TOY, ROOT, compose_config
+
+
+@pytest.mark.parametrize(("mode", "budget", "seed"), [("sensemode", 0.2, 0), ("uniform", 0.8, 19)])
+def test_a_committed_runs_identity_is_unchanged(mode, budget, seed):
+    """The hypothesis_cpu sweep's runs, committed in docs/ (runs.csv), have the identity and
+    setup this code gives their cell: moving modules (a ``_target_`` in the identity) or
+    changing what the identity hashes would make every finished run of a grid run again."""
+    runs = pd.read_csv(ROOT / "docs/hypothesis_cpu/runs.csv", dtype=str)
+    row = runs[
+        (runs["mode"] == mode) & (runs["budget"] == str(budget)) & (runs["seed"] == str(seed))
+    ]
+    cell = ["+sweep=hypothesis_cpu", f"mode={mode}", f"budget={budget}", f"seed={seed}"]
+    key = run_key(compose_config(cell))[0]
+    assert (key.identity, key.setup) == (row["identity"].item(), row["setup"].item())
 
 
 def test_run_identity_names_the_run(make_config):
