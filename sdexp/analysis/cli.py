@@ -12,15 +12,15 @@ differ only in mode, budget and seed),
 - ``runs.csv``: one row per run (``sdexp.analysis.runs.RUNS_COLUMNS``), its directory relative
   to its sweep's, and one per cell a sweep left out;
 - ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
-  bars (the budget-performance trade-off, ``sdexp.analysis.table_plot``);
+  bars (the budget-performance trade-off, ``sdexp.analysis.plots``);
 - ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5):
   the paired regime test (SenseMode against Uniform seed by seed, in the small and the large
   budget regime, ``--small``/``--large`` pre-register their budgets, ``--margin`` the smallest
-  effect of interest, ``sdexp.analysis.verdict``), then per budget SenseMode against Uniform (and
+  effect of interest, ``sdexp.analysis.paired``), then per budget SenseMode against Uniform (and
   Linear) over seeds (``sdexp.analysis.per_budget``), SenseMode's variants against each other, and
   with ``--pool`` one verdict over every table's runs paired by setup and seed
-  (``sdexp.analysis.verdict_files``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
-  (``sdexp.analysis.verdict_plot``);
+  (``sdexp.analysis.verdict``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
+  (``sdexp.analysis.plots``);
 - ``cost.md`` and ``cost.csv``: what the runs cost, in device-hours per table and device, summed
   from their results.json (``sdexp.analysis.cost``);
 
@@ -48,11 +48,11 @@ from typing import NoReturn
 import pandas as pd
 
 from sdexp.analysis import cost
+from sdexp.analysis.paired import MARGIN
+from sdexp.analysis.plots import save_plot
 from sdexp.analysis.runs import Runs, collect, runs_csv
-from sdexp.analysis.table_plot import save_plot
 from sdexp.analysis.tables import REPORTS, Table, budget_key, summarize, tables
-from sdexp.analysis.verdict import MARGIN
-from sdexp.analysis.verdict_files import Regimes, check_pool, write_verdicts
+from sdexp.analysis.verdict import Regimes, check_pool, write_verdicts
 from sdexp.provenance import current_code
 from sdexp.results import PLAN_FILE, RESULTS_FILE
 

@@ -6,8 +6,9 @@ Table 2 with the regimes split at b = L_bar/L = 0.5 (small: b < 0.5, large: b >=
 predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where it happens.
 
 ``MODE_NAMES`` is how every table, plot and verdict names the modes (the paper's spelling).
-The tests of the hypothesis: ``sdexp.analysis.verdict`` (the paired regime test it states) and
-``sdexp.analysis.per_budget`` (that test, and the descriptive view per budget).
+The tests of the hypothesis: ``sdexp.analysis.paired`` (the paired regime test it states, which
+decides the verdict) and ``sdexp.analysis.per_budget`` (the descriptive view per budget), both in
+``sdexp.analysis.verdict``.
 """
 
 MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear"}

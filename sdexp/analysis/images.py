@@ -2,7 +2,7 @@
 
 A run's test metric is the mean over its N test images of a per-image value v_i: 100 x [wrong]
 for a test error in %, the squared error for an MSE (``per_image_values``, from the run's
-``predictions.csv``, ``sdexp.results``). The seed-only interval of ``sdexp.analysis.verdict`` treats
+``predictions.csv``, ``sdexp.results``). The seed-only interval of ``sdexp.analysis.paired`` treats
 the test set as fixed; with 1,297 test images and an error near 1.2% the binomial SD of one run's
 error is about 0.3 pp, so the test set's own noise belongs in the interval when the question is
 about the modes on the task rather than on this test set. Two tools:
@@ -52,7 +52,7 @@ def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
 @dataclass(frozen=True)
 class ImageTests:
     """The per-image values of the runs one paired analysis compares (``values``: by mode,
-    budget and seed, the split and the values; budgets keyed as ``sdexp.analysis.verdict`` keys
+    budget and seed, the split and the values; budgets keyed as ``sdexp.analysis.paired`` keys
     them), and the tests on them (the module docstring)."""
 
     values: dict[Key, tuple[str, np.ndarray]]

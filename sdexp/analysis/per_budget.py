@@ -1,4 +1,5 @@
-"""Does a grid of runs agree with the Budget Hypothesis (Sec. 5)? A verdict from the seeds.
+"""The Budget Hypothesis (Sec. 5) per budget: the descriptive view beside the paired test that
+decides the verdict (``sdexp.analysis.verdict``).
 
 The hypothesis (Sec. 5): "Assuming L >> 1, the uniform mode outperforms SenseMode in the large
 budget regime, while SenseMode outperforms the uniform mode in the small budget regime"; Sec. 6
@@ -8,9 +9,6 @@ predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where i
 Input: the finished runs of ONE setup, a DataFrame with columns ``mode``, ``budget``, ``seed``
 and ``value`` (the test metric, lower is better: an error in % or an MSE); the no-SD baseline
 (mode ``none``) is not compared.
-
-The verdict holds the test the hypothesis states (``sdexp.analysis.verdict``: SenseMode against
-Uniform seed by seed, per regime) and a descriptive view of the grid.
 
 **The descriptive view** (``compare``), per budget, for each pair in ``PAIRS``:
 
@@ -57,7 +55,6 @@ import pandas as pd
 from scipy import stats
 
 from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, name
-from sdexp.analysis.verdict import Paired, paired
 
 PAIRS = (HYPOTHESIS, ("linear", "uniform"), ("sensemode", "linear"))
 COLUMNS = [
@@ -356,64 +353,3 @@ def closing(outcome: str, budgets: int) -> str:
             "so this neither supports nor contradicts the Budget Hypothesis."
         )
     return f"This {outcome} with the Budget Hypothesis."
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The Budget Hypothesis tested on one setup's runs (see the module docstring)."""
-
-    comparisons: pd.DataFrame  # COLUMNS, one row per budget and pair
-    switches: list[Switch]  # SenseMode-Uniform
-    outcome: str  # one of OUTCOMES
-    sentence: str
-    paired: Paired  # the test the hypothesis states: SenseMode against Uniform by regime
-    level: float = 0.95
-    boundary: float = BOUNDARY
-
-    @property
-    def stance(self) -> str:
-        """The test, the multiple-comparison stance and the agreement rule, in two sentences."""
-        return (
-            f"Welch's t-test over seeds per budget; diff = mean_a - mean_b (negative: mode_a "
-            f"better), {self.level:.0%} Welch confidence interval (not adjusted); p_Holm: "
-            f"Holm-adjusted within each pair's budgets; significant: p_Holm < {1 - self.level:g}. "
-            f"Agrees: SenseMode significantly better at some b < {self.boundary:g} and Uniform "
-            f"at some b >= {self.boundary:g}, never significantly the other way round."
-        )
-
-    def markdown(self) -> str:
-        """The paired verdict, then the descriptive one per budget (its sentence, stance and
-        table of comparisons), for verdict.md."""
-        shown = self.comparisons.assign(
-            mode_a=self.comparisons["mode_a"].map(name),
-            mode_b=self.comparisons["mode_b"].map(name),
-            better=self.comparisons["better"].map(lambda m: name(m) if m else ""),
-        )
-        for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        for column in ("p_value", "p_adjusted"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-        shown["significant"] = shown["significant"].map({True: "yes", False: ""})
-        shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
-        lines = [self.paired.markdown(), f"**Per budget (descriptive):** {self.sentence}", ""]
-        if len(shown):
-            lines += [self.stance, "", shown.to_markdown(index=False, disable_numparse=True)]
-        return "\n".join(lines) + "\n"
-
-
-def verdict(
-    runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
-) -> Verdict:
-    """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
-    the paired regime test (``sdexp.analysis.verdict.paired``: ``regimes`` are its pre-registered
-    ``small`` and ``large`` budgets, else the grid split at ``boundary``, its equivalence
-    ``margin`` and the ``unit`` of the differences) and the per-budget view."""
-    if not 0 < level < 1:
-        raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
-    tested = paired(runs, level, boundary, **regimes)
-    comparisons = compare(runs, level)
-    rows = pair(comparisons)
-    found = switches(rows)
-    outcome = agreement(rows, boundary) if len(rows) else "cannot be tested"
-    text = sentence(rows, found, outcome, 1 - level)
-    return Verdict(comparisons, found, outcome, text, tested, level, boundary)

@@ -11,7 +11,7 @@ published (``paper_table2.csv`` beside this module; "-" where a mode cannot run 
 
 The bookkeeping is pandas': per cell counts and statistics over seeds (``summarize``, with the
 paper's values merged in), the layout by ``pivot_table`` (``Table.grid``) and markdown by
-``DataFrame.to_markdown``. ``Table.plot`` is the plot's plain data (``sdexp.analysis.table_plot``).
+``DataFrame.to_markdown``. ``Table.plot`` is the plot's plain data (``sdexp.analysis.plots``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pandas as pd
 
 from sdexp.analysis.hypothesis import name
 from sdexp.analysis.per_budget import crossings, sign_changes
+from sdexp.analysis.plots import Curve, Plot
 from sdexp.analysis.runs import CELL, SETUP, STATUSES, Runs
-from sdexp.analysis.table_plot import Curve, Plot
 from sdexp.results import differences
 
 BASELINE = "No SD (b=1)"  # mode none: every block survives
@@ -278,7 +278,7 @@ class Table:
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def plot(self) -> Plot:
-        """The plot's plain data (``sdexp.analysis.table_plot``): our curve per row, the paper's,
+        """The plot's plain data (``sdexp.analysis.plots``): our curve per row, the paper's,
         the no-SD baseline and where SenseMode and Uniform cross."""
 
         def curve(mode: str, source: str = "ours", variant: str = "") -> Curve:

@@ -7,7 +7,7 @@ Input: the finished SenseMode runs of one setup (columns ``variant``, ``budget``
 ``value``). Per budget and pair of variants (a, b, in label order), over the seeds that ran
 both: d_s = value(a) - value(b), its mean with the two-sided t confidence interval at
 ``level``, the two-sided paired t-test (``scipy.stats.ttest_1samp``) and the two-sided
-sign-flip test (twice the smaller one-sided p of ``sdexp.analysis.verdict.sign_flip_p``, at most 1:
+sign-flip test (twice the smaller one-sided p of ``sdexp.analysis.paired.sign_flip_p``, at most 1:
 the flips' distribution is symmetric).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sdexp.analysis.verdict import sign_flip_p
+from sdexp.analysis.paired import sign_flip_p
 
 VARIANT_COLUMNS = [
     "budget",

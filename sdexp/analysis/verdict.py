@@ -1,409 +1,238 @@
-"""The paired regime test the Budget Hypothesis states (Sec. 5; ``sdexp.analysis.hypothesis``).
+"""The Budget Hypothesis verdict (Sec. 5) of each table's finished runs, and the files that hold
+it (``verdict.md``, ``verdict.csv``, the paired plots). The verdict is decided by the test the
+hypothesis states: SenseMode against Uniform seed by seed, per regime (``sdexp.analysis.paired``:
+its outcome, from the two regimes' classes); the per-budget view describes the grid beside it
+(``sdexp.analysis.per_budget``).
 
-Input: the finished runs of ONE setup (or of setups pooled, ``sdexp.analysis.cli --pool``), a
-DataFrame with columns ``mode``, ``budget``, ``seed`` and ``value`` (the test metric, lower is
-better: an error in % or an MSE); the no-SD baseline (mode ``none``) is not compared.
+Per table (one setup) and SenseMode variant (``hypothesis_runs``): the paired regime test
+(``sdexp.analysis.paired``) with the test set's noise where every run compared has per-image values
+(``sdexp.analysis.images``: the two-way bootstrap interval, McNemar per seed pair), and the
+per-budget view; where a setup ran SenseMode with several sets of options, the variants against each
+other (``sdexp.analysis.variants``). With ``pool``, one more verdict over the runs of every table
+together, paired by setup and seed (``pooled``: e.g. the same preset on two data splits, each
+split's seeds a pair of their own, each split's test images resampled apart).
 
-**The contrast** (``contrasts``): runs that share a seed share the initialisation, the data
-order and the gate's random stream, so the modes are compared seed by seed,
-d_s(b) = value(SenseMode, b, s) - value(Uniform, b, s). A regime's per-seed contrast is the mean
-of d_s(b) over the regime's budgets (seed-clustered; with one budget, the paired difference
-there); only seeds with both modes at every budget of the regime count (the others are named in
-``note``). The regimes are pre-registered budgets (``small``, ``large``), by default the grid
-split at ``boundary`` = 0.5. Per regime, over its n seeds:
-
-- ``effect``: the mean contrast, with its two-sided t confidence interval at ``level``, and
-  ``relative``: the effect in % of Uniform's mean over the same seeds and budgets
-  (``uniform_mean``);
-- one-sided tests in the predicted direction (small: d < 0, SenseMode better; large: d > 0,
-  Uniform better): the paired t-test (``p_t``, ``scipy.stats.ttest_1samp``) and the sign-flip
-  permutation test (``p_perm``, ``sign_flip_p``: exact over all 2^n flips up to n = 40, else
-  100,000 seeded random flips); the same two the other way round (``*_reverse``);
-- **larger than the smallest effect of interest** (``margin``, ±0.3 pp for a test error): the
-  same two one-sided tests of d against the margin in the predicted direction, H0: mean d
-  no further than the margin (``p_t_margin``: ``ttest_1samp(d, ±margin)``; ``p_perm_margin``:
-  sign flips of d -/+ margin); equivalently, at alpha = 0.05, the t-test's one-sided 95% bound
-  (the two-sided 90% interval) lies beyond the margin;
-- equivalence (``p_tost``, Schuirmann's TOST): two one-sided t-tests against -margin and
-  +margin, the larger p-value.
-
-A test counts only when BOTH its t and its sign-flip versions are below alpha = 1 - level
-(neither test's assumptions, normality for t, symmetry of d for the flips, carries a result
-alone). **A regime's class** (``CLASSES``, the first that holds):
-
-| class          | when                                                                     |
-|----------------|--------------------------------------------------------------------------|
-| no test        | fewer than 2 seeds, or every seed the same d (zero variance)             |
-| as predicted   | significant in the predicted direction AND beyond the margin             |
-| negligible     | significant in the predicted direction AND equivalent (TOST)             |
-| opposite       | significant the other way                                                |
-| equivalent     | not significant either way AND equivalent (TOST)                          |
-| inconclusive   | anything else (not significant and not equivalent; or significant in the |
-|                | predicted direction with its size neither beyond nor within the margin)  |
-
-Without a margin (an MSE, unless ``--margin``) the smallest effect of interest is 0: significant
-in the predicted direction is ``as predicted``, and nothing is ``negligible`` or ``equivalent``.
-
-**The outcome** (``OUTCOMES``) from the regimes' classes, the first row that holds (two
-pre-registered tests that must both reject for ``supports``: an intersection-union test, no
-adjustment, no family over the grid's budgets):
-
-| outcome             | the regimes' classes                                              |
-|---------------------|-------------------------------------------------------------------|
-| contradicts         | some regime opposite                                              |
-| supports            | every regime as predicted                                         |
-| supports one regime | one regime as predicted (the other not opposite)                  |
-| does not support    | some regime negligible or equivalent (none as predicted/opposite) |
-| cannot be tested    | every regime no test                                              |
-| inconclusive        | otherwise (inconclusive, or inconclusive and no test)             |
+``verdict.csv`` holds one row per regime contrast (``test`` = paired), per budget and pair of
+modes (welch), per budget and seed pair (mcnemar), per budget and pair of SenseMode variants
+(variants), labelled by setup, table and SenseMode variant.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from sdexp.analysis import verdict_text
-from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, LARGE, PREDICTED, SMALL, name
-from sdexp.analysis.images import ImageTests
+from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, name
+from sdexp.analysis.images import MCNEMAR_COLUMNS, ImageTests
+from sdexp.analysis.paired import MARGIN, PAIRED_COLUMNS, Paired, paired
+from sdexp.analysis.per_budget import COLUMNS as VERDICT_COLUMNS
+from sdexp.analysis.per_budget import Switch, agreement, compare, pair, sentence, switches
+from sdexp.analysis.plots import save_paired_plot
+from sdexp.analysis.runs import Runs
+from sdexp.analysis.tables import Table
+from sdexp.analysis.variants import VARIANT_COLUMNS, variant_contrasts, variant_text
 
-#: scipy's ``alternative`` for d = SenseMode - Uniform in each regime: the sign that says the
-#: predicted mode is better.
-ALTERNATIVE = {SMALL: "less", LARGE: "greater"}
-OPPOSITE = {"less": "greater", "greater": "less"}
-#: The smallest effect of interest for a test error in %: +-0.3 percentage points.
-MARGIN = 0.3
-#: The sign-flip test enumerates all 2^n flips up to this n (two halves of 2^(n/2) sums, met in
-#: the middle: 2^20 each at n = 40); above it, ``RANDOM_FLIPS`` seeded random flips.
-EXACT_FLIPS = 40
-RANDOM_FLIPS = 100_000
-FLIP_SEED = 0
-#: Values that differ by less than this fraction of sum|d| are equal: a test error in % comes
-#: from float32 arithmetic (torchmetrics: (1 - accuracy) x 100), whose rounding reaches about
-#: 1e-5 pp per run, while distinct sums of +-d differ by at least 2 x 100/n_test (0.15 pp for
-#: 1,297 test images).
-TOLERANCE = 1e-4
-CLASSES = ("as predicted", "negligible", "equivalent", "opposite", "inconclusive", "no test")
-OUTCOMES = (
-    "supports",
-    "supports one regime",
-    "does not support",
-    "contradicts",
-    "inconclusive",
-    "cannot be tested",
+LABELS = ["setup", "table", "sensemode", "test"]
+CSV_COLUMNS = LABELS + list(
+    dict.fromkeys([*PAIRED_COLUMNS, *VERDICT_COLUMNS, *MCNEMAR_COLUMNS, *VARIANT_COLUMNS])
 )
-PAIRED_COLUMNS = [
-    "regime",
-    "budgets",
-    "mode_a",
-    "mode_b",
-    "predicted",
-    "n",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "uniform_mean",
-    "relative",
-    "p_t",
-    "p_perm",
-    "p_t_reverse",
-    "p_perm_reverse",
-    "margin",
-    "p_t_margin",
-    "p_perm_margin",
-    "p_tost",
-    "flips",
-    "image_ci_low",
-    "image_ci_high",
-    "conclusion",
-    "note",
-]
-
-
-def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """d_s(b) = value(SenseMode) - value(Uniform) of seed s at budget b: one row per budget and
-    seed where either mode ran (columns budget, seed, sensemode, uniform, d; NaN where a mode
-    did not)."""
-    a, b = HYPOTHESIS
-    runs = runs[runs["mode"].isin(HYPOTHESIS) & runs["value"].notna()]
-    runs = runs.assign(budget=runs["budget"].astype(float).round(10))
-    wide = runs.pivot(index=["budget", "seed"], columns="mode", values="value")
-    wide = wide.reindex(columns=[a, b]).rename_axis(columns=None)
-    return wide.assign(d=wide[a] - wide[b]).reset_index()
-
-
-def regimes(
-    differences: pd.DataFrame,
-    small: Sequence[float] | None = None,
-    large: Sequence[float] | None = None,
-    boundary: float = BOUNDARY,
-) -> dict[str, list[float]]:
-    """The budgets of each regime: the pre-registered ones, else those of the grid where a seed
-    has both modes, split at ``boundary`` (Sec. 6: small b < 0.5, large b >= 0.5)."""
-    grid = sorted(differences.loc[differences["d"].notna(), "budget"].unique())
-    return {
-        SMALL: budget_keys(small) if small is not None else [x for x in grid if x < boundary],
-        LARGE: budget_keys(large) if large is not None else [x for x in grid if x >= boundary],
-    }
-
-
-def budget_keys(budgets: Sequence[float]) -> list[float]:
-    """Budgets as ``paired_differences`` keys them (rounded to 10 decimals), sorted."""
-    return sorted({round(float(b), 10) for b in budgets})
-
-
-def regime_contrast(
-    differences: pd.DataFrame, budgets: Sequence[float]
-) -> tuple[pd.DataFrame, str]:
-    """Per seed (the index), the means of d_s(b) and of Uniform's value over ``budgets``
-    (seed-clustered; columns d, uniform), for the seeds that have both modes at every one of
-    them; and a note naming the seeds left out."""
-    at = differences[differences["budget"].isin(budgets)]
-    if at.empty:
-        return pd.DataFrame(columns=["d", "uniform"]), ""
-    per_seed = at.pivot(index="seed", columns="budget", values=["d", "uniform"])
-    d = per_seed["d"].reindex(columns=budgets)
-    complete = d.notna().all(axis=1)
-    left_out = [str(seed) for seed in d.index[~complete]]
-    seeds = " and ".join([", ".join(left_out[:-1]), *left_out[-1:]] if left_out[:-1] else left_out)
-    note = f"left out: seed{'s' * (len(left_out) > 1)} {seeds}, not both modes at every budget"
-    kept = pd.DataFrame(
-        {"d": d[complete].mean(axis=1), "uniform": per_seed["uniform"][complete].mean(axis=1)}
-    )
-    return kept, note if left_out else ""
-
-
-def flip_sums(x: np.ndarray) -> np.ndarray:
-    """All 2^len(x) sums of +-x_i."""
-    sums = np.zeros(1)
-    for value in x:
-        sums = np.concatenate([sums + value, sums - value])
-    return sums
-
-
-def sign_flip_p(x: Sequence[float], alternative: str, seed: int = FLIP_SEED) -> float:
-    """The one-sided p-value of the sign-flip permutation test of the paired differences ``x``
-    (H0: each d_s is as likely +|d_s| as -|d_s|): the fraction of sign flips whose sum is at
-    most (``alternative="less"``) or at least (``"greater"``) the observed sum.
-
-    Up to ``EXACT_FLIPS`` values, exact over all 2^n flips: the sums of the two halves' flips
-    are enumerated (2^(n/2) each) and paired by a sorted search, in well under a second at
-    n = 40 (scipy's ``permutation_test(..., permutation_type="samples", n_resamples=np.inf)``
-    computes the same by enumerating the 2^n resamples: 6 to 13 s at n = 20). Above it,
-    ``RANDOM_FLIPS`` random flips drawn from ``numpy.random.default_rng(seed)``, with
-    p = (1 + count) / (1 + flips) (Phipson & Smyth 2010: never 0, valid). Sums within
-    ``TOLERANCE`` x sum|x| of the observed one count as equal (float32 rounding)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) > EXACT_FLIPS:
-        return random_flip_p(x, alternative, seed)
-    observed, tolerance = x.sum(), TOLERANCE * np.abs(x).sum()
-    half = len(x) // 2
-    left, right = flip_sums(x[:half]), np.sort(flip_sums(x[half:]))
-    if alternative == "less":
-        count = np.searchsorted(right, observed + tolerance - left, side="right").sum()
-    else:
-        count = (len(right) - np.searchsorted(right, observed - tolerance - left)).sum()
-    return float(count) / 2 ** len(x)
-
-
-def random_flip_p(x: np.ndarray, alternative: str, seed: int, flips: int = RANDOM_FLIPS) -> float:
-    """``sign_flip_p`` by ``flips`` random sign vectors (in chunks of 10,000)."""
-    rng, observed, tolerance = np.random.default_rng(seed), x.sum(), TOLERANCE * np.abs(x).sum()
-    count = 0
-    for start in range(0, flips, 10_000):
-        signs = rng.choice([-1.0, 1.0], size=(min(10_000, flips - start), len(x)))
-        sums = signs @ x
-        if alternative == "less":
-            count += np.count_nonzero(sums <= observed + tolerance)
-        else:
-            count += np.count_nonzero(sums >= observed - tolerance)
-    return (1 + count) / (1 + flips)
-
-
-def flips_text(n: int) -> str:
-    """How ``sign_flip_p`` tests n pairs: 'all 2^20' or '100000 random (seed 0)'."""
-    return f"all 2^{n}" if n <= EXACT_FLIPS else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
-
-
-def tost(x: np.ndarray, margin: float) -> float:
-    """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987): mean d > -margin
-    and mean d < +margin, the larger of the two p-values."""
-    above = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
-    below = stats.ttest_1samp(x, margin, alternative="less").pvalue
-    return float(max(above, below))
-
-
-def paired_test(
-    x: Sequence[float], alternative: str, level: float = 0.95, margin: float | None = MARGIN
-) -> dict:
-    """One regime's per-seed contrasts ``x``: n, effect (mean), its two-sided t confidence
-    interval at ``level``, one-sided paired t and sign-flip p-values in the direction
-    ``alternative``, the other way, and against the ``margin`` in the direction ``alternative``
-    (H0: no further than it), and the TOST p-value (none of these two if ``margin`` is None);
-    NaN where undefined, with the reason in ``note``."""
-    x = np.asarray(x, dtype=float)
-    row = dict.fromkeys(PAIRED_COLUMNS[PAIRED_COLUMNS.index("ci_low") :], math.nan)
-    row |= dict(n=len(x), effect=x.mean() if len(x) else math.nan, note="", flips="")
-    if len(x) < 2:
-        row["note"] = f"no test: {len(x)} seed{'s' * (len(x) != 1)} with both modes"
-        return row
-    if 2.0 ** -len(x) >= 1 - level:
-        row["note"] = (
-            f"{len(x)} seeds: the sign-flip test's smallest p-value is 1/2^{len(x)} = "
-            f"{2.0 ** -len(x):.3g}, not below {1 - level:g}"
-        )
-    row["flips"] = flips_text(len(x))
-    row["p_perm"] = sign_flip_p(x, alternative)
-    row["p_perm_reverse"] = sign_flip_p(x, OPPOSITE[alternative])
-    if np.ptp(x) <= TOLERANCE * np.abs(x).max():  # equal up to the float32 rounding
-        row["note"] = f"no test: every seed has d = {x[0]:.4g}, zero variance, no t-test"
-        return row
-    with warnings.catch_warnings():  # near-identical seeds: scipy's precision-loss warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        interval = stats.ttest_1samp(x, 0.0).confidence_interval(confidence_level=level)
-        row.update(ci_low=interval.low, ci_high=interval.high)
-        row["p_t"] = stats.ttest_1samp(x, 0.0, alternative=alternative).pvalue
-        row["p_t_reverse"] = stats.ttest_1samp(x, 0.0, alternative=OPPOSITE[alternative]).pvalue
-        if margin is not None:
-            beyond = margin if alternative == "greater" else -margin
-            row["p_t_margin"] = stats.ttest_1samp(x, beyond, alternative=alternative).pvalue
-            row["p_perm_margin"] = sign_flip_p(x - beyond, alternative)
-            row["p_tost"] = tost(x, margin)
-    return row
-
-
-def conclusion(row: dict, alpha: float) -> str:
-    """A regime's class (``CLASSES``, the module docstring's table)."""
-    if math.isnan(row["p_t"]):
-        return "no test"
-    equivalent = row["p_tost"] < alpha  # False without a margin (NaN)
-    if row["p_t"] < alpha and row["p_perm"] < alpha:
-        if math.isnan(row["p_t_margin"]) or max(row["p_t_margin"], row["p_perm_margin"]) < alpha:
-            return "as predicted"
-        return "negligible" if equivalent else "inconclusive"
-    if row["p_t_reverse"] < alpha and row["p_perm_reverse"] < alpha:
-        return "opposite"
-    return "equivalent" if equivalent else "inconclusive"
-
-
-def contrasts(
-    differences: pd.DataFrame,
-    budgets: dict[str, list[float]],
-    level: float = 0.95,
-    margin: float | None = MARGIN,
-    images: ImageTests | None = None,
-) -> pd.DataFrame:
-    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts, the
-    relative effect, and with ``images`` the interval with the test set's noise."""
-    rows = []
-    for regime, at in budgets.items():
-        per_seed, left_out = regime_contrast(differences, at)
-        row = paired_test(per_seed["d"], ALTERNATIVE[regime], level, margin)
-        row["note"] = "; ".join(n for n in (row["note"], left_out) if n)
-        if not at:
-            row["note"] = f"no test: no budget in the {regime} regime"
-        if len(per_seed):
-            row["uniform_mean"] = per_seed["uniform"].mean()
-            row["relative"] = 100 * row["effect"] / row["uniform_mean"]
-        if images is not None and len(per_seed) >= 2:
-            row["image_ci_low"], row["image_ci_high"] = images.interval(list(per_seed.index), at)
-        rows.append(
-            {
-                **row,
-                "regime": regime,
-                "budgets": ", ".join(f"{b:g}" for b in at),
-                "mode_a": HYPOTHESIS[0],
-                "mode_b": HYPOTHESIS[1],
-                "predicted": PREDICTED[regime],
-                "margin": math.nan if margin is None else margin,
-                "conclusion": conclusion(row, 1 - level),
-            }
-        )
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-
-
-def paired_outcome(classes: Sequence[str]) -> str:
-    """The outcome (``OUTCOMES``) from the regimes' classes (the module docstring's table)."""
-    if "opposite" in classes:
-        return "contradicts"
-    if all(c == "as predicted" for c in classes):
-        return "supports"
-    if "as predicted" in classes:
-        return "supports one regime"
-    if "negligible" in classes or "equivalent" in classes:
-        return "does not support"
-    if all(c == "no test" for c in classes):
-        return "cannot be tested"
-    return "inconclusive"
+POOLED = "pooled"
 
 
 @dataclass(frozen=True)
-class Paired:
-    """The paired regime test of one setup's runs (see the module docstring), in words by
-    ``sdexp.analysis.verdict_text``."""
+class Regimes:
+    """The paired test's options (``sdexp.analysis.paired.paired``): the pre-registered budgets
+    of each regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN``
+    for an error in %, no equivalence test for an MSE)."""
 
-    differences: pd.DataFrame  # budget, seed, sensemode, uniform, d
-    regimes: dict[str, list[float]]  # the budgets of each regime
-    contrasts: pd.DataFrame  # PAIRED_COLUMNS, one row per regime
-    outcome: str  # one of OUTCOMES
+    small: list[float] | None = None
+    large: list[float] | None = None
+    margin: float | None = None
+
+    def for_metric(self, metric: str) -> dict:
+        """``verdict``'s keyword arguments for a table of ``metric``."""
+        error = metric == "error"
+        margin = self.margin if self.margin is not None else (MARGIN if error else None)
+        return {"small": self.small, "large": self.large, "margin": margin, "unit": "pp" * error}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The Budget Hypothesis tested on one setup's runs: the paired test (which decides) and the
+    per-budget view."""
+
+    comparisons: pd.DataFrame  # per_budget's COLUMNS, one row per budget and pair
+    switches: list[Switch]  # SenseMode-Uniform
+    outcome: str  # the per-budget view's agreement (per_budget.OUTCOMES)
+    sentence: str
+    paired: Paired  # the test the hypothesis states: SenseMode against Uniform by regime
     level: float = 0.95
-    unit: str = "pp"  # of the metric's differences: percentage points of an error in %
-    images: ImageTests | None = None  # the per-image predictions, where every run has them
-    mcnemar: pd.DataFrame = field(default_factory=pd.DataFrame)  # per budget and seed pair
+    boundary: float = BOUNDARY
 
     @property
-    def sentence(self) -> str:
-        if self.differences["d"].isna().all():
-            return (
-                f"{verdict_text.LEADS['cannot be tested']}: no seed has both {name(HYPOTHESIS[0])} "
-                f"and {name(HYPOTHESIS[1])} runs at one budget."
-            )
-        return verdict_text.sentence(self.contrasts, self.outcome, self.level, self.unit)
-
-    def markdown(self) -> str:
-        if self.differences["d"].isna().all():
-            return f"**Paired verdict:** {self.sentence}\n"
-        return verdict_text.markdown(
-            self.contrasts,
-            self.outcome,
-            self.level,
-            self.unit,
-            self.images is not None,
-            self.mcnemar,
+    def stance(self) -> str:
+        """The test, the multiple-comparison stance and the agreement rule, in two sentences."""
+        return (
+            f"Welch's t-test over seeds per budget; diff = mean_a - mean_b (negative: mode_a "
+            f"better), {self.level:.0%} Welch confidence interval (not adjusted); p_Holm: "
+            f"Holm-adjusted within each pair's budgets; significant: p_Holm < {1 - self.level:g}. "
+            f"Agrees: SenseMode significantly better at some b < {self.boundary:g} and Uniform "
+            f"at some b >= {self.boundary:g}, never significantly the other way round."
         )
 
-    def budget_means(self) -> pd.DataFrame:
-        """Per budget: n seeds with both modes, the mean of d_s(b) and its t confidence
-        interval at ``level`` (NaN below 2 seeds), for the plot."""
-        d = self.differences.dropna(subset=["d"]).groupby("budget")["d"]
-        means = d.agg(n="count", mean="mean", sd="std").reset_index()
-        half = stats.t.ppf(0.5 + self.level / 2, means["n"] - 1) * means["sd"] / means["n"] ** 0.5
-        return means.assign(ci_low=means["mean"] - half, ci_high=means["mean"] + half)
+    def markdown(self) -> str:
+        """The paired verdict, then the descriptive one per budget (its sentence, stance and
+        table of comparisons), for verdict.md."""
+        shown = self.comparisons.assign(
+            mode_a=self.comparisons["mode_a"].map(name),
+            mode_b=self.comparisons["mode_b"].map(name),
+            better=self.comparisons["better"].map(lambda m: name(m) if m else ""),
+        )
+        for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        for column in ("p_value", "p_adjusted"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        shown["significant"] = shown["significant"].map({True: "yes", False: ""})
+        shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
+        lines = [self.paired.markdown(), f"**Per budget (descriptive):** {self.sentence}", ""]
+        if len(shown):
+            lines += [self.stance, "", shown.to_markdown(index=False, disable_numparse=True)]
+        return "\n".join(lines) + "\n"
 
 
-def paired(
-    runs: pd.DataFrame,
-    level: float = 0.95,
-    boundary: float = BOUNDARY,
-    small: Sequence[float] | None = None,
-    large: Sequence[float] | None = None,
-    margin: float | None = MARGIN,
-    unit: str = "pp",
-    images: ImageTests | None = None,
-) -> Paired:
-    """The paired regime test for one setup's finished runs (mode, budget, seed, value);
-    ``images``: their per-image values (``sdexp.analysis.images``), None where some run has none."""
-    if margin is not None and not margin > 0:
-        raise ValueError(f"the equivalence margin must be positive, got {margin}")
-    differences = paired_differences(runs)
-    budgets = regimes(differences, small, large, boundary)
-    found = contrasts(differences, budgets, level, margin, images)
-    outcome = paired_outcome(list(found["conclusion"]))
-    mcnemar = images.mcnemar() if images is not None else pd.DataFrame()
-    return Paired(differences, budgets, found, outcome, level, unit, images, mcnemar)
+def verdict(
+    runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
+) -> Verdict:
+    """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
+    the paired regime test (``sdexp.analysis.paired.paired``: ``regimes`` are its pre-registered
+    ``small`` and ``large`` budgets, else the grid split at ``boundary``, its equivalence
+    ``margin`` and the ``unit`` of the differences) and the per-budget view."""
+    if not 0 < level < 1:
+        raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
+    tested = paired(runs, level, boundary, **regimes)
+    comparisons = compare(runs, level)
+    rows = pair(comparisons)
+    found = switches(rows)
+    outcome = agreement(rows, boundary) if len(rows) else "cannot be tested"
+    text = sentence(rows, found, outcome, 1 - level)
+    return Verdict(comparisons, found, outcome, text, tested, level, boundary)
+
+
+def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
+    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
+    default, say), each set against the plain other modes, labelled by its options."""
+    sense = runs["mode"] == "sensemode"
+    labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
+    return [
+        (label, runs[(~sense & (runs["variant"] == "")) | (sense & (runs["variant"] == label))])
+        for label in labels
+    ]
+
+
+def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | None:
+    """The per-image values of ``chosen``'s SenseMode and Uniform runs (keyed by mode, budget
+    and seed, each split by its setup), or None unless every one of them has some."""
+    compared = chosen[chosen["mode"].isin(HYPOTHESIS)]
+    if compared.empty or not compared["identity"].isin(runs.images.keys()).all():
+        return None
+    values = {
+        (r.mode, round(float(r.budget), 10), r.seed): (r.setup, runs.images[r.identity])
+        for r in compared.itertuples()
+    }
+    return ImageTests(values, metric)
+
+
+def check_pool(tables: list[Table]) -> None:
+    """ValueError naming the tables unless they share dataset, model, epochs, recipe, metric
+    and report (what ``--pool`` may pair across)."""
+    shared = {(t.dataset, t.model, t.epochs, t.recipe, t.metric, t.report) for t in tables}
+    if len(shared) > 1:
+        raise ValueError(
+            "--pool: the tables differ in dataset, model, epochs, recipe, metric or report: "
+            + "; ".join(t.title for t in tables)
+        )
+
+
+def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
+    """The finished runs of every table as one, each seed labelled by its setup
+    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
+    dataset, model, epochs, recipe, metric and report."""
+    check_pool(tables)
+    runs = ok[ok["setup"].isin([t.setup for t in tables])]
+    runs = runs.assign(
+        seed=[f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
+    )
+    setups = ", ".join(t.setup[:6] for t in tables)
+    title = f"{tables[0].title}, pooled over setups {setups} (pairs: setup/seed)"
+    return title, runs
+
+
+def write_verdicts(
+    runs: Runs,
+    found: list[Table],
+    out: Path,
+    made,
+    options: Regimes | None = None,
+    pool: bool = False,
+) -> tuple[list[tuple[str, Verdict]], list[Path]]:
+    """Per table (and SenseMode variant), and pooled with ``pool``: the verdict in verdict.md
+    (under its title) and verdict.csv, its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
+    frame, options = runs.frame, options or Regimes()
+    ok = frame[(frame.status == "ok") & frame["value"].notna()]
+    parts = [(t.title, t.setup, t, ok[ok.setup == t.setup]) for t in found]
+    if pool and found:
+        title, together = pooled(ok, found)
+        parts.append((title, POOLED, found[0], together))
+    verdicts, frames, plots, texts = [], [], [], []
+    for title, setup, table, chosen_runs in parts:
+        for label, chosen in hypothesis_runs(chosen_runs):
+            images = image_tests(runs, chosen, table.metric)
+            result = verdict(chosen, **options.for_metric(table.metric), images=images)
+            named = title + (f" (SenseMode {label})" if label else "")
+            verdicts.append((named, result))
+            texts.append(f"### {named}\n\n{result.markdown()}")
+            labels = {"setup": setup, "table": named, "sensemode": label}
+            frames += csv_frames(result, labels)
+            if result.paired.differences["d"].notna().any():
+                name = paired_plot_name(table, label, setup == POOLED)
+                shown = named.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
+                plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
+        sense = chosen_runs[chosen_runs["mode"] == "sensemode"]
+        if sense["variant"].nunique() > 1:
+            contrasts = variant_contrasts(sense)
+            unit = options.for_metric(table.metric)["unit"]
+            texts.append(
+                f"### {title}: SenseMode's variants\n\n{variant_text(contrasts, 0.95, unit)}\n"
+            )
+            frames.append(contrasts.assign(setup=setup, table=title, sensemode="", test="variants"))
+    (out / "verdict.md").write_text(f"{made.line}\n\n" + "\n".join(texts))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CSV_COLUMNS)
+    table = table.reindex(columns=CSV_COLUMNS).astype(
+        {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}
+    )
+    made.stamp(table).to_csv(out / "verdict.csv", index=False)
+    return verdicts, plots
+
+
+def csv_frames(result: Verdict, labels: dict) -> list[pd.DataFrame]:
+    """A verdict's rows of verdict.csv: paired contrasts, McNemar per seed pair, per budget."""
+    frames = []
+    if result.paired.differences["d"].notna().any():
+        frames.append(result.paired.contrasts.assign(**labels, test="paired"))
+    if len(result.paired.mcnemar):
+        frames.append(result.paired.mcnemar.assign(**labels, test="mcnemar"))
+    if len(result.comparisons):
+        frames.append(result.comparisons.assign(**labels, test="welch"))
+    return frames
+
+
+def paired_plot_name(table: Table, label: str, pooled_runs: bool) -> str:
+    """'paired_digits_resnet56_50ep.png', with the variant's label, or 'pooled' in it."""
+    suffix = "_" + re.sub(r"\W+", "_", label).strip("_") if label else ""
+    if pooled_runs:
+        return f"paired_{table.dataset}_{table.model}_{table.epochs}ep_pooled{suffix}.png"
+    return table.plot_name.replace("table2_", "paired_", 1).replace(".png", f"{suffix}.png")

@@ -11,7 +11,7 @@ from scipy import stats
 
 from sdexp.analysis.cli import main
 from sdexp.analysis.images import ImageTests
-from sdexp.analysis.verdict_text import NO_IMAGES
+from sdexp.analysis.paired_text import NO_IMAGES
 from sdexp.predictions import write_predictions
 from tests.helpers import fake_run
 

@@ -1,4 +1,4 @@
-"""Table 2's plot (``sdexp.analysis.table_plot``) shows every series: error bars within the metric's
+"""Table 2's plot (``sdexp.analysis.plots``) shows every series: error bars within the metric's
 range, modes side by side, a setup without finished runs says so."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 from matplotlib.container import ErrorbarContainer
 
-from sdexp.analysis.table_plot import Plot, error_bars, figure, save_plot
+from sdexp.analysis.plots import Plot, error_bars, save_plot, table_figure
 from sdexp.analysis.tables import Table
 
 
@@ -32,7 +32,7 @@ def test_error_bars_stay_within_the_metric_range():
     assert error_bars("mse", [0.1], [0.5]) == [[0.1], [0.5]]  # an MSE is not negative
     assert error_bars("mse", [0.1], [math.nan]) == [[0.0], [0.0]]  # one seed: no bar
     t = table("error", [("uniform", 0.5, 4, 1.0, 3.0), ("uniform", 0.7, 4, 99.0, 3.0)])
-    (bars,) = [c for c in figure(t).axes[0].containers if isinstance(c, ErrorbarContainer)]
+    (bars,) = [c for c in table_figure(t).axes[0].containers if isinstance(c, ErrorbarContainer)]
     (segments,) = bars.lines[2]
     low, high = zip(*[(s[0][1], s[1][1]) for s in segments.get_segments()], strict=True)
     assert low == (0.0, 96.0) and high == (4.0, 100.0)  # as drawn
@@ -41,10 +41,10 @@ def test_error_bars_stay_within_the_metric_range():
 def test_a_plot_without_finished_runs_says_so(tmp_path):
     empty = table("mse", [("uniform", 0.5, 0, math.nan, math.nan)])
     assert save_plot(empty, tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
-    texts = [t.get_text() for t in figure(empty).axes[0].texts]
+    texts = [t.get_text() for t in table_figure(empty).axes[0].texts]
     assert "no finished run in this setup" in texts
     full = table("mse", [("uniform", 0.5, 2, 0.3, 0.1), ("sensemode", 0.5, 2, 0.4, 0.1)])
-    axes = figure(full).axes[0]
+    axes = table_figure(full).axes[0]
     assert "no finished run in this setup" not in [t.get_text() for t in axes.texts]
     xs = {round(line.get_xdata()[0], 6) for line in axes.lines if len(line.get_xdata())}
     assert len(xs) == 2  # the two modes' points at b = 0.5 side by side, not on top

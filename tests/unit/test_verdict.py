@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sdexp.analysis.per_budget import COLUMNS, compare, holm, pair, switches, verdict, welch
-from sdexp.analysis.verdict_text import NO_IMAGES
+from sdexp.analysis.paired_text import NO_IMAGES
+from sdexp.analysis.per_budget import COLUMNS, compare, holm, pair, switches, welch
+from sdexp.analysis.verdict import verdict
 from tests.helpers import BUDGETS, PAPER, table_rows
 
 Z = np.array([-3.0, -1.0, 1.0, 3.0]) / np.std([-3.0, -1.0, 1.0, 3.0], ddof=1)  # mean 0, std 1
@@ -440,7 +441,7 @@ def d_values(mean: float, sd: float, n: int = 20, seed: int = 0) -> np.ndarray:
 
 
 def test_the_sign_flip_p_value_is_the_exact_enumeration():
-    from sdexp.analysis.verdict import sign_flip_p
+    from sdexp.analysis.paired import sign_flip_p
 
     cases = [
         d_values(-0.2, 0.5, 20, seed=1),  # n = 20: 2^20 flips
@@ -463,7 +464,7 @@ def float32_error(wrong: np.ndarray, n: int = 1297) -> np.ndarray:
 def test_float32_rounding_does_not_split_tied_sign_flips():
     """Errors from float32 carry about 1e-5 pp of rounding: flip sums equal in images must still
     tie (issue 25's b = 0.8: 0.0368, where a 1e-9 tolerance gave 0.0357)."""
-    from sdexp.analysis.verdict import sign_flip_p
+    from sdexp.analysis.paired import sign_flip_p
 
     uniform = np.arange(12, 32)
     sense = uniform + np.array(ISSUE_LARGE)
@@ -638,7 +639,7 @@ def test_the_paired_test_can_be_inconclusive():
 )
 def test_the_outcome_from_the_regimes_classes(classes, outcome):
     """The module docstring's table, row by row (the first row that holds)."""
-    from sdexp.analysis.verdict import paired_outcome
+    from sdexp.analysis.paired import paired_outcome
 
     assert paired_outcome(classes) == outcome
 
@@ -646,7 +647,7 @@ def test_the_outcome_from_the_regimes_classes(classes, outcome):
 def test_random_sign_flips_beyond_forty_pairs():
     """Up to 40 pairs every one of the 2^n flips is enumerated; beyond, 100,000 seeded random
     flips, the same p-value on every call, within Monte Carlo error of the exact one."""
-    from sdexp.analysis.verdict import RANDOM_FLIPS, random_flip_p, sign_flip_p
+    from sdexp.analysis.paired import RANDOM_FLIPS, random_flip_p, sign_flip_p
 
     forty = d_values(0.1, 0.4, 40, seed=30)
     exact = sign_flip_p(forty, "greater")
@@ -730,14 +731,14 @@ def test_the_paired_plot_draws_each_seed_the_mean_and_zero(tmp_path):
     the zero line; a PNG written without pyplot."""
     from matplotlib.container import ErrorbarContainer
 
-    from sdexp.analysis.verdict_plot import figure, save_paired_plot
+    from sdexp.analysis.plots import paired_figure, save_paired_plot
 
     small, large = d_values(-0.5, 0.4, 6, seed=13), d_values(0.2, 0.4, 6, seed=14)
     runs = paired_runs({0.2: small, 0.8: large})
     runs = runs[~((runs["mode"] == "uniform") & (runs.budget == 0.8) & (runs.seed == 5))]
     result = verdict(runs, small=[0.2], large=[0.8]).paired
     means = result.budget_means()
-    fig = figure(result.differences, means, result.regimes, "title", "d (pp)")
+    fig = paired_figure(result.differences, means, result.regimes, "title", "d (pp)")
     axes = fig.axes[0]
     grey = [line for line in axes.lines if line.get_color() == "0.55"]
     assert len(grey) == 6  # seed 5 has d at 0.2 only: a line of one point
@@ -756,7 +757,7 @@ def test_the_paired_plot_draws_each_seed_the_mean_and_zero(tmp_path):
 
 def test_the_paired_plot_of_one_budget(tmp_path):
     """A grid of one budget (a convergence check at b = 0.2, say) still gets its plot."""
-    from sdexp.analysis.verdict_plot import save_paired_plot
+    from sdexp.analysis.plots import save_paired_plot
 
     result = verdict(paired_runs({0.2: d_values(-0.5, 0.4, 6, seed=15)})).paired
     assert result.regimes == {"small": [0.2], "large": []}

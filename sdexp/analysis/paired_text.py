@@ -1,6 +1,6 @@
-"""The paired regime test's result as text (``sdexp.analysis.verdict``): its sentence, how it was
+"""The paired regime test's result as text (``sdexp.analysis.paired``): its sentence, how it was
 tested (the stance), and the markdown of ``verdict.md``. Plain data in: the contrasts' frame
-(``sdexp.analysis.verdict.PAIRED_COLUMNS``), the outcome, the McNemar rows
+(``sdexp.analysis.paired.PAIRED_COLUMNS``), the outcome, the McNemar rows
 (``sdexp.analysis.images``)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def p_text(label: str, p: float) -> str:
 
 
 def judged(row: pd.Series, unit: str, alpha: float) -> str:
-    """A regime's class (``sdexp.analysis.verdict.CLASSES``) in words, with the tests that decided
+    """A regime's class (``sdexp.analysis.paired.CLASSES``) in words, with the tests that decided
     it."""
     a, b = HYPOTHESIS
     better, other = name(row["predicted"]), name(b if row["predicted"] == a else a)
@@ -95,7 +95,7 @@ def sentence(contrasts: pd.DataFrame, outcome: str, level: float, unit: str) -> 
 
 
 def stance(contrasts: pd.DataFrame, level: float, unit: str) -> str:
-    """How the paired test was run and decided (``sdexp.analysis.verdict``'s rule), in a
+    """How the paired test was run and decided (``sdexp.analysis.paired``'s rule), in a
     paragraph."""
     alpha = f"{1 - level:g}"
     margins = contrasts["margin"].dropna()
