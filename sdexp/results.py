@@ -79,8 +79,8 @@ NOT_IDENTITY = (
     "trainer.log_every_n_steps",
 )
 
-#: What varies inside one table: the rest of the identity is the run's setup.
-CELL = ("mode", "budget", "seed")
+#: The keys that vary inside one table (a setup): the identity less them is the run's setup.
+NOT_SETUP = ("mode", "budget", "seed")
 
 #: A sweep cell's directory below the sweep directory (``RunKey.cell_dir``), for the messages.
 CELL_DIR = "<setup>/<mode>-b<budget>-s<seed>-<identity>"

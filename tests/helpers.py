@@ -30,7 +30,7 @@ from wandb_workspaces import expr
 from sdexp.models import CifarResNet
 from sdexp.recipe import StepGradients, start_momentum
 from sdexp.results import (
-    CELL,
+    NOT_SETUP,
     LeftOutCell,
     Plan,
     PlannedCell,
@@ -473,7 +473,7 @@ def fake_run(
         stable=True,
         num_blocks=54 if model == "resnet110" else 8,
         identity=config_hash(config),
-        setup=config_hash(without(config, CELL)),
+        setup=config_hash(without(config, NOT_SETUP)),
     )
     metric = "mse" if dataset == "toy" else "error"
     result = RunResult(key, config, status, metric=metric, report="final", test_final=value)
@@ -527,7 +527,7 @@ def fabricate(root, seed: int, status="ok", hours=1.0, device="NVIDIA H200", sha
         stable=True,
         num_blocks=54,
         identity=config_hash(config),
-        setup=config_hash(without(config, CELL)),
+        setup=config_hash(without(config, NOT_SETUP)),
     )
     result = RunResult(key, config, status, test_final=7.0, train_time_s=3600 * hours)
     result.device, result.device_share = device, share

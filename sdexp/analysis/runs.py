@@ -33,8 +33,8 @@ import pandas as pd
 from sdexp.analysis.images import per_image_values
 from sdexp.predictions import UnreadablePredictions, read_predictions
 from sdexp.provenance import code_label
-from sdexp.results import CELL as CELL_KEYS
 from sdexp.results import (
+    NOT_SETUP,
     PLAN_FILE,
     RESULTS_FILE,
     PlannedCell,
@@ -49,7 +49,7 @@ from sdexp.results import (
 )
 
 SETUP = ["setup", "dataset", "model", "stable", "epochs", "recipe"]  # one table per setup
-CELL = ["mode", "variant", "budget"]
+TABLE_CELL = ["mode", "variant", "budget"]  # a cell of a table: its runs differ in seed
 STATUSES = ["ok", "failed", "missing"]  # a run found twice keeps the first of these it has
 LEFT_OUT = "left out"  # runs.csv's status of a cell a sweep left out (the mode cannot run it)
 
@@ -58,7 +58,7 @@ COLUMNS = [
     "num_blocks",
     "metric",
     "report",
-    *CELL,
+    *TABLE_CELL,
     "seed",
     "identity",
     "mode_options",
@@ -193,7 +193,7 @@ class Reader:
                 continue
             row = run_row(result, self.report, path.parent, root)
             self.add(row, result.config.get("mode", {}))
-            self.runs.setups.setdefault(result.key.setup, without(result.config, CELL_KEYS))
+            self.runs.setups.setdefault(result.key.setup, without(result.config, NOT_SETUP))
             if result.status == "ok":
                 self.predictions(path.parent, result, row["report"])
 
@@ -253,7 +253,7 @@ def counted_once(frame: pd.DataFrame) -> pd.DataFrame:
     rank = frame["status"].map({status: i for i, status in enumerate(STATUSES)})
     frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
     frame = frame.drop_duplicates("identity").drop(columns="_rank")
-    return frame.sort_values([*SETUP, *CELL, "seed"], kind="stable").reset_index(drop=True)
+    return frame.sort_values([*SETUP, *TABLE_CELL, "seed"], kind="stable").reset_index(drop=True)
 
 
 def collect(sources: list[str | Path], report: str | None = None) -> Runs:

@@ -24,7 +24,7 @@ import pandas as pd
 from sdexp.analysis.hypothesis import name
 from sdexp.analysis.per_budget import crossings, sign_changes
 from sdexp.analysis.plots import Curve, Plot
-from sdexp.analysis.runs import CELL, SETUP, STATUSES, Runs
+from sdexp.analysis.runs import SETUP, STATUSES, TABLE_CELL, Runs
 from sdexp.results import differences
 
 BASELINE = "No SD (b=1)"  # mode none: every block survives
@@ -57,7 +57,7 @@ def budget_key(budgets: pd.Series) -> pd.Series:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per setup, mode and budget: n finished runs, mean and sample std (ddof 1) of the test
     metric over their seeds, the failed and missing runs, and the paper's value if published."""
-    keys = [*SETUP, *CELL]
+    keys = [*SETUP, *TABLE_CELL]
     counts = pd.crosstab([runs[k] for k in keys], runs["status"])
     counts = counts.reindex(columns=STATUSES, fill_value=0)
     finished = runs[runs["status"] == "ok"].groupby(keys, dropna=False)["value"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from sdexp.results import CELL, NOT_IDENTITY, RunKey, config_hash, without
+from sdexp.results import NOT_IDENTITY, NOT_SETUP, RunKey, config_hash, without
 from sdexp.run.config import Checked, check_config
 
 
@@ -37,6 +37,6 @@ def run_key(cfg: DictConfig, checked: Checked | None = None) -> tuple[RunKey, di
         stable=cfg.model.stable,
         num_blocks=checked.num_blocks,
         identity=config_hash(config),
-        setup=config_hash(without(config, CELL)),
+        setup=config_hash(without(config, NOT_SETUP)),
     )
     return key, config

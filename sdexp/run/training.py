@@ -16,7 +16,7 @@ scripts call it with a composed config. The order matters:
    predictions (``predictions.csv``), then ``results.json`` (failed runs too, with the reason,
    in one error line) and the W&B summary.
 
-A run stopped by a signal (``sdexp.errors.Stopped``) writes no results.json: it keeps its last
+A run stopped by a signal (``sdexp.run.failures.Stopped``) writes no results.json: it keeps its last
 complete checkpoint, says so in one line, and the same command resumes it.
 """
 

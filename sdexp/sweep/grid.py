@@ -278,7 +278,7 @@ def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[st
     - ok: the run's results.json says ok (and the job did not fail);
     - failed: the run's results.json says failed, or the job failed with an error;
     - interrupted: stopped by a signal or killed (SLURM's ``scancel``, a node failure, out of
-      memory: ``sdexp.errors.JobEnded``), without results.json: it resumes from its last
+      memory: ``sdexp.run.failures.JobEnded``), without results.json: it resumes from its last
       checkpoint when the sweep runs again;
     - refused: the run never owned its directory (``ConfigError``: a live run holds it, or
       another run's files are there); nothing of it was written;
@@ -357,7 +357,7 @@ def describe(cells: list, grid: list) -> list[str]:
     lines = []
     for cell in cells:
         if cell.left_out:
-            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in CELL_KEYS]
+            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in NAMED]
             lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
             continue
         varying = " ".join(o for o in cell.overrides if o not in shared)
@@ -368,7 +368,7 @@ def describe(cells: list, grid: list) -> list[str]:
 
 
 #: What a left-out cell's line always names: its reason is about them.
-CELL_KEYS = ("mode", "budget")
+NAMED = ("mode", "budget")
 
 
 def shown(path: Path) -> Path:
