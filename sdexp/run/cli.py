@@ -1,7 +1,7 @@
 """``sdexp-train mode=sensemode budget=0.3`` (or ``python train.py ...`` in a checkout): train a
 Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.yaml``).
 
-Whatever stops a run is one line on stderr and an exit status (``sdexp.errors``): 2 for bad
+Whatever stops a run is one line on stderr and an exit status (``sdexp.run.failures``): 2 for bad
 input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
 
 import functools
@@ -139,6 +139,6 @@ def main(cfg: DictConfig) -> None:
 
 def train() -> None:
     """The command (``sdexp-train``, ``python train.py``). A signal while Hydra composes the
-    config is deferred to where the task can stop (``sdexp.errors.stop_on_signals``)."""
+    config is deferred to where the task can stop (``sdexp.run.failures.stop_on_signals``)."""
     with stop_on_signals(defer=True, restore=False):
         exit_on_stop(main)

@@ -2,7 +2,7 @@
 
 SLURM preempts a job (``PreemptMode=REQUEUE``) by sending SIGTERM to every process of the job
 and, after the partition's ``GraceTime``, SIGKILL; a job still running then is requeued. A run
-stops on SIGTERM at once, with its last checkpoint (``sdexp.errors.stop_on_signals``), and its
+stops on SIGTERM at once, with its last checkpoint (``sdexp.run.failures.stop_on_signals``), and its
 job would end inside the grace time: SLURM then counts it COMPLETED or FAILED and does not
 requeue it, and the sweep waits for a result that never comes. So a run stopped by SIGTERM
 asks SLURM whether its job is being preempted and, where the partition requeues preempted

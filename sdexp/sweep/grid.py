@@ -243,7 +243,7 @@ SUBDIR = "hydra.sweep.subdir"
 
 def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
     """The signal that stopped the sweep, or None where a job ended the process otherwise. A
-    job's Trainer turns the ``Stopped`` that ``sdexp.errors`` raises on SIGINT or SIGTERM into
+    job's Trainer turns the ``Stopped`` that ``sdexp.run.failures`` raises on SIGINT or SIGTERM into
     SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
     if isinstance(stop, Stopped):
         return stop.signum

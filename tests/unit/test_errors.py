@@ -1,5 +1,5 @@
-"""Signals and errors (``sdexp.errors``): what stops a run, in process (through the command line:
-tests/e2e/test_faults.py)."""
+"""Signals and errors (``sdexp.run.failures``): what stops a run, in process (through the command
+line: tests/e2e/test_faults.py)."""
 
 from __future__ import annotations
 
