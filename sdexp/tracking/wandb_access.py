@@ -94,10 +94,11 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     ``timeout_s``, DNS, connection and TLS included (a server that answers GET and never POST,
     a proxy's health page, counts as not answering).
 
-    wandb has no quick check of its own: an online ``wandb.init`` against a server that does
-    not answer retries for its ``init_timeout`` (90 s by default) and then some, in every run
-    of a sweep. A TCP connection is not enough either: a server that accepts connections and
-    never answers (a stuck proxy or load balancer) costs as much. The request runs in a thread
+    Ours, not wandb's: wandb has no quick check, and its ``init_timeout`` does not bound a
+    server that answers GET and never POST (an online ``wandb.init`` retries for its
+    ``init_timeout`` and then some, in every run of a sweep); this bounds it to 5 s. A TCP
+    connection is not enough either: a server that accepts connections and never answers (a
+    stuck proxy or load balancer) costs as much. The request runs in a thread
     joined with a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
     url = wandb_base_url()
     answer: list[str | None] = []
