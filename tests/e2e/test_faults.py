@@ -438,7 +438,7 @@ def test_a_signal_at_start_up_is_never_swallowed(place, signum):
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
     for offset in (1.5, 2.2, 2.9, 3.6, 4.3):
         run_dir = place / f"run-{offset}"
-        args = [*FAST_TOY, "trainer.max_epochs=60", "logger=csv", f"hydra.run.dir={run_dir}"]
+        args = [*FAST_TOY, "trainer.max_epochs=300", "logger=csv", f"hydra.run.dir={run_dir}"]
         process = subprocess.Popen(
             command(*args, importtime=False),
             cwd=ROOT,
