@@ -1,8 +1,9 @@
 """What README and the manual (docs/) promise, held to the code: the configuration page is what
 ``scripts/config_reference.py`` writes from conf/, README's report outline is the report
-``sdexp-dashboard`` builds, the library example runs, and no page names a commit on the front
-page or carries instructions for one particular machine. (The site's build and its plots:
-tests/e2e/test_docs.py; the pages' commands: tests/unit/test_readme.py.)"""
+``sdexp-dashboard`` builds, the library example runs, the results' tables are their committed
+files, README names no commit and no page carries instructions for one particular machine.
+(The site's build and its plots: tests/e2e/test_docs.py; the pages' commands:
+tests/unit/test_readme.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 import pytest
 
 from sdexp.report import build_report, specification
-from tests.helpers import DOC_PAGES, ROOT, load_script
+from tests.helpers import DOC_PAGES, ROOT, load_script, table_rows
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,91 @@ def test_readme_names_no_commit_and_stays_short():
     assert len(lines) <= 200
     assert not [line for line in lines if COMMIT.search(line)]
     assert COMMIT.search("measured at `0b71500`") and not COMMIT.search("defaced 1234567")
+
+
+def shown_p(p: float) -> str:
+    """A p-value as the results pages write it: two significant digits, or below 0.001 one
+    decimal and a power of ten (7.4e−10)."""
+    if p < 0.001:
+        mantissa, exponent = f"{p:.1e}".split("e")
+        return f"{mantissa}e−{int(exponent[1:])}"
+    shown = f"{p:.2g}"
+    return shown if "." in shown else f"{shown}.0"
+
+
+def signed(x: float, digits: int = 2, plus: bool = True) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−") if plus else f"{x:.{digits}f}".replace("-", "−")
+
+
+def expected_result_rows() -> dict[str, list[str]]:
+    """The result table's rows, from the committed files that ``sdexp-table
+    docs/hypothesis_cpu/runs.csv ...`` writes: summary.csv (mean ± std over seeds) and
+    verdict.csv (the paired regime test)."""
+    import pandas as pd
+
+    folder = ROOT / "docs" / "hypothesis_cpu"
+    summary = pd.read_csv(folder / "summary.csv")
+    verdict = pd.read_csv(folder / "verdict.csv")
+    regimes = verdict[verdict.test == "paired"].set_index("regime").loc[["small", "large"]]
+    rows = {}
+    for mode, name in (("sensemode", "SenseMode"), ("uniform", "Uniform")):
+        cells = summary[summary["mode"] == mode].set_index("budget").loc[[0.2, 0.8]]
+        rows[name] = [f"{r.mean:.2f} ± {r.std:.1f}" for r in cells.itertuples()]
+    paired = [
+        f"{signed(r.effect, plus=r.effect > 0)} ({signed(r.ci_low, plus=r.ci_low > 0)} to "
+        f"{signed(r.ci_high, plus=r.ci_high > 0)})"
+        for r in regimes.itertuples()
+    ]
+    rows["SenseMode − Uniform, paired (95% CI)"] = paired
+    percent = [f"{signed(r.relative, 0, plus=r.relative > 0)}%" for r in regimes.itertuples()]
+    rows["the same in % of Uniform's mean"] = percent
+    rows["one-sided p: paired t, sign flips"] = [
+        f"{shown_p(r.p_t)}, {shown_p(r.p_perm)}" for r in regimes.itertuples()
+    ]
+    rows["beyond the 0.3-point margin: paired t, sign flips"] = [
+        f"{shown_p(r.p_t_margin)}, {shown_p(r.p_perm_margin)}" for r in regimes.itertuples()
+    ]
+    rows["equivalent within ±0.3 points: TOST p"] = [
+        shown_p(r.p_tost) for r in regimes.itertuples()
+    ]
+    rows["class"] = list(regimes.conclusion)
+    return rows
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/hypothesis_cpu/README.md"])
+def test_the_result_shown_is_the_committed_verdict(page):
+    """The Budget Hypothesis' result table, on README and on its page, is the committed
+    summary.csv and verdict.csv as rounded there (those files regenerate at HEAD from runs.csv:
+    tests/e2e/test_regenerate.py): a change of the verdict that is not carried to the pages
+    fails here."""
+    expected = expected_result_rows()
+    shown = {
+        cells[0]: cells[1:] for cells in table_rows((ROOT / page).read_text()) if len(cells) == 3
+    }
+    compared = [label for label in expected if label in shown]
+    assert len(compared) >= 7, f"{page}: the result table is missing rows: {sorted(shown)}"
+    for label in compared:
+        assert shown[label] == expected[label], f"{page}, {label}"
+
+
+def test_the_budget_grid_shown_is_the_committed_summary():
+    """docs/budget_cpu/README.md's table (test error, mean ± std over 4 seeds, per mode and
+    budget) is the committed summary.csv rounded to one decimal; "-" where the mode cannot run."""
+    import pandas as pd
+
+    folder = ROOT / "docs" / "budget_cpu"
+    summary = pd.read_csv(folder / "summary.csv")
+    shown: dict[str, list[str]] = {}
+    for cells in table_rows((folder / "README.md").read_text()):  # the first table's rows
+        shown.setdefault(cells[0], cells[1:])
+    budgets = [round(0.1 * k, 1) for k in range(1, 10)]
+    assert shown["b"] == [str(b) for b in budgets]
+    for mode, name in (("sensemode", "SenseMode"), ("uniform", "Uniform"), ("linear", "Linear")):
+        cells = summary[summary["mode"] == mode].set_index("budget")
+        expected = [
+            f"{cells.loc[b, 'mean']:.1f} ± {cells.loc[b, 'std']:.1f}" if b in cells.index else "-"
+            for b in budgets
+        ]
+        assert shown[name] == expected, name
+    none = summary[summary["mode"] == "none"].iloc[0]
+    assert f"No SD: {none['mean']:.1f} ± {none['std']:.1f}." in (folder / "README.md").read_text()
