@@ -1,7 +1,7 @@
 """What the test modules share: the project's configs, commands as a user runs them, readers of
-what runs write, fabricated results, and README's command table. Test modules import from here
-and from nowhere else in ``tests/`` (``conftest.py`` holds the fixtures, ``callbacks.py`` the
-Lightning callbacks that runs load by name)."""
+what runs write, fabricated results, and the command table of README and the manual. Test
+modules import from here and from nowhere else in ``tests/`` (``conftest.py`` holds the
+fixtures, ``callbacks.py`` the Lightning callbacks that runs load by name)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def user_env(**changes: str | None) -> dict[str, str]:
     """The environment of a user's shell: this one, with W&B offline, without the wandb-core
     service this test process may have started (a child would share it), and with one OpenMP
     thread: the suite runs a pytest-xdist worker per core, and a process's second torch thread
-    only waits for a core (README "CPU threads"). ``changes``: more variables; None unsets one."""
+    only waits for a core (docs/performance/README.md, "CPU threads"). ``changes``: more
+    variables; None unsets one."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env |= {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"} | changes
     return {k: v for k, v in env.items() if v is not None}
