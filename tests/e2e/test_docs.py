@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tests.helpers import ROOT, user_env
+from tests.helpers import ROOT, run_train, user_env
 
 #: The pages that show the plots: the results beside their data, and the measurements.
 PLOT_PAGES = ["hypothesis_cpu", "budget_cpu", "sensitivity_noise", "theory", "performance"]
@@ -95,3 +95,19 @@ def test_the_plans_power_command_prints_what_the_plan_says():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == printed
+
+
+def test_the_example_of_where_runs_go_is_the_dry_runs(tmp_path):
+    """docs/sweeps.md names the directory and the W&B name of one Table 2 run as its dry run
+    prints them: a change of the run's identity or setup shows there."""
+    page = (ROOT / "docs" / "sweeps.md").read_text()
+    (shown,) = re.findall(r"e\.g\.\s+`outputs/sweeps/table2_cifar10/(\w+)/(\S+)/`", page)
+    setup, cell = shown
+    assert cell.startswith("sensemode-b0.3-s0-")
+    done = run_train(
+        "+sweep=table2_cifar10", "hydra.sweeper.dry_run=true", "mode=sensemode", "budget=0.3",
+        "seed=0", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"-> outputs/sweeps/table2_cifar10/{setup}/{cell}\n" in done.stdout, done.stdout
+    assert f"(`cifar10-resnet110-sensemode-b0.3-s0-{setup}`)" in " ".join(page.split())
