@@ -201,3 +201,20 @@ def test_the_budget_grid_shown_is_the_committed_summary():
         assert shown[name] == expected, name
     none = summary[summary["mode"] == "none"].iloc[0]
     assert f"No SD: {none['mean']:.1f} ± {none['std']:.1f}." in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/hypothesis_cpu_replication/README.md"])
+def test_the_replication_shown_is_the_committed_verdict(page):
+    """The replication's primary outcome on README and on its page is the committed verdict.csv's
+    pooled row (its tables: the plan's command; one of its cells re-runs at HEAD:
+    tests/e2e/test_replication.py)."""
+    import pandas as pd
+
+    verdict = pd.read_csv(ROOT / "docs" / "hypothesis_cpu_replication" / "verdict.csv")
+    row = verdict[(verdict["setup"] == "pooled") & (verdict["regime"] == "large")].iloc[0]
+    text = " ".join((ROOT / page).read_text().split())
+    assert row["conclusion"] == "inconclusive" and "inconclusive" in text
+    assert f"{row['effect']:.2f}" in text and f"{int(row['n'])} pairs" in text
+    assert f"+{row['ci_low']:.3f} to +{row['ci_high']:.3f}" in text
+    assert f"p_t = {row['p_t']:.3f}, p_perm = {row['p_perm']:.3f}" in text
+    assert f"TOST p = {row['p_tost']:.4f}" in text
