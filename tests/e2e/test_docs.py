@@ -16,7 +16,14 @@ import pytest
 from tests.helpers import ROOT, run_train, user_env
 
 #: The pages that show the plots: the results beside their data, and the measurements.
-PLOT_PAGES = ["hypothesis_cpu", "budget_cpu", "sensitivity_noise", "theory", "performance"]
+PLOT_PAGES = [
+    "hypothesis_cpu",
+    "hypothesis_cpu_replication",
+    "budget_cpu",
+    "sensitivity_noise",
+    "theory",
+    "performance",
+]
 
 
 class Images(HTMLParser):
