@@ -23,8 +23,19 @@ listed), and a part that fails is recorded while the next one runs. OUT gets gpu
 (everything), gpu_check.md (the tables) and each part's JSON as it goes; the tables are printed
 last. On a CPU (QUICK=1) graphs are ``scripts/emulated_graphs.py``'s stand-in.
 
-On a lent machine (Python 3.12, torch 2.11, Lightning 2.6, no Hydra): wheels first, here
-(``scripts/gpu_wheels.sh``), then one command with carry [".whl"] (README "Performance").
+On a bare GPU machine whose Python has torch and Lightning but not Hydra, and no package index
+to install it from: build the missing wheels on a machine where the index answers,
+
+    scripts/gpu_wheels.sh                 # hydra-core, omegaconf, antlr4, joblib launcher: .whl/
+
+copy the checkout with its .whl/ to the GPU machine, and there, from the checkout:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && mkdir -p OUT
+    python3 scripts/gpu_check.py OUT 2>&1 | tee OUT/gpu_check.log
+
+Its parts get 380 s (BUDGET_S, --budget-s); allow about 7 minutes in all. What it measured last,
+and what earlier checks measured: the manual's Performance page (docs/performance/README.md).
 """
 
 from __future__ import annotations
@@ -807,7 +818,9 @@ def check(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", nargs="?", default="outputs/gpu_check")
     parser.add_argument("--part", default="check", choices=["check", "speed", "worker"])
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")

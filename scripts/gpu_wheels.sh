@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Wheels for a lent GPU machine, whose image (Python 3.12, torch 2.11, Lightning 2.6, joblib,
-# PyYAML) lacks what sdexp needs from Hydra: hydra-core, omegaconf, antlr4-python3-runtime (and
-# the joblib launcher for hydra/launcher=gpu_shared). wandb is not needed with logger=csv.
-# Run here, where the package index answers; the wheels land in .whl/ (ignored by git), which
-# the device call carries (carry: [".whl"]) and installs first:
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit
-# (the whole command: README "Performance"). About 0.5 MB in all.
+# Wheels for a bare GPU machine whose Python (3.12, with torch, Lightning, joblib and PyYAML)
+# lacks what sdexp needs from Hydra: hydra-core, omegaconf, antlr4-python3-runtime (and the
+# joblib launcher for hydra/launcher=gpu_shared). wandb is not needed with logger=csv.
+# Run where the package index answers; the wheels land in .whl/ (ignored by git), which goes to
+# the GPU machine with the checkout and is installed there first:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+# (the whole procedure: python scripts/gpu_check.py --help). About 0.5 MB in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exclude=$(git rev-parse --git-path info/exclude)

@@ -132,8 +132,8 @@ def crashed_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory) -> Path:
-    """README's ``python train.py +sweep=smoke``, run by bash in a fresh directory that holds
-    this checkout's ``train.py`` and ``scripts/`` (as README's walker runs its commands): 12 runs
+    """The manual's ``python train.py +sweep=smoke``, run by bash in a fresh directory that holds
+    this checkout's ``train.py`` and ``scripts/`` (as the commands' walker runs them): 12 runs
     logged to W&B offline in ``<folder>/outputs/sweeps/smoke``; the command's output in
     ``command_output(<folder>)``. Returns ``<folder>``."""
 

@@ -1,7 +1,7 @@
 """What the test modules share: the project's configs, commands as a user runs them, readers of
-what runs write, fabricated results, and README's command table. Test modules import from here
-and from nowhere else in ``tests/`` (``conftest.py`` holds the fixtures, ``callbacks.py`` the
-Lightning callbacks that runs load by name)."""
+what runs write, fabricated results, and the command table of README and the manual. Test
+modules import from here and from nowhere else in ``tests/`` (``conftest.py`` holds the
+fixtures, ``callbacks.py`` the Lightning callbacks that runs load by name)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def user_env(**changes: str | None) -> dict[str, str]:
     """The environment of a user's shell: this one, with W&B offline, without the wandb-core
     service this test process may have started (a child would share it), and with one OpenMP
     thread: the suite runs a pytest-xdist worker per core, and a process's second torch thread
-    only waits for a core (README "CPU threads"). ``changes``: more variables; None unsets one."""
+    only waits for a core (docs/performance/README.md, "CPU threads"). ``changes``: more
+    variables; None unsets one."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env |= {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"} | changes
     return {k: v for k, v in env.items() if v is not None}
@@ -591,21 +592,23 @@ def train_step(loss_of, model, optimizer, x, y, dropped_blocks) -> torch.Tensor:
     return loss.detach()
 
 
-# --- README's commands ----------------------------------------------------------------------------
-# ``CHECKS`` lists each command of README's bash code blocks, as README writes it (continuation
-# lines joined, a trailing comment left out), with how the tests check it:
+# --- The commands of README and the manual ------------------------------------------------------
+# ``CHECKS`` lists each command of the bash code blocks of README.md and of every page of the
+# manual (docs/**/*.md), as the page writes it (continuation lines joined, a trailing comment left
+# out; a command on several pages is listed once), with how the tests check it:
 #
-# - ``RUN``: run exactly as written by bash, in README's order, in a fresh directory that holds
-#   this checkout's ``train.py`` and ``scripts/`` (outputs land there, nothing in the checkout):
-#   tests/e2e/test_readme.py; the first, ``SMOKE_COMMAND``, by the ``smoke_sweep`` fixture;
+# - ``RUN``: run exactly as written by bash, README's first and then the pages' in the order of
+#   ``DOC_PAGES``, in a fresh directory that holds this checkout's ``train.py`` and ``scripts/``
+#   (outputs land there, nothing in the checkout): tests/e2e/test_readme.py; ``SMOKE_COMMAND``
+#   is the ``smoke_sweep`` fixture's, run first;
 # - ``COMPOSE``: too long for a CPU test or needs a GPU, CIFAR or a cluster: its configuration is
 #   composed by Hydra, as the command would (an override naming no key or option fails):
 #   tests/unit/test_readme.py;
-# - any other value: the reason it is not run.
+# - any other value: the reason it is not run (and the test that covers it, where one does).
 #
-# README changes in parallel with the code: a command that is not in ``CHECKS``, or an entry of
-# ``CHECKS`` that README no longer has, fails tests/unit/test_readme.py, which prints the
-# commands to add. Decide for each and update the table.
+# The pages change in parallel with the code: a command that is not in ``CHECKS``, or an entry
+# of ``CHECKS`` that no page has any more, fails tests/unit/test_readme.py, which prints the
+# commands to add with their pages. Decide for each and update the table.
 
 RUN, COMPOSE = "run", "compose"
 SMOKE_COMMAND = "python train.py +sweep=smoke"  # the first RUN command: the smoke_sweep fixture's
@@ -615,7 +618,7 @@ CHECKS = {
     "&& python train.py dataset=toy model=vanilla mode=sensemode budget=0.3": "creates a virtual "
     "environment and installs the package (network, minutes; tests/e2e/test_installed.py builds "
     "and installs the wheel); its training command is tests/e2e/test_console.py's first test",
-    ". .venv/bin/activate && pytest": "the whole test suite (README: the layers and their times)",
+    ". .venv/bin/activate && pytest": "the whole test suite (docs/development.md: its layers)",
     "python train.py mode=sensemode budget=0.3": COMPOSE,
     "python train.py dataset=cifar100 model=resnet56 mode=linear budget=0.7 seed=1": COMPOSE,
     "wandb sync outputs/runs/*/*/wandb/offline-run-*": "uploads to a W&B server",
@@ -645,11 +648,6 @@ CHECKS = {
     "budget_cpu sweep (11 minutes) and writes into the checkout's docs/",
     "python train.py +sweep=table2_cifar10 hydra/launcher=gpu_shared speed.cuda_graphs=true "
     "speed.fused_optimizer=true": COMPOSE,
-    "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
-    "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || "
-    "exit; mkdir -p $OUT/gc; set -o pipefail; python3 scripts/gpu_check.py $OUT/gc 2>&1 | tee "
-    "$OUT/gc/gpu_check.log": "runs on a lent GPU machine (tests/unit/test_gpu_check.py and "
-    "tests/e2e/test_scripts.py run its parts on the CPU)",
     "sdexp-table outputs/sweeps/budget_cpu --small 0.2 --large 0.8": "reads the results of the "
     "budget_cpu sweep (tests/unit/test_table.py runs --small and --large on fabricated runs)",
     "time python train.py +sweep=hypothesis_cpu": COMPOSE,  # an hour; tests/e2e/test_regenerate.py
@@ -682,14 +680,38 @@ CHECKS = {
     "python -m sdexp.theory experiment=gradient": COMPOSE,  # about 2 minutes each
     "python -m sdexp.theory experiment=regularizer": COMPOSE,
     "python -m sdexp.theory experiment=normality": COMPOSE,
+    "python train.py +sweep=table2_cifar10 hydra/launcher=slurm hydra.launcher.partition=gpu": (
+        COMPOSE
+    ),
+    "python train.py +sweep=smoke hydra/launcher=slurm_cpu": COMPOSE,  # tests/cluster runs it
+    "sdexp-dashboard --entity ENTITY --project sdexp --group table2_cifar10 --dry-run spec.json "
+    "&& python scripts/report_outline.py spec.json": RUN,  # tests/unit/test_docs.py: its output
+    "python train.py +scale=tiny mode=sensemode budget=0.3": RUN,
+    "mkdocs serve": "serves the manual until stopped (CI builds it, mkdocs build --strict in "
+    ".ci/run; tests/e2e/test_docs.py builds it into a temporary folder)",
+    "python scripts/config_reference.py > docs/configuration.md": "rewrites the checkout's "
+    "docs/configuration.md (tests/unit/test_docs.py compares the page with what it writes)",
+    'python -c "import numpy as np, pandas as pd; from scipy import stats; r = '
+    "pd.read_csv('docs/hypothesis_cpu/runs.csv'); w = r[r.budget == 0.8].pivot(index='seed', "
+    "columns='mode', values='test'); sd = (w.sensemode - w.uniform).std(); n = 40; t = "
+    "stats.t.ppf(0.95, n - 1); q = np.sqrt(n) / sd; print(round(sd, 3), round(stats.nct.sf(t, n "
+    "- 1, 0.143 * q), 2), round(stats.nct.cdf(-t, n - 1, (0.143 - 0.3) * q), 2), "
+    'round(stats.nct.sf(t, n - 1, (0.6 - 0.3) * q), 2))"': "reads the checkout's "
+    "docs/hypothesis_cpu/runs.csv (tests/e2e/test_docs.py runs it there and compares what it "
+    "prints with what PLAN.md says it prints)",
+    "sdexp-table outputs/sweeps/hypothesis_cpu_replication docs/hypothesis_cpu/runs.csv --out "
+    "docs/hypothesis_cpu_replication/with_original --small 0.2 --large 0.8 --pool": "reads the "
+    "results of the replication (not run yet) and writes into the checkout's docs/ "
+    "(tests/unit/test_images.py runs --pool on fabricated runs)",
 }
 
 
-def readme_commands(markdown: str) -> list[str]:
-    """The commands of the bash code blocks of ``markdown``, in order: one per line once
-    continuation lines are joined, a trailing comment left out, spaces collapsed."""
+def bash_commands(markdown: str) -> list[str]:
+    """The commands of the bash code blocks of ``markdown`` (at any indentation: a block inside a
+    list too), in order: one per line once continuation lines are joined, a trailing comment left
+    out, spaces collapsed."""
     commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", markdown, flags=re.S | re.M):
+    for _, block in re.findall(r"^( *)```bash\n(.*?)^\1```", markdown, flags=re.S | re.M):
         for line in block.replace("\\\n", " ").splitlines():
             command = " ".join(re.sub(r"(^|\s)#.*$", "", line).split())
             if command:
@@ -697,7 +719,14 @@ def readme_commands(markdown: str) -> list[str]:
     return commands
 
 
-COMMANDS = readme_commands((ROOT / "README.md").read_text())
+#: README, then every page of the manual, by path: the pages whose commands ``CHECKS`` lists.
+DOC_PAGES = ["README.md"] + sorted(
+    p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/**/*.md")
+)
+PAGE_COMMANDS = {page: bash_commands((ROOT / page).read_text()) for page in DOC_PAGES}
+COMMANDS = PAGE_COMMANDS["README.md"]  # README's, in its order (CI runs its first two)
+#: Every page's commands, each once, in the order of ``DOC_PAGES`` (README's first).
+ALL_COMMANDS = list(dict.fromkeys(c for page in DOC_PAGES for c in PAGE_COMMANDS[page]))
 
 
 # --- W&B runs read back from their files (wandb's reader), and the runs a report's run set keeps

@@ -82,7 +82,7 @@ def regime_text(row: pd.Series, level: float, unit: str) -> str:
     return (
         f"{where} SenseMode - Uniform = {row['effect']:+.3g}{u}, {row['relative']:+.2g}% of "
         f"Uniform's mean {row['uniform_mean']:.3g} ({level:.0%} CI {row['ci_low']:+.3g} to "
-        f"{row['ci_high']:+.3g}{images}; n = {row['n']} seeds; one-sided "
+        f"{row['ci_high']:+.3g}{images}; n = {row['n']} pairs; one-sided "
         f"{p_text('p_t', row['p_t'])}, {p_text('p_perm', row['p_perm'])}): "
         f"{judged(row, unit, 1 - level)}"
     )

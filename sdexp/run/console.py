@@ -129,8 +129,11 @@ def quiet_libraries() -> None:
       lines never reach the log file. They go through Hydra's handlers (console and file).
     - Python warnings go to logging (``logging.captureWarnings``): to the console as one line
       and to the log file (``<output dir>/<job name>.log``) in full.
-    - The warnings every run triggers (``IGNORED_WARNINGS``) off.
+    - The warnings every run triggers (``IGNORED_WARNINGS``) off, and wandb's telemetry's.
     """
+    # wandb's own usage telemetry (OpenTelemetry, sent to the W&B server at exit): a server
+    # that refuses the key makes it log "error: Failed to export ..." after the run's result.
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ from tests.helpers import FAST_TOY, ROOT, command_output, run_train, user_env
 
 @pytest.mark.slow
 def test_a_toy_run_prints_a_few_lines_and_ends_with_its_result(tmp_path):
-    """The README's first command, its output redirected to a file (as in every SLURM job)."""
+    """README's first command, its output redirected to a file (as in every SLURM job)."""
     run_dir = tmp_path / "run"
     log = tmp_path / "console.txt"
     command = [sys.executable, str(ROOT / "train.py"), "dataset=toy", "model=vanilla"]
@@ -34,16 +34,17 @@ def test_a_toy_run_prints_a_few_lines_and_ends_with_its_result(tmp_path):
     mse = float(last.split("test MSE ")[1].split()[0])
     variance = float(last.split("variance is ")[1].split(")")[0])
     assert mse < variance / 2, last
-    # And README shows what it prints, to the digit (the run is deterministic on one thread).
-    readme = (ROOT / "README.md").read_text()
-    shown = re.search(
-        r"\nok: test MSE (\S+) \(final model; the test targets' variance is (\S+)\)", readme
-    )
-    assert shown is not None and shown.groups() == (f"{mse:.4g}", f"{variance:.3g}"), last
-    epoch = re.search(r"\nepoch 30/30: train/loss (\S+), val/mse (\S+),", readme)
-    assert epoch is not None and f"epoch 30/30: train/loss {epoch[1]}, val/mse {epoch[2]}," in (
-        log.read_text()
-    )
+    # And README and Getting started show what it prints, to the digit (the run is
+    # deterministic on one thread).
+    for page in ("README.md", "docs/getting-started.md"):
+        shown_on = (ROOT / page).read_text()
+        shown = re.search(
+            r"\nok: test MSE (\S+) \(final model; the test targets' variance is (\S+)\)", shown_on
+        )
+        assert shown is not None and shown.groups() == (f"{mse:.4g}", f"{variance:.3g}"), page
+        epoch = re.search(r"\nepoch 30/30: train/loss (\S+), val/mse (\S+),", shown_on)
+        assert epoch is not None, page
+        assert f"epoch 30/30: train/loss {epoch[1]}, val/mse {epoch[2]}," in log.read_text(), page
 
 
 @pytest.mark.slow

@@ -436,15 +436,16 @@ def test_a_signal_stops_the_run_and_the_same_command_resumes(place, signum):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_at_start_up_is_never_swallowed(place, signum):
     """A signal at any moment of a run's start (the imports of Hydra, torch and Lightning, the
-    config's check, the data, the Trainer) stops it with one line and 128 + the signal's number
-    (or, in the tenths of a second before Python has set its handlers, kills it before it has
-    written anything). A SIGTERM or SIGINT during ``import pytorch_lightning`` used to be
-    swallowed (a catch-all inside triton's import) and the run trained to its end; one during
-    Hydra's composition became another error; one before the handlers, a traceback."""
+    config's check, the data, the Trainer) stops it with one line and 128 + the signal's number.
+    A SIGTERM or SIGINT during ``import pytorch_lightning`` used to be swallowed (a catch-all
+    inside triton's import) and the run trained to its end; one during Hydra's composition
+    became another error; one during the imports of the command's module, a traceback. (Before
+    Python reaches the command's code, its interpreter's start-up, tenths of a second, a signal
+    does what Python does by default: the offsets start after it, also on a loaded machine.)"""
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
-    for offset in (0.4, 1.2, 2.0, 2.8, 3.6):
+    for offset in (1.5, 2.2, 2.9, 3.6, 4.3):
         run_dir = place / f"run-{offset}"
-        args = [*FAST_TOY, "trainer.max_epochs=60", "logger=csv", f"hydra.run.dir={run_dir}"]
+        args = [*FAST_TOY, "trainer.max_epochs=300", "logger=csv", f"hydra.run.dir={run_dir}"]
         process = subprocess.Popen(
             command(*args, importtime=False),
             cwd=ROOT,
@@ -457,9 +458,6 @@ def test_a_signal_at_start_up_is_never_swallowed(place, signum):
         process.send_signal(signum)
         out, err = process.communicate(timeout=600)
         assert not (run_dir / "results.json").exists(), offset
-        if process.returncode == -signum:  # before the handlers: killed, nothing written
-            assert out == err == "" and not run_dir.exists(), (offset, out, err)
-            continue
         assert process.returncode == 128 + signum, (offset, out[-2000:], err[-2000:])
         (line,) = err.strip().splitlines()
         assert line.startswith(f"error: stopped by {name}"), (offset, line)

@@ -205,3 +205,21 @@ def test_a_run_whose_wandb_service_is_killed_goes_on(tmp_path):
     assert all(line.startswith("warning: W&B ") for line in done.stderr.splitlines()), done.stderr
     assert done.stdout.splitlines()[-1].startswith("ok: test MSE ")
     assert done.stderr.count("W&B could not finish the run") == 1, done.stderr
+
+
+@pytest.mark.slow
+def test_a_server_that_refuses_the_credentials_is_warnings_before_the_result(tmp_path):
+    """A server that answers 401 (the key is wrong): the run logs offline; W&B's lines are
+    warnings, all before the run's last line (an ok run used to print error lines after its
+    result, from wandb's exit), and none of wandb's own."""
+    server = http_server(get=401, post=401)
+    try:
+        done, run_dir = online_run(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_result(run_dir).status == "ok"
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("warning: W&B ") for line in lines), done.stderr
+    assert "wandb:" not in done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("ok: test MSE ")

@@ -242,6 +242,30 @@ def test_bad_sweep_input_fails_before_anything_runs(tmp_path, overrides, message
 
 
 @pytest.mark.slow
+def test_a_job_refused_by_a_live_run_is_counted_refused(tmp_path):
+    """Two sweeps into one directory: the other's live run holds one cell's directory (its
+    lock). That job's run is refused and writes nothing there; the summary counts it refused,
+    not ok (it used to read the other run's results.json as its own), and the sweep exits 1."""
+    sweep = tmp_path / "sweep"
+    grid = ["+sweep=smoke", "mode=uniform", "budget=0.3", "seed=0,1", "logger=none"]
+    held = sweep / run_key(compose_config([*grid[:3], "seed=1", "logger=none"]))[0].cell_dir
+    held.mkdir(parents=True)
+    with open(held / "run.lock", "w") as lock:
+        lock.write("pid 1 on another host, since noon\n")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = run_train(*grid, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "2 launched: 1 ok, 0 failed, 0 interrupted, 1 refused" in done.stdout, done.stdout
+    assert f"  refused: {held} (hydra.run.dir: {held} is in use by a live run" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: 1 of 2 jobs did not end ok: 1 refused (listed above; run the same command to run "
+        "them again)"
+    )
+    assert sorted(p.name for p in held.iterdir()) == ["run.lock"]
+
+
+@pytest.mark.slow
 def test_a_failed_job_is_reported_and_counted(failed_sweep, tmp_path):
     """Two jobs whose loss diverges (the session's ``failed_sweep``)."""
     done = command_output(failed_sweep.parent)

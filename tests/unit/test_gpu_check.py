@@ -1,7 +1,7 @@
 """scripts/gpu_check.py on the CPU: its arithmetic on fabricated measurements (its pool of
 concurrent runs: tests/e2e/test_scripts.py). The whole check's dry run (QUICK=1 python
-scripts/gpu_check.py DIR, about 7 minutes here, most of it compiling) is run by hand: README
-"Performance"."""
+scripts/gpu_check.py DIR, about 7 minutes here, most of it compiling) is run by hand: the
+manual's Performance page, docs/performance/README.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Every command in README's bash code blocks is listed in ``tests.helpers.CHECKS`` with how it
-is checked, and the long ones compose as Hydra composes them (the cheap ones run as written:
-tests/e2e/test_readme.py); CI runs README's first two commands as written."""
+"""Every command in the bash code blocks of README and of the manual (docs/**/*.md) is listed in
+``tests.helpers.CHECKS`` with how it is checked, and the long ones compose as Hydra composes them
+(the cheap ones run as written: tests/e2e/test_readme.py); CI runs README's first two commands
+as written."""
 
 from __future__ import annotations
 
@@ -8,21 +9,44 @@ import shlex
 
 import pytest
 
-from tests.helpers import CHECKS, COMMANDS, COMPOSE, ROOT, compose_config
+from tests.helpers import (
+    ALL_COMMANDS,
+    CHECKS,
+    COMMANDS,
+    COMPOSE,
+    PAGE_COMMANDS,
+    ROOT,
+    bash_commands,
+    compose_config,
+)
 
 ENTRIES = {("python", "train.py"): "train", ("python", "-m", "sdexp.theory"): "theory"}
 
 
-def test_every_readme_command_is_listed():
-    unlisted = [c for c in COMMANDS if c not in CHECKS]
-    stale = [c for c in CHECKS if c not in COMMANDS]
+def test_every_command_of_readme_and_the_manual_is_listed():
+    unlisted = [
+        f"{command!r}  ({page})"
+        for page, commands in PAGE_COMMANDS.items()
+        for command in commands
+        if command not in CHECKS
+    ]
+    stale = [repr(c) for c in CHECKS if c not in ALL_COMMANDS]
     assert not unlisted and not stale, (
-        "README's commands and tests/helpers.py's CHECKS disagree: add to CHECKS (RUN, "
-        "COMPOSE or the reason not to run it)\n  "
-        + "\n  ".join(map(repr, unlisted))
+        "the commands of README and docs/ and tests/helpers.py's CHECKS disagree: add to CHECKS "
+        "(RUN, COMPOSE or the reason not to run it)\n  "
+        + "\n  ".join(unlisted)
         + "\nand drop from CHECKS\n  "
-        + "\n  ".join(map(repr, stale))
+        + "\n  ".join(stale)
     )
+
+
+def test_the_manual_has_pages_with_commands():
+    """The pages are found (a wrong glob would check nothing), and their commands are read
+    from bash blocks at any indentation: a block inside a list item counts too."""
+    assert "docs/getting-started.md" in PAGE_COMMANDS and "docs/slurm.md" in PAGE_COMMANDS
+    assert len([c for c in PAGE_COMMANDS.values() if c]) >= 10
+    markdown = "1. step\n\n   ```bash\n   python train.py \\\n       seed=1   # a comment\n   ```\n"
+    assert bash_commands(markdown) == ["python train.py seed=1"]
 
 
 def overrides(command: str) -> tuple[str, list[str]]:
@@ -36,7 +60,7 @@ def overrides(command: str) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize("command", [c for c, how in CHECKS.items() if how == COMPOSE])
-def test_the_long_readme_commands_compose(command):
+def test_the_long_commands_compose(command):
     """Hydra composes the command's config, with its own part (launcher, sweeper) too."""
     config, args = overrides(command)
     cfg = compose_config(args, config_name=config, hydra=True)

@@ -496,7 +496,7 @@ def test_the_paired_test_supports_the_hypothesis():
     assert (
         f"at small budgets (b = 0.2) SenseMode - Uniform = {effect:+.3g} pp, "
         f"{100 * effect / uniform:+.2g}% of Uniform's mean {uniform:.3g} (95% CI "
-        f"{low:+.3g} to {high:+.3g}; n = 20 seeds; one-sided p_t" in sentence
+        f"{low:+.3g} to {high:+.3g}; n = 20 pairs; one-sided p_t" in sentence
     )
     assert "SenseMode better by more than 0.3 pp, as predicted (beyond the margin: p_t" in sentence
     assert "Uniform better by more than 0.3 pp, as predicted" in sentence
