@@ -1,4 +1,4 @@
-"""python train.py mode=sensemode budget=0.3: the same as ``sdexp-train`` (``sdexp/cli.py``)."""
+"""python train.py mode=sensemode budget=0.3: the same as ``sdexp-train`` (``sdexp/run/cli.py``)."""
 
 from sdexp.run.cli import train
 

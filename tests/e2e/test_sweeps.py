@@ -4,6 +4,7 @@ run killed and resumed: tests/e2e/test_rundir.py; planning in process: tests/uni
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re

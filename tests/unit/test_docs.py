@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from sdexp.report import build_report, specification
+from sdexp.tracking.report import build_report, specification
 from tests.helpers import DOC_PAGES, ROOT, load_script, table_rows
 
 
