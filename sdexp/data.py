@@ -50,10 +50,9 @@ def channel_statistics(images: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class CIFARDataModule(TensorDataModule):
-    """CIFAR-10/100: the last ``val_size`` training images held out for validation; training
-    batches get a random crop (zero padding ``padding``) and a horizontal flip. Pixels are scaled
-    to [0, 1] (torchvision's ``ToTensor``); ``normalize`` then standardises each channel with the
-    training split's mean and standard deviation."""
+    """CIFAR-10/100: the last ``val_size`` training images held out for validation, training
+    batches randomly cropped (zero padding ``padding``) and flipped, pixels scaled to [0, 1] and
+    (``normalize``) standardised per channel by the training split's statistics."""
 
     task = "classification"
     input_shape = (3, 32, 32)
@@ -211,13 +210,9 @@ class ToyDataModule(TensorDataModule):
 
 
 class DigitsDataModule(TensorDataModule):
-    """scikit-learn's bundled handwritten digits: 1,797 grey 8x8 images of 10 classes, pixels
-    0..16 scaled to [0, 1] (``normalize``: standardised by the training split's statistics).
-
-    Split once by a permutation drawn from ``data_seed`` (the same for every run seed) into
-    ``n_test``, ``n_val`` and ``n_train`` images (null: all of the rest). No augmentation: a
-    flip changes a digit, and stochastic depth (with weight decay) is the only regulariser.
-    """
+    """scikit-learn's 1,797 grey 8x8 handwritten digits, pixels 0..16 scaled to [0, 1] (and
+    ``normalize``d), split by a permutation from ``data_seed`` (n_train null: all the rest). No
+    augmentation: a flip changes a digit; stochastic depth is the only regulariser."""
 
     name = "digits"
     task = "classification"

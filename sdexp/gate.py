@@ -5,19 +5,14 @@ Hayou & Ayed (2021), eq. 1 and eq. 3: block l computes
     y_l = y_{l-1} + delta_l * s * Psi_l(y_{l-1}),   delta_l ~ Bernoulli(p_l),
 
 with s = 1/sqrt(L) for the Stable ResNet (eq. 3) and s = 1 otherwise (eq. 1). Per forward pass
-the gate gives each block a *multiplier*:
-
-- training: one Bernoulli(p_l) draw per block per step, shared by the batch; a dropped block
-  gets ``None`` and is not computed at all (no forward, no backward, BN statistics untouched),
-  which is what makes a small budget train faster.
-- evaluation: the *average network*, multiplier p_l * s (a block with p_l = 0 is skipped).
-- ``inverted=True`` (timm, torchvision): kept blocks scaled by s / p_l in training, s at
-  evaluation; equal in expectation, never to be mixed.
-- an explicit real-valued ``delta``: multiplier delta_l * s, differentiably (sensitivities),
-  of shape (L,) shared by the batch or (B, L) one per row.
+each block gets a *multiplier*: in training s, or ``None`` when its Bernoulli(p_l) draw (one per
+block per step, shared by the batch) drops it, and then it is not computed at all (which is what
+makes a small budget train faster); at evaluation p_l * s, the *average network*; with an
+explicit real-valued ``delta`` ((L,) or one row per example, (B, L)) delta_l * s, differentiably.
+``inverted=True`` (timm, torchvision) scales kept blocks by s / p_l and evaluates with s.
 
 Masks come from a CPU ``torch.Generator`` seeded by the run's seed: no wait for an accelerator,
-the same masks on every DDP rank, and its state in the ``state_dict`` so that a resumed run
+the same masks on every DDP rank, and its state in the ``state_dict``, so that a resumed run
 draws what an uninterrupted one would have.
 """
 

@@ -3,11 +3,9 @@
 Every split is one tensor (CIFAR as uint8 images), on the training device when that is an
 accelerator, batched by ``EpochLoader`` after airbench's ``CifarLoader``
 (https://github.com/KellerJordan/cifar10-airbench): no Dataset, sampler or collate function, no
-loop over images in Python. Crop, flip and normalisation run on the whole batch on its device;
-torchvision's transforms draw one crop per image, hence the hand-written batched crop.
-
-An epoch's rows come from a generator seeded by (seed, epoch), so that a resumed epoch is the
-same as a fresh one with no state to save; under DDP every rank takes its share of the same rows.
+loop over images in Python. Crop, flip and normalisation run per batch on its device
+(torchvision's transforms crop one image per call). An epoch's rows are seeded by (seed, epoch):
+a resumed epoch is a fresh one's, with no state to save.
 """
 
 from __future__ import annotations
@@ -44,22 +42,14 @@ class TensorSplit:
         return TensorSplit(self.inputs.to(device), self.targets.to(device))
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator for one epoch, independent across (seed, epoch) pairs."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 class EpochLoader:
     """The batches of a split, one epoch per iteration; ``len`` is the number of batches.
 
-    Training: a fresh order of the examples each epoch, with a crop offset in [0, 2 padding]^2
-    and a flip flag when ``padding`` > 0; evaluation: the examples in order. Rank r of R takes
-    rows r, r + R, ... (as ``DistributedSampler``); training wraps around so that every rank
-    takes as many steps, evaluation does not, so that every example counts once.
-
-    ``epoch()`` is called at an epoch's first batch: Lightning creates the first iterator
-    before the loop, and on resuming before the restored epoch is current.
+    Training: a fresh order each epoch, with a crop offset and a flip flag when ``padding`` > 0;
+    evaluation: in order. Rank r of R takes rows r, r + R, ...; training wraps around so that
+    every rank takes as many steps, evaluation does not, so that every example counts once.
+    ``epoch()`` is called at an epoch's first batch: Lightning creates the first iterator before
+    the loop, and on resuming before the restored epoch is current.
     """
 
     def __init__(
@@ -95,7 +85,9 @@ class EpochLoader:
         size = len(self.split)
         if not self.train:
             return torch.arange(self.rank, size, self.num_replicas)[:, None]
-        g = epoch_generator(self.seed, epoch)
+        # A CPU generator independent across (seed, epoch) pairs.
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+        g = torch.Generator().manual_seed(int(state))
         rows = torch.randperm(size, generator=g)[:, None]
         if self.padding:
             offsets = torch.randint(0, 2 * self.padding + 1, (size, 2), generator=g)
@@ -142,10 +134,8 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
 class TensorDataModule:
     """Splits held as tensors, batched by ``EpochLoader``; subclasses fill ``self.splits``.
 
-    ``on_device``: hold the splits on the training device ("auto": unless it is the CPU). It has a
-    ``LightningDataModule``'s hooks but not its base class, so that planning a sweep imports
-    neither Lightning nor torchvision; ``trainer`` (None: CPU, one process, epoch 0) is read for
-    the device, the ranks and the epoch.
+    A ``LightningDataModule``'s hooks without its base class, so that planning a sweep imports
+    neither Lightning nor torchvision. ``on_device``: hold the splits on the training device.
     """
 
     name: str

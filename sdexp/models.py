@@ -80,9 +80,8 @@ class ResidualNetwork(nn.Module):
 
 
 class ZeroPadShortcut(nn.Module):
-    """He et al.'s option A, a parameter-free shortcut: downsample, then append zero channels.
-    ``avgpool``: average pooling, as the code the paper builds on and Huang et al.; ``stride``:
-    keep every ``stride``-th pixel (the ``legacy`` recipe)."""
+    """He et al.'s option A: downsample (``avgpool``, as the code the paper builds on, or
+    ``stride``: every ``stride``-th pixel, the ``legacy`` recipe), then append zero channels."""
 
     def __init__(self, stride: int, extra_channels: int, downsample: str = "avgpool") -> None:
         super().__init__()
@@ -124,11 +123,8 @@ def basic_block(
 
 
 class CifarResNet(ResidualNetwork):
-    """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64, L = 3n.
-
-    ``stable``: the Stable ResNet of eq. 3, else eq. 1. ``shortcut``: how the first block of a
-    stage downsamples its input (``ZeroPadShortcut``).
-    """
+    """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64, L = 3n;
+    ``stable``: the Stable ResNet of eq. 3, else eq. 1; ``shortcut``: see ``ZeroPadShortcut``."""
 
     @staticmethod
     def blocks_for(depth: int) -> int:
@@ -174,12 +170,9 @@ class CifarResNet(ResidualNetwork):
         )
         super().__init__(stem, blocks, head, stable, inverted, mask_seed)
         self.name = f"resnet{depth}"
-        for m in self.modules():
+        for m in self.modules():  # BatchNorm's own init is already weight 1, bias 0
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
 
 ACTIVATIONS = {
@@ -201,10 +194,8 @@ def he_linear(in_features: int, out_features: int, bias: bool = False) -> nn.Lin
 
 
 class VanillaResNet(ResidualNetwork):
-    """y_0 = W_0 x,  y_l = y_{l-1} + delta_l * s * W_l phi(y_{l-1}),  out = W_out y_L + b (Sec. 2).
-
-    ``depth`` is L; ``stable`` selects s = 1/sqrt(L) (eq. 3) or s = 1 (eq. 1).
-    """
+    """y_0 = W_0 x,  y_l = y_{l-1} + delta_l * s * W_l phi(y_{l-1}),  out = W_out y_L + b (Sec. 2);
+    ``depth`` is L, ``stable`` selects s = 1/sqrt(L) (eq. 3) or s = 1 (eq. 1)."""
 
     name = "vanilla"
 
@@ -242,12 +233,9 @@ class VanillaResNet(ResidualNetwork):
 
 
 def compile_branches(model: ResidualNetwork) -> ResidualNetwork:
-    """``torch.compile`` every residual branch in place (state_dict keys unchanged).
-
-    The skip decision stays in eager Python, so no random draw is frozen into a graph. There is
-    one graph per block shape and train/eval mode (about 10 for the CIFAR ResNets), more than
-    Dynamo's default recompile limit of 8.
-    """
+    """``torch.compile`` every residual branch in place (state_dict keys unchanged); the skip
+    decision stays eager, so no random draw is frozen into a graph. One graph per block shape and
+    train/eval mode: about 10 for the CIFAR ResNets, above Dynamo's default limit of 8."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     for block in model.blocks:
         block.branch.compile(dynamic=False)

@@ -100,10 +100,8 @@ def read_code() -> Code:
     return Code(commit, dirty, digest, tree=tree)
 
 
-@functools.cache
-def current_code() -> Code:
-    """The code of this process, read once (``read_code``)."""
-    return read_code()
+#: The code of this process, read once.
+current_code = functools.cache(read_code)
 
 
 def this_code() -> str:

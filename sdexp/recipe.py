@@ -26,16 +26,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The recipe's choices that have no other home (``cfg.recipe``).
-
-    - ``dropped_blocks``: ``decay``: a dropped block's gradient is zero, not missing, so SGD still
-      applies weight decay and momentum to it (as the reference code and Huang et al.);
-      ``frozen``: no update at all (only the sampled subnetwork moves, Sec. 1).
-    - ``report``: the run's number is the test metric of the ``best``-validation checkpoint (the
-      reference code's ``model_best``) or of the ``final`` model.
-    - ``shortcut``: how a CIFAR ResNet downsamples its shortcut (``sdexp.models``).
-    - ``normalize``: standardise CIFAR's channels, or only scale pixels to [0, 1].
-    """
+    """The recipe's choices that have no other home (``cfg.recipe``): ``dropped_blocks``
+    (``decay``: a dropped block's gradient is zero, so SGD still applies weight decay and
+    momentum, as the reference code; ``frozen``: only the sampled subnetwork moves, Sec. 1);
+    ``report`` (the test metric of the ``best``-validation checkpoint or the ``final`` model);
+    ``shortcut`` (``sdexp.models``); ``normalize`` CIFAR's channels."""
 
     name: str
     dropped_blocks: Literal["decay", "frozen"] = "decay"
@@ -69,14 +64,10 @@ class StepDecay(MultiStepLR):
 
 
 class StepGradients:
-    """Clears a network's gradients between a step's forward and backward pass, as the recipe's
-    ``dropped_blocks`` says, for the mask that forward pass drew.
-
-    Every gradient starts as None, so autograd takes the new one as it is (no zero-fill kernel
-    per parameter, never a CUDA graph's buffer left from an earlier step that the next backward
-    would add to). A dropped block gets None (``frozen``) or zeros of this object's own,
-    re-zeroed by one fused kernel (``decay``: SGD applies weight decay and momentum to it).
-    """
+    """Clears a network's gradients before a step's backward pass, as ``dropped_blocks`` says
+    for the mask its forward pass drew: None (autograd takes the new gradient as it is, never
+    adding to a CUDA graph's old buffer), and for a dropped block under ``decay`` zeros of this
+    object's own, re-zeroed by one fused kernel."""
 
     def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:
         self.network, self.dropped_blocks = network, dropped_blocks

@@ -36,23 +36,10 @@ METRIC = {"classification": "error", "regression": "mse"}
 #: Config keys that do not change what a run computes (the fast paths and CPU threads: the same
 #: numbers up to float rounding; the evaluation batch size: evaluation is per example).
 NOT_IDENTITY = (
-    "output_dir",
-    "overwrite",
-    "rerun_other_code",
-    "threads",
-    "logger",
-    "run",
-    "speed",
-    "dataset.data_dir",
-    "dataset.download",
-    "dataset.verify_md5",
-    "dataset.on_device",
-    "dataset.eval_batch_size",
-    "trainer.accelerator",
-    "trainer.default_root_dir",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
+    *("output_dir", "overwrite", "rerun_other_code", "threads", "logger", "run", "speed"),
+    *("dataset.data_dir", "dataset.download", "dataset.verify_md5", "dataset.on_device"),
+    *("dataset.eval_batch_size", "trainer.accelerator", "trainer.default_root_dir"),
+    *("trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps"),
 )
 
 #: The keys that vary inside one table (a setup): the identity less them is the run's setup.
@@ -256,10 +243,8 @@ def write_result(run_dir: str | Path, result: RunResult) -> Path:
     return write_atomically(Path(run_dir) / RESULTS_FILE, text)
 
 
-@functools.cache
-def contract() -> TypeAdapter:
-    """pydantic's validator of ``RunResult``, built at the first read."""
-    return TypeAdapter(RunResult)
+#: pydantic's validator of ``RunResult``, built at the first read.
+contract = functools.cache(lambda: TypeAdapter(RunResult))
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:

@@ -174,13 +174,9 @@ class SenseMode(Mode):
         return met_budget((base + scale * s).clamp(self.p_min, 1.0), budget, self.name)
 
     def scale_for(self, budget: float, s: Tensor, base: float) -> float:
-        """The c >= 0 with mean(clip(base + c |S|, p_min, 1)) = b, solved exactly.
-
-        mean(p) is piecewise linear in c, with a kink where a block leaves p_min or reaches 1:
-        the root is a linear interpolation between two kinks, with no tolerance, whatever the
-        scale of S (|S| reaches 1e15 for the plain Vanilla ResNet, where a root finder's
-        absolute tolerance would return c = 0).
-        """
+        """The c >= 0 with mean(clip(base + c |S|, p_min, 1)) = b, solved exactly: mean(p) is
+        piecewise linear in c, so the root interpolates between two kinks, whatever the scale of
+        S (1e15 for the plain Vanilla ResNet, where a root finder's tolerance gives c = 0)."""
 
         def mean_at(c: Tensor) -> Tensor:  # c: (K,) -> mean(p) at each, (K,)
             return (base + c[:, None] * s).clamp(self.p_min, 1.0).mean(1)
