@@ -317,10 +317,8 @@ class Plan:
     left_out: list[LeftOutCell] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "cells": [c.to_dict() for c in self.cells],
-            "left_out": list(map(asdict, self.left_out)),
-        }
+        left_out = list(map(asdict, self.left_out))
+        return {"cells": [c.to_dict() for c in self.cells], "left_out": left_out}
 
 
 def read_plan(path: str | Path) -> Plan:
