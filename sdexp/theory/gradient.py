@@ -1,18 +1,14 @@
 """Prop. 1, Table 1 and Fig. 2: stochastic depth tames the exploding gradient at initialisation.
 
-For a Vanilla ResNet (ReLU, He init) in the infinite-width limit,
+For a Vanilla ResNet (ReLU, He init) in the infinite-width limit, q_l = E_{W,delta}
+||grad_{y_l} loss||^2 / E_{W,delta} ||grad_{y_L} loss||^2 = prod_{k = l+1}^{L} (1 + s^2 p_k):
+2^{L-l} without stochastic depth (s = 1, eq. 1), bounded for the Stable ResNet (s = 1/sqrt(L),
+eq. 3). Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512, b = 0.7).
 
-    q_l = E_{W,delta} ||grad_{y_l} loss||^2 / E_{W,delta} ||grad_{y_L} loss||^2
-        = prod_{k = l+1}^{L} (1 + s^2 p_k),
-
-2^{L-l} without stochastic depth (s = 1, eq. 1); the Stable ResNet (s = 1/sqrt(L), eq. 3) stays
-bounded. Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512,
-b = 0.7, 500 Monte Carlo samples).
-
-Every Monte Carlo sample is one fresh Vanilla ResNet (its own He init) and, for every setting
-(scaling x mode x budget), its own masks: all settings run as rows of one batch through the same
-weights, one mask per row (``sdexp.theory.probes``). Theory is computed from the p actually used:
-our linear mode meets the budget exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at b = 0.7, L = 50).
+Each Monte Carlo sample is one fresh Vanilla ResNet; every setting (scaling x mode x budget) runs
+through its weights as rows of one batch, one mask per row (``sdexp.theory.probes``). Theory uses
+the p actually sampled: our linear mode meets the budget exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at
+b = 0.7, L = 50).
 """
 
 from __future__ import annotations
@@ -64,12 +60,12 @@ class Setting:
 
 def settings(modes: Sequence[str], budgets: Sequence[float], stable: Sequence[bool]):
     """Every (scaling, mode, budget); no stochastic depth (``none``) once per scaling, at b = 1."""
-    out = []
-    for is_stable in stable:
-        for mode in modes:
-            for budget in [1.0] if mode == "none" else budgets:
-                out.append(Setting(bool(is_stable), mode, float(budget)))
-    return out
+    return [
+        Setting(bool(is_stable), mode, float(budget))
+        for is_stable in stable
+        for mode in modes
+        for budget in ([1.0] if mode == "none" else budgets)
+    ]
 
 
 def theoretical_ratio(p: torch.Tensor, scale: float) -> np.ndarray:
@@ -87,11 +83,9 @@ def sample_gradient_norms(
     masks_per_sample: int,
     seed: int,
 ) -> np.ndarray:
-    """||grad_{y_l} loss||^2, shape (samples, settings, L + 1), masks averaged per sample.
-
-    One input x ~ N(0, I_d) throughout (the toy task's input law); each sample draws fresh
-    weights and, for each setting, ``masks_per_sample`` masks.
-    """
+    """||grad_{y_l} loss||^2, shape (samples, settings, L + 1), masks averaged per sample: one
+    input x ~ N(0, I_d) throughout (the toy task's input law), fresh weights for each sample and,
+    for each setting, ``masks_per_sample`` masks."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(1, input_dim, generator=generator)
@@ -114,10 +108,8 @@ def sample_gradient_norms(
 
 
 def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.DataFrame:
-    """q_l and the per-layer growth q_l^{1/(L-l)}, empirical and theoretical, per setting.
-
-    ``growth_se``: the growth's standard error from the delta method on the ratio of means.
-    """
+    """q_l and the per-layer growth q_l^{1/(L-l)}, empirical and theoretical, per setting;
+    ``growth_se``: the growth's standard error from the delta method on the ratio of means."""
     num_samples = len(norms)
     frames = []
     for c, case in enumerate(cases):
@@ -258,14 +250,10 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         if scaling != "plain" or mode not in TOLERANCE:
             continue
         error = worst_error(frame, scaling, mode, budget)
+        tolerance = TOLERANCE[mode]
         checks.append(
-            (
-                mode,
-                f"{budget:g}",
-                f"{100 * error:.2f}%",
-                f"{100 * TOLERANCE[mode]:g}%",
-                check_mark(error <= TOLERANCE[mode]),
-            )
+            f"{mode} | {budget:g} | {100 * error:.2f}% | {100 * tolerance:g}% | "
+            + check_mark(error <= tolerance)
         )
     if checks:
         parts.append(
@@ -274,12 +262,7 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
             + markdown_table(["mode", "b", "error", "target", "within"], checks)
         )
     stable_rows = [
-        (
-            mode,
-            f"{budget:g}",
-            f"{rows.set_index('layer').q[0]:.4f}",
-            f"{rows.set_index('layer').q_theory[0]:.4f}",
-        )
+        f"{mode} | {budget:g} | {rows.q.iloc[0]:.4f} | {rows.q_theory.iloc[0]:.4f}"
         for (scaling, mode, budget), rows in frame.groupby(["scaling", "mode", "budget"])
         if scaling == "stable"
     ]
@@ -330,14 +313,8 @@ def figure(frame: pd.DataFrame, depth: int):
             if rows.empty:
                 continue
             ax.plot(rows.index, rows.q, "o", ms=3, mfc="none", color=f"C{i}", label=mode)
-            ax.plot(
-                rows.index,
-                rows.q_theory,
-                "k--",
-                lw=0.8,
-                zorder=3,
-                label="theory (Prop. 1)" if i == 0 else None,
-            )
+            label = "theory (Prop. 1)" if i == 0 else None
+            ax.plot(rows.index, rows.q_theory, "k--", lw=0.8, zorder=3, label=label)
         name = "stable ResNet" if scaling == "stable" else "standard ResNet"
         ax.set(
             xlabel="layer l",
