@@ -187,19 +187,11 @@ def figure(distribution, bounds, modes, depth, budget, num_masks):
         bx.plot(rows.beta, rows.exact_quantile, "o--", color=color, ms=4, label=label)
         bx.plot(rows.beta, rows.sampled_quantile, "x", color=color, ms=6)
     support = distribution.k[distribution.filter(like="exact_").max(axis=1) > 1e-5]
-    ax.set(
-        xlim=(support.min() - 1, support.max() + 1),
-        xlabel=r"$L_\delta$",
-        ylabel="probability",
-        title=f"(Fig. 1a) $L_\\delta$, ResNet{depth}, $\\bar L/L$ = {budget}",
-    )
+    ax.set(xlim=(support.min() - 1, support.max() + 1), xlabel=r"$L_\delta$", ylabel="probability")
+    ax.set_title(f"(Fig. 1a) $L_\\delta$, ResNet{depth}, $\\bar L/L$ = {budget}")
     ax.legend(fontsize=8)
-    bx.set(
-        xscale="log",
-        xlabel=r"$\beta$",
-        ylabel=r"$|L_\delta - L_p|$ at level $1-\beta$",
-        title="Lemma 1: bound vs quantiles (x: sampled)",
-    )
+    bx.set(xscale="log", xlabel=r"$\beta$", ylabel=r"$|L_\delta - L_p|$ at level $1-\beta$")
+    bx.set_title("Lemma 1: bound vs quantiles (x: sampled)")
     bx.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -315,13 +315,10 @@ def figure(frame: pd.DataFrame, depth: int):
             ax.plot(rows.index, rows.q, "o", ms=3, mfc="none", color=f"C{i}", label=mode)
             label = "theory (Prop. 1)" if i == 0 else None
             ax.plot(rows.index, rows.q_theory, "k--", lw=0.8, zorder=3, label=label)
-        name = "stable ResNet" if scaling == "stable" else "standard ResNet"
-        ax.set(
-            xlabel="layer l",
-            ylabel=r"$\tilde q_l$",
-            yscale="linear" if scaling == "stable" else "log",
-            title=f"({letter}) $\\bar L/L$ = {budget:g}, {name}",
-        )
+        stable = scaling == "stable"
+        name = "stable ResNet" if stable else "standard ResNet"
+        ax.set(xlabel="layer l", ylabel=r"$\tilde q_l$", yscale="linear" if stable else "log")
+        ax.set_title(f"({letter}) $\\bar L/L$ = {budget:g}, {name}")
         ax.legend(fontsize=8)
     fig.suptitle(f"Gradient growth at initialisation, Vanilla ResNet{depth}", fontsize=10)
     fig.tight_layout()

@@ -256,12 +256,8 @@ def figure(tables: dict, depth: int, epochs: int, width: int, budget: float):
     ax.set_xscale("log")
     ax.set_xticks(lindeberg.index, labels=lindeberg.index, minor=False)
     ax.minorticks_off()
-    ax.set(
-        yscale="log",
-        xlabel="depth L",
-        ylabel=r"$\max_k \mu_k^2 / \sum_l \mu_l^2$",
-        title="(Fig. 4) Lindeberg ratio",
-    )
+    ax.set(yscale="log", xlabel="depth L", ylabel=r"$\max_k \mu_k^2 / \sum_l \mu_l^2$")
+    ax.set_title("(Fig. 4) Lindeberg ratio")
     ax.legend(fontsize=8)
 
     by_epoch = [group.pvalue.to_numpy() for _, group in output.groupby("epoch")]

@@ -291,12 +291,9 @@ def figure(draws, theory, gaps, theorem1_sizes):
     ax.axhline(theory, color="k", ls="--", lw=1, label="theory (Theorem 1)")
     step = max(1, len(layers) // 10)
     ax.set_xticks(layers[::step], labels=layers[::step])
-    ax.set(
-        xlabel="layer l",
-        ylabel=r"$g_l(W)$",
-        title=f"(Fig. 3) $g_l(W)$ at init, Vanilla ResNet{theorem1_sizes['depth']}, "
-        f"width {theorem1_sizes['width']}",
-    )
+    ax.set(xlabel="layer l", ylabel=r"$g_l(W)$")
+    depth, width = theorem1_sizes["depth"], theorem1_sizes["width"]
+    ax.set_title(f"(Fig. 3) $g_l(W)$ at init, Vanilla ResNet{depth}, width {width}")
     ax.legend(fontsize=8)
     for bx, epoch in zip(axes[1:], states, strict=True):
         for i, (mode, rows) in enumerate(gaps[gaps.epoch == epoch].groupby("mode", sort=False)):
@@ -305,11 +302,8 @@ def figure(draws, theory, gaps, theorem1_sizes):
             bx.errorbar(b, rows.gap, yerr=yerr, fmt="o", ms=4, color=color, capsize=2, label=label)
             bx.plot(b, rows.penalty, "-", color=color, label=f"{mode}: eq. 6")
             bx.plot(b, rows.penalty_at_p, ":", color=color, label=f"{mode}: eq. 6, $g_l$ at p")
-        bx.set(
-            xlabel=r"budget $\bar L / L$",
-            ylabel=r"$E_\delta$[loss] - loss(average net)",
-            title=f"Eq. 6, {state(epoch)}",
-        )
+        bx.set(xlabel=r"budget $\bar L / L$", ylabel=r"$E_\delta$[loss] - loss(average net)")
+        bx.set_title(f"Eq. 6, {state(epoch)}")
         bx.legend(fontsize=7)
     fig.tight_layout()
     return fig

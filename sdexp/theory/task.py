@@ -25,9 +25,8 @@ from sdexp.tracking.wandb_access import finish
 log = logging.getLogger("sdexp")
 
 
-#: Integer options of an experiment that may be 0: seeds, indices, epochs. Every other one is a size
-#: or a count: at least 1.
-MAY_BE_ZERO = ("seed", "neuron", "epochs")  # epochs: the weight states, 0 at initialisation
+#: Integer options that may be 0 (epochs: the weight states, 0 at init); all others are at least 1.
+MAY_BE_ZERO = ("seed", "neuron", "epochs")
 
 #: The modes whose survival probabilities a formula gives (``probes.survival``): SenseMode's need
 #: a network's sensitivities, which the experiments do not measure.
@@ -41,9 +40,8 @@ BUDGET_OPTIONS = ("budget", "budgets", "train_budget")
 
 
 def leaves(values: dict, path: str):
-    """``(option, value)`` for every value of an experiment's options, in its own nested options
-    (``theorem1.width``) and lists (``lindeberg_depths``, each item), not in the objects it
-    builds (a ``_target_`` node checks its own)."""
+    """``(option, value)`` for every value of an experiment's options, nested (``theorem1.width``)
+    and in lists, not in the objects it builds (a ``_target_`` node checks its own)."""
     for key, value in values.items():
         option = f"{path}.{key}"
         if isinstance(value, dict):
@@ -72,8 +70,8 @@ def check_leaf(option: str, value) -> None:
 
 
 def check_experiment(cfg: DictConfig) -> None:
-    """The experiment's options by type (its function's signature) and range (``check_leaf``):
-    a ConfigError naming a bad one (one line, exit status 2) before anything runs."""
+    """The experiment's options by type (its signature) and range (``check_leaf``): a ConfigError
+    naming a bad one (one line, exit status 2) before anything runs."""
     values = OmegaConf.to_container(cfg.experiment, resolve=True)
     check_target(values, "experiment")
     for option, value in leaves(values, "experiment"):

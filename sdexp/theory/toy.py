@@ -1,9 +1,7 @@
 """The toy regression of Sec. 6 for the theory checks: its data, and a short training run.
 
-``train_with_probe`` trains a network with stochastic depth through the project's own
-LightningModule (``sdexp.run.module``: survival from the mode at the budget, one mask per step) and
-calls a probe at initialisation and after every epoch, for the quantities the paper follows
-through training (eq. 6, Theorem 2, Figs. 4 and 5).
+``train_with_probe`` trains through the project's own LightningModule (``sdexp.run.module``) and
+calls a probe at initialisation and after every epoch (eq. 6, Theorem 2, Figs. 4 and 5).
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LambdaCallback
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
@@ -26,19 +25,6 @@ def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     data = ToyDataModule(dim=dim, n_train=num_inputs, n_val=0, n_test=1, data_seed=seed)
     data.setup()
     return data.splits["train"].inputs, data.splits["train"].targets
-
-
-class EpochProbe(pl.Callback):
-    """Calls ``probe(epoch, model)`` before training (epoch 0) and after each epoch."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-
-    def on_train_start(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        self.probe(0, module.model)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        self.probe(trainer.current_epoch + 1, module.model)
 
 
 def train_with_probe(
@@ -74,6 +60,11 @@ def train_with_probe(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[EpochProbe(probe)],
+        callbacks=[
+            LambdaCallback(
+                on_train_start=lambda _, module: probe(0, module.model),  # epoch 0: at init
+                on_train_epoch_end=lambda run, module: probe(run.current_epoch + 1, module.model),
+            )
+        ],
     )
     trainer.fit(module, datamodule=LightningData(datamodule))
