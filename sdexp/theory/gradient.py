@@ -13,8 +13,8 @@ b = 0.7, L = 50).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,10 +22,10 @@ import torch
 from matplotlib.figure import Figure
 
 from sdexp.gate import branch_scale
-from sdexp.models import VanillaResNet
 from sdexp.survival import Linear
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import gradient_norms, survival
+from sdexp.theory.toy import toy_resnet
 
 # Table 1 of the paper (plain ResNet50, width 512, b = 0.7): empirical and theoretical growth.
 PAPER_LAYERS = (0, 10, 20, 30, 40)
@@ -45,27 +45,8 @@ def checked_layers(depth: int) -> list[int]:
     return [layer for layer in PAPER_LAYERS if depth - layer >= MIN_LAYERS_ABOVE]
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One curve of Fig. 2: plain (eq. 1) or Stable (eq. 3) ResNet, a mode and a budget."""
-
-    stable: bool
-    mode: str
-    budget: float
-
-    @property
-    def scaling(self) -> str:
-        return "stable" if self.stable else "plain"
-
-
-def settings(modes: Sequence[str], budgets: Sequence[float], stable: Sequence[bool]):
-    """Every (scaling, mode, budget); no stochastic depth (``none``) once per scaling, at b = 1."""
-    return [
-        Setting(bool(is_stable), mode, float(budget))
-        for is_stable in stable
-        for mode in modes
-        for budget in ([1.0] if mode == "none" else budgets)
-    ]
+#: One curve of Fig. 2: plain (eq. 1) or Stable (eq. 3) ResNet, a mode and a budget.
+Setting = namedtuple("Setting", ["stable", "mode", "budget"])
 
 
 def theoretical_ratio(p: torch.Tensor, scale: float) -> np.ndarray:
@@ -98,9 +79,7 @@ def sample_gradient_norms(
     for i in range(num_samples):
         # Each row's multipliers carry its own s (1 or 1/sqrt(L)), so one weight draw serves
         # the plain and the Stable ResNet alike; the model's own ``stable`` flag is unused.
-        model = VanillaResNet(
-            input_shape=(input_dim,), num_outputs=1, width=width, depth=depth, stable=False
-        )
+        model = toy_resnet((input_dim,), width, depth, stable=False)
         delta = torch.bernoulli(p_rows, generator=generator)
         rows = gradient_norms(model, x_rows, delta * scale_rows)
         norms[i] = rows.view(len(cases), masks_per_sample, -1).mean(1).numpy()
@@ -128,7 +107,7 @@ def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.
         frames.append(
             pd.DataFrame(
                 {
-                    "scaling": case.scaling,
+                    "scaling": "stable" if case.stable else "plain",
                     "mode": case.mode,
                     "budget": case.budget,
                     "layer": layers,
@@ -157,7 +136,12 @@ def run(
     stable: Sequence[bool] = (False, True),
     seed: int = 0,
 ) -> Outcome:
-    cases = settings(modes, budgets, stable)
+    cases = [  # no stochastic depth (none) once per scaling, at b = 1
+        Setting(bool(is_stable), mode, float(budget))
+        for is_stable in stable
+        for mode in modes
+        for budget in ([1.0] if mode == "none" else budgets)
+    ]
     norms = sample_gradient_norms(
         cases, width, depth, input_dim, num_samples, masks_per_sample, seed
     )
@@ -212,20 +196,11 @@ def table1(frame: pd.DataFrame, budget: float, with_paper: bool) -> str:
             continue
         ours = at(frame, "plain", mode, budget)
         layers = [layer for layer in PAPER_LAYERS if layer in ours.index]
-        rows.append(
-            (mode, "ours")
-            + tuple(f"{ours.growth[i]:.3f} ({ours.growth_theory[i]:.3f})" for i in layers)
-        )
+        cells = [f"{ours.growth[i]:.3f} ({ours.growth_theory[i]:.3f})" for i in layers]
+        rows.append((mode, "ours", *cells))
         if with_paper:
-            empirical, theory = PAPER_TABLE1[mode]
-            rows.append(
-                (mode, "paper")
-                + tuple(
-                    f"{e:.3f} ({t:g})"
-                    for e, t, i in zip(empirical, theory, PAPER_LAYERS, strict=True)
-                    if i in layers
-                )
-            )
+            paper = [f"{e:.3f} ({t:g})" for e, t in zip(*PAPER_TABLE1[mode], strict=True)]
+            rows.append((mode, "paper", *(paper[PAPER_LAYERS.index(i)] for i in layers)))
     return markdown_table(["mode", "", *(f"l = {i}" for i in layers)], rows)
 
 
@@ -236,9 +211,7 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         f"1/sqrt(L) (Stable, eq. 3), from the p actually used. Cells: growth q_l^(1/(L-l)), "
         f"empirical (theoretical).",
     ]
-    for budget in budgets:
-        if not (frame.scaling == "plain").any():
-            break
+    for budget in budgets if (frame.scaling == "plain").any() else []:
         paper = budget == PAPER_BUDGET and depth == PAPER_DEPTH
         parts.append(
             f"**Plain ResNet, b = {budget:g}**{' (Table 1)' if paper else ''}\n\n"
@@ -246,15 +219,13 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         )
     layers = ", ".join(map(str, checked_layers(depth)))
     checks = []
-    for (scaling, mode, budget), _ in frame.groupby(["scaling", "mode", "budget"]):
-        if scaling != "plain" or mode not in TOLERANCE:
-            continue
-        error = worst_error(frame, scaling, mode, budget)
-        tolerance = TOLERANCE[mode]
-        checks.append(
-            f"{mode} | {budget:g} | {100 * error:.2f}% | {100 * tolerance:g}% | "
-            + check_mark(error <= tolerance)
-        )
+    for (mode, budget), _ in frame[frame.scaling == "plain"].groupby(["mode", "budget"]):
+        if mode in TOLERANCE:
+            error, tolerance = worst_error(frame, "plain", mode, budget), TOLERANCE[mode]
+            checks.append(
+                f"{mode} | {budget:g} | {100 * error:.2f}% | {100 * tolerance:g}% | "
+                + check_mark(error <= tolerance)
+            )
     if checks:
         parts.append(
             f"Largest |empirical / theory - 1| of the growth at l = {layers} "
@@ -263,8 +234,7 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         )
     stable_rows = [
         f"{mode} | {budget:g} | {rows.q.iloc[0]:.4f} | {rows.q_theory.iloc[0]:.4f}"
-        for (scaling, mode, budget), rows in frame.groupby(["scaling", "mode", "budget"])
-        if scaling == "stable"
+        for (mode, budget), rows in frame[frame.scaling == "stable"].groupby(["mode", "budget"])
     ]
     if stable_rows:
         parts.append(
@@ -280,7 +250,10 @@ def linear_note(frame: pd.DataFrame, depth: int) -> str:
     """Why our linear row's theory differs from the paper's (REFERENCE.md, Table 1)."""
     ours = at(frame, "plain", "linear", PAPER_BUDGET).loc[list(PAPER_LAYERS)]
     empirical, theory = (np.array(row) for row in PAPER_TABLE1["linear"])
-    huang = theoretical_ratio(huang_linear(depth), 1.0)
+    # Huang et al.'s linear decay, parametrised by p_L = 2b - 1 (its mean is slightly below b)
+    p_last = 2 * PAPER_BUDGET - 1
+    huang_p = 1.0 - torch.arange(1, depth + 1, dtype=torch.float64) / depth * (1.0 - p_last)
+    huang = theoretical_ratio(huang_p, 1.0)
     huang_growth = [huang[i] ** (1 / (depth - i)) for i in PAPER_LAYERS]
     return (
         f"Linear mode: ours meets the budget exactly, p_L = 1 - 2L(1-b)/(L+1) = "
@@ -294,12 +267,6 @@ def linear_note(frame: pd.DataFrame, depth: int) -> str:
         f"paper's empirical values at l = 30, 40 exceed its theory by "
         f"{' and '.join(f'{100 * e:.1f}%' for e in empirical[3:] / theory[3:] - 1)}."
     )
-
-
-def huang_linear(depth: int) -> torch.Tensor:
-    """Huang et al.'s linear decay parametrised by p_L = 2b - 1 (mean slightly below b)."""
-    p_last = 2 * PAPER_BUDGET - 1
-    return 1.0 - torch.arange(1, depth + 1, dtype=torch.float64) / depth * (1.0 - p_last)
 
 
 def figure(frame: pd.DataFrame, depth: int):

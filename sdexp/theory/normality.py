@@ -24,7 +24,7 @@ from scipy.stats import shapiro
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
-from sdexp.models import ResidualNetwork, VanillaResNet
+from sdexp.models import ResidualNetwork
 from sdexp.run.console import counted
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import (
@@ -34,7 +34,7 @@ from sdexp.theory.probes import (
     sample_masks,
     survival,
 )
-from sdexp.theory.toy import train_with_probe
+from sdexp.theory.toy import toy_resnet, train_with_probe
 
 LEVEL = 0.05  # the Shapiro-Wilk test's level in the summaries
 
@@ -117,13 +117,7 @@ def run(
                     )
 
         torch.manual_seed(seed)
-        model = VanillaResNet(
-            input_shape=dataset.input_shape,
-            num_outputs=1,
-            width=width,
-            depth=num_blocks,
-            stable=True,
-        )
+        model = toy_resnet(dataset.input_shape, width, num_blocks, stable=True)
         train_with_probe(model, mode, budget, dataset, epochs, optimizer, probe)
 
     output = pd.DataFrame(outputs).merge(pd.DataFrame(losses), on="epoch")

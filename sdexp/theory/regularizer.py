@@ -25,7 +25,7 @@ from torch import Tensor
 
 from sdexp.data import ToyDataModule
 from sdexp.gate import branch_scale
-from sdexp.models import ResidualNetwork, VanillaResNet
+from sdexp.models import ResidualNetwork
 from sdexp.theory.outcome import Outcome, markdown_table
 from sdexp.theory.probes import (
     information_discrepancy,
@@ -34,7 +34,7 @@ from sdexp.theory.probes import (
     sample_masks,
     survival,
 )
-from sdexp.theory.toy import toy_data, train_with_probe
+from sdexp.theory.toy import toy_data, toy_resnet, train_with_probe
 
 
 def theoretical_regularizer(depth: int, stable: bool, x: Tensor) -> float:
@@ -58,9 +58,7 @@ def regularizer_draws(
     torch.manual_seed(seed)
     rows = []
     for draw in range(num_weights):
-        model = VanillaResNet(
-            input_shape=(input_dim,), num_outputs=1, width=width, depth=depth, stable=stable
-        )
+        model = toy_resnet((input_dim,), width, depth, stable)
         g = layer_regularizers(information_discrepancy(model, x))
         rows.append(pd.DataFrame({"draw": draw, "layer": np.arange(1, depth + 1), "g": g}))
     return pd.concat(rows, ignore_index=True), theoretical_regularizer(depth, stable, x)
@@ -145,9 +143,7 @@ def eq6_check(
     x, t = train.inputs[:num_inputs], train.targets[:num_inputs]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = VanillaResNet(
-        input_shape=dataset.input_shape, num_outputs=1, width=width, depth=depth, stable=True
-    )
+    model = toy_resnet(dataset.input_shape, width, depth, stable=True)
     rows = []
 
     def probe(epoch: int, model: ResidualNetwork) -> None:

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import LambdaCallback
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
-from sdexp.models import ResidualNetwork
+from sdexp.models import ResidualNetwork, VanillaResNet
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import MODES
 
@@ -25,6 +25,11 @@ def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     data = ToyDataModule(dim=dim, n_train=num_inputs, n_val=0, n_test=1, data_seed=seed)
     data.setup()
     return data.splits["train"].inputs, data.splits["train"].targets
+
+
+def toy_resnet(input_shape: tuple[int], width: int, depth: int, stable: bool) -> VanillaResNet:
+    """A one-output Vanilla ResNet, He-initialised from torch's global generator."""
+    return VanillaResNet(input_shape, num_outputs=1, width=width, depth=depth, stable=stable)
 
 
 def train_with_probe(
