@@ -136,15 +136,14 @@ def metrics(moments: pd.DataFrame, bounds: pd.DataFrame, variances: pd.DataFrame
 
 def summary(moments, bounds, variances, depth, budget, num_masks) -> str:
     uniform, others = uniform_is_widest(variances)
-    rows = [
-        f"{r.mode} | {r.expected_depth:.2f} | {r.exact_mean:.2f} | {r.sampled_mean:.2f} | "
-        f"{r.variance:.3f} | {r.sampled_variance:.3f} | {r.total_variation:.4f}"
-        for r in moments.itertuples()
-    ]
     moment_table = markdown_table(
         "mode | L_p = sum p_l | exact mean | sampled mean | v_p = sum p_l(1-p_l) | "
         "sampled variance | TV(sampled, exact)",
-        rows,
+        [
+            f"{r.mode} | {r.expected_depth:.2f} | {r.exact_mean:.2f} | {r.sampled_mean:.2f} | "
+            f"{r.variance:.3f} | {r.sampled_variance:.3f} | {r.total_variation:.4f}"
+            for r in moments.itertuples()
+        ],
     )
     bound_table = markdown_table(
         "mode | beta | Lemma 1 bound | exact quantile | sampled quantile | bound holds",

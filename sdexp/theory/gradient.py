@@ -5,10 +5,9 @@ For a Vanilla ResNet (ReLU, He init) in the infinite-width limit, q_l = E_{W,del
 2^{L-l} without stochastic depth (s = 1, eq. 1), bounded for the Stable ResNet (s = 1/sqrt(L),
 eq. 3). Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512, b = 0.7).
 
-Each Monte Carlo sample is one fresh Vanilla ResNet; every setting (scaling x mode x budget) runs
-through its weights as rows of one batch, one mask per row (``sdexp.theory.probes``). Theory uses
-the p actually sampled: our linear mode meets the budget exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at
-b = 0.7, L = 50).
+Each Monte Carlo sample is one fresh Vanilla ResNet, through which every setting runs as rows of one
+batch, one mask per row. Theory uses the p actually sampled: our linear mode meets the budget
+exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at b = 0.7, L = 50).
 """
 
 from __future__ import annotations
@@ -104,22 +103,21 @@ def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.
         layers = np.arange(depth + 1)
         remaining = np.maximum(depth - layers, 1)
         growth = q ** (1.0 / remaining)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "scaling": "stable" if case.stable else "plain",
-                    "mode": case.mode,
-                    "budget": case.budget,
-                    "layer": layers,
-                    "survival": np.append(np.nan, p.numpy()),
-                    "q": q,
-                    "q_theory": q_theory,
-                    "growth": growth,
-                    "growth_theory": q_theory ** (1.0 / remaining),
-                    "growth_se": growth * np.sqrt(np.maximum(log_variance, 0.0)) / remaining,
-                }
-            ).iloc[:-1]
+        table = pd.DataFrame(
+            {
+                "scaling": "stable" if case.stable else "plain",
+                "mode": case.mode,
+                "budget": case.budget,
+                "layer": layers,
+                "survival": np.append(np.nan, p.numpy()),
+                "q": q,
+                "q_theory": q_theory,
+                "growth": growth,
+                "growth_theory": q_theory ** (1.0 / remaining),
+                "growth_se": growth * np.sqrt(np.maximum(log_variance, 0.0)) / remaining,
+            }
         )
+        frames.append(table.iloc[:-1])  # q_L = 1 by definition
     frame = pd.concat(frames, ignore_index=True)
     frame["relative_error"] = frame.growth / frame.growth_theory - 1.0
     return frame

@@ -5,10 +5,9 @@ network's value plus gamma = (1/sqrt(L)) sum_l eta_l mu_l(x), eta_l = delta_l - 
 mu_l = <z_l, grad_{y_l} G> (eq. 7). Theorem 2 (Lindeberg's CLT) makes gamma Gaussian as L grows,
 provided the Lindeberg ratio max_k mu_k^2 / sum_l mu_l^2 goes to 0 (its second condition, Fig. 4).
 
-Fig. 5: a Stable Vanilla ResNet100, width 128, uniform b = 0.7, trained on the toy task; for each
-input, 200 masks give 200 values of a neuron and the Shapiro-Wilk test one p-value: the output
-neuron after every epoch (left), one neuron of every layer y_l (right). Networks of several depths
-are trained the same way for the output neuron's Lindeberg ratio (mu_l = zeta_l, eq. 5).
+Fig. 5: for each input, masks give values of a neuron and the Shapiro-Wilk test one p-value: the
+output neuron after every epoch (left), one neuron of every layer y_l (right). Networks of several
+depths are trained the same way for the output neuron's Lindeberg ratio (mu_l = zeta_l, eq. 5).
 """
 
 from __future__ import annotations
@@ -92,7 +91,6 @@ def run(
     x, t = test.inputs[:num_inputs], test.targets[:num_inputs]
     generator = torch.Generator().manual_seed(seed)
     outputs, layers, ratios, losses = [], [], [], []
-
     for num_blocks in sorted(set(lindeberg_depths) | {depth}):
         p = survival(mode, budget, num_blocks)
 
@@ -253,7 +251,6 @@ def figure(tables: dict, depth: int, epochs: int, width: int, budget: float):
     ax.set(yscale="log", xlabel="depth L", ylabel=r"$\max_k \mu_k^2 / \sum_l \mu_l^2$")
     ax.set_title("(Fig. 4) Lindeberg ratio")
     ax.legend(fontsize=8)
-
     by_epoch = [group.pvalue.to_numpy() for _, group in output.groupby("epoch")]
     bx.boxplot(by_epoch, positions=sorted(output.epoch.unique()), widths=0.6, showfliers=False)
     bx.axhline(LEVEL, color="r", ls=":", lw=1)
@@ -261,7 +258,6 @@ def figure(tables: dict, depth: int, epochs: int, width: int, budget: float):
     bx.set(xlabel="epoch", title=f"(Fig. 5 left) output neuron, ResNet{depth}", **pvalue_axis)
     step = max(1, epochs // 10)
     bx.set_xticks(range(0, epochs + 1, step), labels=range(0, epochs + 1, step))
-
     for epoch, color in ((0, "C1"), (epochs, "C0")):
         quantiles = layers[layers.epoch == epoch].groupby("layer").pvalue.quantile([0.1, 0.5, 0.9])
         band, label = quantiles.unstack(), f"epoch {epoch}: median, 10-90% of inputs"

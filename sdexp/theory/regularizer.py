@@ -155,9 +155,7 @@ def eq6_check(
                 p = survival(mode, budget, depth)
                 penalty = float((p * (1.0 - p) * g_one).sum()) / (2 * depth)
                 parts = loss_gap(model, x, t, p, num_masks, generator)
-                rows.append(
-                    {"epoch": epoch, "mode": mode, "budget": budget, "penalty": penalty, **parts}
-                )
+                rows.append(dict(epoch=epoch, mode=mode, budget=budget, penalty=penalty, **parts))
 
     train_with_probe(model, train_mode, train_budget, dataset, max(epochs), optimizer, probe)
     frame = pd.DataFrame(rows)

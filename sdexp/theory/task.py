@@ -27,14 +27,10 @@ log = logging.getLogger("sdexp")
 
 #: Integer options that may be 0 (epochs: the weight states, 0 at init); all others are at least 1.
 MAY_BE_ZERO = ("seed", "neuron", "epochs")
-
-#: The modes whose survival probabilities a formula gives (``probes.survival``): SenseMode's need
-#: a network's sensitivities, which the experiments do not measure.
+#: The modes whose p a formula gives (``probes.survival``): SenseMode needs sensitivities.
 FORMULA_MODES = ("none", "uniform", "linear")
-
 #: Options that name survival modes, and the modes each may name (``train_mode`` trains with it).
 MODE_OPTIONS = {"mode": FORMULA_MODES, "modes": FORMULA_MODES, "train_mode": tuple(MODES)}
-
 #: Options that hold budgets, in (0, 1] (``sdexp.survival.check_budget``).
 BUDGET_OPTIONS = ("budget", "budgets", "train_budget")
 
@@ -69,20 +65,15 @@ def check_leaf(option: str, value) -> None:
             raise ConfigError(option, f"an integer, at least {low}, got {value}")
 
 
-def check_experiment(cfg: DictConfig) -> None:
-    """The experiment's options by type (its signature) and range (``check_leaf``): a ConfigError
-    naming a bad one (one line, exit status 2) before anything runs."""
-    values = OmegaConf.to_container(cfg.experiment, resolve=True)
-    check_target(values, "experiment")
-    for option, value in leaves(values, "experiment"):
-        check_leaf(option, value)
-
-
 def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
-    check_experiment(cfg)
+    # the options by type (the signature) and range: a ConfigError (one line, exit 2) before a run
+    values = OmegaConf.to_container(cfg.experiment, resolve=True)
+    check_target(values, "experiment")
+    for option, value in leaves(values, "experiment"):
+        check_leaf(option, value)
     keep_hydra_record(Path(cfg.output_dir), cfg)
     console.open_run_log()
     console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
