@@ -55,15 +55,13 @@ def run(
 ) -> Outcome:
     generator = torch.Generator().manual_seed(seed)
     probabilities = {mode: survival(mode, budget, depth) for mode in modes}
-
     distribution = pd.DataFrame({"k": np.arange(depth + 1)})
     bounds, summary_rows = [], []
     for mode, p in probabilities.items():
         pmf = depth_distribution(p.tolist())
         sampled = sample_masks(p, num_masks, generator).sum(1).long()
         histogram = np.bincount(sampled.numpy(), minlength=depth + 1) / num_masks
-        distribution[f"exact_{mode}"] = pmf
-        distribution[f"sampled_{mode}"] = histogram
+        distribution[f"exact_{mode}"], distribution[f"sampled_{mode}"] = pmf, histogram
         mean, variance = expected_depth(p.tolist()), depth_variance(p.tolist())
         deviations = (sampled.double() - mean).abs().numpy()
         for beta in betas:
@@ -88,9 +86,7 @@ def run(
                 "total_variation": 0.5 * float(np.abs(histogram - pmf).sum()),
             }
         )
-    bounds = pd.DataFrame(bounds)
-    moments = pd.DataFrame(summary_rows)
-
+    bounds, moments = pd.DataFrame(bounds), pd.DataFrame(summary_rows)
     rng = np.random.default_rng(seed)
     candidates = [*probabilities.items(), *random_modes(budget, depth, num_random_modes, rng)]
     variances = pd.DataFrame(

@@ -177,8 +177,7 @@ def metrics(frame: pd.DataFrame) -> dict:
     for (scaling, mode, budget), rows in frame.groupby(["scaling", "mode", "budget"]):
         rows = rows.set_index("layer")
         key = f"gradient/{scaling}/{mode}/b{budget:g}"
-        out[f"{key}/q0"] = float(rows.q[0])
-        out[f"{key}/q0_theory"] = float(rows.q_theory[0])
+        out[f"{key}/q0"], out[f"{key}/q0_theory"] = float(rows.q[0]), float(rows.q_theory[0])
         for layer in PAPER_LAYERS:
             if layer in rows.index:
                 out[f"{key}/growth_l{layer}"] = float(rows.growth[layer])

@@ -88,8 +88,7 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     outcome.metrics["wall_time_s"] = seconds
     outcome.summary += (
         f"\n\nWall time: {seconds:.1f} s on {platform.machine()} with "
-        f"{torch.get_num_threads()} torch thread(s), "
-        f"`python -m sdexp.theory {command}`.\n"
+        f"{torch.get_num_threads()} torch thread(s), `python -m sdexp.theory {command}`.\n"
     )
     files = outcome.write(Path(cfg.output_dir))
     names = ", ".join(sorted(path.name for path in files.values()))

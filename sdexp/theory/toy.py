@@ -17,8 +17,6 @@ from sdexp.models import ResidualNetwork, VanillaResNet
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import MODES
 
-Probe = Callable[[int, ResidualNetwork], None]  # (epoch, model)
-
 
 def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     """``num_inputs`` inputs x ~ N(0, I_d) and targets sin(beta^T x) (``ToyDataModule``)."""
@@ -39,7 +37,7 @@ def train_with_probe(
     datamodule: ToyDataModule,
     epochs: int,
     optimizer: Callable,
-    probe: Probe,
+    probe: Callable[[int, ResidualNetwork], None],  # (epoch, model)
 ) -> None:
     """Train ``model`` on the toy task with stochastic depth (``mode`` at ``budget``) for
     ``epochs`` epochs, without validation, checkpoints or logger; ``probe`` sees every epoch
