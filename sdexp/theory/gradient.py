@@ -88,7 +88,6 @@ def sample_gradient_norms(
 def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.DataFrame:
     """q_l and the per-layer growth q_l^{1/(L-l)}, empirical and theoretical, per setting;
     ``growth_se``: the growth's standard error from the delta method on the ratio of means."""
-    num_samples = len(norms)
     frames = []
     for c, case in enumerate(cases):
         p = survival(case.mode, case.budget, depth)
@@ -98,7 +97,7 @@ def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.
         covariance = ((numerator - a) * (denominator - b)).mean(0)
         log_variance = (
             numerator.var(0) / a**2 + denominator.var() / b**2 - 2 * covariance / (a * b)
-        ) / num_samples
+        ) / len(norms)
         q_theory = theoretical_ratio(p, branch_scale(depth, case.stable))
         layers = np.arange(depth + 1)
         remaining = np.maximum(depth - layers, 1)

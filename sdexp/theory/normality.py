@@ -156,12 +156,10 @@ def lindeberg_medians(lindeberg: pd.DataFrame) -> pd.DataFrame:
 
 def metrics(tables: dict, depth: int, epochs: int) -> dict:
     output, layers = tables["normality_output"], tables["normality_layers"]
-    per_epoch = output.groupby("epoch").pvalue
+    normal = (output.pvalue > LEVEL).groupby(output.epoch).mean()
     out = {
-        "normality/output/min_median_pvalue": float(per_epoch.median().min()),
-        "normality/output/min_fraction_normal": float(
-            per_epoch.apply(lambda v: (v > LEVEL).mean()).min()
-        ),
+        "normality/output/min_median_pvalue": float(output.groupby("epoch").pvalue.median().min()),
+        "normality/output/min_fraction_normal": float(normal.min()),
     }
     for epoch in (0, epochs):
         found = normal_from(layers[layers.epoch == epoch])
