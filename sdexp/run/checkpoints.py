@@ -92,12 +92,11 @@ class RunCheckpoint(ModelCheckpoint):
             def here(path):
                 return str(Path(self.dirpath, Path(path).name)) if path else path
 
+            paths = ("best_model_path", "kth_best_model_path", "last_model_path")
             state_dict = {
                 **state_dict,
                 "dirpath": self.dirpath,
-                "best_model_path": here(state_dict.get("best_model_path")),
-                "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
-                "last_model_path": here(state_dict.get("last_model_path")),
+                **{name: here(state_dict.get(name)) for name in paths},
                 "best_k_models": {
                     here(p): v for p, v in (state_dict.get("best_k_models") or {}).items()
                 },

@@ -74,8 +74,7 @@ def train_task(cfg: DictConfig) -> None:
 
 
 def composition_error(error: BaseException) -> str:
-    """One line for an error of composing the config: a group option that does not exist, a
-    YAML file that does not parse (where), or Hydra's message."""
+    """One line for an error of composing the config (a missing option, bad YAML, Hydra's)."""
     cause = error
     while cause is not None and not isinstance(cause, yaml.MarkedYAMLError):
         cause = cause.__cause__ or cause.__context__
@@ -126,7 +125,6 @@ def main(cfg: DictConfig) -> None:
 
 
 def train() -> None:
-    """The command (``sdexp-train``, ``python train.py``); a signal while Hydra composes the
-    config is deferred to where the task can stop."""
+    """The command (``sdexp-train``); a signal while Hydra composes the config is deferred."""
     with stop_on_signals(defer=True, restore=False):
         exit_on_stop(main)

@@ -77,12 +77,8 @@ class Speed:
     channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
     compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
     cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
-    # both: each graphed piece compiled, then captured (fused kernels in the graphs); evaluation
-    # and an epoch's partial last batch then run eagerly, as with cuda_graphs alone
+    # both: each graphed piece compiled, then captured (fused kernels in the graphs)
     fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
-
-
-# --- the whole config ---------------------------------------------------------------------------
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -171,11 +167,8 @@ def device_count(accelerator: str, devices: Any) -> int:
 def check_trainer(trainer: dict) -> None:
     """What Lightning would refuse, or crash on, with a traceback."""
     accelerator = str(trainer.get("accelerator", "auto"))
-    available = {
-        "gpu": torch.cuda.is_available(),
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
+    cuda = torch.cuda.is_available()
+    available = {"gpu": cuda, "cuda": cuda, "mps": torch.backends.mps.is_available()}
     if not available.get(accelerator, True):
         raise ConfigError(
             "trainer.accelerator",
@@ -199,13 +192,8 @@ def check_trainer(trainer: dict) -> None:
             f"blocks a step drops get no gradient, which strategy {strategy} cannot reduce)",
         )
     limit = trainer.get("limit_train_batches")
-    if limit is not None and not (
-        isinstance(limit, int)
-        and not isinstance(limit, bool)
-        and limit >= 1
-        or isinstance(limit, float)
-        and 0 < limit <= 1
-    ):
+    batches = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
+    if limit is not None and not (batches or isinstance(limit, float) and 0 < limit <= 1):
         raise ConfigError(
             "trainer.limit_train_batches",
             f"a number of batches (at least 1) or a fraction in (0, 1] of each epoch, or null "
@@ -214,8 +202,7 @@ def check_trainer(trainer: dict) -> None:
 
 
 def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
-    """What the fast paths cannot do with the ``trainer`` and the ``optimizer`` (a class or
-    function)."""
+    """What the fast paths cannot do with the ``trainer`` and the ``optimizer``."""
     if speed.get("cuda_graphs"):
         accelerator = str(trainer.get("accelerator", "auto"))
         if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
@@ -327,6 +314,5 @@ def check_options(cfg: DictConfig, complete: bool = True, budget: bool = False) 
 
 
 def check_config(cfg: DictConfig, complete: bool = True) -> Checked:
-    """``check_options`` and the budget (``Mode.check``), once per run: the run reuses what it
-    built and the budget it checked."""
+    """``check_options`` and the budget (``Mode.check``), once per run: the run reuses both."""
     return check_options(cfg, complete, budget=True)

@@ -41,8 +41,7 @@ class RunLogFile(logging.handlers.MemoryHandler):
 
 
 class LogFile(logging.FileHandler):
-    """A log file that cannot be written (a full disk) is given up with one warning, not a
-    traceback per line."""
+    """A log file that cannot be written is given up with one warning, not a traceback a line."""
 
     def __init__(self, filename: str, mode: str, encoding: str | None) -> None:
         super().__init__(filename, mode, encoding, delay=True)

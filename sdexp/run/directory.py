@@ -1,10 +1,8 @@
 """A run's output directory: one live run at a time, and only the run's own files.
 
-``claim`` takes the directory's lock (``run.lock``, an ``flock`` the kernel drops however the
-process ends) and checks what an earlier run left against the run's identity
-(``sdexp.results.RunKey``): a ``results.json`` or ``checkpoints/last.ckpt`` of another identity
-stops the run with one line (``overwrite=true`` discards them); an unreadable ``last.ckpt`` is
-moved aside and the run starts over; a run resumes only from a checkpoint of its own identity.
+``claim`` takes the directory's lock (an ``flock``, which the kernel drops however the process
+ends) and refuses, in one line, files of another run identity (``overwrite=true`` discards them);
+a run resumes only from a checkpoint of its own identity.
 
 Hydra writes into a run's directory before the task starts, with no hook in between, so a
 refused run would change the run that is there. Its record (``.hydra/``) is off and written by
@@ -68,9 +66,6 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
-# --- the lock ------------------------------------------------------------------------------------
-
-
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
     """Hold ``run_dir/run.lock`` while the block runs; ConfigError if a live process holds it.
@@ -101,9 +96,6 @@ def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
         lock.release()
 
 
-# --- what another run left ---------------------------------------------------------------------
-
-
 class Conflict(NamedTuple):
     """A file the run cannot use, and why; ``unreadable``: a checkpoint moved aside, else a stop."""
 
@@ -128,8 +120,7 @@ def check_kinds(run_dir: Path) -> None:
 
 
 def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
-    """The files of other runs in ``run_dir`` (an unreadable results.json is not one: it counts
-    as not finished)."""
+    """The files of other runs in ``run_dir`` (not an unreadable results.json: not finished)."""
     return examine(run_dir, key, config)[0]
 
 
@@ -240,9 +231,6 @@ def claim(
         yield Resume(last, epochs) if epochs is not None and last.exists() and not fresh else None
 
 
-# --- Hydra's side ---------------------------------------------------------------------------------
-
-
 def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
     """Hydra's record of the command (``.hydra/``), once the run owns ``run_dir``."""
     from hydra.core.hydra_config import HydraConfig
@@ -265,8 +253,7 @@ CREATED: list[Path] = []
 
 
 def remove_unused() -> None:
-    """Remove the directories this command created for a run that never owned its directory,
-    deepest first, each only while it is empty."""
+    """Remove the directories made for a run that never owned its directory, while empty."""
     for path in CREATED:
         try:
             path.rmdir()

@@ -11,18 +11,12 @@ graphs of its own, forward and backward (one ``make_graphed_callables`` call per
 
 A step is Python around them (``GraphedSteps.loss``): the gate draws delta on the CPU, a kept
 block replays its graph, a dropped block runs its shortcut eagerly. Each piece is one autograd
-node, so the backward pass replays exactly the blocks the forward pass ran. What capture needs:
-
-- One batch shape: a batch of another (an epoch's last) runs eagerly (``matches``).
-- The warm-up iterations before capture move BatchNorm's running statistics: every buffer is
-  restored afterwards.
-- Autocast with its weight cache off (``without_autocast_cache``).
-- The parameters and buffers stay at their addresses: the network must not be moved or rebuilt
-  (``load_state_dict`` copies in place and is fine).
-- A backward graph's gradients are static buffers, which become ``.grad`` where it is None: so
-  before every backward pass a gradient must be None or a tensor the training loop owns, never a
-  buffer of an earlier step, which the next backward would add to itself
-  (``sdexp.recipe.StepGradients``).
+node, so the backward pass replays exactly the blocks the forward pass ran. A batch of another
+shape (an epoch's last) runs eagerly. The parameters and buffers must stay at their addresses:
+the network must not be moved or rebuilt (``load_state_dict`` copies in place and is fine). A
+backward graph's gradients are static buffers, which become ``.grad`` where it is None: before
+every backward pass a gradient must be None or a tensor the training loop owns, never a buffer
+of an earlier step, which the next backward would add to itself (``sdexp.recipe.StepGradients``).
 
 With ``speed.compile_blocks`` every piece is compiled (``torch.compile``) before capture, so the
 graphs replay Triton kernels that fuse BatchNorm, the ReLU, the multiplier and the shortcut's
@@ -133,8 +127,7 @@ def activation(t: Tensor) -> Tensor:
 
 
 class GraphedSteps:
-    """The graphed pieces of ``network``'s training step, captured for batches shaped as
-    ``(x, target)``; ``compile_pieces``: compile every piece before capture."""
+    """The graphed pieces of ``network``'s training step, for batches shaped as ``(x, target)``."""
 
     def __init__(
         self,
@@ -181,8 +174,7 @@ class GraphedSteps:
         return (x.shape, x.dtype, x.device, target.shape, target.dtype) == self.signature
 
     def loss(self, x: Tensor, target: Tensor) -> Tensor:
-        """One training forward pass: the gate draws delta; kept blocks replay their graphs,
-        dropped blocks run their shortcut eagerly."""
+        """One training forward pass: kept blocks replay their graphs, dropped ones run eagerly."""
         if not self.network.training:
             raise RuntimeError("the graphs are the training step: evaluate with the network")
         multipliers = self.network.gate.multipliers()  # a Python draw on the CPU, outside graphs

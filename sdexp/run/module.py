@@ -105,8 +105,7 @@ class StochasticDepthModule(pl.LightningModule):
         speed: Speed | None = None,
         make_graphed: MakeGraphed | None = None,
     ) -> None:
-        """``make_graphed``: what captures the graphs of ``speed.cuda_graphs`` (None:
-        ``torch.cuda.make_graphed_callables``)."""
+        """``make_graphed``: what captures the graphs (None: ``make_graphed_callables``)."""
         super().__init__()
         self.model, self.mode, self.budget = model, mode, budget
         self.dropped_blocks = dropped_blocks
@@ -135,8 +134,6 @@ class StochasticDepthModule(pl.LightningModule):
         if self.speed.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-    # --- survival probabilities ----------------------------------------------------------
 
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is not None:
@@ -178,8 +175,6 @@ class StochasticDepthModule(pl.LightningModule):
         for batch in itertools.islice(loader.stream(loader.epoch()), count):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             yield datamodule.on_after_batch_transfer(batch, 0)
-
-    # --- steps -------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -269,8 +264,7 @@ class StochasticDepthModule(pl.LightningModule):
         self.predictions[self.test_stage] = {k: v[order] for k, v in local.items()}
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        """After the step's forward pass, before its backward pass: the dropped blocks'
-        gradients as ``dropped_blocks`` says (``StepGradients``)."""
+        """Before the backward pass: dropped blocks' gradients as ``dropped_blocks`` says."""
         if self.gradients is None:
             self.gradients = StepGradients(self.model, self.dropped_blocks)
         self.gradients.clear()

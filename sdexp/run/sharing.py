@@ -25,6 +25,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 
+from sdexp.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _held: dict[str, tuple[int, FileLock]] = {}  # lock directory -> (slot, its lock), per process
@@ -58,8 +60,7 @@ def cpu_share(slot: int, slots: int, cpus: list[int]) -> list[int]:
 
 
 def pin_threads(slot: int, slots: int) -> list[int]:
-    """Pin this process, and torch's threads (OMP_NUM_THREADS too), to its share of the CPUs it
-    may use; returns them."""
+    """Pin this process and torch's threads to its share of the CPUs it may use; returns them."""
     import torch
 
     mine = cpu_share(slot, slots, list(os.sched_getaffinity(0)))
@@ -77,8 +78,7 @@ def device_kind(device) -> str:
 
 
 def runs_sharing_device() -> int:
-    """How many runs train at once on this process's device: a local sweep's workers
-    (``hydra.launcher.n_jobs``), else 1."""
+    """How many runs train at once on this device: a local sweep's workers, else 1."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -94,8 +94,6 @@ class PinThreads(Callback):
 
     def __init__(self, jobs: int) -> None:
         if not isinstance(jobs, int) or jobs < 1:
-            from sdexp.errors import ConfigError
-
             raise ConfigError("hydra.launcher.n_jobs", f"a number of jobs >= 1, got {jobs!r}")
         self.jobs = jobs
 
@@ -119,9 +117,7 @@ class PinThreads(Callback):
         )
 
 
-# --- the CUDA MPS daemon ---------------------------------------------------------------------
-
-#: Where the daemon and its clients meet, and its logs: CUDA's defaults, set for both to agree.
+#: Where the CUDA MPS daemon and its clients meet, and its logs: CUDA's defaults, for both.
 MPS_DIRECTORIES = {
     "CUDA_MPS_PIPE_DIRECTORY": "/tmp/nvidia-mps",
     "CUDA_MPS_LOG_DIRECTORY": "/tmp/nvidia-log",
@@ -131,8 +127,7 @@ WITHOUT = "the runs share the GPU without it"
 
 
 def mps_control() -> str | None:
-    """``nvidia-cuda-mps-control``: ``MPS_CONTROL`` (a stand-in, in the tests), on PATH, or the
-    driver's; None if there is none."""
+    """``nvidia-cuda-mps-control``: ``MPS_CONTROL`` (tests), on PATH, or the driver's; or None."""
     if os.environ.get("MPS_CONTROL"):
         return shutil.which(os.environ["MPS_CONTROL"])
     found = shutil.which("nvidia-cuda-mps-control")
@@ -154,8 +149,7 @@ def mps_answers(control: str) -> bool:
 
 
 def start_mps(wait_s: float = 5.0) -> tuple[str | None, str]:
-    """Start the MPS control daemon if it can: the control program if this call started it
-    (else None), and one line that says what happened."""
+    """Start the MPS daemon if it can: the control program if it did (else None), and a line."""
     for name, default in MPS_DIRECTORIES.items():
         os.environ.setdefault(name, default)
     pipes, logs = (os.environ[name] for name in MPS_DIRECTORIES)
@@ -230,6 +224,4 @@ def check_threads(threads: int | str | None) -> None:
     if threads in ("auto", None):
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        from sdexp.errors import ConfigError
-
         raise ConfigError("threads", f"an integer >= 1, auto or null, got {threads!r}")

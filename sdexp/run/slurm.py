@@ -16,19 +16,17 @@ import re
 import subprocess
 
 #: How long a ``scontrol`` call may take (the controller answers in milliseconds).
-SCONTROL_TIMEOUT_S = 20
+TIMEOUT_S = 20
 
 
 def in_job() -> bool:
-    """Whether this process is a task of a SLURM job step, as Lightning's
-    ``SLURMEnvironment.detect`` decides, without its warning about ``srun``."""
+    """Whether this process is a task of a SLURM job step, as Lightning decides, silently."""
     interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
     return "SLURM_NTASKS" in os.environ and not interactive
 
 
 def cluster_plugins() -> list:
-    """The Trainer's cluster environment: in a SLURM job SLURM's, without Lightning's
-    auto-requeue; elsewhere Lightning's own choice."""
+    """The Trainer's cluster environment: in a SLURM job SLURM's, without auto-requeue."""
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if in_job() else []
@@ -42,13 +40,8 @@ def job_id() -> str | None:
 
 def scontrol(*arguments: str) -> str:
     """``scontrol`` 's output; ``OSError`` or ``subprocess.SubprocessError`` if it fails."""
-    done = subprocess.run(
-        ["scontrol", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=SCONTROL_TIMEOUT_S,
-        check=True,
-    )
+    command = ["scontrol", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=True)
     return done.stdout
 
 

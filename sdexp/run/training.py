@@ -1,13 +1,10 @@
 """The task function: one configured run, from config checks to ``results.json``.
 
-``train(cfg)`` is a plain function (``train.py`` wraps it in ``@hydra.main``). In order: the
-config is checked once (``sdexp.run.config``); the run's key comes from the config alone, and a
-finished ``results.json`` of the same identity ends the job; the output directory is claimed
-(``sdexp.run.directory``), and from then on whatever stops the run is in its ``results.json``;
-then training (resuming from ``checkpoints/last.ckpt``), the tests of the final model and of the
-best-validation checkpoint, ``predictions.csv``, ``results.json`` and the W&B summary. A run
-stopped by a signal writes no results.json: it keeps its last checkpoint, and the same command
-resumes it.
+In order: the config is checked once; the run's key comes from the config alone, and a finished
+``results.json`` of the same identity ends the job; the output directory is claimed, and from
+then on whatever stops the run is in its ``results.json``; then training (resuming from
+``checkpoints/last.ckpt``), the tests, ``predictions.csv``, ``results.json`` and the W&B summary.
+A run stopped by a signal writes no results.json: the same command resumes it.
 """
 
 from __future__ import annotations
@@ -207,17 +204,11 @@ def fit_and_test(
         extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
         bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
         progress = [] if bar else [ProgressLines()]
+        ours = [*checkpoints, timer, epoch_timer, RunIdentity(key, config), *progress]
         trainer = instantiate(
             cfg.trainer,
             logger=logger,
-            callbacks=[
-                *checkpoints,
-                timer,
-                epoch_timer,
-                RunIdentity(key, config),
-                *progress,
-                *extra,
-            ],
+            callbacks=[*ours, *extra],
             plugins=[io, *cluster_plugins()],
             limit_val_batches=None if validate else 0,
             enable_progress_bar=bar,
@@ -324,8 +315,7 @@ METRICS = ("test_final", "test_best", "test_loss", "best_val")
 
 
 def check_finite(result: RunResult) -> None:
-    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite (results.json
-    stores them as null)."""
+    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite."""
     values = {name: getattr(result, name) for name in METRICS}
     if bad := [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]:
         raise NonFiniteMetricError(
