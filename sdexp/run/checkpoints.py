@@ -39,11 +39,8 @@ class RunIdentity(pl.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside the target, then renamed over it.
-
     Hand-written because Lightning 2.6's ``_atomic_save`` swallows a ``PermissionError``: a run
-    would go on without checkpoints and a preempted job silently start over. Here every error
-    fails the run, and whatever stops a write removes its temporary file. ``saved``: the epoch
-    (from 0) of each checkpoint file this process wrote."""
+    would go on without checkpoints. ``saved``: the epoch of each checkpoint file written."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,8 +1,6 @@
-"""``sdexp-train mode=sensemode budget=0.3`` (or ``python train.py ...`` in a checkout): train a
-Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.yaml``).
-
-Whatever stops a run is one line on stderr and an exit status (``sdexp.run.failures``): 2 for bad
-input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
+"""``sdexp-train mode=sensemode budget=0.3`` (``python train.py ...`` in a checkout): train a
+Stable ResNet with stochastic depth at a mode and budget. Whatever stops a run is one line and
+an exit status: 2 for bad input, 1 for a failed run, 130 and 143 for SIGINT and SIGTERM."""
 
 import functools
 import logging

@@ -1,13 +1,10 @@
 """Config checks: every value a user can set is checked by type and range within seconds, before
 data, model or Lightning load, and a bad one is a ``ConfigError`` naming the option.
 
-The types are declared once, where the values are used (each ``_target_``'s signature, ``Recipe``,
-and ``TopLevel``, ``RunNames``, ``Speed`` below), and pydantic checks the values against them
-(``sdexp.run.typecheck``, strict): Hydra's structured configs would declare them a second time and
-fail with a block of lines. Ranges are the constructors' own checks, on cheap objects: the mode,
-the data module (no data read) and the model on the meta device. The budget is checked once,
-against the mode and the model's L blocks (``Mode.check``), and the run reuses what the check
-built (``Checked``).
+The types are declared once, where the values are used, and pydantic checks the values against
+them (``sdexp.run.typecheck``): Hydra's structured configs would declare them a second time.
+Ranges are the constructors' own checks, on cheap objects (the model on the meta device); the
+budget is checked once (``Mode.check``), and the run reuses what the check built.
 """
 
 from __future__ import annotations
@@ -123,10 +120,8 @@ def check_seed(seed: int) -> None:
 
 
 class SkipInit(TorchFunctionMode):
-    """``torch.nn.init``'s functions and the in-place fills they call return their tensor
-    untouched: on the meta device those fills go through ``torch._refs``, whose first call
-    imports ``torch._dynamo`` (over a second of a dry run). Lightning Fabric's ``_EmptyInit`` is
-    alike, but would import Lightning."""
+    """``torch.nn.init``'s functions and their in-place fills return their tensor untouched: on
+    the meta device the fills import ``torch._dynamo`` (over a second of a dry run)."""
 
     SKIPPED = (torch.Tensor.normal_, torch.Tensor.uniform_)
 
@@ -293,10 +288,8 @@ LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
 
 
 def check_options(cfg: DictConfig, complete: bool = True, budget: bool = False) -> Built:
-    """Check the run config by type and range; return what the check built. ``budget``: the
-    budget too (``check_config``); a sweep leaves out the cells whose mode cannot meet it. The
-    checks of seconds come last, so most bad values fail within a second; ``complete=False`` (a
-    dry run) leaves them out."""
+    """Check the run config by type and range (``budget``: the budget too); return what the
+    check built. The checks of seconds come last; ``complete=False`` (a dry run) skips them."""
     values = resolved(cfg)
     check_values(values, TopLevel, "", "the run config")
     if missing := [f.name for f in fields(TopLevel) if f.name not in values]:  # ~budget

@@ -97,22 +97,17 @@ IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",
     # Worker processes for data gathered from memory in one tensor: none are needed.
     ".*does not have many workers.*",
-    # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
-    # training loss less than once an epoch; its epochs' validation and test metrics are logged.
+    # A short run logs its training loss less than once an epoch; its metrics are all logged.
     ".*is smaller than the logging interval.*",
-    # Lightning's SLURM detection, on every run of a machine with srun on its PATH (a login node,
-    # a SLURM job's own batch step): a run chooses its cluster environment itself (sdexp.run.slurm).
+    # Lightning's SLURM detection, wherever srun is on the PATH: sdexp.run.slurm chooses instead.
     ".*The `srun` command is available on your system but is not used.*",
 )
 
 
 def quiet_libraries() -> None:
-    """What Lightning and PyTorch print on every run off (their warnings stay), and the rest
-    into the run's log file too: Lightning, imported before Hydra configured logging, gives its
-    logger a console handler of its own and stops it from propagating. Python warnings go to
-    logging, but for ``IGNORED_WARNINGS``."""
-    # wandb's own usage telemetry (OpenTelemetry, sent to the W&B server at exit): a server
-    # that refuses the key makes it log "error: Failed to export ..." after the run's result.
+    """What Lightning and PyTorch print on every run off, and the rest into the log file too
+    (Lightning, imported before Hydra configured logging, gives its logger its own handler)."""
+    # wandb's telemetry, sent at exit: a server that refuses the key logs "error: Failed to export".
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)

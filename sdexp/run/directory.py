@@ -203,10 +203,9 @@ def claim(
     lock: bool = True,
     fresh: bool = False,
 ) -> Iterator[Resume | None]:
-    """Lock ``run_dir`` (``lock`` False: the other ranks of a DDP run), make sure it holds
-    nothing of another run, and yield the checkpoint to resume from, if any. ``fresh``: its own
-    results are discarded (``rerun_other_code=true``). Nothing changes until the run may go on:
-    a refused run leaves the directory as it was."""
+    """Lock ``run_dir`` (not on a DDP run's other ranks), refuse another run's files, and yield
+    the checkpoint to resume from, if any; ``fresh``: discard the run's own (``rerun_other_code``).
+    A refused run leaves the directory as it was."""
     with run_lock(run_dir) if lock else nullcontext() as hold:
         found, epochs = examine(run_dir, key, config)
         others = [c for c in found if not c.unreadable]

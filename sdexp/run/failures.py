@@ -74,11 +74,6 @@ def _stop(signum: int, frame) -> None:
         raise Stopped(signum)
 
 
-def _submitit_bypass(handler) -> bool:
-    """submitit's handler that logs a signal and ignores it (its SIGTERM in a job)."""
-    return getattr(handler, "__qualname__", "") == "SignalHandler.bypass"
-
-
 @contextmanager
 def stop_on_signals(defer: bool = False, restore: bool = True) -> Iterator[None]:
     """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where no one else handles
@@ -95,7 +90,8 @@ def stop_on_signals(defer: bool = False, restore: bool = True) -> Iterator[None]
     if threading.current_thread() is threading.main_thread():
         for signum, default in defaults.items():
             handler = signal.getsignal(signum)
-            if handler in (default, None) or _submitit_bypass(handler):
+            bypass = getattr(handler, "__qualname__", "") == "SignalHandler.bypass"  # submitit's
+            if handler in (default, None) or bypass:
                 replaced[signum] = signal.signal(signum, _stop)
     if replaced:  # the outermost block: a signal before it is not this block's
         _received = None

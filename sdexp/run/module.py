@@ -1,21 +1,15 @@
 """The LightningModule: a residual network trained with stochastic depth at a fixed budget, and
 the LightningDataModule that hands it a dataset of ``sdexp.data``.
 
-At the start of a fresh fit the mode chooses the survival probabilities p at the budget
-(SenseMode first measures the sensitivities on ``mode.batches`` training batches); the gate
-stores them, so a resumed run keeps them. Training draws one mask per step; validation and test
-evaluate the average network.
+At the start of a fresh fit the mode chooses the survival probabilities p at the budget; the
+gate stores them, so a resumed run keeps them. Training draws one mask per step; validation and
+test evaluate the average network.
 
 A dropped block gets no gradient; the recipe's ``dropped_blocks`` says what the optimizer does
 to its parameters (``sdexp.recipe.StepGradients``): ``decay``, zero gradients (PyTorch 1.x's
 ``zero_grad`` in the code the paper builds on), so SGD still applies weight decay and momentum,
-as Huang et al.'s Torch code did; ``frozen``, None, so only
-the sampled subnetwork moves ("SD ... only updates the weights of the resulting subnetwork at
-each training iteration", Sec. 1).
-
-Evaluation metrics are torchmetrics states, summed over the DDP ranks; ``test_stage`` names the
-test metrics (``test/*``: the final model, ``test_best/*``: the best checkpoint), and a test
-pass keeps its per-example predictions, from every rank, for ``predictions.csv``.
+as Huang et al.'s Torch code did; ``frozen``, None, so only the sampled subnetwork moves ("SD
+... only updates the weights of the resulting subnetwork at each training iteration", Sec. 1).
 """
 
 from __future__ import annotations
@@ -197,10 +191,9 @@ class StochasticDepthModule(pl.LightningModule):
         return expected is None or size == expected
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:
-        """``train/loss`` and ``train/sampled_depth`` (L_delta), as CPU values, logged only on
-        the steps Lightning writes to its loggers: the only wait for the device. Lightning calls
-        ``.item()`` on progress-bar values after every batch, and a logged Python number becomes
-        a tensor on the device: either would wait for the GPU at every step."""
+        """``train/loss`` and ``train/sampled_depth`` (L_delta) as CPU values, only on the steps
+        Lightning logs: the only wait for the device (Lightning ``.item()``s progress-bar values
+        after every batch, and makes a logged number a tensor on the device)."""
         every = self.trainer.log_every_n_steps or 50  # 0: Lightning logs nothing; check anyway
         if (self.global_step + 1) % every:
             return

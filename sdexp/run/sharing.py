@@ -1,10 +1,8 @@
 """Several runs on one GPU: each job of a local sweep gets a slot, and its own CPUs.
 
-A Stable ResNet step leaves most of a large GPU idle, so a sweep runs K jobs at once on it
-(``hydra/launcher=gpu_shared``), and K processes whose threads roam over every core contend for
-them: each job pins itself to 1/K of its CPUs (``PinThreads``). The slot is the lowest free one,
-locked (``<sweep dir>/.slots/<slot>.lock``) for the worker process's life: ``job.num % K`` would
-give two running jobs the same CPUs as soon as jobs finish out of order.
+A Stable ResNet step leaves most of a large GPU idle, so a sweep runs K jobs at once on it,
+each pinned to 1/K of the CPUs (``PinThreads``) by the lowest free slot, locked for the worker
+process's life: ``job.num % K`` would give two running jobs the same CPUs.
 
 ``MPSDaemon`` runs the CUDA MPS daemon for the sweep when it can: the K runs' kernels then run
 side by side instead of taking turns (8 graphed bf16 ResNet110 runs on an H200: 24,475 img/s in
@@ -203,10 +201,8 @@ class MPSDaemon(Callback):
 
 
 def set_threads(threads: int | str | None) -> None:
-    """torch's CPU threads, from the ``threads`` option: an integer; null, torch's default;
-    ``auto``, one for a run of its own and what the launcher gave a sweep's job. Why one: the
-    networks are small, and on a shared machine a second thread mostly waits for a busy core
-    (README, Performance)."""
+    """torch's CPU threads (``threads``: an integer; null, torch's default; ``auto``, one, or a
+    sweep's launcher's): the networks are small, and a second thread mostly waits for a core."""
     import torch
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

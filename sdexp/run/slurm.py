@@ -1,12 +1,9 @@
 """A run inside a SLURM job: whether it is one, and what preemption does to it.
 
-SLURM preempts a job (``PreemptMode=REQUEUE``) with SIGTERM and, after ``GraceTime``, SIGKILL,
-and requeues a job still running then. A run stops on SIGTERM at once, with its checkpoint, so
-its job would end inside the grace time, counted COMPLETED or FAILED and never requeued, and the
-sweep would wait for a result that never comes. So a run stopped by SIGTERM requeues its job
-itself where SLURM is preempting it into a requeue (``requeue_if_preempted``); a SIGTERM of
-``scancel`` or the time limit ends the job. submitit requeues on its own signal (USR2);
-Lightning's auto-requeue is off. No Lightning at import: the command line loads this module.
+SLURM preempts a job with SIGTERM and, after ``GraceTime``, SIGKILL, and requeues a job still
+running then. A run stops on SIGTERM at once, so its job would end inside the grace time, never
+requeued, and the sweep would wait for it forever: the run requeues its job itself where SLURM
+is preempting it into a requeue (``requeue_if_preempted``). No Lightning at import.
 """
 
 from __future__ import annotations

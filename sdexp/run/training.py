@@ -113,10 +113,8 @@ def finished(out: Path, key: RunKey) -> RunResult | None:
 
 
 def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
-    """Train one network with stochastic depth; write and return its results.json. A finished
-    run of the same identity is not trained again (unless other code made it and
-    ``rerun_other_code=true``). ``checked``: what ``check_config(cfg)`` built, if the caller
-    checked already."""
+    """Train one network with stochastic depth; write and return its results.json (not again
+    for a finished run). ``checked``: what ``check_config(cfg)`` built, if the caller did."""
     out = Path(cfg.output_dir)
     checked = checked or check_config(cfg)
     check_launch(cfg)
