@@ -103,15 +103,6 @@ def check_launch(cfg: DictConfig) -> None:
         )
 
 
-def finished(out: Path, key: RunKey) -> RunResult | None:
-    """The run's own finished results.json in ``out``; an unreadable one counts as not finished."""
-    try:
-        return completed(out, key)
-    except UnreadableResult as error:
-        log.warning(f"{error}; treated as not finished")
-        return None
-
-
 def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     """Train one network with stochastic depth; write and return its results.json (not again
     for a finished run). ``checked``: what ``check_config(cfg)`` built, if the caller did."""
@@ -122,7 +113,11 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     set_threads(cfg.threads)
     key, config = run_key(cfg, checked)
     check_kinds(out)
-    done = finished(out, key)
+    try:  # the run's own finished results.json
+        done = completed(out, key)
+    except UnreadableResult as error:
+        log.warning(f"{error}; treated as not finished")
+        done = None
     made = other_code(done.code) if done is not None else None
     if done is not None and not (made and cfg.rerun_other_code):
         note = (
@@ -224,8 +219,9 @@ def fit_and_test(
         result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
         test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
         check_finite(result)
-        if rank_zero_only.rank == 0:
-            save_predictions(module, out, result)
+        if rank_zero_only.rank == 0:  # predictions.csv: those of every model the run tested
+            tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
+            write_predictions(out, key.identity, result.metric, tested)
         result.status = "ok"
     except BaseException as error:
         if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
@@ -340,9 +336,3 @@ def test(
         module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False
     )[0]
     result.test_best = best[f"test_best/{metric}"]
-
-
-def save_predictions(module: StochasticDepthModule, out: Path, result: RunResult) -> None:
-    """predictions.csv: the per-example predictions of every model the run tested."""
-    tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
-    write_predictions(out, result.key.identity, result.metric, tested)
