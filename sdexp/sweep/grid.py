@@ -1,22 +1,12 @@
 """The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid, planned before anything
 is launched.
 
-It expands ``hydra.sweeper.params`` and the command line as Hydra's basic sweeper does (the
-command line narrows or replaces a preset's values; their cartesian product, in the same order),
-then plans the cells with ``sdexp.sweep.plan``: it leaves out the cells a mode cannot run, merges
-cells that are the same run (the no-SD baseline runs once per seed), skips the runs already
-done, refuses directories that hold another run's files, says how many of each, and records the plan
-in ``<sweep dir>/sweep.json`` (``sdexp.results.Plan``: what ``sdexp-table`` counts missing runs
-against). Then Hydra's configured launcher runs the rest, each job in the directory its run's
-identity names (``RunKey.cell_dir``), and the sweeper closes with a summary, also when Ctrl-C
-or SIGTERM stops it (exit status 130 or 143). ``hydra.sweeper.dry_run=true`` lists the grid and
-launches nothing.
-
-Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
-hence a sweeper of our own, on Hydra's public ``Sweeper`` interface. As Hydra's Optuna sweeper
-does, the class Hydra discovers (``hydra_plugins/sdexp_sweeper``) is thin and hands its work to
-``BudgetGrid`` here, imported only when a sweep starts: Hydra imports every plugin module at
-every start.
+It expands the preset and the command line as Hydra's basic sweeper does, plans the cells
+(``sdexp.sweep.plan``), records the plan in ``<sweep dir>/sweep.json``, has Hydra's launcher run
+the rest, each job in the directory its run's identity names, and closes with a summary, also when
+Ctrl-C or SIGTERM stops it (exit status 130 or 143). Hydra's basic sweeper has no hook to drop or
+merge cells, hence a sweeper of our own; the plugin class Hydra discovers is thin (Hydra imports
+every plugin module at every start).
 """
 
 from __future__ import annotations
@@ -38,9 +28,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
+from sdexp.results import CELL_DIR, UnreadableResult, read_result, write_plan
 from sdexp.run.config import LIGHTNING_GROUPS
-from sdexp.run.console import SWEEP_JOBS
+from sdexp.run.console import SWEEP_JOBS, counted
 from sdexp.run.directory import WAYS_OUT, cannot_create
 from sdexp.run.failures import (
     JobEnded,
@@ -64,15 +54,13 @@ from sdexp.sweep.plan import (
 
 
 class GridError(CompactHydraException):
-    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line and exits
-    with status 1 (Hydra's own report would add a line about HYDRA_FULL_ERROR)."""
+    """A grid that cannot run, or jobs that failed: one line, exit status 1 (Hydra's own report
+    would add a line about HYDRA_FULL_ERROR)."""
 
 
 class BudgetGrid:
-    """The grid sweeper's work: plan the grid (``sdexp.sweep.plan``), say what it holds, record it
-    (``sdexp.results.write_plan``), launch the rest with Hydra's configured launcher and close
-    with a summary. ``hydra_plugins.sdexp_sweeper``'s class, which Hydra discovers, hands
-    ``setup`` and ``sweep`` to it."""
+    """The grid sweeper's work: plan the grid, say what it holds, record it, launch the rest
+    and close with a summary."""
 
     def __init__(
         self,
@@ -144,7 +132,7 @@ class BudgetGrid:
         summary = (
             f"Grid {shown(sweep_dir.absolute())}: {len(cells) + sum(self.merged.values())} "
             f"cells, {len(cells) - len(runs)} left out (infeasible for their mode), "
-            f"{merged_text(**self.merged)} = {plural(len(runs), 'run')}: "
+            f"{merged_text(**self.merged)} = {counted(len(runs), 'run')}: "
             f"{len(done)} already done (skipped), {len(todo)} to launch"
             + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
@@ -168,29 +156,27 @@ class BudgetGrid:
                 f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
                 f"{WAYS_OUT}"
             )
+        if not todo:
+            return cells
         try:
-            if todo and (check_request := getattr(self.launcher, "check_request", None)):
+            if check_request := getattr(self.launcher, "check_request", None):
                 check_request()  # sdexp.sweep.launchers: what the jobs ask of a cluster's nodes
-            if todo:
-                prepare_data(todo)
+            prepare_data(todo)
         except ConfigError as error:
             raise GridError(str(error)) from error
         try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
-            if todo:
-                sweep_dir.mkdir(parents=True, exist_ok=True)
-                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-                write_plan(sweep_dir, plan_of(sweep_dir, cells))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            write_plan(sweep_dir, plan_of(sweep_dir, cells))
         except OSError as error:
             why = f"{error.strerror or error}: {error.filename or sweep_dir}"
             raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
-        if todo:
-            self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
+        self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
         return cells
 
     def launch(self, sweep_dir: Path, todo: list, skipped: int, left_out: int) -> None:
         """Launch the cells' jobs, each into its run's directory, then print the closing
-        summary; also when a signal (Ctrl-C, SIGTERM) stops the sweep, which then exits with
-        its status (130, 143)."""
+        summary, also when a signal stops the sweep (exit status 130, 143)."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
         jobs = [job_overrides(c) for c in todo]
         before = {c.run_dir: traces(c.run_dir) for c in todo}
@@ -243,8 +229,8 @@ SUBDIR = "hydra.sweep.subdir"
 
 def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
     """The signal that stopped the sweep, or None where a job ended the process otherwise. A
-    job's Trainer turns the ``Stopped`` that ``sdexp.run.failures`` raises on SIGINT or SIGTERM into
-    SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
+    job's Trainer turns ``Stopped`` into SystemExit(1) (Lightning's graceful shutdown):
+    ``stop_signal`` still says which signal."""
     if isinstance(stop, Stopped):
         return stop.signum
     if stop_signal() is not None:
@@ -257,12 +243,8 @@ def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
 def merged_text(baseline: int, repeated: int) -> str:
     """'N merged (why)': cells that are the same run as an earlier cell of the grid."""
     why = [f"{baseline} of the no-SD baseline, which runs once per seed"] if baseline else []
-    why += [f"{repeated} {'duplicate' if repeated == 1 else 'duplicates'}"] if repeated else []
+    why += [counted(repeated, "duplicate")] if repeated else []
     return f"{baseline + repeated} merged" + (f" ({', '.join(why)})" if why else "")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 #: What a launched job ended as, in the closing summary's order (``job_outcome``).
@@ -270,26 +252,20 @@ OUTCOMES = ("ok", "failed", "interrupted", "refused", "not launched")
 
 
 def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[str, str]:
-    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from what its launcher
-    returned (``ended``: the job's ``JobReturn``, if the launch got that far) and the files
-    its run left: ``results.json`` of the run's own identity, and ``traces`` against
-    ``before``, their state at launch.
-
-    - ok: the run's results.json says ok (and the job did not fail);
-    - failed: the run's results.json says failed, or the job failed with an error;
-    - interrupted: stopped by a signal or killed (SLURM's ``scancel``, a node failure, out of
-      memory: ``sdexp.run.failures.JobEnded``), without results.json: it resumes from its last
-      checkpoint when the sweep runs again;
-    - refused: the run never owned its directory (``ConfigError``: a live run holds it, or
-      another run's files are there); nothing of it was written;
-    - not launched: the sweep stopped before the job started."""
+    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from its ``JobReturn``
+    (``ended``, if the launch got that far) and the files its run left (results.json of its own
+    identity; ``traces`` against ``before``, their state at launch). Interrupted: stopped by a
+    signal or killed (``JobEnded``) without results.json; refused: the run never owned its
+    directory (``ConfigError``); not launched: the sweep stopped before the job started."""
     error = ended._return_value if ended is not None and ended.status == JobStatus.FAILED else None
     if isinstance(error, ConfigError):
         return "refused", one_line(error)
     try:
-        result = completed_or_failed(cell.run_dir, cell.key)
+        result = read_result(cell.run_dir)
     except UnreadableResult as unreadable:
         result, error = None, error or unreadable
+    if result is not None and result.key.identity != cell.key.identity:
+        result = None  # another run's
     if result is not None and (result.status == "failed" or error is None):
         return result.status, result.reason or ""
     if isinstance(error, JobEnded | Stopped):
@@ -300,18 +276,11 @@ def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[st
     return ("interrupted", "") if started else ("not launched", "")
 
 
-def completed_or_failed(run_dir: Path, key) -> RunResult | None:
-    """The run's own results.json (its identity), ok or failed; None if there is none."""
-    result = read_result(run_dir)
-    return result if result is not None and result.key.identity == key.identity else None
-
-
 def closing_summary(
     sweep_dir: Path, todo: list, before: dict, returns: list, skipped: int, left_out: int
 ) -> dict[str, int]:
-    """Print what the sweep did: how each launched job ended (``job_outcome``; ``returns``:
-    the jobs' ``JobReturn`` where the launcher gave them back), one line per job that did not
-    end ok, where W&B logged, how to make the table. Returns the count of each outcome."""
+    """Print how each launched job ended (one line per job that did not end ok), where W&B
+    logged and how to make the table; return the count of each outcome."""
     ended = {kind: [] for kind in OUTCOMES}
     for number, cell in enumerate(todo):
         returned = returns[number] if number < len(returns) else None
@@ -350,8 +319,7 @@ def prepare_data(cells: list) -> None:
 
 def describe(cells: list, grid: list) -> list[str]:
     """One line per cell: its overrides that vary over the grid (a left-out cell's mode and
-    budget always: its reason names them), its number among the grid's runs, status and
-    directory, and what the planner found there."""
+    budget always: its reason names them), its number, status, directory and note."""
     shared = set.intersection(*(set(c.overrides) for c in grid)) if len(grid) > 1 else set()
     numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
     lines = []

@@ -1,23 +1,14 @@
 """A sweep's jobs on SLURM (``hydra/launcher=slurm``, ``slurm_cpu``, ``slurm_ddp``,
-``slurm_shared``): hydra-submitit-launcher's launcher, which waits for every job. Hydra finds
-it as ``hydra_plugins.sdexp_launcher``'s ``SlurmLauncher``, which hands its work to
-``SlurmJobs`` here.
+``slurm_shared``): hydra-submitit-launcher's launcher, extended (``SlurmJobs``; Hydra finds it as
+``hydra_plugins.sdexp_launcher``'s ``SlurmLauncher``).
 
-hydra-submitit-launcher submits a sweep's jobs as one job array, then collects their results in
-order and stops at the first job that ended without one (``scancel``, a node failure, out of
-memory): the sweep stops waiting for the jobs still running, and prints no summary. This
-launcher submits the same way, and:
-
-- checks what each job asks for against the nodes of its partition first (``check_request``):
-  a request no node can meet is one line naming the option, before anything is submitted;
-- waits for every job, and returns what each ended as: the job's own ``JobReturn``, or, for a
-  job that SLURM ended without a result, a failed one holding ``JobEnded`` with SLURM's state
-  (``CANCELLED``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ...); the sweeper's closing summary names it;
-- cancels its jobs when the sweep is stopped (Ctrl-C, SIGTERM) and waits until they have
-  ended, so that none of them runs on into the next sweep's.
-
-A job that is preempted or times out is requeued (``sdexp.run.slurm``, submitit's USR2): it stays
-pending or running, and the launcher goes on waiting for it.
+hydra-submitit-launcher stops collecting results at the first job that ended without one
+(``scancel``, a node failure, out of memory) and prints no summary. This launcher checks what the
+jobs ask for against the partition's nodes before submitting (``check_request``), waits for every
+job and returns what each ended as (a job SLURM ended without a result: a failed ``JobReturn``
+holding ``JobEnded`` with SLURM's state), and cancels its jobs when the sweep is stopped, waiting
+until they have ended, so that none runs on into the next sweep's. A preempted or timed-out job
+is requeued (``sdexp.run.slurm``): the launcher goes on waiting for it.
 """
 
 from __future__ import annotations
@@ -43,8 +34,7 @@ CANCEL_WAIT_S = 120
 
 
 def sinfo(partition: str | None) -> list[dict[str, Any]]:
-    """The nodes of ``partition`` (the default one if None): CPUs, memory (MB) and generic
-    resources of each (``sinfo``)."""
+    """The nodes of ``partition`` (None: the default one): CPUs, memory (MB) and gres of each."""
     command = ["sinfo", "--noheader", "--Node", "--format", "%P|%c|%m|%G"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     nodes = []
@@ -70,7 +60,7 @@ def gres_counts(text: str) -> dict[str, int]:
 
 def request_problem(params: dict, nodes: list[dict]) -> ConfigError | None:
     """Why no node of ``nodes`` can run a job asking ``params`` (the launcher's options), or
-    None: the option it is about, what it asks, and what the nodes have."""
+    None."""
     partition = params.get("partition") or "the default partition"
     if not nodes:
         return ConfigError("hydra.launcher.partition", f"SLURM has no partition {partition}")
@@ -103,9 +93,8 @@ def request_problem(params: dict, nodes: list[dict]) -> ConfigError | None:
 
 
 class SlurmJobs(submitit_launcher.SlurmLauncher):
-    """hydra-submitit-launcher's SLURM launcher, waiting for every job (module docstring); the
-    work of ``hydra_plugins.sdexp_launcher``'s launcher, which Hydra discovers. Each job runs
-    this object (submitit pickles it), as hydra-submitit-launcher's jobs run its launcher."""
+    """hydra-submitit-launcher's SLURM launcher, waiting for every job. Each job runs this
+    object (submitit pickles it), as hydra-submitit-launcher's jobs run its launcher."""
 
     def check_request(self) -> None:
         """ConfigError if no node of the partition can run a job as configured."""
@@ -145,14 +134,9 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
         """Submit the jobs as one job array; return what each ended as, in their order."""
         self.check_request()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        state = Singleton.get_state()
         arguments = [
-            (
-                list(overrides),
-                "hydra.sweep.dir",
-                number,
-                f"job_id_for_{number}",
-                Singleton.get_state(),
-            )
+            (list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", state)
             for number, overrides in enumerate(job_overrides, start=initial_job_idx)
         ]
         try:
@@ -186,9 +170,8 @@ def outcome(job) -> JobReturn:
 
 
 def cancel(jobs: list) -> None:
-    """Cancel the jobs that have not ended (``scancel``), and wait until SLURM no longer lists
-    them (``squeue``: their processes have ended; ``CANCEL_WAIT_S`` at most, a second Ctrl-C
-    stops waiting); say so in one line."""
+    """Cancel the jobs that have not ended, and wait until SLURM no longer lists them
+    (``CANCEL_WAIT_S`` at most; a second Ctrl-C stops waiting); say so in one line."""
     ids = [job.job_id for job in jobs if not job.done()]
     if not ids:
         return

@@ -1,31 +1,13 @@
 """Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
 
-A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
-cartesian product holds cells that are not experiments, and the grid sweeper
-(``sdexp.sweep.grid``) plans it with the functions here before anything is launched:
-
-- a cell the mode cannot run is left out: linear below its smallest budget (L-1)/(2L), the "-"
-  cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
-- a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
-  runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
-- a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
-  not launched again, so re-running a sweep after a crash runs only the missing cells; whatever
-  code made it (the code is not part of the identity), but the plan names the runs other code
-  made (``sdexp.provenance``) and ``rerun_other_code=true`` runs them again, from scratch;
-- a cell whose directory holds a run of another identity (the preset was edited, say) is a
-  conflict: nothing is launched until the user chooses another sweep directory or
-  ``overwrite=true`` (``sdexp.run.directory``);
-- a cell whose ``last.ckpt`` cannot be read (truncated, say) runs: the run moves the file aside
-  (``last.ckpt.unreadable``) and starts over.
-
-Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
-every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
-``<sweep dir>/<RunKey.cell_dir>``, a directory named by its identity, which the sweeper hands to
-its job (``job_overrides``). A sweep directory with runs right under it (an older sdexp named
-them by their overrides) is refused in one line (``older_layout``). The plan goes to
-``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
-
-Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
+A sweep preset (``conf/sweep/``) spans modes x budgets x seeds; the grid sweeper
+(``sdexp.sweep.grid``) plans its cartesian product here before anything is launched. A cell the
+mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of the paper's Table 2); cells
+that are the same run are merged (the no-SD baseline, p = 1, runs once per seed); a cell whose
+``results.json`` says "ok" for its identity is done, whatever code made it (the plan names runs
+other code made; ``rerun_other_code=true`` runs them again); a directory holding a run of another
+identity is a conflict: nothing launches until another sweep directory or ``overwrite=true``.
+Each run writes into ``<sweep dir>/<RunKey.cell_dir>``, named by its identity.
 """
 
 from __future__ import annotations
@@ -37,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,12 +37,7 @@ from sdexp.results import (
 )
 from sdexp.run.config import Built, Checked, TopLevel, check_options, check_seed
 from sdexp.run.console import counted
-from sdexp.run.directory import (
-    CHECKPOINTS,
-    LAST,
-    LOCK_FILE,
-    conflicts,
-)
+from sdexp.run.directory import CHECKPOINTS, LAST, LOCK_FILE, conflicts
 from sdexp.run.identity import run_key
 from sdexp.run.typecheck import check_values
 from sdexp.survival import check_budget
@@ -82,18 +60,13 @@ class Cell:
 class CellComposer:
     """The configs of a grid's cells, as Hydra composes them for the jobs, fast.
 
-    Composing a config takes Hydra about a third of a second, and a Table 2 preset has 144
-    cells. Only overrides that choose a config group (``mode=sensemode``) or add, delete or
-    touch Hydra's own settings change what is composed: those are composed once per distinct
-    combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
-    Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
-    Hydra's own node: a job's directory is named by its run's identity (``job_overrides``).
-    ``tests/unit/test_sweep.py`` checks both against Hydra's composition of every cell.
+    Composing takes Hydra about a third of a second, and a Table 2 preset has 144 cells. Only
+    group choices, additions, deletions and Hydra settings change what is composed: those are
+    composed once per combination, and a cell's plain values (``budget=0.3``) are set on a copy
+    as Hydra sets them (``OmegaConf.update``, merged). Hydra's own node is left out.
     """
 
     def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         self.loader, self.sweep_config = config_loader, sweep_config
         self.parser = OverridesParser.create(config_loader=config_loader)
         self.groups = set(sweep_config.hydra.runtime.choices)  # every config group chosen
@@ -134,25 +107,22 @@ class CellComposer:
 
 def job_overrides(cell: Cell) -> list[str]:
     """The overrides that launch the cell: its own, and its directory below the sweep
-    directory (``RunKey.cell_dir``). Hydra's launchers (basic, joblib, submitit) compose each
-    job from the sweep's Hydra overrides followed by the job's (``load_sweep_config``), so the
-    job's ``hydra.sweep.subdir`` wins; it is a Hydra override, kept out of the job's task
-    overrides (``overrides.yaml``)."""
+    directory. Hydra's launchers apply the job's overrides after the sweep's, so the job's
+    ``hydra.sweep.subdir`` wins (a Hydra override: not in the job's ``overrides.yaml``)."""
     return [*cell.overrides, f"hydra.sweep.subdir={cell.key.cell_dir}"]
 
 
 class CellPlanner:
-    """Plans cells: checks each distinct config once (``sdexp.run.config``) and each cell's budget
-    and seed, and says which budget a cell runs at or why the grid leaves it out.
-    ``complete=False`` (a dry run) leaves out the checks that take seconds."""
+    """Checks each distinct config once and each cell's budget and seed; says which budget a
+    cell runs at or why the grid leaves it out. ``complete=False`` (a dry run) leaves out the
+    checks that take seconds."""
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
         self.checked: dict[str, Built] = {}
 
     def built(self, cfg: DictConfig) -> Built:
-        """What the check of ``cfg`` built, once per distinct config less budget and seed (the
-        mode, the data module and the model do not depend on them)."""
+        """What the check of ``cfg`` built, once per distinct config less budget and seed."""
         values = OmegaConf.to_container(cfg, resolve=False)
         for key in ("budget", "seed"):
             values.pop(key, None)
@@ -162,9 +132,8 @@ class CellPlanner:
         return self.checked[settled]
 
     def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
-        """What the check of the cell built with the budget it runs at, and why the grid leaves
-        it out, if it does: its mode cannot meet the budget (its key still says which table's
-        "-" it is). ConfigError for bad input."""
+        """What the check built, with the budget the cell runs at, and why the grid leaves it
+        out (its mode cannot meet the budget), if it does. ConfigError for bad input."""
         built = self.built(cfg)
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
@@ -180,9 +149,8 @@ class CellPlanner:
 def plan_grid(
     product: list[list[str]], compose: CellComposer, planner: CellPlanner, sweep_dir: Path
 ) -> tuple[list[Cell], dict[str, int]]:
-    """The grid's cells, one per run: a cell that is the same run (identity) as an earlier one
-    is merged into it, and counted: "baseline" (mode none at another budget), or "repeated"
-    (a value given twice, 0.7 and 0.70). ConfigError names the cell's overrides."""
+    """The grid's cells, one per run, and the count of cells merged into an earlier one of the
+    same identity: "baseline" (mode none at another budget) or "repeated" (0.7 and 0.70)."""
     cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
     for overrides in product:
         cfg = compose(overrides)
@@ -226,14 +194,9 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     return "to run", "failed before; runs again" if result is not None else ""
 
 
-def made_by_other_code(run_dir: Path) -> str | None:
-    """The code that made the finished run in ``run_dir``, if it is not this process's."""
-    return other_code(read_result(run_dir).code)
-
-
 def describe_other_code(cells: list[Cell]) -> list[str]:
-    """A line on the finished runs that other code made, if any (each is listed with its cell):
-    how many, by which code, and what the sweep does with them."""
+    """A line on the finished runs that other code made, if any: how many, by which code, and
+    what the sweep does with them."""
     made = [c for c in cells if c.other_code is not None]
     if not made:
         return []
@@ -250,10 +213,10 @@ def describe_other_code(cells: list[Cell]) -> list[str]:
 
 
 def plan_cell(cell: Cell, config: dict) -> None:
-    """Set the cell's status and note from what its directory holds (``cell_status``), naming
-    the code that made its finished run if it is not this one."""
+    """Set the cell's status and note from what its directory holds, naming the code that made
+    its finished run if it is not this one."""
     cell.status, cell.note = cell_status(cell.run_dir, cell.key, config)
-    if cell.status == "done" and (made := made_by_other_code(cell.run_dir)):
+    if cell.status == "done" and (made := other_code(read_result(cell.run_dir).code)):
         cell.other_code, cell.note = made, f"made by other code: {made}"
         if cell.config.rerun_other_code:
             cell.status = "to run"
@@ -262,7 +225,7 @@ def plan_cell(cell: Cell, config: dict) -> None:
 
 def older_layout(sweep_dir: Path) -> str | None:
     """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote it: a run right under
-    it (a run's directory is ``<setup>/<cell>``, two levels down)."""
+    it (a run's directory is ``<setup>/<cell>``)."""
     children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
     for child in children:
         if (child / RESULTS_FILE).exists() or (child / CHECKPOINTS / LAST).exists():
@@ -274,8 +237,7 @@ def older_layout(sweep_dir: Path) -> str | None:
 
 
 def traces(run_dir: Path) -> tuple | None:
-    """The modification times of what a job writes into its directory as it starts and runs
-    (Hydra's record of its config, the log, the lock, the checkpoint, the results): compared
+    """The modification times of what a job writes into its directory as it runs: compared
     before and after a launch, they tell a job that started from one that never did."""
     if not run_dir.is_dir():
         return None
@@ -285,7 +247,7 @@ def traces(run_dir: Path) -> tuple | None:
 
 
 def describe_setups(cells: list[Cell]) -> list[str]:
-    """One line per distinct setup of the planned cells: what trains them (the recipe)."""
+    """One line per distinct setup of the planned cells: the recipe that trains them."""
     lines = {}
     for cell in cells:
         cfg, key = cell.config, cell.key
@@ -294,9 +256,8 @@ def describe_setups(cells: list[Cell]) -> list[str]:
             key.setup,
             f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
             f"{recipe.name}: {counted(key.epochs, 'epoch')}, batch {cfg.dataset.batch_size}, "
-            f"SGD lr "
-            f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
-            f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
+            f"SGD lr {optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} "
+            f"of training, epochs counted from {cfg.scheduler.count_from}), momentum "
             f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "
             f"{optimizer.weight_decay}, dropped blocks {recipe.dropped_blocks}, shortcut "
             f"{recipe.shortcut}, normalize {recipe.normalize}, reports the "
@@ -312,8 +273,7 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
 
 
 def plan_of(sweep_dir: Path, cells: list[Cell]) -> Plan:
-    """The plan to record in sweep.json (``sdexp.results.write_plan``): each cell to run with its
-    directory, and each cell left out with the reason."""
+    """The plan for sweep.json: each cell to run with its directory, each left out with why."""
     plan = Plan()
     for cell in cells:
         if cell.left_out:

@@ -4,15 +4,11 @@
     sdexp-dashboard --entity E --project P --group smoke --metric mse --dry-run spec.json
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
 
-- the W&B Report of one sweep group (``sdexp.tracking.report``): Table 2 and the curves behind
-  it, from the runs of the group; ``--dry-run`` writes its specification (each panel and run
-  set, the keys it reads) instead of saving it, without a server;
-- ``--tables DIR``: the files ``sdexp-table`` wrote into DIR (the tables, their plots, the
-  verdicts and the cost) as one W&B run of the group (job type ``aggregate``), offline without
-  credentials or a server that answers, as training logs (``sdexp.tracking.wandb_access``).
-
-W&B belongs here: ``sdexp-table`` only writes files. Without credentials or a server that
-answers, saving the report says so in one line and exits with status 2.
+The W&B Report of one sweep group (``sdexp.tracking.report``; ``--dry-run`` writes its
+specification instead of saving it, without a server), or with ``--tables DIR`` the files
+``sdexp-table`` wrote into DIR as one W&B run of the group (job type ``aggregate``). W&B belongs
+here: ``sdexp-table`` only writes files. Without credentials or a server that answers, saving
+the report says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -37,9 +33,8 @@ PLOTS = ("table2_*.png", "paired_*.png")
 
 
 def log_tables(folder: Path, project: str, group: str, entity: str | None = None) -> None:
-    """``sdexp-table``'s files in ``folder`` as one W&B run (job type aggregate) in ``group``:
-    its tables, plots and verdicts. Offline without credentials or a server that answers; a
-    warning and nothing logged if W&B cannot start at all (``with_fallback``)."""
+    """``sdexp-table``'s files in ``folder`` (tables, plots, verdicts) as one W&B run of
+    ``group``; offline, or nothing and a warning, as a training run's W&B (``with_fallback``)."""
     import pandas as pd
     import wandb
 

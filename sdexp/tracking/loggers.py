@@ -1,17 +1,10 @@
 """Experiment loggers: Weights & Biases that never prompts and never decides a run's fate.
 
-A run's W&B logger starts at once, through ``sdexp.tracking.wandb_access.with_fallback``: online
-when credentials exist and the server answers, else offline (``wandb sync`` uploads it later), else
-none. A resumed run does not log again the steps the W&B run already holds
-(``ResumableWandbLogger``), and at its end a run gives W&B its result (``log_result``: the
-summary and history row of ``sdexp.results.RunResult``), asks where it logged (``where``) and ends
-it (``finish``): the run knows these three methods (``sdexp.run.training.ResultLogger``), not
-this module.
-
-Every call into W&B after the start is guarded (``ResumableWandbLogger.safely``): a W&B that
-fails mid-run (a server that errors, wandb's service gone: SLURM signals every process of a
-job, the service too) is one warning, and the run goes on without it; its status is its
-training's, its results in ``results.json``.
+A run's W&B logger starts at once (``wandb_access.with_fallback``: online, else offline, else
+none); a resumed run does not log again the steps W&B already holds. Every call into W&B after
+the start is guarded (``ResumableWandbLogger.safely``): a W&B that fails mid-run (a server that
+errors, wandb's service gone: SLURM signals every process of a job) is one warning, and the run
+goes on without it, its results in ``results.json``.
 """
 
 from __future__ import annotations
@@ -25,13 +18,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from sdexp.tracking.wandb_access import (
-    WandbMode,
-    finish,
-    offline_summary,
-    one_line,
-    with_fallback,
-)
+from sdexp.tracking.wandb_access import WandbMode, finish, offline_summary, one_line, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +26,10 @@ log = logging.getLogger(__name__)
 class ResumableWandbLogger(WandbLogger):
     """A WandbLogger whose history continues from the last step the W&B run already holds.
 
-    A run killed or preempted mid-epoch resumes from the checkpoint of its last finished epoch
-    and computes the steps after it again, with the same values (masks and data order are
-    seeded). Whatever of those steps the W&B run received before the interruption is not
-    logged a second time; what it never received (an offline run killed before wandb wrote it)
-    is logged now. The run's last step comes from wandb itself: the resumed online run's
-    summary, or the summaries of this directory's earlier offline runs of the same id.
+    A run resumed from its last finished epoch computes the steps after it again, with the same
+    values: those the W&B run received before the interruption are not logged twice, those it
+    never received (an offline run killed before wandb wrote them) are. The last step comes from
+    wandb: the resumed online run's summary, or this directory's earlier offline runs of the id.
     """
 
     STEP = "trainer/global_step"  # Lightning's step metric in W&B
@@ -60,8 +45,7 @@ class ResumableWandbLogger(WandbLogger):
 
     def safely(self, what: str, call, *args, **kwargs):
         """``call(*args, **kwargs)``, a call into W&B; if it fails, one warning, and W&B is not
-        asked again for this run (a server or service that failed once fails again, each time
-        after its timeouts)."""
+        asked again for this run (it would fail again, each time after its timeouts)."""
         if self.lost is not None:
             return None
         try:
@@ -97,8 +81,7 @@ class ResumableWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
-        """The config (W&B's config); each per-layer quantity in it (``LAYERS``) also as a line
-        chart against the layer index."""
+        """The config; each per-layer quantity in it (``LAYERS``) also as a chart per layer."""
         self.safely("log the config", super().log_hyperparams, params)
         for name in self.LAYERS:
             if isinstance(params, dict) and isinstance(params.get(name), list):
@@ -114,9 +97,8 @@ class ResumableWandbLogger(WandbLogger):
 
     @rank_zero_only
     def log_result(self, summary: Mapping, row: Mapping | None = None) -> None:
-        """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
-        in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
-        budget, for ``sdexp.tracking.dashboard``) must be a logged metric."""
+        """A run's result: ``summary`` in the run's summary, and ``row`` as one history row,
+        since a line plot's x-axis (the budget, in the report) must be a logged metric."""
 
         def give() -> None:
             self.experiment.summary.update(dict(summary))
@@ -126,8 +108,8 @@ class ResumableWandbLogger(WandbLogger):
         self.safely("take the run's result", give)
 
     def where(self) -> str:
-        """Where the run's W&B run is: its page, or its offline folder and how to upload it
-        (nothing if W&B did not start); and what it lacks if W&B was lost mid-run."""
+        """Where the W&B run is: its page, or its offline folder and how to upload it (nothing
+        if W&B did not start), and whether W&B was lost mid-run."""
         if self.experiment.disabled:
             return ""
         run, lost = self.experiment, " (incomplete: W&B was lost mid-run)" if self.lost else ""
@@ -149,8 +131,8 @@ class ResumableWandbLogger(WandbLogger):
 
 
 def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogger:
-    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
-    Its run starts at once (``with_fallback``); if W&B cannot start, the run goes on without."""
+    """A W&B logger writing into the run's own directory, started at once; ``kwargs`` go to
+    ``wandb.init``. If W&B cannot start, the run goes on without."""
     os.makedirs(save_dir, exist_ok=True)
 
     def start(attempt: str) -> WandbLogger:

@@ -1,22 +1,12 @@
 """The W&B Report of one sweep group, Table 2 of Hayou & Ayed (2021) and the curves behind it,
 built with wandb-workspaces (``wandb_workspaces.reports.v2``); ``sdexp-dashboard`` saves it.
 
-The report has one panel grid per question. Each grid has its own run set, because a run set's
-grouping applies to its runs table and to every panel of its grid:
-
-- **against the budget**: test error (or MSE), expected depth and time per epoch against the
-  budget, one line per mode, mean and standard deviation over seeds; the no-SD baseline (mode
-  none, budget 1) is the mode-none point, and its own grid shows its mean over seeds as a number;
-- **Table 2**: the runs grouped by mode and budget, as a table and as bars with error bars;
-- **per layer**: the survival probabilities and sensitivities each run logged (``layers/*``);
-- **training curves**: training loss and validation error, grouped by mode and budget;
-- **failed runs**: the runs that did not finish; their run set counts them and lists why.
-
-Every other run set keeps only the runs whose summary says ``status: ok``, so failed runs appear
-in no panel. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
-``PROFILES``); the summary and the result's history row come from ``sdexp.results.RunResult``,
-and a test holds the report's keys to what it produces. ``specification`` reads back from the
-report's own objects what each panel and run set reads.
+One panel grid per question (against the budget, Table 2, per layer, training curves, failed
+runs), each with its own run set, because a run set's grouping applies to its runs table and to
+every panel of its grid. Every run set but the failed runs' keeps only the runs whose summary
+says ``status: ok``. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
+``PROFILES``), and a test holds it to what ``sdexp.results.RunResult`` gives W&B;
+``specification`` reads back from the report's own objects what each panel and run set reads.
 """
 
 from __future__ import annotations
@@ -26,13 +16,9 @@ from wandb_workspaces import expr
 from wandb_workspaces.reports.v2.interface import Panel
 
 # ---- The logged names the report reads: adjust them here only. -----------------------------
-# wandb.config, what the runs are grouped by (the run's key, ``sdexp.results.RunKey``).
-# wandb-workspaces sends "key.mode" as "key.value.mode": it takes ``key`` for a nested dict of
-# the config, not a flat entry named "key.mode".
-CONFIG = {
-    "mode": "key.mode",
-    "budget": "key.budget",
-}
+# wandb.config, what the runs are grouped by (``sdexp.results.RunKey``). wandb-workspaces sends
+# "key.mode" as "key.value.mode": ``key`` is a nested dict of the config.
+CONFIG = {"mode": "key.mode", "budget": "key.budget"}
 SUMMARY = {  # run.summary (RunResult.summary), one value per run: run set filters and columns
     "status": "status",  # "ok" or "failed"
     "reason": "reason",  # why a run failed
@@ -46,8 +32,7 @@ SUMMARY = {  # run.summary (RunResult.summary), one value per run: run set filte
     "epoch_time_s": "epoch_time_s",
 }
 HISTORY = {  # run.log rows: line plots need them there; "{metric}" is "error" or "mse"
-    # one row per run, logged together at its end, so that the budget can be an x-axis
-    # (RunResult.history_row)
+    # one row per run at its end, so that the budget can be an x-axis (RunResult.history_row)
     "budget": "budget",
     "test": "test",
     "expected_depth": "expected_depth",
@@ -75,9 +60,8 @@ MEAN_STD = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}  # over se
 def finished(
     entity: str, project: str, group: str, name: str, *also: expr.FilterExpr, **kwargs
 ) -> wr.Runset:
-    """The sweep's runs whose summary says ``status: ok`` (and the filters ``also``): failed,
-    crashed or still running runs have another status or none, so no panel fed by this run set
-    shows them."""
+    """The sweep's runs whose summary says ``status: ok`` (and the filters ``also``): no failed,
+    crashed or running run."""
     ok = expr.And(
         expr.Metric("Group") == group, expr.Summary(SUMMARY["status"]) == STATUS_OK, *also
     )
@@ -112,9 +96,8 @@ def by_cell() -> list[str]:
 def against_budget(key: str, title: str) -> wr.LinePlot:
     """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds.
 
-    A line plot is the one panel that aggregates runs into mean and range per x value, but its
-    x-axis must be a history key: each run logs one row holding ``budget`` and its results at
-    the end (``HISTORY``), so every run is one point and a mode's runs form its line.
+    A line plot is the one panel that aggregates runs per x value, but its x-axis must be a
+    history key: each run logs one row holding ``budget`` and its results at its end.
     """
     return wr.LinePlot(
         title=title,
@@ -135,8 +118,7 @@ def baseline(metric: str) -> wr.ScalarChart:
 
 
 def table2_bars(metric: str) -> wr.BarPlot:
-    """Table 2's cells as bars, mean with error bars over seeds: the run set groups the runs by
-    mode and budget, and a bar plot draws one bar per group."""
+    """Table 2's cells as bars (one per group of the run set), mean with error bars over seeds."""
     return wr.BarPlot(
         title=f"Table 2: test {METRIC_NAMES[metric]} by mode and budget",
         metrics=[HISTORY["test"]],
@@ -147,12 +129,11 @@ def table2_bars(metric: str) -> wr.BarPlot:
 
 
 def profile(name: str) -> wr.CustomChart:
-    """A per-layer profile, one line per run (named ``<dataset>-<model>-<mode>-b<budget>-s<seed>``).
+    """A per-layer profile, one line per run.
 
     Line plots only read history, so the profile is a custom chart over the table that
-    ``wandb.plot.line`` logged, with the Vega spec, fields and query fields that wandb writes for
-    the run's own chart (``_wandb.visualize`` in its config). The query's run fields are given as
-    ``{}``: ``CustomChart`` would add ``id`` and ``name`` as ``[]``, which it sends as a value
+    ``wandb.plot.line`` logged, as wandb writes it for the run's own chart. The query's run fields
+    are ``{}``: ``CustomChart`` would add ``id`` and ``name`` as ``[]``, which it sends as a value
     where wandb sends an empty field list.
     """
     table, x, y = PROFILES[name]
@@ -242,8 +223,7 @@ def build_report(
 
 
 def panel_key(metric: str | wr.Config | wr.SummaryMetric | wr.Metric) -> str:
-    """``section:name`` of a panel's metric as wandb-workspaces reads it: ``Config`` and
-    ``SummaryMetric`` name their section, a plain name is a history key, unless it is one of
+    """``section:name`` of a panel's metric: a plain name is a history key, unless it is one of
     W&B's own run attributes (``Step``, ``Runtime``, ...)."""
     if isinstance(metric, wr.Config):
         return f"config:{metric.name}"
@@ -316,8 +296,8 @@ def runset_spec(runset: wr.Runset) -> dict:
 
 
 def specification(report: wr.Report) -> dict:
-    """What ``report.save()`` would save, read back from the report's blocks: every panel
-    (type, title, keys, grouping) with the heading above its grid and the run set it shows."""
+    """What ``report.save()`` would save, read back from the report's blocks: every run set and
+    panel with the heading above its grid."""
     spec = {"title": report.title, "entity": report.entity, "project": report.project}
     spec |= {"runsets": [], "panels": []}
     heading = None
@@ -336,8 +316,7 @@ def specification(report: wr.Report) -> dict:
 
 
 def runset_reads(spec: dict) -> dict[str, set[str]]:
-    """The keys each run set of ``spec`` reads: its filters, grouping and columns, and the keys
-    and grouping of the panels that show it."""
+    """The keys each run set of ``spec`` reads, its own and those of the panels that show it."""
     reads = {r["name"]: {*r["filter_keys"], *r["groupby"], *r["columns"]} for r in spec["runsets"]}
     for panel in spec["panels"]:
         by = panel["grouping"].get("by")

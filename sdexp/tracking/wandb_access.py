@@ -1,13 +1,9 @@
 """Access to Weights & Biases without Lightning: credentials, whether the server answers, the mode
 a run logs in, a start that falls back to offline, reading an offline run back, the finish.
 
-``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
-W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
-server does not answer within seconds (``server_problem``), or an online run cannot start within
-wandb's ``init_timeout`` (``conf/logger/wandb.yaml``), the run goes on offline; ``wandb sync``
-uploads it later (``with_fallback``). A run's Lightning logger is ``sdexp.tracking.loggers``'; the
-dashboard (``sdexp.tracking.dashboard``) checks credentials and the server here without importing
-Lightning.
+``mode: auto`` logs online when W&B credentials exist and offline otherwise; ``WANDB_MODE`` wins
+over the config. If the server does not answer within seconds, or an online run cannot start
+within wandb's ``init_timeout``, the run goes on offline (``wandb sync`` uploads it later).
 """
 
 from __future__ import annotations
@@ -38,7 +34,6 @@ WandbMode = Literal["auto", "online", "offline", "disabled"]
 WANDB_MODES = get_args(WandbMode)
 T = TypeVar("T")
 
-
 #: How long the server has to answer the probe before a run logs offline (``server_problem``).
 PROBE_TIMEOUT_S = 5.0
 
@@ -49,7 +44,7 @@ def wandb_base_url() -> str:
 
 
 def wandb_server() -> tuple[str, int]:
-    """The W&B server's host and port (``WANDB_BASE_URL``, else the public one)."""
+    """The W&B server's host and port."""
     url = urlparse(wandb_base_url())
     return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
 
@@ -64,8 +59,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _ask(url: str, timeout_s: float) -> str | None:
     """One POST of a GraphQL query to ``<url>/graphql`` (what ``wandb.init`` sends first): None
     if the server answers with a status below 500, else why not."""
-    # Only whether it answers matters: a certificate wandb would accept through its own CA
-    # settings must not count as no answer, so the probe does not verify it.
+    # Only whether it answers matters: the probe does not verify a certificate wandb would
+    # accept through its own CA settings.
     tls = ssl.create_default_context()
     tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=tls))
@@ -89,17 +84,14 @@ def _ask(url: str, timeout_s: float) -> str | None:
 
 
 def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST to
-    ``WANDB_BASE_URL`` must get an answer that is not a server error (5xx) within
-    ``timeout_s``, DNS, connection and TLS included (a server that answers GET and never POST,
-    a proxy's health page, counts as not answering).
+    """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST must get
+    an answer that is not a server error (5xx) within ``timeout_s``, DNS and TLS included.
 
     Ours, not wandb's: wandb has no quick check, and its ``init_timeout`` does not bound a
-    server that answers GET and never POST (an online ``wandb.init`` retries for its
-    ``init_timeout`` and then some, in every run of a sweep); this bounds it to 5 s. A TCP
-    connection is not enough either: a server that accepts connections and never answers (a
-    stuck proxy or load balancer) costs as much. The request runs in a thread
-    joined with a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
+    server that answers GET and never POST (``wandb.init`` retries for a minute and more, in
+    every run of a sweep). A TCP connection is not enough either: a stuck proxy accepts and never
+    answers. The request runs in a thread joined with a deadline, so that nothing (a slow DNS
+    lookup) outlasts ``timeout_s``."""
     url = wandb_base_url()
     answer: list[str | None] = []
     probe = threading.Thread(target=lambda: answer.append(_ask(url, timeout_s)), daemon=True)
@@ -135,8 +127,8 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def offline_summary(run_dir: Path) -> dict:
-    """The summary of an offline W&B run, read from its files by wandb's own reader
-    (``wandb leet inspect``); empty if it cannot be read (a run killed before wandb wrote)."""
+    """The summary of an offline W&B run, read by wandb's own reader (``wandb leet inspect``);
+    empty if it cannot be read (a run killed before wandb wrote)."""
     command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json"]
     try:
         done = subprocess.run([*command, str(run_dir)], capture_output=True, text=True, timeout=60)
@@ -147,8 +139,8 @@ def offline_summary(run_dir: Path) -> dict:
 
 @contextlib.contextmanager
 def stderr_into(path: Path):
-    """File descriptor 2 of this process into ``path`` while the block runs: what a child
-    process started in the block writes to its stderr goes there, for the child's life."""
+    """File descriptor 2 into ``path`` while the block runs: a child process started in the
+    block writes its stderr there, for the child's life."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
@@ -163,10 +155,9 @@ def stderr_into(path: Path):
 
 
 def start_service(log_file: Path | None) -> None:
-    """wandb's service process for this process (``wandb.setup``), if none runs: its output,
-    a Go panic when a server sends what it cannot read, goes to ``log_file`` (the run's
-    ``wandb/service.log``), not to the run's console. wandb's own terminal lines are off
-    (``WANDB_SILENT``, unless set): the run says where its W&B run is, in its own lines."""
+    """wandb's service process (``wandb.setup``), if none runs: its output (a Go panic when a
+    server sends what it cannot read) goes to ``log_file`` (``wandb/service.log``), not to the
+    run's console. wandb's own terminal lines are off (``WANDB_SILENT``, unless set)."""
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
@@ -178,11 +169,9 @@ def start_service(log_file: Path | None) -> None:
 def with_fallback(
     start: Callable[[str], T], mode: str = "auto", service_log: Path | None = None
 ) -> T | None:
-    """``start(mode)``, where ``start`` starts a W&B run, as W&B should be for a run that must
-    not stop or wait: offline when the server does not answer within ``PROBE_TIMEOUT_S``
-    (``server_problem``) and, if the run cannot start online (within wandb's ``init_timeout``),
-    offline; None (and a warning) if it cannot start at all. ``service_log``: where wandb's
-    service writes (``start_service``)."""
+    """``start(mode)``, which starts a W&B run, for a run that must not stop or wait: offline
+    when the server does not answer the probe or the run cannot start online; None (and a
+    warning) if it cannot start at all. ``service_log``: where wandb's service writes."""
     mode = resolve_wandb_mode(mode)
     if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
@@ -219,11 +208,9 @@ _unfinishable: set[str] = set()
 
 
 def finish(exit_code: int = 0) -> None:
-    """End this job's W&B run (if any) with ``exit_code`` (non-zero: the run failed), so that
-    the next job in the same process starts its own. Never raises: logging is not a reason for
-    a run to fail. A run that cannot be ended (its service gone: a server that crashed it, a
-    signal) is one warning, and its service is stopped, so that nothing of it is left for the
-    process's exit."""
+    """End this job's W&B run (if any) with ``exit_code``, so that the next job in the process
+    starts its own. Never raises: a run that cannot be ended (its service gone) is one warning,
+    and its service is stopped, so that nothing of it is left for the process's exit."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
     if wandb is None or wandb.run is None or wandb.run.id in _unfinishable:
         return
