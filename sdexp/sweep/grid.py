@@ -1,12 +1,9 @@
-"""The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid, planned before anything
-is launched.
-
-It expands the preset and the command line as Hydra's basic sweeper does, plans the cells
-(``sdexp.sweep.plan``), records the plan in ``<sweep dir>/sweep.json``, has Hydra's launcher run
-the rest, each job in the directory its run's identity names, and closes with a summary, also when
-Ctrl-C or SIGTERM stops it (exit status 130 or 143). Hydra's basic sweeper has no hook to drop or
-merge cells, hence a sweeper of our own; the plugin class Hydra discovers is thin (Hydra imports
-every plugin module at every start).
+"""The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid planned before anything
+is launched (``sdexp.sweep.plan``) and recorded in ``sweep.json``, its jobs launched with Hydra's
+launcher, each in the directory its run's identity names, and a closing summary, also when Ctrl-C
+or SIGTERM stops it (exit status 130 or 143). Hydra's basic sweeper has no hook to drop or merge
+cells, hence a sweeper of our own; the plugin Hydra discovers is thin (Hydra imports every plugin
+module at every start).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -113,14 +110,16 @@ class BudgetGrid:
             with stop_on_signals():  # the command defers a signal until here: planning stops
                 return self.plan_and_launch(arguments)
         except GridError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+            exit_with(1, str(error))
         except Exception:  # noqa: BLE001 - a composition interrupted part-way by the stop
-            if stop_signal() is None:
+            if (signum := stop_signal()) is None:
                 raise
-            stopped_planning(stop_signal())
         except Stopped as stop:  # before the launch (which says what its jobs did when stopped)
-            stopped_planning(stop.signum)
+            signum = stop.signum
+        exit_with(
+            128 + signum,
+            f"stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
+        )
 
     def plan_and_launch(self, arguments: list[str]) -> list:
         cells = self.plan(arguments)
@@ -190,20 +189,16 @@ class BudgetGrid:
         except ConfigError as error:  # the launcher refused the jobs (what they ask for)
             raise GridError(str(error)) from None
         except (KeyboardInterrupt, SystemExit) as stop:
-            signum = stopping_signal(stop)
-            if signum is None:
-                closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
-                raise  # a job ended the process (sys.exit): so does the sweep, after its summary
-            signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
+            if (signum := stopping_signal(stop)) is not None:
+                signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
             closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
-            print(
-                f"error: interrupted ({signal.Signals(signum).name}): run the same command to go "
-                "on (finished runs are skipped, interrupted ones resume from their last "
-                "checkpoint)",
-                file=sys.stderr,
-                flush=True,
+            if signum is None:
+                raise  # a job ended the process (sys.exit): so does the sweep, after its summary
+            exit_with(
+                128 + signum,
+                f"interrupted ({signal.Signals(signum).name}): run the same command to go on "
+                "(finished runs are skipped, interrupted ones resume from their last checkpoint)",
             )
-            raise SystemExit(128 + signum) from None
         ended = closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
         if not_ok := {kind: n for kind, n in ended.items() if kind != "ok" and n}:
             counts = ", ".join(f"{n} {kind}" for kind, n in not_ok.items())
@@ -213,14 +208,10 @@ class BudgetGrid:
             )
 
 
-def stopped_planning(signum: int) -> None:
-    """A signal stopped the sweep before it launched anything: one line, its exit status."""
-    print(
-        f"error: stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
-        file=sys.stderr,
-        flush=True,
-    )
-    raise SystemExit(128 + signum) from None
+def exit_with(status: int, message: str) -> NoReturn:
+    """The sweep's end with an error: one line on stderr, exit status ``status``."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
 
 
 #: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).
@@ -228,9 +219,8 @@ SUBDIR = "hydra.sweep.subdir"
 
 
 def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
-    """The signal that stopped the sweep, or None where a job ended the process otherwise. A
-    job's Trainer turns ``Stopped`` into SystemExit(1) (Lightning's graceful shutdown):
-    ``stop_signal`` still says which signal."""
+    """The signal that stopped the sweep, or None where a job ended the process otherwise (a
+    job's Trainer turns ``Stopped`` into SystemExit(1): ``stop_signal`` still says which)."""
     if isinstance(stop, Stopped):
         return stop.signum
     if stop_signal() is not None:
@@ -253,10 +243,8 @@ OUTCOMES = ("ok", "failed", "interrupted", "refused", "not launched")
 
 def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[str, str]:
     """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from its ``JobReturn``
-    (``ended``, if the launch got that far) and the files its run left (results.json of its own
-    identity; ``traces`` against ``before``, their state at launch). Interrupted: stopped by a
-    signal or killed (``JobEnded``) without results.json; refused: the run never owned its
-    directory (``ConfigError``); not launched: the sweep stopped before the job started."""
+    (``ended``, if the launch got that far), its own results.json and its ``traces`` against
+    ``before``. Refused: the run never owned its directory (``ConfigError``)."""
     error = ended._return_value if ended is not None and ended.status == JobStatus.FAILED else None
     if isinstance(error, ConfigError):
         return "refused", one_line(error)
@@ -325,7 +313,8 @@ def describe(cells: list, grid: list) -> list[str]:
     lines = []
     for cell in cells:
         if cell.left_out:
-            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in NAMED]
+            always = ("mode", "budget")  # its reason is about them
+            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in always]
             lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
             continue
         varying = " ".join(o for o in cell.overrides if o not in shared)
@@ -333,10 +322,6 @@ def describe(cells: list, grid: list) -> list[str]:
         number = numbers[id(cell)]
         lines.append(f"{number:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
     return lines
-
-
-#: What a left-out cell's line always names: its reason is about them.
-NAMED = ("mode", "budget")
 
 
 def shown(path: Path) -> Path:

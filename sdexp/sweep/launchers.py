@@ -1,18 +1,16 @@
-"""A sweep's jobs on SLURM (``hydra/launcher=slurm``, ``slurm_cpu``, ``slurm_ddp``,
-``slurm_shared``): hydra-submitit-launcher's launcher, extended (``SlurmJobs``; Hydra finds it as
-``hydra_plugins.sdexp_launcher``'s ``SlurmLauncher``).
+"""A sweep's jobs on SLURM (``hydra/launcher=slurm*``): hydra-submitit-launcher's launcher, which
+Hydra finds as ``hydra_plugins.sdexp_launcher``'s, extended.
 
-hydra-submitit-launcher stops collecting results at the first job that ended without one
-(``scancel``, a node failure, out of memory) and prints no summary. This launcher checks what the
-jobs ask for against the partition's nodes before submitting (``check_request``), waits for every
-job and returns what each ended as (a job SLURM ended without a result: a failed ``JobReturn``
-holding ``JobEnded`` with SLURM's state), and cancels its jobs when the sweep is stopped, waiting
-until they have ended, so that none runs on into the next sweep's. A preempted or timed-out job
-is requeued (``sdexp.run.slurm``): the launcher goes on waiting for it.
+hydra-submitit-launcher stops at the first job that ended without a result (``scancel``, a node
+failure, out of memory) and prints no summary. ``SlurmJobs`` checks the jobs' request against the
+partition's nodes first, waits for every job (a requeued one too: ``sdexp.run.slurm``) and returns
+what each ended as (``JobEnded`` with SLURM's state where it has no result); on a stop it cancels
+its jobs and waits until they have ended, so that none runs on into the next sweep's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Sequence
@@ -40,8 +38,7 @@ def sinfo(partition: str | None) -> list[dict[str, Any]]:
     nodes = []
     for line in done.stdout.splitlines():
         name, cpus, memory, gres = line.split("|")
-        default = name.endswith("*")
-        if (partition is None and default) or name.rstrip("*") == partition:
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition:
             nodes.append(
                 {"cpus": int(cpus), "mem_mb": int(memory.rstrip("+")), "gres": gres_counts(gres)}
             )
@@ -59,8 +56,7 @@ def gres_counts(text: str) -> dict[str, int]:
 
 
 def request_problem(params: dict, nodes: list[dict]) -> ConfigError | None:
-    """Why no node of ``nodes`` can run a job asking ``params`` (the launcher's options), or
-    None."""
+    """Why no node of ``nodes`` can run a job asking ``params`` (the launcher's options)."""
     partition = params.get("partition") or "the default partition"
     if not nodes:
         return ConfigError("hydra.launcher.partition", f"SLURM has no partition {partition}")
@@ -145,10 +141,8 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
             output = error.output.decode() if isinstance(error.output, bytes) else error.output
             said = " ".join((output or str(error)).split())
             raise ConfigError("hydra/launcher", f"sbatch refused the jobs: {said}") from None
-        print(
-            f"Submitted {len(jobs)} jobs: SLURM job array {jobs[0].job_id.split('_')[0]}",
-            flush=True,
-        )
+        array = jobs[0].job_id.split("_")[0]
+        print(f"Submitted {len(jobs)} jobs: SLURM job array {array}", flush=True)
         try:
             for job in jobs:
                 job.wait()
@@ -177,21 +171,15 @@ def cancel(jobs: list) -> None:
         return
     subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     deadline = time.monotonic() + CANCEL_WAIT_S
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         while (ids := listed(ids)) and time.monotonic() < deadline:
             time.sleep(1)
-    except KeyboardInterrupt:
-        pass
     ended = f"; still ending: {' '.join(ids)}" if ids else ": all have ended"
     print(f"Cancelled the sweep's unfinished SLURM jobs (scancel){ended}", flush=True)
 
 
 def listed(ids: list[str]) -> list[str]:
     """The jobs of ``ids`` that SLURM still lists as pending, running or completing."""
-    done = subprocess.run(
-        ["squeue", "--noheader", "--format", "%i", "--jobs", ",".join(ids)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = ["squeue", "--noheader", "--format", "%i", "--jobs", ",".join(ids)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     return [job for job in done.stdout.split() if job in ids]

@@ -1,13 +1,11 @@
 """Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
 
-A sweep preset (``conf/sweep/``) spans modes x budgets x seeds; the grid sweeper
-(``sdexp.sweep.grid``) plans its cartesian product here before anything is launched. A cell the
-mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of the paper's Table 2); cells
-that are the same run are merged (the no-SD baseline, p = 1, runs once per seed); a cell whose
-``results.json`` says "ok" for its identity is done, whatever code made it (the plan names runs
-other code made; ``rerun_other_code=true`` runs them again); a directory holding a run of another
-identity is a conflict: nothing launches until another sweep directory or ``overwrite=true``.
-Each run writes into ``<sweep dir>/<RunKey.cell_dir>``, named by its identity.
+The grid sweeper (``sdexp.sweep.grid``) plans a preset's cartesian product here before anything
+is launched. A cell the mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of
+Table 2); cells that are the same run are merged (the no-SD baseline runs once per seed); a cell
+whose ``results.json`` says "ok" for its identity is done (``rerun_other_code=true`` runs again
+those other code made); a directory holding another run's files is a conflict. Each run writes
+into ``<sweep dir>/<RunKey.cell_dir>``, named by its identity.
 """
 
 from __future__ import annotations
@@ -58,13 +56,10 @@ class Cell:
 
 
 class CellComposer:
-    """The configs of a grid's cells, as Hydra composes them for the jobs, fast.
-
-    Composing takes Hydra about a third of a second, and a Table 2 preset has 144 cells. Only
-    group choices, additions, deletions and Hydra settings change what is composed: those are
-    composed once per combination, and a cell's plain values (``budget=0.3``) are set on a copy
-    as Hydra sets them (``OmegaConf.update``, merged). Hydra's own node is left out.
-    """
+    """The configs of a grid's cells, as Hydra composes them for the jobs, fast: Hydra takes a
+    third of a second per config (a Table 2 preset has 144 cells), so only group choices,
+    additions, deletions and Hydra settings are composed, once per combination, and a cell's
+    plain values are set on a copy as Hydra sets them. Hydra's own node is left out."""
 
     def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
         self.loader, self.sweep_config = config_loader, sweep_config
@@ -74,15 +69,9 @@ class CellComposer:
 
     def is_value(self, override: Any) -> bool:
         """A plain value: not a group choice, an addition, a deletion or a Hydra setting."""
-        key = override.key_or_group
-        return not (
-            override.is_add()
-            or override.is_delete()
-            or override.is_force_add()
-            or key in self.groups
-            or key.startswith("hydra")
-            or override.package is not None
-        )
+        key, added = override.key_or_group, override.is_add() or override.is_force_add()
+        hydra = key in self.groups or key.startswith("hydra") or override.package is not None
+        return not (added or override.is_delete() or hydra)
 
     def compose(self, structure: tuple[str, ...]) -> dict:
         """The job config less Hydra's node, as plain values."""
@@ -106,16 +95,14 @@ class CellComposer:
 
 
 def job_overrides(cell: Cell) -> list[str]:
-    """The overrides that launch the cell: its own, and its directory below the sweep
-    directory. Hydra's launchers apply the job's overrides after the sweep's, so the job's
-    ``hydra.sweep.subdir`` wins (a Hydra override: not in the job's ``overrides.yaml``)."""
+    """The overrides that launch the cell: its own, and its directory below the sweep directory
+    (Hydra applies a job's overrides after the sweep's: the job's ``hydra.sweep.subdir`` wins)."""
     return [*cell.overrides, f"hydra.sweep.subdir={cell.key.cell_dir}"]
 
 
 class CellPlanner:
-    """Checks each distinct config once and each cell's budget and seed; says which budget a
-    cell runs at or why the grid leaves it out. ``complete=False`` (a dry run) leaves out the
-    checks that take seconds."""
+    """Checks each distinct config once and each cell's budget and seed; ``complete=False`` (a
+    dry run) leaves out the checks that take seconds."""
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
@@ -167,11 +154,15 @@ def plan_grid(
             merged["baseline" if rewritten else "repeated"] += 1
             continue
         planned.add(key.identity)
-        if left_out is not None:
-            cells.append(Cell(overrides, key, left_out=left_out, config=cfg))
-            continue
-        cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
-        plan_cell(cell, config)
+        run_dir = sweep_dir / key.cell_dir if left_out is None else None
+        cell = Cell(overrides, key, run_dir, left_out, config=cfg)
+        if left_out is None:  # its status and note from what its directory holds
+            cell.status, cell.note = cell_status(run_dir, key, config)
+        if cell.status == "done" and (made := other_code(read_result(cell.run_dir).code)):
+            cell.other_code, cell.note = made, f"made by other code: {made}"
+            if cfg.rerun_other_code:
+                cell.status = "to run"
+                cell.note += "; runs again from scratch (rerun_other_code=true)"
         cells.append(cell)
     return cells, merged
 
@@ -201,7 +192,7 @@ def describe_other_code(cells: list[Cell]) -> list[str]:
     if not made:
         return []
     codes = ", ".join(f"{n} by {label}" for label, n in Counter(c.other_code for c in made).items())
-    runs = "1 finished run" if len(made) == 1 else f"{len(made)} finished runs"
+    runs = counted(len(made), "finished run")
     if all(c.config.rerun_other_code for c in made):
         what = "run again from scratch (rerun_other_code=true)"
     else:
@@ -212,22 +203,10 @@ def describe_other_code(cells: list[Cell]) -> list[str]:
     return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
 
 
-def plan_cell(cell: Cell, config: dict) -> None:
-    """Set the cell's status and note from what its directory holds, naming the code that made
-    its finished run if it is not this one."""
-    cell.status, cell.note = cell_status(cell.run_dir, cell.key, config)
-    if cell.status == "done" and (made := other_code(read_result(cell.run_dir).code)):
-        cell.other_code, cell.note = made, f"made by other code: {made}"
-        if cell.config.rerun_other_code:
-            cell.status = "to run"
-            cell.note += "; runs again from scratch (rerun_other_code=true)"
-
-
 def older_layout(sweep_dir: Path) -> str | None:
     """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote it: a run right under
     it (a run's directory is ``<setup>/<cell>``)."""
-    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
-    for child in children:
+    for child in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
         if (child / RESULTS_FILE).exists() or (child / CHECKPOINTS / LAST).exists():
             return (
                 f"hydra.sweep.dir: {sweep_dir} was written by an older sdexp (a run right under "

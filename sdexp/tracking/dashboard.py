@@ -1,14 +1,11 @@
 """``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs.
 
-    sdexp-dashboard --entity E --project P --group table2_cifar10
-    sdexp-dashboard --entity E --project P --group smoke --metric mse --dry-run spec.json
+    sdexp-dashboard --entity E --project P --group table2_cifar10 [--metric mse] [--dry-run S.json]
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
 
-The W&B Report of one sweep group (``sdexp.tracking.report``; ``--dry-run`` writes its
-specification instead of saving it, without a server), or with ``--tables DIR`` the files
-``sdexp-table`` wrote into DIR as one W&B run of the group (job type ``aggregate``). W&B belongs
-here: ``sdexp-table`` only writes files. Without credentials or a server that answers, saving
-the report says so in one line and exits with status 2.
+The W&B Report of one sweep group (``--dry-run``: its specification, without a server), or the
+files ``sdexp-table`` wrote into DIR as one W&B run of the group. W&B belongs here: ``sdexp-table``
+only writes files.
 """
 
 from __future__ import annotations
@@ -65,12 +62,8 @@ def log_tables(folder: Path, project: str, group: str, entity: str | None = None
     run.summary["verdict/markdown"] = (folder / "verdict.md").read_text()
     where = Path(run.dir).parent
     run.finish()
-    shown = (
-        f"offline to {where} (upload: wandb sync {shlex.quote(str(where))})"
-        if run.offline
-        else run.url
-    )
-    print(f"W&B: logged the tables, plots and verdicts {shown}")
+    shown = f"offline to {where} (upload: wandb sync {shlex.quote(str(where))})"
+    print(f"W&B: logged the tables, plots and verdicts {shown if run.offline else run.url}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,10 +1,8 @@
 """Experiment loggers: Weights & Biases that never prompts and never decides a run's fate.
 
-A run's W&B logger starts at once (``wandb_access.with_fallback``: online, else offline, else
-none); a resumed run does not log again the steps W&B already holds. Every call into W&B after
-the start is guarded (``ResumableWandbLogger.safely``): a W&B that fails mid-run (a server that
-errors, wandb's service gone: SLURM signals every process of a job) is one warning, and the run
-goes on without it, its results in ``results.json``.
+A run's W&B logger starts at once (online, else offline, else none). Every call into W&B after
+the start is guarded (``ResumableWandbLogger.safely``): a W&B that fails mid-run (a server error,
+wandb's service gone: SLURM signals every process of a job) is one warning, and the run goes on.
 """
 
 from __future__ import annotations
@@ -24,13 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class ResumableWandbLogger(WandbLogger):
-    """A WandbLogger whose history continues from the last step the W&B run already holds.
-
-    A run resumed from its last finished epoch computes the steps after it again, with the same
-    values: those the W&B run received before the interruption are not logged twice, those it
-    never received (an offline run killed before wandb wrote them) are. The last step comes from
-    wandb: the resumed online run's summary, or this directory's earlier offline runs of the id.
-    """
+    """A WandbLogger whose history continues from the last step the W&B run already holds: a
+    resumed run computes the steps after its last checkpoint again, with the same values; those
+    W&B received are not logged twice, those it never did (an offline run killed before wandb
+    wrote them) are. That step comes from wandb: the online run's summary, or the offline runs'."""
 
     STEP = "trainer/global_step"  # Lightning's step metric in W&B
     LAYERS = ("survival", "sensitivity", "sensitivity_se")  # per layer (sdexp.run.module)
@@ -75,9 +70,8 @@ class ResumableWandbLogger(WandbLogger):
     def _log_new_metrics(self, metrics: Mapping[str, float], step: int | None) -> None:
         if self._held is None:
             self._held = self.held_step()
-        if step is not None and step <= self._held:
-            return
-        super().log_metrics(metrics, step)
+        if step is None or step > self._held:
+            super().log_metrics(metrics, step)
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
@@ -90,9 +84,8 @@ class ResumableWandbLogger(WandbLogger):
     def log_layers(self, name: str, values: Sequence[float]) -> None:
         import wandb
 
-        table = wandb.Table(
-            columns=["layer", name], data=[[i + 1, v] for i, v in enumerate(values)]
-        )
+        data = [[i + 1, v] for i, v in enumerate(values)]
+        table = wandb.Table(columns=["layer", name], data=data)
         self.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
 
     @rank_zero_only

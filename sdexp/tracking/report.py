@@ -1,12 +1,10 @@
 """The W&B Report of one sweep group, Table 2 of Hayou & Ayed (2021) and the curves behind it,
-built with wandb-workspaces (``wandb_workspaces.reports.v2``); ``sdexp-dashboard`` saves it.
+built with wandb-workspaces; ``sdexp-dashboard`` saves it.
 
-One panel grid per question (against the budget, Table 2, per layer, training curves, failed
-runs), each with its own run set, because a run set's grouping applies to its runs table and to
-every panel of its grid. Every run set but the failed runs' keeps only the runs whose summary
-says ``status: ok``. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
-``PROFILES``), and a test holds it to what ``sdexp.results.RunResult`` gives W&B;
-``specification`` reads back from the report's own objects what each panel and run set reads.
+One panel grid per question, each with its own run set (a run set's grouping applies to its runs
+table and every panel of its grid); all but the failed runs' keep the runs whose summary says
+``status: ok``. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
+``PROFILES``); ``specification`` reads back what each panel and run set reads.
 """
 
 from __future__ import annotations
@@ -54,9 +52,6 @@ METRIC_NAMES = {"error": "error (%)", "mse": "MSE"}
 MEAN_STD = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}  # over seeds
 
 
-# ---- Run sets ----
-
-
 def finished(
     entity: str, project: str, group: str, name: str, *also: expr.FilterExpr, **kwargs
 ) -> wr.Runset:
@@ -69,8 +64,8 @@ def finished(
 
 
 def failed(entity: str, project: str, group: str) -> wr.Runset:
-    """The sweep's runs that failed: ``status: failed`` in their summary, or a W&B state of
-    failed or crashed (a run killed before it could write its summary)."""
+    """The sweep's runs that failed: ``status: failed``, or failed or crashed for W&B (a run
+    killed before it could write its summary)."""
     bad = expr.Or(
         expr.Summary(SUMMARY["status"]) == STATUS_FAILED,
         expr.Metric("State").isin(["failed", "crashed"]),
@@ -90,15 +85,10 @@ def by_cell() -> list[str]:
     return [f"config.{CONFIG['mode']}", f"config.{CONFIG['budget']}"]
 
 
-# ---- Panels: one function each ----
-
-
 def against_budget(key: str, title: str) -> wr.LinePlot:
-    """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds.
-
-    A line plot is the one panel that aggregates runs per x value, but its x-axis must be a
-    history key: each run logs one row holding ``budget`` and its results at its end.
-    """
+    """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds: a line
+    plot is the one panel that aggregates runs per x value, but its x-axis must be a history key
+    (each run logs one row holding ``budget`` and its results at its end)."""
     return wr.LinePlot(
         title=title,
         x=HISTORY["budget"],
@@ -110,8 +100,8 @@ def against_budget(key: str, title: str) -> wr.LinePlot:
 
 
 def baseline(metric: str) -> wr.ScalarChart:
-    """The no-SD baseline's test metric as one number, mean (± std) over its seeds: on the line
-    plot its runs share one budget, where a band has no width."""
+    """The no-SD baseline's test metric, mean (± std) over its seeds: on the line plot its runs
+    share one budget, where a band has no width."""
     return wr.ScalarChart(
         title=f"no-SD baseline: test {METRIC_NAMES[metric]}", metric=HISTORY["test"], **MEAN_STD
     )
@@ -129,13 +119,9 @@ def table2_bars(metric: str) -> wr.BarPlot:
 
 
 def profile(name: str) -> wr.CustomChart:
-    """A per-layer profile, one line per run.
-
-    Line plots only read history, so the profile is a custom chart over the table that
-    ``wandb.plot.line`` logged, as wandb writes it for the run's own chart. The query's run fields
-    are ``{}``: ``CustomChart`` would add ``id`` and ``name`` as ``[]``, which it sends as a value
-    where wandb sends an empty field list.
-    """
+    """A per-layer profile, one line per run: a custom chart over the table ``wandb.plot.line``
+    logged, as wandb writes it (line plots only read history). The query's run fields are ``{}``:
+    ``CustomChart`` would send ``[]``, a value where wandb sends an empty field list."""
     table, x, y = PROFILES[name]
     return wr.CustomChart(
         query={"summaryTable": {"tableKey": table}, "id": {}, "name": {}, "_defaultColorIndex": {}},
@@ -152,9 +138,6 @@ def curve(key: str, x: str, metric: str, title: str) -> wr.LinePlot:
     return wr.LinePlot(title=title, x=HISTORY[x], y=[y], layout=wr.Layout(w=12, h=8), **MEAN_STD)
 
 
-# ---- The report ----
-
-
 def build_report(
     entity: str, project: str, group: str, metric: str = "error", title: str | None = None
 ) -> wr.Report:
@@ -162,7 +145,7 @@ def build_report(
     name = METRIC_NAMES[metric]
 
     def grid(runset: wr.Runset, *panels: Panel, table: bool = False) -> wr.PanelGrid:
-        """Panels over one run set; its runs table is shown only where it is the point."""
+        # panels over one run set; its runs table is shown only where it is the point
         return wr.PanelGrid(runsets=[runset], panels=list(panels), hide_run_sets=not table)
 
     def ok(name: str, *also: expr.FilterExpr, **kwargs) -> wr.Runset:
@@ -217,9 +200,6 @@ def build_report(
         blocks=blocks,
         width="fluid",
     )
-
-
-# ---- The specification: what each panel and run set reads, from the report's own objects ----
 
 
 def panel_key(metric: str | wr.Config | wr.SummaryMetric | wr.Metric) -> str:
@@ -284,14 +264,12 @@ def panel_spec(panel: Panel) -> dict:
 
 def runset_spec(runset: wr.Runset) -> dict:
     """A run set's filters (as W&B's filter expression), grouping and table columns."""
-    groupby = [runset_key(g, ".") for g in runset.groupby]
-    columns = [runset_key(c, ":") for c in runset.pinned_columns]
     return {
         "name": runset.name,
         "filters": runset.filters,
         "filter_keys": filter_keys(expr.expr_to_filters(runset.filters)),
-        "groupby": groupby,
-        "columns": columns,
+        "groupby": [runset_key(g, ".") for g in runset.groupby],
+        "columns": [runset_key(c, ":") for c in runset.pinned_columns],
     }
 
 

@@ -1,9 +1,7 @@
 """Access to Weights & Biases without Lightning: credentials, whether the server answers, the mode
 a run logs in, a start that falls back to offline, reading an offline run back, the finish.
 
-``mode: auto`` logs online when W&B credentials exist and offline otherwise; ``WANDB_MODE`` wins
-over the config. If the server does not answer within seconds, or an online run cannot start
-within wandb's ``init_timeout``, the run goes on offline (``wandb sync`` uploads it later).
+``mode: auto`` logs online when W&B credentials exist and offline otherwise; ``WANDB_MODE`` wins.
 """
 
 from __future__ import annotations
@@ -87,11 +85,9 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST must get
     an answer that is not a server error (5xx) within ``timeout_s``, DNS and TLS included.
 
-    Ours, not wandb's: wandb has no quick check, and its ``init_timeout`` does not bound a
-    server that answers GET and never POST (``wandb.init`` retries for a minute and more, in
-    every run of a sweep). A TCP connection is not enough either: a stuck proxy accepts and never
-    answers. The request runs in a thread joined with a deadline, so that nothing (a slow DNS
-    lookup) outlasts ``timeout_s``."""
+    Ours: wandb has no quick check, and its ``init_timeout`` does not bound a server that answers
+    GET and never POST; a TCP connection is not enough either (a stuck proxy accepts and never
+    answers). A thread joined with a deadline, so that nothing (a slow DNS lookup) outlasts it."""
     url = wandb_base_url()
     answer: list[str | None] = []
     probe = threading.Thread(target=lambda: answer.append(_ask(url, timeout_s)), daemon=True)
@@ -101,8 +97,7 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
 
 
 def one_line(message: object, limit: int = 300) -> str:
-    """``message`` on one line, at most ``limit`` characters (wandb's errors can hold an HTML
-    page)."""
+    """``message`` on one line, at most ``limit`` characters (wandb's errors can hold HTML)."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -137,33 +132,27 @@ def offline_summary(run_dir: Path) -> dict:
         return {}
 
 
-@contextlib.contextmanager
-def stderr_into(path: Path):
-    """File descriptor 2 into ``path`` while the block runs: a child process started in the
-    block writes its stderr there, for the child's life."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(path, "ab") as file:
-            os.dup2(file.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def start_service(log_file: Path | None) -> None:
-    """wandb's service process (``wandb.setup``), if none runs: its output (a Go panic when a
+    """wandb's service process (``wandb.setup``), if none runs: its stderr (a Go panic when a
     server sends what it cannot read) goes to ``log_file`` (``wandb/service.log``), not to the
     run's console. wandb's own terminal lines are off (``WANDB_SILENT``, unless set)."""
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    starts = log_file is not None and "WANDB_SERVICE" not in os.environ  # else it runs
-    with stderr_into(log_file) if starts else contextlib.nullcontext():
+    if log_file is None or "WANDB_SERVICE" in os.environ:  # nowhere to write, or it runs
         wandb.setup()
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)  # file descriptor 2 into log_file: the child's, for its life
+    try:
+        with open(log_file, "ab") as file:
+            os.dup2(file.fileno(), 2)
+        wandb.setup()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def with_fallback(
@@ -176,9 +165,8 @@ def with_fallback(
     if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
         log.warning(f"W&B server {host}:{port} unreachable ({problem}): logging offline")
-        # The whole process, not only this run: wandb sends its own telemetry to the server
-        # from a process whose settings are online (10 s and more at exit when it does not
-        # answer), and the next jobs of a sweep in this process need not ask again.
+        # The whole process: wandb sends its telemetry from a process whose settings are online
+        # (10 s and more at exit), and the sweep's next jobs in this process need not ask again.
         os.environ["WANDB_MODE"] = mode = "offline"
     for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
         try:
@@ -186,9 +174,8 @@ def with_fallback(
             return start(attempt)
         except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
             log.warning(f"W&B could not start {attempt} ({one_line(error)})")
-            # The failed run still holds its id in the wandb-core service ("run ID ... is in
-            # use"), and so does a run killed in another process that shares this service (a
-            # parent's, inherited through WANDB_SERVICE): the next attempt starts its own.
+            # The failed run (or a killed one of a process sharing this service through
+            # WANDB_SERVICE) still holds its id in the service: the next attempt starts its own.
             end_service()
     log.warning("W&B could not start: nothing of this is logged to W&B")
     return None
