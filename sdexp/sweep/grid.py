@@ -1,9 +1,7 @@
 """The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid planned before anything
-is launched (``sdexp.sweep.plan``) and recorded in ``sweep.json``, its jobs launched with Hydra's
-launcher, each in the directory its run's identity names, and a closing summary, also when Ctrl-C
-or SIGTERM stops it (exit status 130 or 143). Hydra's basic sweeper has no hook to drop or merge
-cells, hence a sweeper of our own; the plugin Hydra discovers is thin (Hydra imports every plugin
-module at every start).
+is launched (``sdexp.sweep.plan``), its jobs launched with Hydra's launcher, each in the directory
+its run's identity names, and a closing summary, also when Ctrl-C or SIGTERM stops it (exit status
+130 or 143). Hydra's basic sweeper has no hook to drop or merge cells, hence a sweeper of our own.
 """
 
 from __future__ import annotations
@@ -37,17 +35,7 @@ from sdexp.run.failures import (
     stop_on_signals,
     stop_signal,
 )
-from sdexp.sweep.plan import (
-    CellComposer,
-    CellPlanner,
-    describe_other_code,
-    describe_setups,
-    job_overrides,
-    older_layout,
-    plan_grid,
-    plan_of,
-    traces,
-)
+from sdexp.sweep import plan
 
 
 class GridError(CompactHydraException):
@@ -78,9 +66,7 @@ class BudgetGrid:
 
     def plan(self, arguments: list[str]) -> list:
         """The cells of the grid, in the basic sweeper's order, planned by sdexp.sweep.plan."""
-        if any(
-            o.split("=", 1)[0].lstrip("+~") == SUBDIR for o in self.config.hydra.overrides.hydra
-        ):
+        if SUBDIR in {o.split("=", 1)[0].lstrip("+~") for o in self.config.hydra.overrides.hydra}:
             raise GridError(
                 f"{SUBDIR}: the budget grid names each run's directory by its identity, "
                 f"<sweep dir>/{CELL_DIR}; choose the sweep's directory with hydra.sweep.dir"
@@ -95,12 +81,13 @@ class BudgetGrid:
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         if why := cannot_create(sweep_dir):  # the dry run says so too
             raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
-        if why := older_layout(sweep_dir):
+        if why := plan.older_layout(sweep_dir):
             raise GridError(why)
         print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
-        compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
+        compose = plan.CellComposer(loader, self.config)
         try:
-            cells, self.merged = plan_grid(product, compose, planner, sweep_dir)
+            planner = plan.CellPlanner(complete=not self.dry_run)
+            cells, self.merged = plan.plan_grid(product, compose, planner, sweep_dir)
         except ConfigError as error:
             raise GridError(str(error)) from error
         return cells
@@ -135,9 +122,9 @@ class BudgetGrid:
             f"{len(done)} already done (skipped), {len(todo)} to launch"
             + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
-        other_code = describe_other_code(cells)  # finished runs other code made
+        other_code = plan.describe_other_code(cells)  # finished runs other code made
         if self.dry_run:
-            print("\n".join([*describe_setups(cells), *describe(cells, cells)]))
+            print("\n".join([*plan.describe_setups(cells), *describe(cells, cells)]))
             print(
                 "Checked every cell's options but the optimizer's values and the "
                 f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
@@ -147,7 +134,7 @@ class BudgetGrid:
             return []
         shown_cells = [c for c in cells if c.left_out or c.note]
         refused = clashes and not all(c.config.overwrite for c in clashes)
-        lines = [*describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
+        lines = [*plan.describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
         print("\n".join(lines), flush=True)
         if refused:
             raise GridError(
@@ -166,7 +153,7 @@ class BudgetGrid:
         try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            write_plan(sweep_dir, plan_of(sweep_dir, cells))
+            write_plan(sweep_dir, plan.plan_of(sweep_dir, cells))
         except OSError as error:
             why = f"{error.strerror or error}: {error.filename or sweep_dir}"
             raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
@@ -177,8 +164,8 @@ class BudgetGrid:
         """Launch the cells' jobs, each into its run's directory, then print the closing
         summary, also when a signal stops the sweep (exit status 130, 143)."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
-        jobs = [job_overrides(c) for c in todo]
-        before = {c.run_dir: traces(c.run_dir) for c in todo}
+        jobs = [plan.job_overrides(c) for c in todo]
+        before = {c.run_dir: plan.traces(c.run_dir) for c in todo}
         size = self.max_batch_size or len(jobs)
         returns: list = []  # what each launched job ended as (JobReturn), in the jobs' order
         try:
@@ -260,7 +247,7 @@ def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[st
         return "interrupted", str(error)
     if error is not None:
         return "failed", one_line(error)
-    started = traces(cell.run_dir) != before
+    started = plan.traces(cell.run_dir) != before
     return ("interrupted", "") if started else ("not launched", "")
 
 

@@ -35,14 +35,12 @@ def sinfo(partition: str | None) -> list[dict[str, Any]]:
     """The nodes of ``partition`` (None: the default one): CPUs, memory (MB) and gres of each."""
     command = ["sinfo", "--noheader", "--Node", "--format", "%P|%c|%m|%G"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    nodes = []
-    for line in done.stdout.splitlines():
-        name, cpus, memory, gres = line.split("|")
-        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition:
-            nodes.append(
-                {"cpus": int(cpus), "mem_mb": int(memory.rstrip("+")), "gres": gres_counts(gres)}
-            )
-    return nodes
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    return [
+        {"cpus": int(cpus), "mem_mb": int(memory.rstrip("+")), "gres": gres_counts(gres)}
+        for name, cpus, memory, gres in rows
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition
+    ]
 
 
 def gres_counts(text: str) -> dict[str, int]:

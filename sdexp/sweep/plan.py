@@ -128,7 +128,7 @@ class CellPlanner:
         mode, blocks = built.mode, built.num_blocks
         smallest = mode.smallest_budget(blocks)
         why = f"mode={mode.name} needs budget >= {smallest:.4g} with L={blocks} blocks"
-        budget = mode.effective_budget(cfg.budget)
+        budget = mode.effective_budget(cfg.budget)  # p = 1 for mode none, whatever is asked
         checked = Checked(mode, built.datamodule, built.model, blocks, budget)
         return checked, why if cfg.budget < smallest else None
 
@@ -255,20 +255,13 @@ def plan_of(sweep_dir: Path, cells: list[Cell]) -> Plan:
     """The plan for sweep.json: each cell to run with its directory, each left out with why."""
     plan = Plan()
     for cell in cells:
+        key, overrides, cfg = cell.key, list(cell.overrides), cell.config
         if cell.left_out:
-            key = cell.key
             where = {"setup": key.setup, "mode": key.mode, "budget": key.budget}
-            plan.left_out.append(LeftOutCell(list(cell.overrides), cell.left_out, **where))
+            plan.left_out.append(LeftOutCell(overrides, cell.left_out, **where))
             continue
-        metric = METRIC[get_class(cell.config.dataset._target_).task]
-        plan.cells.append(
-            PlannedCell(
-                cell.key,
-                str(cell.run_dir.relative_to(sweep_dir.absolute())),
-                list(cell.overrides),
-                OmegaConf.to_container(cell.config.mode, resolve=True),
-                metric,
-                cell.config.recipe.report,
-            )
-        )
+        metric = METRIC[get_class(cfg.dataset._target_).task]
+        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
+        mode = OmegaConf.to_container(cfg.mode, resolve=True)
+        plan.cells.append(PlannedCell(key, run_dir, overrides, mode, metric, cfg.recipe.report))
     return plan

@@ -1,11 +1,11 @@
-"""``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs.
+"""``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs (W&B belongs
+here: ``sdexp-table`` only writes files).
 
     sdexp-dashboard --entity E --project P --group table2_cifar10 [--metric mse] [--dry-run S.json]
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
 
 The W&B Report of one sweep group (``--dry-run``: its specification, without a server), or the
-files ``sdexp-table`` wrote into DIR as one W&B run of the group. W&B belongs here: ``sdexp-table``
-only writes files.
+files ``sdexp-table`` wrote into DIR as one W&B run of the group.
 """
 
 from __future__ import annotations
@@ -35,16 +35,11 @@ def log_tables(folder: Path, project: str, group: str, entity: str | None = None
     import pandas as pd
     import wandb
 
+    run_of = dict(entity=entity, project=project, group=group, job_type="aggregate", name="table2")
+
     def start(mode: str):
         return wandb.init(
-            entity=entity,
-            project=project,
-            group=group,
-            job_type="aggregate",
-            name="table2",
-            mode=mode,
-            dir=str(folder),
-            settings=wandb.Settings(silent=True),
+            **run_of, mode=mode, dir=str(folder), settings=wandb.Settings(silent=True)
         )
 
     run = with_fallback(start)

@@ -52,15 +52,10 @@ METRIC_NAMES = {"error": "error (%)", "mse": "MSE"}
 MEAN_STD = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}  # over seeds
 
 
-def finished(
-    entity: str, project: str, group: str, name: str, *also: expr.FilterExpr, **kwargs
-) -> wr.Runset:
-    """The sweep's runs whose summary says ``status: ok`` (and the filters ``also``): no failed,
-    crashed or running run."""
-    ok = expr.And(
-        expr.Metric("Group") == group, expr.Summary(SUMMARY["status"]) == STATUS_OK, *also
-    )
-    return wr.Runset(entity=entity, project=project, name=name, filters=ok, **kwargs)
+def runs(entity: str, project: str, group: str, name: str, *filters, **kwargs) -> wr.Runset:
+    """The runs of the W&B group ``group`` that pass ``filters``."""
+    where = expr.And(expr.Metric("Group") == group, *filters)
+    return wr.Runset(entity=entity, project=project, name=name, filters=where, **kwargs)
 
 
 def failed(entity: str, project: str, group: str) -> wr.Runset:
@@ -71,13 +66,7 @@ def failed(entity: str, project: str, group: str) -> wr.Runset:
         expr.Metric("State").isin(["failed", "crashed"]),
     )
     columns = [f"summary:{SUMMARY[k]}" for k in ("mode", "budget", "seed", "reason")]
-    return wr.Runset(
-        entity=entity,
-        project=project,
-        name="failed runs",
-        filters=expr.And(expr.Metric("Group") == group, bad),
-        pinned_columns=columns,
-    )
+    return runs(entity, project, group, "failed runs", bad, pinned_columns=columns)
 
 
 def by_cell() -> list[str]:
@@ -149,7 +138,9 @@ def build_report(
         return wr.PanelGrid(runsets=[runset], panels=list(panels), hide_run_sets=not table)
 
     def ok(name: str, *also: expr.FilterExpr, **kwargs) -> wr.Runset:
-        return finished(entity, project, group, name, *also, **kwargs)
+        # status: ok in the summary: no failed, crashed or running run
+        is_ok = expr.Summary(SUMMARY["status"]) == STATUS_OK
+        return runs(entity, project, group, name, is_ok, *also, **kwargs)
 
     table_columns = ["mode", "budget", "test", "test_best", "test_final", "expected_depth"]
     blocks = [

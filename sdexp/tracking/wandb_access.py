@@ -106,9 +106,8 @@ def has_wandb_credentials() -> bool:
     """Whether wandb could log in without asking (wandb has no public call that says so)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = wandb_server()[0]
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc().authenticators(wandb_server()[0]) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
