@@ -39,13 +39,11 @@ from sdexp.sweep import plan
 
 
 class GridError(CompactHydraException):
-    """A grid that cannot run, or jobs that failed: one line, exit status 1 (Hydra's own report
-    would add a line about HYDRA_FULL_ERROR)."""
+    """A grid that cannot run, or jobs that failed: one line, exit status 1 (not Hydra's report)."""
 
 
 class BudgetGrid:
-    """The grid sweeper's work: plan the grid, say what it holds, record it, launch the rest
-    and close with a summary."""
+    """The grid sweeper's work: plan the grid, record it, launch the rest, close with a summary."""
 
     def __init__(
         self,
@@ -133,10 +131,9 @@ class BudgetGrid:
             print("\n".join([summary, *other_code]))
             return []
         shown_cells = [c for c in cells if c.left_out or c.note]
-        refused = clashes and not all(c.config.overwrite for c in clashes)
         lines = [*plan.describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
         print("\n".join(lines), flush=True)
-        if refused:
+        if clashes and not all(c.config.overwrite for c in clashes):
             raise GridError(
                 f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
                 f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
@@ -161,8 +158,7 @@ class BudgetGrid:
         return cells
 
     def launch(self, sweep_dir: Path, todo: list, skipped: int, left_out: int) -> None:
-        """Launch the cells' jobs, each into its run's directory, then print the closing
-        summary, also when a signal stops the sweep (exit status 130, 143)."""
+        """Launch the cells' jobs, then the closing summary, also when a signal stops the sweep."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
         jobs = [plan.job_overrides(c) for c in todo]
         before = {c.run_dir: plan.traces(c.run_dir) for c in todo}
@@ -239,9 +235,8 @@ def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[st
         result = read_result(cell.run_dir)
     except UnreadableResult as unreadable:
         result, error = None, error or unreadable
-    if result is not None and result.key.identity != cell.key.identity:
-        result = None  # another run's
-    if result is not None and (result.status == "failed" or error is None):
+    own = result is not None and result.key.identity == cell.key.identity  # not another run's
+    if own and (result.status == "failed" or error is None):
         return result.status, result.reason or ""
     if isinstance(error, JobEnded | Stopped):
         return "interrupted", str(error)
@@ -254,8 +249,7 @@ def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[st
 def closing_summary(
     sweep_dir: Path, todo: list, before: dict, returns: list, skipped: int, left_out: int
 ) -> dict[str, int]:
-    """Print how each launched job ended (one line per job that did not end ok), where W&B
-    logged and how to make the table; return the count of each outcome."""
+    """Print how each launched job ended, where W&B logged and how to make the table."""
     ended = {kind: [] for kind in OUTCOMES}
     for number, cell in enumerate(todo):
         returned = returns[number] if number < len(returns) else None
@@ -293,8 +287,7 @@ def prepare_data(cells: list) -> None:
 
 
 def describe(cells: list, grid: list) -> list[str]:
-    """One line per cell: its overrides that vary over the grid (a left-out cell's mode and
-    budget always: its reason names them), its number, status, directory and note."""
+    """One line per cell: its overrides that vary over the grid, number, status, directory, note."""
     shared = set.intersection(*(set(c.overrides) for c in grid)) if len(grid) > 1 else set()
     numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
     lines = []

@@ -1,5 +1,4 @@
-"""A sweep's jobs on SLURM (``hydra/launcher=slurm*``): hydra-submitit-launcher's launcher, which
-Hydra finds as ``hydra_plugins.sdexp_launcher``'s, extended.
+"""A sweep's jobs on SLURM (``hydra/launcher=slurm*``): hydra-submitit-launcher's, extended.
 
 hydra-submitit-launcher stops at the first job that ended without a result (``scancel``, a node
 failure, out of memory) and prints no summary. ``SlurmJobs`` checks the jobs' request against the
@@ -26,8 +25,7 @@ from omegaconf import OmegaConf
 from sdexp.errors import ConfigError
 from sdexp.run.failures import JobEnded
 
-#: How long a stopped sweep waits for its cancelled jobs to end (SLURM's KillWait is 30 s by
-#: default: SIGTERM, then SIGKILL).
+#: How long a stopped sweep waits for its cancelled jobs to end (SLURM's KillWait: 30 s default).
 CANCEL_WAIT_S = 120
 
 
@@ -113,13 +111,12 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
             folder=folder, cluster=self._EXECUTOR, **{f"{self._EXECUTOR}_max_num_timeout": timeouts}
         )
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{
-                key if key in shared else f"{self._EXECUTOR}_{key}": value
-                for key, value in self.params.items()
-                if key not in ("submitit_folder", "max_num_timeout")
-            }
-        )
+        options = {
+            key if key in shared else f"{self._EXECUTOR}_{key}": value
+            for key, value in self.params.items()
+            if key not in ("submitit_folder", "max_num_timeout")
+        }
+        executor.update_parameters(**options)
         return executor
 
     def launch(
@@ -155,10 +152,7 @@ def outcome(job) -> JobReturn:
     try:
         return job.results()[0]
     except Exception:  # noqa: BLE001 - submitit's errors for a job without a result
-        ended = JobReturn()
-        ended.status = JobStatus.FAILED
-        ended._return_value = JobEnded(job.job_id, job.state)
-        return ended
+        return JobReturn(status=JobStatus.FAILED, _return_value=JobEnded(job.job_id, job.state))
 
 
 def cancel(jobs: list) -> None:

@@ -1,11 +1,10 @@
 """Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
 
-The grid sweeper (``sdexp.sweep.grid``) plans a preset's cartesian product here before anything
-is launched. A cell the mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of
-Table 2); cells that are the same run are merged (the no-SD baseline runs once per seed); a cell
-whose ``results.json`` says "ok" for its identity is done (``rerun_other_code=true`` runs again
-those other code made); a directory holding another run's files is a conflict. Each run writes
-into ``<sweep dir>/<RunKey.cell_dir>``, named by its identity.
+The grid sweeper plans a preset's cartesian product here before anything is launched. A cell the
+mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of Table 2); cells that are
+the same run are merged (the no-SD baseline runs once per seed); a cell whose ``results.json``
+says "ok" for its identity is done (``rerun_other_code=true`` runs again those other code made);
+a directory holding another run's files is a conflict. A run's directory is named by its identity.
 """
 
 from __future__ import annotations
@@ -101,8 +100,7 @@ def job_overrides(cell: Cell) -> list[str]:
 
 
 class CellPlanner:
-    """Checks each distinct config once and each cell's budget and seed; ``complete=False`` (a
-    dry run) leaves out the checks that take seconds."""
+    """Checks each distinct config once; ``complete=False`` (a dry run) skips the slow checks."""
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
@@ -119,8 +117,7 @@ class CellPlanner:
         return self.checked[settled]
 
     def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
-        """What the check built, with the budget the cell runs at, and why the grid leaves it
-        out (its mode cannot meet the budget), if it does. ConfigError for bad input."""
+        """What the check built, at the budget the cell runs at, and why the grid leaves it out."""
         built = self.built(cfg)
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
@@ -136,8 +133,7 @@ class CellPlanner:
 def plan_grid(
     product: list[list[str]], compose: CellComposer, planner: CellPlanner, sweep_dir: Path
 ) -> tuple[list[Cell], dict[str, int]]:
-    """The grid's cells, one per run, and the count of cells merged into an earlier one of the
-    same identity: "baseline" (mode none at another budget) or "repeated" (0.7 and 0.70)."""
+    """The grid's cells, one per run, and how many were merged into an earlier one, by kind."""
     cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
     for overrides in product:
         cfg = compose(overrides)
@@ -151,7 +147,7 @@ def plan_grid(
             cfg = compose(overrides)
         key, config = run_key(cfg, checked)
         if key.identity in planned:
-            merged["baseline" if rewritten else "repeated"] += 1
+            merged["baseline" if rewritten else "repeated"] += 1  # repeated: 0.7 and 0.70
             continue
         planned.add(key.identity)
         run_dir = sweep_dir / key.cell_dir if left_out is None else None
@@ -186,26 +182,23 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
 
 
 def describe_other_code(cells: list[Cell]) -> list[str]:
-    """A line on the finished runs that other code made, if any: how many, by which code, and
-    what the sweep does with them."""
+    """A line on the finished runs other code made, if any: how many, by which, what happens."""
     made = [c for c in cells if c.other_code is not None]
     if not made:
         return []
     codes = ", ".join(f"{n} by {label}" for label, n in Counter(c.other_code for c in made).items())
     runs = counted(len(made), "finished run")
-    if all(c.config.rerun_other_code for c in made):
-        what = "run again from scratch (rerun_other_code=true)"
-    else:
-        what = (
-            "count as done (a run's identity is its config, not its code): rerun_other_code=true "
-            "runs them again from scratch"
-        )
+    what = (
+        "run again from scratch (rerun_other_code=true)"
+        if all(c.config.rerun_other_code for c in made)
+        else "count as done (a run's identity is its config, not its code): rerun_other_code=true "
+        "runs them again from scratch"
+    )
     return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
 
 
 def older_layout(sweep_dir: Path) -> str | None:
-    """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote it: a run right under
-    it (a run's directory is ``<setup>/<cell>``)."""
+    """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote runs right under it."""
     for child in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
         if (child / RESULTS_FILE).exists() or (child / CHECKPOINTS / LAST).exists():
             return (

@@ -1,11 +1,9 @@
-"""``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs (W&B belongs
-here: ``sdexp-table`` only writes files).
+"""``sdexp-dashboard``: the W&B Report of one sweep group (``--dry-run``: its specification,
+without a server), or the files ``sdexp-table`` wrote into DIR as one W&B run of the group (W&B
+belongs here: ``sdexp-table`` only writes files).
 
     sdexp-dashboard --entity E --project P --group table2_cifar10 [--metric mse] [--dry-run S.json]
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
-
-The W&B Report of one sweep group (``--dry-run``: its specification, without a server), or the
-files ``sdexp-table`` wrote into DIR as one W&B run of the group.
 """
 
 from __future__ import annotations

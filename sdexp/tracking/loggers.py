@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 class ResumableWandbLogger(WandbLogger):
     """A WandbLogger whose history continues from the last step the W&B run already holds: a
     resumed run computes the steps after its last checkpoint again, with the same values; those
-    W&B received are not logged twice, those it never did (an offline run killed before wandb
-    wrote them) are. That step comes from wandb: the online run's summary, or the offline runs'."""
+    W&B received (per the online run's summary, or the offline runs') are not logged twice."""
 
     STEP = "trainer/global_step"  # Lightning's step metric in W&B
     LAYERS = ("survival", "sensitivity", "sensitivity_se")  # per layer (sdexp.run.module)
@@ -101,8 +100,7 @@ class ResumableWandbLogger(WandbLogger):
         self.safely("take the run's result", give)
 
     def where(self) -> str:
-        """Where the W&B run is: its page, or its offline folder and how to upload it (nothing
-        if W&B did not start), and whether W&B was lost mid-run."""
+        """Where the W&B run is, if anywhere: its page, or its folder and how to upload it."""
         if self.experiment.disabled:
             return ""
         run, lost = self.experiment, " (incomplete: W&B was lost mid-run)" if self.lost else ""
@@ -124,8 +122,7 @@ class ResumableWandbLogger(WandbLogger):
 
 
 def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogger:
-    """A W&B logger writing into the run's own directory, started at once; ``kwargs`` go to
-    ``wandb.init``. If W&B cannot start, the run goes on without."""
+    """A W&B logger in the run's own directory, started at once (``kwargs``: ``wandb.init``'s)."""
     os.makedirs(save_dir, exist_ok=True)
 
     def start(attempt: str) -> WandbLogger:
@@ -133,7 +130,5 @@ def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogg
         logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
         return logger
 
-    service_log = Path(save_dir, "wandb", "service.log")
-    return with_fallback(start, mode, service_log) or ResumableWandbLogger(
-        save_dir=save_dir, mode="disabled", **kwargs
-    )
+    started = with_fallback(start, mode, Path(save_dir, "wandb", "service.log"))
+    return started or ResumableWandbLogger(save_dir=save_dir, mode="disabled", **kwargs)

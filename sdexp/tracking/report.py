@@ -3,8 +3,7 @@ built with wandb-workspaces; ``sdexp-dashboard`` saves it.
 
 One panel grid per question, each with its own run set (a run set's grouping applies to its runs
 table and every panel of its grid); all but the failed runs' keep the runs whose summary says
-``status: ok``. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
-``PROFILES``); ``specification`` reads back what each panel and run set reads.
+``status: ok``. ``specification`` reads back what each panel and run set reads.
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ def runs(entity: str, project: str, group: str, name: str, *filters, **kwargs) -
 
 
 def failed(entity: str, project: str, group: str) -> wr.Runset:
-    """The sweep's runs that failed: ``status: failed``, or failed or crashed for W&B (a run
-    killed before it could write its summary)."""
+    """The sweep's failed runs: ``status: failed``, or failed or crashed for W&B (killed)."""
     bad = expr.Or(
         expr.Summary(SUMMARY["status"]) == STATUS_FAILED,
         expr.Metric("State").isin(["failed", "crashed"]),
@@ -194,8 +192,7 @@ def build_report(
 
 
 def panel_key(metric: str | wr.Config | wr.SummaryMetric | wr.Metric) -> str:
-    """``section:name`` of a panel's metric: a plain name is a history key, unless it is one of
-    W&B's own run attributes (``Step``, ``Runtime``, ...)."""
+    """``section:name`` of a panel's metric: a plain name is a history key or a run attribute."""
     if isinstance(metric, wr.Config):
         return f"config:{metric.name}"
     if isinstance(metric, wr.SummaryMetric):
@@ -212,8 +209,7 @@ def grouping_key(key: str | wr.Config | wr.Metric) -> str:
 
 
 def runset_key(key: str, separator: str) -> str:
-    """A run set's grouping (``config.key.mode``) or column (``summary:test``) as
-    ``section:name``; a config column's ``.value`` envelope is dropped."""
+    """A run set's grouping or column as ``section:name`` (a config key without ``.value``)."""
     section, name = key.split(separator, 1) if separator in key else ("run", key)
     if section == "config":
         name = ".".join(part for part in name.split(".") if part != "value")
@@ -265,8 +261,7 @@ def runset_spec(runset: wr.Runset) -> dict:
 
 
 def specification(report: wr.Report) -> dict:
-    """What ``report.save()`` would save, read back from the report's blocks: every run set and
-    panel with the heading above its grid."""
+    """What ``report.save()`` would save, read back from the report's run sets and panels."""
     spec = {"title": report.title, "entity": report.entity, "project": report.project}
     spec |= {"runsets": [], "panels": []}
     heading = None

@@ -85,9 +85,9 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST must get
     an answer that is not a server error (5xx) within ``timeout_s``, DNS and TLS included.
 
-    Ours: wandb has no quick check, and its ``init_timeout`` does not bound a server that answers
-    GET and never POST; a TCP connection is not enough either (a stuck proxy accepts and never
-    answers). A thread joined with a deadline, so that nothing (a slow DNS lookup) outlasts it."""
+    Ours: wandb has no quick check, its ``init_timeout`` does not bound a server that answers GET
+    and never POST, and a stuck proxy accepts connections and never answers. A thread joined with
+    a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
     url = wandb_base_url()
     answer: list[str | None] = []
     probe = threading.Thread(target=lambda: answer.append(_ask(url, timeout_s)), daemon=True)
@@ -121,8 +121,7 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def offline_summary(run_dir: Path) -> dict:
-    """The summary of an offline W&B run, read by wandb's own reader (``wandb leet inspect``);
-    empty if it cannot be read (a run killed before wandb wrote)."""
+    """The summary of an offline W&B run, read by wandb (``wandb leet inspect``), or empty."""
     command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json"]
     try:
         done = subprocess.run([*command, str(run_dir)], capture_output=True, text=True, timeout=60)
@@ -157,9 +156,8 @@ def start_service(log_file: Path | None) -> None:
 def with_fallback(
     start: Callable[[str], T], mode: str = "auto", service_log: Path | None = None
 ) -> T | None:
-    """``start(mode)``, which starts a W&B run, for a run that must not stop or wait: offline
-    when the server does not answer the probe or the run cannot start online; None (and a
-    warning) if it cannot start at all. ``service_log``: where wandb's service writes."""
+    """``start(mode)``, which starts a W&B run that must not stop or wait: offline when the
+    server does not answer or the run cannot start online; None if it cannot start at all."""
     mode = resolve_wandb_mode(mode)
     if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
@@ -194,9 +192,8 @@ _unfinishable: set[str] = set()
 
 
 def finish(exit_code: int = 0) -> None:
-    """End this job's W&B run (if any) with ``exit_code``, so that the next job in the process
-    starts its own. Never raises: a run that cannot be ended (its service gone) is one warning,
-    and its service is stopped, so that nothing of it is left for the process's exit."""
+    """End this job's W&B run (if any), so that the next job in the process starts its own. Never
+    raises: a run that cannot be ended is one warning, and its service is stopped."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
     if wandb is None or wandb.run is None or wandb.run.id in _unfinishable:
         return
