@@ -1,11 +1,8 @@
 """What a sweep cost, read from its runs (``sdexp-table``): device-hours per table and device.
 
-A run's device-hours are ``RunResult.device_hours``: its ``train_time_s`` (Lightning's Timer over
-``fit``: the training epochs with their validation passes and the capture and compilation of the
-graphs, a resumed run's earlier parts included; not the test passes, loading the data or
-SenseMode's sensitivities before training) times its ``device_share`` (DDP's ranks, over the runs
-of a local sweep that share one device), both from ``results.json``. Failed runs count: they held
-the device too. Runs that never wrote a ``results.json`` (missing) cost nothing that is known.
+A run's device-hours are ``RunResult.device_hours`` (its fit's time times its device share, from
+``results.json``; ``markdown`` says what that counts). Failed runs count: they held the device
+too. Missing runs cost nothing that is known.
 """
 
 from __future__ import annotations

@@ -1,26 +1,19 @@
 """The paired contrasts with the test set's sampling noise, from per-image predictions.
 
-A run's test metric is the mean over its N test images of a per-image value v_i: 100 x [wrong]
-for a test error in %, the squared error for an MSE (``per_image_values``, from the run's
-``predictions.csv``, ``sdexp.results``). The seed-only interval of ``sdexp.analysis.paired`` treats
-the test set as fixed; with 1,297 test images and an error near 1.2% the binomial SD of one run's
-error is about 0.3 pp, so the test set's own noise belongs in the interval when the question is
-about the modes on the task rather than on this test set. Two tools:
+A run's test metric is the mean over its N test images of a per-image value v_i (100 x [wrong]
+for an error in %, the squared error for an MSE). The seed-only interval of
+``sdexp.analysis.paired`` treats the test set as fixed; with 1,297 test images and an error near
+1.2% one run's binomial SD is about 0.3 pp, so the test set's noise belongs in the interval when
+the question is about the modes on the task rather than on this test set. Two tools:
 
-- **the interval with the test set's noise** (``ImageTests.interval``): a two-way ("pigeonhole")
-  bootstrap over seeds and images (Owen 2007, Ann. Appl. Stat. 1(2)): each of
-  ``BOOTSTRAP_REPLICATES`` = 10,000 replicates draws the seeds (the pairs) with replacement and,
-  independently, the test images with replacement, the same images for every seed, both modes
-  and every budget (they were all tested on the same set; within each split of a pooled
-  analysis, its own images, and its own seeds); the replicate's effect is the mean over the
-  drawn seeds of d_s computed on the drawn images (a regime's d_s: the mean over its budgets).
-  The interval: the replicates' percentiles at the level's tails. Seeded
-  (``numpy.random.default_rng(BOOTSTRAP_SEED)``), so it regenerates. Owen shows that this
-  bootstrap's variance is mildly conservative: it counts the seed-by-image interaction twice.
-- **McNemar's test per seed pair** (``ImageTests.mcnemar``, classification only): at each
-  budget, for each seed with both modes, the images SenseMode got wrong and Uniform right and
-  the other way round; the exact test is the two-sided binomial test of one count out of the
-  discordant pairs at 1/2 (``scipy.stats.binomtest``).
+- ``ImageTests.interval``: a two-way ("pigeonhole") bootstrap over seeds and images (Owen 2007,
+  Ann. Appl. Stat. 1(2)): each replicate draws the seeds with replacement and, independently,
+  the test images, the same images for every seed, mode and budget (within each split of a
+  pooled analysis, its own images and seeds); its effect is the mean over the drawn seeds of d_s
+  on the drawn images; the interval, the replicates' percentiles. Seeded, so it regenerates;
+  mildly conservative (Owen: it counts the seed-by-image interaction twice).
+- ``ImageTests.mcnemar`` (classification only): McNemar's exact test per budget and seed pair,
+  the two-sided binomial test at 1/2 of the images only one mode got wrong.
 """
 
 from __future__ import annotations

@@ -1,46 +1,23 @@
 """The Budget Hypothesis (Sec. 5) per budget: the descriptive view beside the paired test that
 decides the verdict (``sdexp.analysis.verdict``).
 
-The hypothesis (Sec. 5): "Assuming L >> 1, the uniform mode outperforms SenseMode in the large
-budget regime, while SenseMode outperforms the uniform mode in the small budget regime"; Sec. 6
-reads Table 2 with the regimes split at b = L_bar/L = 0.5 (small: b < 0.5, large: b >= 0.5). It
-predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where it happens.
+Per budget and pair of ``PAIRS`` (``compare``): diff = mean_a - mean_b over seeds (negative: mode_a
+is better), Welch's interval at ``level`` and Welch's t-test, Holm-adjusted (Holm 1979) within
+each pair's budgets; the intervals are not adjusted. No p-value below 2 seeds a side, nor where
+both sides have zero variance (Welch's t is 0/0 or infinite: scipy's p-value would mean nothing).
+SenseMode-Uniform is compared at every budget where either ran, the other pairs where both did
+(Linear cannot run below (L - 1)/(2L), the paper's "-").
 
-Input: the finished runs of ONE setup, a DataFrame with columns ``mode``, ``budget``, ``seed``
-and ``value`` (the test metric, lower is better: an error in % or an MSE); the no-SD baseline
-(mode ``none``) is not compared.
+Where the better mode switches (``switches``) is named by the grid budgets either side, no place
+in between: a line through two points is no estimate of where the modes cross. The agreement
+(``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
 
-**The descriptive view** (``compare``), per budget, for each pair in ``PAIRS``:
-
-- the difference of means ``diff = mean_a - mean_b`` (negative: mode_a is better) with Welch's
-  confidence interval at ``level`` and Welch's t-test p-value (``scipy.stats.ttest_ind`` with
-  ``equal_var=False``), over seeds. No p-value (NaN, with a ``note`` saying why) where a side has
-  fewer than 2 seeds, or where both sides have zero variance (Welch's statistic is 0/0 or
-  infinite and scipy would return a p-value of 0 or NaN that means nothing).
-- Multiple comparisons: raw p-values, and Holm-adjusted ones (Holm 1979, family-wise error
-  <= 1 - level) within each pair's family of budgets; ``significant`` means adjusted p below
-  ``alpha = 1 - level``. The confidence intervals are per budget, not adjusted, so an interval
-  that excludes 0 is not always a significant difference after the adjustment.
-
-Pairs: SenseMode against Uniform (the hypothesis) at every budget where either ran, a missing side
-reported with n = 0; Linear against Uniform and SenseMode against Linear where both ran (Linear
-is infeasible below (L - 1)/(2L), the paper's "-").
-
-The switch: between which grid budgets the better mode of SenseMode and Uniform changes, by the
-sign of the mean difference; the sentence names those budgets and no place in between (a line
-through two points is no estimate of where the modes cross; ``Switch.budget`` keeps the linear
-interpolation for the plot). A switch is significant when the significant differences on
-either side of it favour the two modes (see ``switches``).
-
-Agreement of the descriptive view (``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
-
-- ``agrees``: SenseMode significantly better at some b < 0.5, Uniform significantly better at
-  some b >= 0.5, and no significant difference the other way round;
-- ``partly agrees``: significant differences only in the hypothesis' direction, but in one regime;
-- ``does not agree``: some significant difference the other way round (SenseMode better at
-  b >= 0.5 or Uniform better at b < 0.5), whatever else holds;
-- ``no significant difference``: tested (a p-value at some budget) but nothing significant;
-- ``cannot be tested``: no p-value at any budget (SenseMode or Uniform not run, or < 2 seeds).
+- ``agrees``: SenseMode significantly better at some b < 0.5, Uniform at some b >= 0.5, and no
+  significant difference the other way round;
+- ``partly agrees``: significant differences only in the hypothesis' direction, in one regime;
+- ``does not agree``: some significant difference the other way round;
+- ``no significant difference``: tested somewhere, nothing significant;
+- ``cannot be tested``: no p-value at any budget.
 """
 
 from __future__ import annotations
@@ -57,30 +34,8 @@ from scipy import stats
 from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, name
 
 PAIRS = (HYPOTHESIS, ("linear", "uniform"), ("sensemode", "linear"))
-COLUMNS = [
-    "budget",
-    "mode_a",
-    "mode_b",
-    "n_a",
-    "n_b",
-    "mean_a",
-    "mean_b",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "better",
-    "significant",
-    "note",
-]
-OUTCOMES = (
-    "agrees",
-    "partly agrees",
-    "does not agree",
-    "no significant difference",
-    "cannot be tested",
-)
+COLUMNS = ["budget", "mode_a", "mode_b", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low"]
+COLUMNS += ["ci_high", "p_value", "p_adjusted", "better", "significant", "note"]
 
 
 def welch(
@@ -92,17 +47,8 @@ def welch(
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     mean_a = a.mean() if len(a) else math.nan
     mean_b = b.mean() if len(b) else math.nan
-    row = {
-        "n_a": len(a),
-        "n_b": len(b),
-        "mean_a": mean_a,
-        "mean_b": mean_b,
-        "diff": mean_a - mean_b,
-        "ci_low": math.nan,
-        "ci_high": math.nan,
-        "p_value": math.nan,
-        "note": "",
-    }
+    row = dict(n_a=len(a), n_b=len(b), mean_a=mean_a, mean_b=mean_b, diff=mean_a - mean_b)
+    row |= dict.fromkeys(["ci_low", "ci_high", "p_value"], math.nan) | {"note": ""}
     if len(a) < 2 or len(b) < 2:
         row["note"] = "no test: " + ", ".join(
             f"{side} has {'no run' if n == 0 else f'{n} seed'}"
@@ -134,9 +80,9 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """One row per budget and pair of ``PAIRS`` (columns ``COLUMNS``): ``welch`` on the seeds,
+    """One row per budget and pair of ``PAIRS`` (``COLUMNS``): ``welch`` on the seeds,
     Holm-adjusted within each pair, ``better`` the mode with the lower mean, ``significant``
-    adjusted p < 1 - level. See the module docstring for which budgets each pair is compared at."""
+    adjusted p < 1 - level."""
     runs = runs[runs["value"].notna() & (runs["mode"] != "none")]
     values = {
         (mode, round(float(budget), 10)): part["value"].to_numpy()
@@ -181,11 +127,10 @@ def pair(comparisons: pd.DataFrame, a: str = HYPOTHESIS[0], b: str = HYPOTHESIS[
 
 @dataclass(frozen=True)
 class Switch:
-    """The better mode (lower mean) changes from ``below`` to ``above`` at ``budget``, the zero
-    of the mean difference interpolated linearly between the grid budgets ``low`` and ``high``
-    (with ties at grid budgets between them: the middle of the tied budgets). ``evidence``: the
-    nearest budgets below and above with a significant difference, when they favour ``below``
-    and ``above`` respectively (then the switch is significant), else None."""
+    """The better mode (lower mean) changes from ``below`` to ``above`` at ``budget``, between
+    the grid budgets ``low`` and ``high`` (``sign_changes``). ``evidence``: the nearest budgets
+    below and above with a significant difference, when they favour ``below`` and ``above``
+    (then the switch is significant), else None."""
 
     budget: float
     below: str
@@ -200,11 +145,10 @@ class Switch:
 
 
 def sign_changes(budgets: Sequence[float], diffs: Sequence[float]) -> list[tuple[int, int, float]]:
-    """The crossing rule, the one place that says where two modes cross (the table's
-    ``crossings``, the verdict's ``switches``): each sign change of ``diffs`` (a - b, known,
-    along the sorted ``budgets``) as (i, j, b), i and j the last budget before it and the first
-    after it with a non-zero difference; b interpolates the zero linearly between them, or is
-    the middle of the tied budgets between them (diff = 0). A tie between two budgets that
+    """The crossing rule, the one place that says where two modes cross: each sign change of
+    ``diffs`` (a - b, known, along the sorted ``budgets``) as (i, j, b), i and j the last budget
+    before it and the first after it with a non-zero difference; b interpolates the zero
+    linearly between them, or is the middle of the ties between them. A tie between budgets that
     favour the same mode is no crossing, nor is a tie at either end of the grid."""
     signed = [(i, d) for i, d in enumerate(diffs) if d != 0]
     found = []
@@ -251,7 +195,7 @@ def evidence(rows: pd.DataFrame, switch: Switch) -> tuple[float, float] | None:
 
 
 def agreement(rows: pd.DataFrame, boundary: float = BOUNDARY) -> str:
-    """One of ``OUTCOMES`` from the SenseMode-Uniform rows (module docstring: the rule)."""
+    """The agreement of the SenseMode-Uniform rows (the module docstring's rule)."""
     if rows["p_value"].isna().all():
         return "cannot be tested"
     significant = rows[rows["significant"]]
@@ -328,9 +272,7 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
 
 
 def switch_text(switch: Switch) -> str:
-    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)': the grid budgets the
-    better mode changes between, no place in between (a line through two points is no
-    estimate of where the modes cross)."""
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)'."""
     evidence = (
         f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
         f"{name(switch.above)} at {switch.evidence[1]:g}"

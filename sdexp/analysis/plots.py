@@ -2,26 +2,11 @@
 matplotlib's ``Figure`` API only: no pyplot state and no global backend (``savefig`` picks the
 writer from the file name), so importing or calling this changes nothing for the caller.
 
-``table2_<dataset>_<model>_<epochs>ep.png`` (``table_figure``): test error (or MSE) against the
-budget b per mode, the budget-performance trade-off of Sec. 6 ("Table 2 also shows a clear
-Budget-performance trade-off"), from ``Plot`` (``sdexp.analysis.tables.Table.plot``):
-
-- each mode's mean over seeds, with ±std error bars cut at the metric's range ([0, 100] for an
-  error in %, >= 0 for an MSE); the modes of one budget side by side (``OFFSET``), so that their
-  points and bars do not hide each other;
-- the no-SD baseline (b = 1) as a line, its ±std as a band;
-- dashed: the paper's curves, where it publishes them;
-- dotted verticals: where SenseMode and Uniform cross;
-- a setup without a finished run says so instead of drawing empty axes.
-
-``paired_<dataset>_<model>_<epochs>ep.png`` (``paired_figure``): the paired test
-(``sdexp.analysis.paired.paired``), d_s(b) = SenseMode - Uniform of each seed s against b:
-
-- one thin grey line per seed over the budgets where it has both modes;
-- the mean over seeds per budget with its t confidence interval;
-- the zero line (below it SenseMode is better, above it Uniform);
-- the budgets of the two regimes the test compares shaded, each named with the sign the Budget
-  Hypothesis predicts there (Sec. 5), a dotted line between them.
+``table_figure``: test error (or MSE) against the budget b per mode, the budget-performance
+trade-off of Sec. 6, our means with ±std bars beside the paper's curves (dashed), the no-SD
+baseline and where SenseMode and Uniform cross. ``paired_figure``: the paired test's d_s(b) =
+SenseMode - Uniform per seed, their mean with its t interval, and the two regimes shaded with the
+sign the Budget Hypothesis predicts there (Sec. 5).
 """
 
 from __future__ import annotations
@@ -143,7 +128,7 @@ def draw_crossings(ax: Axes, plot: Plot) -> None:
 
 
 def table_figure(plot: Plot) -> Figure:
-    """The table's figure of ``plot`` (see the module docstring)."""
+    """The table's figure of ``plot``; a setup without a finished run says so."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     drawn = draw_modes(ax, plot)

@@ -1,17 +1,11 @@
 """Table 2 of one setup from its runs (``sdexp.analysis.runs``): the paper's layout, its numbers
 beside ours.
 
-Runs are grouped by **setup** (``RunKey.setup``: everything that changes what a run computes,
-less mode, budget and seed): a table holds one setup, and runs that differ in anything else (a
-learning rate, a width) get tables of their own, with the keys that differ named. Per setup:
-modes as rows (and a row per set of a mode's options, when a setup ran several), budgets as
-columns, the no-SD baseline in a b = 1 column; mean ± sample std over seeds with n, failed and
-missing runs counted in the cell, and the paper's value on the row below ours wherever it is
-published (``paper_table2.csv`` beside this module; "-" where a mode cannot run a budget).
-
-The bookkeeping is pandas': per cell counts and statistics over seeds (``summarize``, with the
-paper's values merged in), the layout by ``pivot_table`` (``Table.grid``) and markdown by
-``DataFrame.to_markdown``. ``Table.plot`` is the plot's plain data (``sdexp.analysis.plots``).
+A table holds one setup (``RunKey.setup``: everything that changes what a run computes, less
+mode, budget and seed); setups that could be taken for one another name the keys they differ in.
+Modes as rows (a row per set of a mode's options, where a setup ran several), budgets as
+columns, the no-SD baseline at b = 1; mean ± sample std over seeds with n, failed and missing
+runs counted, and the paper's value (``paper_table2.csv``) on the row below ours.
 """
 
 from __future__ import annotations
@@ -40,8 +34,8 @@ TEXT = ["row", "source", "budget", "text"]  # a cell of the table as text (Table
 @functools.cache
 def paper_table() -> pd.DataFrame:
     """The paper's published values (``paper_table2.csv``): dataset, model, mode, budget, mean
-    and std of the test error (%) over 4 runs; mean and std NaN where the paper prints "-".
-    Read once and shared: callers derive new frames from it, never change it."""
+    and std of the test error (%) over 4 runs; NaN where the paper prints "-". Read once and
+    shared: callers derive new frames from it, never change it."""
     with resources.files("sdexp.analysis").joinpath(PAPER_FILE).open() as file:
         return pd.read_csv(file, comment="#")
 

@@ -1,14 +1,11 @@
-"""SenseMode's variants against each other, paired by seed: the test of the difference between two
-variants (``mode.batches=64`` against ``mode.batches=8``, say), not a comparison of how
-significant each is against Uniform (a difference in significance is not a significant
-difference).
+"""SenseMode's variants against each other, paired by seed (``mode.batches=64`` against
+``mode.batches=8``, say): the test of their difference, not a comparison of how significant each
+is against Uniform (a difference in significance is not a significant difference).
 
-Input: the finished SenseMode runs of one setup (columns ``variant``, ``budget``, ``seed``,
-``value``). Per budget and pair of variants (a, b, in label order), over the seeds that ran
-both: d_s = value(a) - value(b), its mean with the two-sided t confidence interval at
-``level``, the two-sided paired t-test (``scipy.stats.ttest_1samp``) and the two-sided
-sign-flip test (twice the smaller one-sided p of ``sdexp.analysis.paired.sign_flip_p``, at most 1:
-the flips' distribution is symmetric).
+Per budget and pair of variants (in label order), over the seeds that ran both: d_s = value(a) -
+value(b), its mean with the two-sided t interval, the two-sided paired t-test and the two-sided
+sign-flip test (twice the smaller one-sided ``sign_flip_p``, at most 1: the flips' distribution
+is symmetric).
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """The Budget Hypothesis verdict (Sec. 5) of each table's finished runs, and the files that hold
-it (``verdict.md``, ``verdict.csv``, the paired plots). The verdict is decided by the test the
-hypothesis states: SenseMode against Uniform seed by seed, per regime (``sdexp.analysis.paired``:
-its outcome, from the two regimes' classes); the per-budget view describes the grid beside it
-(``sdexp.analysis.per_budget``).
+it (``verdict.md``, ``verdict.csv``, the paired plots).
 
-Per table (one setup) and SenseMode variant (``hypothesis_runs``): the paired regime test
-(``sdexp.analysis.paired``) with the test set's noise where every run compared has per-image values
-(``sdexp.analysis.images``: the two-way bootstrap interval, McNemar per seed pair), and the
-per-budget view; where a setup ran SenseMode with several sets of options, the variants against each
-other (``sdexp.analysis.variants``). With ``pool``, one more verdict over the runs of every table
-together, paired by setup and seed (``pooled``: e.g. the same preset on two data splits, each
-split's seeds a pair of their own, each split's test images resampled apart).
-
-``verdict.csv`` holds one row per regime contrast (``test`` = paired), per budget and pair of
-modes (welch), per budget and seed pair (mcnemar), per budget and pair of SenseMode variants
-(variants), labelled by setup, table and SenseMode variant.
+Per table and SenseMode variant (``hypothesis_runs``): the paired regime test that decides
+(``sdexp.analysis.paired``), with the test set's noise where every run compared has per-image
+values (``sdexp.analysis.images``), and the descriptive per-budget view
+(``sdexp.analysis.per_budget``); SenseMode's variants against each other
+(``sdexp.analysis.variants``); with ``pool``, one more verdict over every table's runs, paired by
+setup and seed (``pooled``). ``verdict.csv``'s ``test`` column says which test a row is of.
 """
 
 from __future__ import annotations
@@ -44,9 +36,8 @@ POOLED = "pooled"
 
 @dataclass(frozen=True)
 class Regimes:
-    """The paired test's options (``sdexp.analysis.paired.paired``): the pre-registered budgets
-    of each regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN``
-    for an error in %, no equivalence test for an MSE)."""
+    """The paired test's options: the pre-registered budgets of each regime (None: the grid
+    split at 0.5) and the margin (None: ``MARGIN`` for an error in %, none for an MSE)."""
 
     small: list[float] | None = None
     large: list[float] | None = None
@@ -66,7 +57,7 @@ class Verdict:
 
     comparisons: pd.DataFrame  # per_budget's COLUMNS, one row per budget and pair
     switches: list[Switch]  # SenseMode-Uniform
-    outcome: str  # the per-budget view's agreement (per_budget.OUTCOMES)
+    outcome: str  # the per-budget view's agreement (per_budget.agreement)
     sentence: str
     paired: Paired  # the test the hypothesis states: SenseMode against Uniform by regime
     level: float = 0.95
@@ -107,9 +98,7 @@ def verdict(
     runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
 ) -> Verdict:
     """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
-    the paired regime test (``sdexp.analysis.paired.paired``: ``regimes`` are its pre-registered
-    ``small`` and ``large`` budgets, else the grid split at ``boundary``, its equivalence
-    ``margin`` and the ``unit`` of the differences) and the per-budget view."""
+    the paired regime test (``regimes``: ``paired.paired``'s keywords) and the per-budget view."""
     if not 0 < level < 1:
         raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
     tested = paired(runs, level, boundary, **regimes)
@@ -122,9 +111,8 @@ def verdict(
 
 
 def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
-    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
-    default, say), each set against the plain other modes, labelled by its options."""
+    """The runs one verdict compares, per SenseMode variant (labelled by its options): each
+    against the other modes' plain options."""
     sense = runs["mode"] == "sensemode"
     labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
     return [
@@ -158,9 +146,8 @@ def check_pool(tables: list[Table]) -> None:
 
 
 def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
-    """The finished runs of every table as one, each seed labelled by its setup
-    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
-    dataset, model, epochs, recipe, metric and report."""
+    """The title, and the finished runs of every table as one, each seed labelled by its setup
+    ('e444de/20'); ValueError unless ``check_pool`` passes."""
     check_pool(tables)
     runs = ok[ok["setup"].isin([t.setup for t in tables])]
     runs = runs.assign(
@@ -180,7 +167,7 @@ def write_verdicts(
     pool: bool = False,
 ) -> tuple[list[tuple[str, Verdict]], list[Path]]:
     """Per table (and SenseMode variant), and pooled with ``pool``: the verdict in verdict.md
-    (under its title) and verdict.csv, its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
+    and verdict.csv, and its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
     frame, options = runs.frame, options or Regimes()
     ok = frame[(frame.status == "ok") & frame["value"].notna()]
     parts = [(t.title, t.setup, t, ok[ok.setup == t.setup]) for t in found]
