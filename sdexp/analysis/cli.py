@@ -31,8 +31,6 @@ from sdexp.analysis.verdict import Regimes, check_pool, write_verdicts
 from sdexp.provenance import current_code
 from sdexp.results import PLAN_FILE, RESULTS_FILE
 
-# --- writing -----------------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class MadeBy:
@@ -70,8 +68,7 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
 
 
 def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
-    """``cost.md`` and ``cost.csv``: the runs' device-hours per table and device
-    (``sdexp.analysis.cost``); returns the markdown."""
+    """Write ``cost.md`` and ``cost.csv`` (``sdexp.analysis.cost``); returns the markdown."""
     titles = {
         t.setup: f"{t.dataset}, {t.model}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, "
         f"recipe {t.recipe}" + (f" (setup {t.setup[:6]})" if t.suffix else "")
@@ -82,9 +79,6 @@ def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
     text = cost.markdown(spent)
     (out / "cost.md").write_text(f"{made.line}\n\n{text}")
     return text
-
-
-# --- the command -------------------------------------------------------------------------------
 
 
 class Parser(argparse.ArgumentParser):
@@ -210,8 +204,7 @@ def check_sources(parser: argparse.ArgumentParser, sources: list[Path]) -> None:
 
 
 def mixed_code(runs: Runs) -> str:
-    """An error line if a cell of a table (setup, mode and its options, budget) holds finished
-    runs that different code made: the codes it holds, and the ways on."""
+    """An error line if a cell of a table holds finished runs that different code made."""
     ok = runs.frame[runs.frame.status == "ok"]
     cells = ok.groupby(["setup", "mode", "variant", budget_key(ok["budget"])])["code"]
     mixed = [(cell, codes) for cell, codes in cells if codes.nunique() > 1]

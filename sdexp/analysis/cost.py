@@ -16,8 +16,7 @@ UNKNOWN = "device not recorded"  # results.json of an earlier version
 
 
 def cost(runs: pd.DataFrame, titles: dict[str, str]) -> pd.DataFrame:
-    """Per setup and device, from ``sdexp.analysis.runs.collect``'s rows (``status``, ``device``,
-    ``device_hours``); ``titles`` names each setup's table."""
+    """Per setup and device, from ``collect``'s rows; ``titles`` names each setup's table."""
     hours = pd.to_numeric(runs["device_hours"])
     timed = runs[hours.notna()].assign(
         device=runs["device"].fillna(UNKNOWN),

@@ -35,8 +35,7 @@ Key = tuple[str, float, Hashable]  # (mode, budget, seed)
 
 def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
     """A ``predictions.csv``'s rows of one model (sorted by index) as per-image values whose mean
-    is the run's metric: 100 x [predicted != target] for an error in %, else the squared
-    error."""
+    is the run's metric."""
     if metric == "error":
         return 100.0 * (frame["predicted"] != frame["target"]).to_numpy()
     return frame["squared_error"].to_numpy(dtype=float)
@@ -44,9 +43,8 @@ def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageTests:
-    """The per-image values of the runs one paired analysis compares (``values``: by mode,
-    budget and seed, the split and the values; budgets keyed as ``sdexp.analysis.paired`` keys
-    them), and the tests on them (the module docstring)."""
+    """The per-image values of the runs one paired analysis compares, by mode, budget (keyed as
+    ``sdexp.analysis.paired`` keys them) and seed, and the tests on them."""
 
     values: dict[Key, tuple[str, np.ndarray]]
     metric: str = "error"
@@ -95,8 +93,7 @@ class ImageTests:
         return float(low), float(high)
 
     def mcnemar(self) -> pd.DataFrame:
-        """Per budget and seed with both modes (``MCNEMAR_COLUMNS``): the images only mode a got
-        wrong, only mode b, and the exact McNemar p-value (two-sided); empty for an MSE."""
+        """Per budget and seed with both modes (``MCNEMAR_COLUMNS``); empty for an MSE."""
         if self.metric != "error":
             return pd.DataFrame(columns=MCNEMAR_COLUMNS)
         rows = []

@@ -72,9 +72,8 @@ PAIRED_COLUMNS = (
 
 
 def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """d_s(b) = value(SenseMode) - value(Uniform) of seed s at budget b: one row per budget and
-    seed where either mode ran (columns budget, seed, sensemode, uniform, d; NaN where a mode
-    did not)."""
+    """d_s(b) = value(SenseMode) - value(Uniform) of seed s at budget b, one row per budget and
+    seed where either mode ran (NaN where a mode did not)."""
     a, b = HYPOTHESIS
     runs = runs[runs["mode"].isin(HYPOTHESIS) & runs["value"].notna()]
     runs = runs.assign(budget=runs["budget"].astype(float).round(10))
@@ -89,8 +88,8 @@ def regimes(
     large: Sequence[float] | None = None,
     boundary: float = BOUNDARY,
 ) -> dict[str, list[float]]:
-    """The budgets of each regime: the pre-registered ones, else those of the grid where a seed
-    has both modes, split at ``boundary`` (Sec. 6: small b < 0.5, large b >= 0.5)."""
+    """The budgets of each regime: the pre-registered ones, else the grid's split at
+    ``boundary`` (Sec. 6)."""
     grid = sorted(differences.loc[differences["d"].notna(), "budget"].unique())
     return {
         SMALL: budget_keys(small) if small is not None else [x for x in grid if x < boundary],
@@ -106,9 +105,8 @@ def budget_keys(budgets: Sequence[float]) -> list[float]:
 def regime_contrast(
     differences: pd.DataFrame, budgets: Sequence[float]
 ) -> tuple[pd.DataFrame, str]:
-    """Per seed (the index), the means of d_s(b) and of Uniform's value over ``budgets``
-    (seed-clustered; columns d, uniform), for the seeds that have both modes at every one of
-    them; and a note naming the seeds left out."""
+    """Per seed, the means of d_s(b) and of Uniform's value over ``budgets`` (seeds without
+    both modes at every budget left out, and named in the note)."""
     at = differences[differences["budget"].isin(budgets)]
     if at.empty:
         return pd.DataFrame(columns=["d", "uniform"]), ""
@@ -175,8 +173,7 @@ def flips_text(n: int) -> str:
 
 
 def tost(x: np.ndarray, margin: float) -> float:
-    """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987): mean d > -margin
-    and mean d < +margin, the larger of the two p-values."""
+    """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987)."""
     above = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
     below = stats.ttest_1samp(x, margin, alternative="less").pvalue
     return float(max(above, below))
@@ -241,8 +238,7 @@ def contrasts(
     margin: float | None = MARGIN,
     images: ImageTests | None = None,
 ) -> pd.DataFrame:
-    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts, the
-    relative effect, and with ``images`` the interval with the test set's noise."""
+    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts."""
     rows = []
     for regime, at in budgets.items():
         per_seed, left_out = regime_contrast(differences, at)
@@ -287,8 +283,7 @@ def paired_outcome(classes: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Paired:
-    """The paired regime test of one setup's runs (see the module docstring), in words by
-    ``sdexp.analysis.paired_text``."""
+    """The paired regime test of one setup's runs, in words by ``paired_text``."""
 
     differences: pd.DataFrame  # budget, seed, sensemode, uniform, d
     regimes: dict[str, list[float]]  # the budgets of each regime
@@ -321,8 +316,7 @@ class Paired:
         )
 
     def budget_means(self) -> pd.DataFrame:
-        """Per budget: n seeds with both modes, the mean of d_s(b) and its t confidence
-        interval at ``level`` (NaN below 2 seeds), for the plot."""
+        """Per budget: n seeds, the mean of d_s(b) and its t interval (NaN below 2 seeds)."""
         d = self.differences.dropna(subset=["d"]).groupby("budget")["d"]
         means = d.agg(n="count", mean="mean", sd="std").reset_index()
         half = stats.t.ppf(0.5 + self.level / 2, means["n"] - 1) * means["sd"] / means["n"] ** 0.5
@@ -339,8 +333,7 @@ def paired(
     unit: str = "pp",
     images: ImageTests | None = None,
 ) -> Paired:
-    """The paired regime test for one setup's finished runs (mode, budget, seed, value);
-    ``images``: their per-image values (``sdexp.analysis.images``), None where some run has none."""
+    """The paired regime test for one setup's finished runs (mode, budget, seed, value)."""
     if margin is not None and not margin > 0:
         raise ValueError(f"the equivalence margin must be positive, got {margin}")
     differences = paired_differences(runs)

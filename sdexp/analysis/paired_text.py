@@ -32,8 +32,7 @@ def p_text(label: str, p: float) -> str:
 
 
 def judged(row: pd.Series, unit: str, alpha: float) -> str:
-    """A regime's class (``sdexp.analysis.paired.CLASSES``) in words, with the tests that decided
-    it."""
+    """A regime's class in words, with the tests that decided it."""
     a, b = HYPOTHESIS
     better, other = name(row["predicted"]), name(b if row["predicted"] == a else a)
     u = f" {unit}" if unit else ""
@@ -95,8 +94,7 @@ def sentence(contrasts: pd.DataFrame, outcome: str, level: float, unit: str) -> 
 
 
 def stance(contrasts: pd.DataFrame, level: float, unit: str) -> str:
-    """How the paired test was run and decided (``sdexp.analysis.paired``'s rule), in a
-    paragraph."""
+    """How the paired test was run and decided, in a paragraph."""
     alpha = f"{1 - level:g}"
     margins = contrasts["margin"].dropna()
     u = f" {unit}" if unit else ""
@@ -149,8 +147,8 @@ def markdown(
     images: bool,
     mcnemar: pd.DataFrame,
 ) -> str:
-    """The paired verdict for verdict.md: the sentence, the test set's noise (or a line saying
-    there are no per-image predictions), the stance and the table of contrasts."""
+    """The paired verdict for verdict.md: the sentence, the test set's noise, the stance and the
+    table of contrasts."""
     shown = contrasts.drop(columns=["mode_a", "mode_b", "margin"])
     shown["predicted"] = shown["predicted"].map(name)
     numbers = ("effect", "ci_low", "ci_high", "uniform_mean", "relative")

@@ -41,9 +41,8 @@ COLUMNS += ["ci_high", "p_value", "p_adjusted", "better", "significant", "note"]
 def welch(
     a: Sequence[float], b: Sequence[float], level: float = 0.95, names: tuple[str, str] = ("a", "b")
 ) -> dict:
-    """Mode a against mode b at one budget: n, means, diff = mean_a - mean_b, Welch's confidence
-    interval for diff at ``level`` and Welch's two-sided t-test p-value; NaN where undefined,
-    with the reason in ``note`` (the modes called ``names``)."""
+    """Mode a against mode b at one budget, Welch's interval and two-sided test; NaN where
+    undefined, the reason in ``note`` (the modes called ``names``)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     mean_a = a.mean() if len(a) else math.nan
     mean_b = b.mean() if len(b) else math.nan
@@ -96,15 +95,11 @@ def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         budgets = ran[a] | ran[b] if (a, b) == HYPOTHESIS else ran[a] & ran[b]
         if not budgets:  # e.g. Linear and Uniform run, never at one budget
             continue
-        frame = pd.DataFrame(
-            {
-                "budget": x,
-                "mode_a": a,
-                "mode_b": b,
-                **welch(values.get((a, x), []), values.get((b, x), []), level, (name(a), name(b))),
-            }
-            for x in sorted(budgets)
-        )
+        budgets, names = sorted(budgets), (name(a), name(b))
+        rows = [
+            welch(values.get((a, x), []), values.get((b, x), []), level, names) for x in budgets
+        ]
+        frame = pd.DataFrame(rows).assign(budget=budgets, mode_a=a, mode_b=b)
         frame["p_adjusted"] = holm(frame["p_value"])
         frames.append(frame)
     if not frames:
@@ -170,8 +165,7 @@ def crossings(budgets: Sequence[float], a: Sequence[float], b: Sequence[float]) 
 
 
 def switches(rows: pd.DataFrame) -> list[Switch]:
-    """Where the better mode of one pair's rows (``pair``) changes along the budgets
-    (``sign_changes`` of ``diff``), with the evidence on either side."""
+    """Where the better mode of one pair's rows changes, with the evidence on either side."""
     known = rows[rows["diff"].notna()].sort_values("budget")
     budgets, better = known["budget"].to_list(), known["better"].to_list()
     found = []
@@ -241,8 +235,7 @@ def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
 
 
 def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float) -> str:
-    """One sentence: which mode wins where (by the means), where significantly, the switch, and
-    the outcome."""
+    """Which mode wins where, where significantly, the switch, and the outcome."""
     a, b = HYPOTHESIS
     if rows.empty:
         return (

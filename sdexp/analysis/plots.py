@@ -34,8 +34,7 @@ NOTHING = "no finished run in this setup"
 
 @dataclass(frozen=True)
 class Curve:
-    """A mode's test metric at each budget of the plot, mean and std over seeds (NaN where
-    there is none); ``variant``: the mode's options when a setup ran several sets of them."""
+    """A mode's (and variant's) mean and std over seeds at each budget of the plot (NaN: none)."""
 
     mode: str
     label: str
@@ -46,9 +45,8 @@ class Curve:
 
 @dataclass(frozen=True)
 class Plot:
-    """What the plot of one setup draws: ``ours`` one curve per row of the table, ``paper`` the
-    paper's curve of a mode where it publishes one, the no-SD ``baseline`` (mean, std), and the
-    budgets where SenseMode and Uniform ``cross``."""
+    """What the plot of one setup draws: our curve per row of the table, the paper's, the no-SD
+    baseline (mean, std), and where SenseMode and Uniform cross."""
 
     title: str
     metric: str  # "error" (in %) or "mse"
@@ -76,8 +74,7 @@ def shifts(budgets: Sequence[float], series: int) -> list[float]:
 
 
 def draw_modes(ax: Axes, plot: Plot) -> bool:
-    """Our curve per mode (and variant) with error bars, the paper's dashed; True if any of
-    ours has a point."""
+    """Our curves with error bars, the paper's dashed; True if any of ours has a point."""
     drawn = False
     others = itertools.cycle(OTHER_COLORS)
     places = shifts(plot.budgets, len(plot.ours))
@@ -152,8 +149,6 @@ def save_plot(plot: Plot, path: Path, note: str = "") -> Path:
     return path
 
 
-# --- the paired test's plot ------------------------------------------------------------------
-
 PREDICTION = {
     "small": "predicted d < 0, SenseMode better",
     "large": "predicted d > 0, Uniform better",
@@ -187,8 +182,8 @@ def draw_means(ax: Axes, means: pd.DataFrame, level: float) -> None:
 
 
 def draw_regimes(ax: Axes, regimes: dict[str, list[float]], width: float) -> None:
-    """Each regime's budgets shaded in the colour of the mode predicted better there (as in the
-    table's plot), named in a corner with its prediction; a dotted line between the regimes."""
+    """Each regime's budgets shaded in the colour of the mode predicted better there, named with
+    its prediction; a dotted line between the regimes."""
     for regime, budgets in regimes.items():
         for b in budgets:
             ax.axvspan(b - width / 2, b + width / 2, color=SHADE[regime], alpha=0.1, lw=0)
@@ -243,8 +238,7 @@ def paired_figure(
 
 
 def save_paired_plot(paired: Paired, title: str, path: Path, note: str = "") -> Path:
-    """``paired``'s figure as a PNG (``title``: two lines, split at its first ': '), ``note``
-    (what made it) in its Description metadata."""
+    """``paired``'s figure as a PNG, ``note`` (what made it) in its Description metadata."""
     unit = f" ({paired.unit})" if paired.unit else ""
     fig = paired_figure(
         paired.differences,

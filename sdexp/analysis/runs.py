@@ -79,23 +79,17 @@ def run_row(result: RunResult, report: str | None, run_dir: Path, sweep: Path) -
     chosen = report or result.report
     value = result.test_best if chosen == "best" else result.test_final
     diverged = value is not None and not math.isfinite(value)
-    code = result.code
+    code, copied = result.code, ("metric", "test_loss", "expected_depth", "device", "device_hours")
     return key_columns(result.key) | {
-        "metric": result.metric,
+        **{k: getattr(result, k) for k in copied},
         "report": chosen,
         "mode_options": config_hash(result.config.get("mode", {})),
         "status": "failed" if diverged else result.status,
         "value": None if diverged else value,
-        "test_loss": result.test_loss,
-        "expected_depth": result.expected_depth,
         "sweep": str(sweep),
         "dir": str(run_dir),
-        "device": result.device,
-        "device_hours": result.device_hours,
         "code": code_label(code),
-        "run_commit": code and code.commit,
-        "run_dirty": code and code.dirty,
-        "run_diff": code and code.diff,
+        **{f"run_{k}": code and getattr(code, k) for k in ("commit", "dirty", "diff")},
     }
 
 
@@ -176,7 +170,7 @@ class Reader:
 
 def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
     """A label for each run's mode options, "" unless one setup ran a mode with several sets
-    of options (then e.g. "p_min=0.1"): such runs are rows of their own, never merged."""
+    of options (then e.g. "p_min=0.1"): such runs are never merged."""
     labels = pd.Series("", index=frame.index)
     for _, group in frame.groupby(["setup", "mode"], dropna=False):
         hashes = group["mode_options"].dropna().unique()
@@ -193,8 +187,7 @@ def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
 
 
 def counted_once(frame: pd.DataFrame) -> pd.DataFrame:
-    """A run found twice (the same identity, e.g. in two sweeps) counts once: a finished copy
-    before a failed one, a failed one before a missing one. Sorted by setup and cell."""
+    """A run found twice counts once (finished before failed before missing), sorted by cell."""
     rank = frame["status"].map({status: i for i, status in enumerate(STATUSES)})
     frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
     frame = frame.drop_duplicates("identity").drop(columns="_rank")
@@ -258,8 +251,8 @@ def relative(run_dir: str, sweep: str) -> str:
 def read_runs_csv(
     path: Path, report: str | None = None
 ) -> tuple[pd.DataFrame, dict[str, set[tuple[str, float]]]]:
-    """A runs.csv (``runs_csv``) as rows of ``COLUMNS`` and the cells it says were left out;
-    ValueError if it is not one, or if ``report`` asks for a model it holds no values of."""
+    """A runs.csv as rows of ``COLUMNS`` and the cells it says were left out; ValueError if it
+    is not one, or holds no values of the ``report`` model."""
     try:
         frame = pd.read_csv(
             path, dtype=dict.fromkeys(["setup", "identity", "variant", "device"], str)

@@ -28,9 +28,6 @@ PAPER_FILE = "paper_table2.csv"
 TEXT = ["row", "source", "budget", "text"]  # a cell of the table as text (Table.cells)
 
 
-# --- the paper's Table 2 -----------------------------------------------------------------------
-
-
 @functools.cache
 def paper_table() -> pd.DataFrame:
     """The paper's published values (``paper_table2.csv``): dataset, model, mode, budget, mean
@@ -45,12 +42,9 @@ def budget_key(budgets: pd.Series) -> pd.Series:
     return budgets.astype(float).round(6)
 
 
-# --- per cell ----------------------------------------------------------------------------------
-
-
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per setup, mode and budget: n finished runs, mean and sample std (ddof 1) of the test
-    metric over their seeds, the failed and missing runs, and the paper's value if published."""
+    """Per cell: n finished runs, their mean and sample std, the failed and missing runs, and
+    the paper's value."""
     keys = [*SETUP, *TABLE_CELL]
     counts = pd.crosstab([runs[k] for k in keys], runs["status"])
     counts = counts.reindex(columns=STATUSES, fill_value=0)
@@ -62,8 +56,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with the paper's mean and std (``paper_mean``, ``paper_std``) wherever the
-    paper publishes the cell: a test error, of a mode's plain options (no variant)."""
+    """``summary`` with ``paper_mean`` and ``paper_std`` wherever the paper publishes the cell:
+    a test error, of a mode's plain options."""
     paper = paper_table().rename(columns={"mean": "paper_mean", "std": "paper_std"})
     keys = ["dataset", "model", "mode", "_budget"]
     merged = summary.assign(_budget=budget_key(summary["budget"])).merge(
@@ -78,7 +72,7 @@ def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
 
 def setup_notes(runs: Runs) -> dict[str, str]:
     """For each setup that shares dataset, model, epochs and recipe with another: the keys in
-    which it differs from the first of them (the reader must not take them for one setup)."""
+    which it differs from the first of them."""
     frame = runs.frame.drop_duplicates("setup")
     notes = {}
     for _, group in frame.groupby(["dataset", "model", "epochs", "recipe"], dropna=False):
@@ -112,19 +106,14 @@ def decimals(value: float) -> int:
 
 
 def published(mean: float, std: float, digits: int) -> str:
-    """The paper's cell as it prints it, with at least ``digits`` decimals: '7.3 ± 0.2', the
-    baseline's '6.37 ± 0.12', or its "-" (the mode cannot run that budget)."""
+    """The paper's cell as it prints it ('6.37 ± 0.12', "-"), with at least ``digits`` decimals."""
     if pd.isna(mean):
         return "-"
     return fmt(mean, std, max(digits, decimals(mean), decimals(std)))
 
 
-# --- the table ---------------------------------------------------------------------------------
-
-
 class Table:
-    """Table 2 for one setup (``SETUP``, from its rows of ``summarize``): a row per mode (and per
-    variant of its options), a column per budget, the paper's values on the row under ours."""
+    """Table 2 for one setup, from its rows of ``summarize``."""
 
     def __init__(
         self,
@@ -178,9 +167,8 @@ class Table:
         return name(mode) + (f" ({variant})" if variant else "")
 
     def cells(self) -> pd.DataFrame:
-        """Every cell as text (``TEXT``): ours; "-" where the sweep left the mode's budget out
-        (sweep.json); the paper's ("-" where it prints one). The no-SD baseline sits in the b = 1
-        column."""
+        """Every cell as text (``TEXT``): ours, "-" where the sweep left the mode's budget out,
+        the paper's; the no-SD baseline at b = 1."""
         s, p = self.summary, self.paper
         ours = s.assign(
             row=list(map(self.label, s["mode"], s["variant"])),
@@ -222,8 +210,7 @@ class Table:
         return wide.rename_axis(["mode", ""]).reset_index()
 
     def curve(self, mode: str, source: str = "ours", variant: str = "") -> pd.DataFrame:
-        """Mean and std by budget (index ``budgets``): ours over the finished seeds, or the
-        paper's; NaN where there are none."""
+        """Mean and std by budget (index ``budgets``), ours or the paper's; NaN where none."""
         if source == "paper":
             rows = self.paper[self.paper["mode"] == mode]
         else:
@@ -241,16 +228,14 @@ class Table:
         return float(rows.iloc[0]["mean"]), 0.0 if pd.isna(std) else float(std)
 
     def known_means(self, source: str = "ours") -> pd.DataFrame:
-        """SenseMode's and Uniform's means (columns sensemode, uniform) at the budgets where both
-        are known."""
+        """SenseMode's and Uniform's means at the budgets where both are known."""
         sense, uniform = self.curve("sensemode", source), self.curve("uniform", source)
         both = pd.DataFrame({"sensemode": sense["mean"], "uniform": uniform["mean"]})
         return both.dropna()
 
     def crossing_points(self, source: str = "ours") -> list[float]:
-        """Where SenseMode's and Uniform's mean curves cross, interpolated linearly between
-        neighbouring budgets; none from two budgets alone (a line through two points is no
-        estimate of where they cross)."""
+        """Where SenseMode's and Uniform's mean curves cross (``crossings``); none from two
+        budgets alone (a line through two points is no estimate of where they cross)."""
         known = self.known_means(source)
         if len(known) < 3:
             return []
@@ -258,8 +243,7 @@ class Table:
 
     def crossing_note(self) -> str:
         """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5': the grid budgets the
-        means change order between, no place in between (a line through two points is no
-        estimate of where they cross)."""
+        means change order between, no place in between."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
             known = self.known_means(source)
@@ -272,8 +256,7 @@ class Table:
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def plot(self) -> Plot:
-        """The plot's plain data (``sdexp.analysis.plots``): our curve per row, the paper's,
-        the no-SD baseline and where SenseMode and Uniform cross."""
+        """The plot's plain data (``sdexp.analysis.plots``)."""
 
         def curve(mode: str, source: str = "ours", variant: str = "") -> Curve:
             found = self.curve(mode, source, variant)
@@ -308,8 +291,7 @@ class Table:
 
 
 def tables(runs: Runs, summary: pd.DataFrame) -> list[Table]:
-    """One table per setup from ``summarize``'s rows; setups that could be taken for one
-    another are told apart."""
+    """One table per setup from ``summarize``'s rows, told apart where they could be confused."""
     notes = setup_notes(runs)
     return [
         Table(

@@ -52,8 +52,7 @@ class Regimes:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The Budget Hypothesis tested on one setup's runs: the paired test (which decides) and the
-    per-budget view."""
+    """The Budget Hypothesis tested on one setup's runs."""
 
     comparisons: pd.DataFrame  # per_budget's COLUMNS, one row per budget and pair
     switches: list[Switch]  # SenseMode-Uniform
@@ -75,8 +74,7 @@ class Verdict:
         )
 
     def markdown(self) -> str:
-        """The paired verdict, then the descriptive one per budget (its sentence, stance and
-        table of comparisons), for verdict.md."""
+        """The paired verdict, then the descriptive one per budget, for verdict.md."""
         shown = self.comparisons.assign(
             mode_a=self.comparisons["mode_a"].map(name),
             mode_b=self.comparisons["mode_b"].map(name),
@@ -122,8 +120,8 @@ def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | None:
-    """The per-image values of ``chosen``'s SenseMode and Uniform runs (keyed by mode, budget
-    and seed, each split by its setup), or None unless every one of them has some."""
+    """The per-image values of ``chosen``'s SenseMode and Uniform runs, or None unless every one
+    has some."""
     compared = chosen[chosen["mode"].isin(HYPOTHESIS)]
     if compared.empty or not compared["identity"].isin(runs.images.keys()).all():
         return None
@@ -135,8 +133,7 @@ def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | N
 
 
 def check_pool(tables: list[Table]) -> None:
-    """ValueError naming the tables unless they share dataset, model, epochs, recipe, metric
-    and report (what ``--pool`` may pair across)."""
+    """ValueError naming the tables unless ``--pool`` may pair across them."""
     shared = {(t.dataset, t.model, t.epochs, t.recipe, t.metric, t.report) for t in tables}
     if len(shared) > 1:
         raise ValueError(
