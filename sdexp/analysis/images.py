@@ -1,19 +1,13 @@
 """The paired contrasts with the test set's sampling noise, from per-image predictions.
 
-A run's test metric is the mean over its N test images of a per-image value v_i (100 x [wrong]
-for an error in %, the squared error for an MSE). The seed-only interval of
-``sdexp.analysis.paired`` treats the test set as fixed; with 1,297 test images and an error near
-1.2% one run's binomial SD is about 0.3 pp, so the test set's noise belongs in the interval when
-the question is about the modes on the task rather than on this test set. Two tools:
-
-- ``ImageTests.interval``: a two-way ("pigeonhole") bootstrap over seeds and images (Owen 2007,
-  Ann. Appl. Stat. 1(2)): each replicate draws the seeds with replacement and, independently,
-  the test images, the same images for every seed, mode and budget (within each split of a
-  pooled analysis, its own images and seeds); its effect is the mean over the drawn seeds of d_s
-  on the drawn images; the interval, the replicates' percentiles. Seeded, so it regenerates;
-  mildly conservative (Owen: it counts the seed-by-image interaction twice).
-- ``ImageTests.mcnemar`` (classification only): McNemar's exact test per budget and seed pair,
-  the two-sided binomial test at 1/2 of the images only one mode got wrong.
+A run's test metric is the mean over its test images of a per-image value (100 x [wrong] for
+an error in %, the squared error for an MSE). The seed-only interval of ``sdexp.analysis.paired``
+treats the test set as fixed; with 1,297 test images and an error near 1.2% one run's binomial SD
+is about 0.3 pp, so the test set's noise belongs in the interval when the question is about the
+modes on the task. ``ImageTests.interval``: a two-way ("pigeonhole") bootstrap (Owen 2007, Ann.
+Appl. Stat. 1(2)): each replicate draws the seeds and, independently, the test images (the same
+for every seed, mode and budget; per split when pooled) with replacement; mildly conservative
+(it counts the seed-by-image interaction twice). ``ImageTests.mcnemar``: McNemar's exact test.
 """
 
 from __future__ import annotations
@@ -56,23 +50,21 @@ class ImageTests:
     def image(self, mode: str, budget: float, seed: Hashable) -> np.ndarray:
         return self.values[(mode, budget, seed)][1]
 
-    def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> dict:
-        """Per split: (its seeds, the (N images, n seeds) matrix of each seed's per-image
-        difference a - b averaged over ``budgets``)."""
-        found: dict[str, tuple[list, list]] = {}
+    def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> list:
+        """Per split, the (N images, n seeds) matrix of each seed's per-image difference a - b
+        averaged over ``budgets``."""
+        found: dict[str, list] = {}
         for s in seeds:
             per_budget = [self.image(self.a, b, s) - self.image(self.b, b, s) for b in budgets]
             split = self.values[(self.a, budgets[0], s)][0]
-            found.setdefault(split, ([], []))
-            found[split][0].append(s)
-            found[split][1].append(np.mean(per_budget, axis=0))
-        return {split: (s, np.column_stack(d)) for split, (s, d) in found.items()}
+            found.setdefault(split, []).append(np.mean(per_budget, axis=0))
+        return [np.column_stack(d) for d in found.values()]
 
     def replicate_effects(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> np.ndarray:
         """The bootstrap's ``replicates`` effects (the module docstring)."""
         rng = np.random.default_rng(self.seed)
         total, count = np.zeros(self.replicates), 0
-        for _, d in self.differences(seeds, budgets).values():
+        for d in self.differences(seeds, budgets):
             images, n = d.shape
             per_seed = np.empty((self.replicates, n))
             for start in range(0, self.replicates, 1000):
@@ -100,8 +92,8 @@ class ImageTests:
         for mode, budget, seed in sorted(self.values, key=str):
             if mode != self.a or (self.b, budget, seed) not in self.values:
                 continue
-            wrong_a = self.values[(self.a, budget, seed)][1] > 0
-            wrong_b = self.values[(self.b, budget, seed)][1] > 0
+            wrong_a = self.image(self.a, budget, seed) > 0
+            wrong_b = self.image(self.b, budget, seed) > 0
             only_a, only_b = int(np.sum(wrong_a & ~wrong_b)), int(np.sum(wrong_b & ~wrong_a))
             p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
             rows.append((budget, seed, len(wrong_a), only_a, only_b, p))

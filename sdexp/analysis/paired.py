@@ -7,21 +7,9 @@ large b >= it, or pre-registered). Per regime: the effect with its t interval, o
 t and sign-flip tests in the predicted direction (small: d < 0, large: d > 0), the other way, and
 against the smallest effect of interest ``margin``, and Schuirmann's TOST. A test counts only when
 BOTH its t and sign-flip versions are below alpha = 1 - level (neither normality nor the
-symmetry of d carries a result alone). docs/table.md explains it in full. A regime's class
-(the first that holds):
-
-| class          | when                                                                     |
-|----------------|--------------------------------------------------------------------------|
-| no test        | fewer than 2 seeds, or every seed the same d (zero variance)             |
-| as predicted   | significant in the predicted direction AND beyond the margin             |
-| negligible     | significant in the predicted direction AND equivalent (TOST)             |
-| opposite       | significant the other way                                                |
-| equivalent     | not significant either way AND equivalent (TOST)                          |
-| inconclusive   | anything else (also significant, of a size neither beyond nor within)    |
-
-Without a margin (an MSE, unless ``--margin``) significant in the predicted direction is ``as
-predicted``, and nothing is ``negligible`` or ``equivalent``. The outcome, the first row that
-holds (an intersection-union test: no adjustment, no family over the grid's budgets):
+symmetry of d carries a result alone). Each regime gets a class (``conclusion``); the outcome
+is the first row that holds (an intersection-union test: no adjustment, no family over the
+grid's budgets; docs/table.md explains it in full):
 
 | outcome             | the regimes' classes                                              |
 |---------------------|-------------------------------------------------------------------|
@@ -218,7 +206,9 @@ def paired_test(
 
 
 def conclusion(row: dict, alpha: float) -> str:
-    """A regime's class (the module docstring's table)."""
+    """A regime's class, the first that holds: no test (under 2 seeds, zero variance); as
+    predicted (significant, and beyond the margin, or without one); negligible (significant,
+    and equivalent by TOST); opposite (significant the other way); equivalent; inconclusive."""
     if math.isnan(row["p_t"]):
         return "no test"
     equivalent = row["p_tost"] < alpha  # False without a margin (NaN)
@@ -297,23 +287,14 @@ class Paired:
     @property
     def sentence(self) -> str:
         if self.differences["d"].isna().all():
-            return (
-                f"{paired_text.LEADS['cannot be tested']}: no seed has both {name(HYPOTHESIS[0])} "
-                f"and {name(HYPOTHESIS[1])} runs at one budget."
-            )
+            lead, (a, b) = paired_text.LEADS["cannot be tested"], map(name, HYPOTHESIS)
+            return f"Paired by seed, {lead}: no seed has both {a} and {b} runs at one budget."
         return paired_text.sentence(self.contrasts, self.outcome, self.level, self.unit)
 
     def markdown(self) -> str:
         if self.differences["d"].isna().all():
             return f"**Paired verdict:** {self.sentence}\n"
-        return paired_text.markdown(
-            self.contrasts,
-            self.outcome,
-            self.level,
-            self.unit,
-            self.images is not None,
-            self.mcnemar,
-        )
+        return paired_text.markdown(self)
 
     def budget_means(self) -> pd.DataFrame:
         """Per budget: n seeds, the mean of d_s(b) and its t interval (NaN below 2 seeds)."""

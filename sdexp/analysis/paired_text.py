@@ -1,24 +1,25 @@
 """The paired regime test's result as text (``sdexp.analysis.paired``): its sentence, how it was
-tested (the stance), and the markdown of ``verdict.md``. Plain data in: the contrasts' frame
-(``sdexp.analysis.paired.PAIRED_COLUMNS``), the outcome, the McNemar rows
-(``sdexp.analysis.images``)."""
+tested (the stance), and the markdown of ``verdict.md``."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sdexp.analysis.hypothesis import HYPOTHESIS, name
 
+if TYPE_CHECKING:
+    from sdexp.analysis.paired import Paired
+
+#: The paired verdict's first words by outcome, after "Paired by seed, ".
 LEADS = {
-    "supports": "Paired by seed, the runs support the Budget Hypothesis",
-    "supports one regime": "Paired by seed, the runs support the Budget Hypothesis in one regime "
-    "only",
-    "does not support": "Paired by seed, the runs do not support the Budget Hypothesis "
-    "(a null result)",
-    "contradicts": "Paired by seed, the runs contradict the Budget Hypothesis",
-    "inconclusive": "Paired by seed, the runs neither support nor contradict the Budget "
-    "Hypothesis (inconclusive)",
-    "cannot be tested": "Paired by seed, the Budget Hypothesis cannot be tested",
+    "supports": "the runs support the Budget Hypothesis",
+    "supports one regime": "the runs support the Budget Hypothesis in one regime only",
+    "does not support": "the runs do not support the Budget Hypothesis (a null result)",
+    "contradicts": "the runs contradict the Budget Hypothesis",
+    "inconclusive": "the runs neither support nor contradict the Budget Hypothesis (inconclusive)",
+    "cannot be tested": "the Budget Hypothesis cannot be tested",
 }
 NO_IMAGES = (
     "No per-image predictions (predictions.csv) for every run compared: the intervals are over "
@@ -90,7 +91,7 @@ def regime_text(row: pd.Series, level: float, unit: str) -> str:
 def sentence(contrasts: pd.DataFrame, outcome: str, level: float, unit: str) -> str:
     """The paired verdict in one sentence: the outcome, then each regime."""
     regimes = "; ".join(regime_text(row, level, unit) for _, row in contrasts.iterrows())
-    return f"{LEADS[outcome]}: {regimes}."
+    return f"Paired by seed, {LEADS[outcome]}: {regimes}."
 
 
 def stance(contrasts: pd.DataFrame, level: float, unit: str) -> str:
@@ -139,16 +140,11 @@ def mcnemar_text(mcnemar: pd.DataFrame, level: float) -> str:
     )
 
 
-def markdown(
-    contrasts: pd.DataFrame,
-    outcome: str,
-    level: float,
-    unit: str,
-    images: bool,
-    mcnemar: pd.DataFrame,
-) -> str:
+def markdown(paired: Paired) -> str:
     """The paired verdict for verdict.md: the sentence, the test set's noise, the stance and the
     table of contrasts."""
+    contrasts, level, unit, mcnemar = paired.contrasts, paired.level, paired.unit, paired.mcnemar
+    images = paired.images is not None
     shown = contrasts.drop(columns=["mode_a", "mode_b", "margin"])
     shown["predicted"] = shown["predicted"].map(name)
     numbers = ("effect", "ci_low", "ci_high", "uniform_mean", "relative")
@@ -158,7 +154,7 @@ def markdown(
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     if not images:
         shown = shown.drop(columns=["image_ci_low", "image_ci_high"])
-    text = f"**Paired verdict:** {sentence(contrasts, outcome, level, unit)}\n"
+    text = f"**Paired verdict:** {sentence(contrasts, paired.outcome, level, unit)}\n"
     noise = mcnemar_text(mcnemar, level) if len(mcnemar) else "" if images else NO_IMAGES
     table = shown.to_markdown(index=False, disable_numparse=True)
     return "\n".join(

@@ -9,15 +9,7 @@ SenseMode-Uniform is compared at every budget where either ran, the other pairs 
 (Linear cannot run below (L - 1)/(2L), the paper's "-").
 
 Where the better mode switches (``switches``) is named by the grid budgets either side, no place
-in between: a line through two points is no estimate of where the modes cross. The agreement
-(``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
-
-- ``agrees``: SenseMode significantly better at some b < 0.5, Uniform at some b >= 0.5, and no
-  significant difference the other way round;
-- ``partly agrees``: significant differences only in the hypothesis' direction, in one regime;
-- ``does not agree``: some significant difference the other way round;
-- ``no significant difference``: tested somewhere, nothing significant;
-- ``cannot be tested``: no p-value at any budget.
+in between: a line through two points is no estimate of where the modes cross.
 """
 
 from __future__ import annotations
@@ -189,7 +181,8 @@ def evidence(rows: pd.DataFrame, switch: Switch) -> tuple[float, float] | None:
 
 
 def agreement(rows: pd.DataFrame, boundary: float = BOUNDARY) -> str:
-    """The agreement of the SenseMode-Uniform rows (the module docstring's rule)."""
+    """The agreement of the SenseMode-Uniform rows with the hypothesis, from their significant
+    (Holm-adjusted) differences: any the other way round does not agree."""
     if rows["p_value"].isna().all():
         return "cannot be tested"
     significant = rows[rows["significant"]]
