@@ -229,7 +229,7 @@ def contrasts(
     images: ImageTests | None = None,
 ) -> pd.DataFrame:
     """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts."""
-    rows = []
+    rows, (a, b) = [], HYPOTHESIS
     for regime, at in budgets.items():
         per_seed, left_out = regime_contrast(differences, at)
         row = paired_test(per_seed["d"], ALTERNATIVE[regime], level, margin)
@@ -241,18 +241,11 @@ def contrasts(
             row["relative"] = 100 * row["effect"] / row["uniform_mean"]
         if images is not None and len(per_seed) >= 2:
             row["image_ci_low"], row["image_ci_high"] = images.interval(list(per_seed.index), at)
-        rows.append(
-            {
-                **row,
-                "regime": regime,
-                "budgets": ", ".join(f"{b:g}" for b in at),
-                "mode_a": HYPOTHESIS[0],
-                "mode_b": HYPOTHESIS[1],
-                "predicted": PREDICTED[regime],
-                "margin": math.nan if margin is None else margin,
-                "conclusion": conclusion(row, 1 - level),
-            }
-        )
+        row["conclusion"] = conclusion(row, 1 - level)
+        row["margin"] = math.nan if margin is None else margin
+        row["budgets"] = ", ".join(f"{b:g}" for b in at)
+        row.update(regime=regime, predicted=PREDICTED[regime], mode_a=a, mode_b=b)
+        rows.append(row)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 

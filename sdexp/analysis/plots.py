@@ -81,15 +81,8 @@ def draw_modes(ax: Axes, plot: Plot) -> bool:
     for curve, shift in zip(plot.ours, places, strict=True):
         mode = curve.mode
         color = COLORS[mode] if mode in COLORS and not curve.variant else next(others)
-        ax.errorbar(
-            np.add(plot.budgets, shift),
-            curve.mean,
-            yerr=error_bars(plot.metric, curve.mean, curve.std),
-            marker="o",
-            capsize=3,
-            color=color,
-            label=curve.label,
-        )
+        x, bars = np.add(plot.budgets, shift), error_bars(plot.metric, curve.mean, curve.std)
+        ax.errorbar(x, curve.mean, yerr=bars, marker="o", capsize=3, color=color, label=curve.label)
         drawn |= any(not math.isnan(m) for m in curve.mean)
         if not curve.variant and mode in plot.paper:
             paper = plot.paper[mode]
@@ -110,18 +103,11 @@ def draw_baseline(ax: Axes, plot: Plot) -> bool:
 
 
 def draw_crossings(ax: Axes, plot: Plot) -> None:
+    style = {"xycoords": ("data", "axes fraction"), "textcoords": "offset points", "va": "top"}
     for point in plot.cross:
         ax.axvline(point, color="gray", linestyle=":")
-        ax.annotate(
-            f"SenseMode = Uniform\nb ≈ {point:.2f}",
-            (point, 0.95),
-            xytext=(4, 0),
-            xycoords=("data", "axes fraction"),
-            textcoords="offset points",
-            va="top",
-            fontsize=8,
-            color="gray",
-        )
+        text = f"SenseMode = Uniform\nb ≈ {point:.2f}"
+        ax.annotate(text, (point, 0.95), xytext=(4, 0), fontsize=8, color="gray", **style)
 
 
 def table_figure(plot: Plot) -> Figure:
@@ -168,17 +154,9 @@ def draw_means(ax: Axes, means: pd.DataFrame, level: float) -> None:
     """The mean of d per budget (columns budget, mean, ci_low, ci_high) with its interval."""
     below = (means["mean"] - means["ci_low"]).fillna(0.0)
     above = (means["ci_high"] - means["mean"]).fillna(0.0)
-    ax.errorbar(
-        means["budget"],
-        means["mean"],
-        yerr=[below, above],
-        color="C3",
-        lw=2,
-        marker="o",
-        capsize=4,
-        label=f"mean over seeds, {level:.0%} CI",
-        zorder=3,
-    )
+    style = {"color": "C3", "lw": 2, "marker": "o", "capsize": 4, "zorder": 3}
+    label = f"mean over seeds, {level:.0%} CI"
+    ax.errorbar(means["budget"], means["mean"], yerr=[below, above], label=label, **style)
 
 
 def draw_regimes(ax: Axes, regimes: dict[str, list[float]], width: float) -> None:
@@ -190,16 +168,8 @@ def draw_regimes(ax: Axes, regimes: dict[str, list[float]], width: float) -> Non
     corners = [(0.01, "left"), (0.99, "right")]
     for (regime, text), (x, ha) in zip(PREDICTION.items(), corners, strict=True):
         if regimes.get(regime):
-            ax.text(
-                x,
-                0.98,
-                f"{regime}: {text}",
-                transform=ax.transAxes,
-                ha=ha,
-                va="top",
-                fontsize=8,
-                color=SHADE[regime],
-            )
+            style = {"transform": ax.transAxes, "va": "top", "fontsize": 8, "color": SHADE[regime]}
+            ax.text(x, 0.98, f"{regime}: {text}", ha=ha, **style)
     small, large = regimes.get("small"), regimes.get("large")
     if small and large:
         ax.axvline((max(small) + min(large)) / 2, color="0.5", linestyle=":")
