@@ -23,11 +23,8 @@ def cost(runs: pd.DataFrame, titles: dict[str, str]) -> pd.DataFrame:
         device_hours=hours,
         failed_hours=hours.where(runs["status"] == "failed", 0.0),
     )
-    found = timed.groupby(["setup", "device"], sort=False).agg(
-        runs=("device_hours", "size"),
-        device_hours=("device_hours", "sum"),
-        failed_hours=("failed_hours", "sum"),
-    )
+    grouped = timed.groupby(["setup", "device"], sort=False)
+    found = grouped[["device_hours", "failed_hours"]].sum().assign(runs=grouped.size())
     found = found.reset_index().assign(table=lambda f: f["setup"].map(titles))
     return found.reindex(columns=COLUMNS)
 

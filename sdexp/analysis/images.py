@@ -28,8 +28,7 @@ Key = tuple[str, float, Hashable]  # (mode, budget, seed)
 
 
 def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
-    """A ``predictions.csv``'s rows of one model (sorted by index) as per-image values whose mean
-    is the run's metric."""
+    """Per-image values whose mean is the run's metric, from one model's predictions.csv rows."""
     if metric == "error":
         return 100.0 * (frame["predicted"] != frame["target"]).to_numpy()
     return frame["squared_error"].to_numpy(dtype=float)
@@ -51,8 +50,7 @@ class ImageTests:
         return self.values[(mode, budget, seed)][1]
 
     def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> list:
-        """Per split, the (N images, n seeds) matrix of each seed's per-image difference a - b
-        averaged over ``budgets``."""
+        """Per split, the (images, seeds) matrix of per-image a - b averaged over ``budgets``."""
         found: dict[str, list] = {}
         for s in seeds:
             per_budget = [self.image(self.a, b, s) - self.image(self.b, b, s) for b in budgets]

@@ -60,8 +60,7 @@ PAIRED_COLUMNS = (
 
 
 def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """d_s(b) = value(SenseMode) - value(Uniform) of seed s at budget b, one row per budget and
-    seed where either mode ran (NaN where a mode did not)."""
+    """d_s(b) = SenseMode - Uniform of seed s at b, per budget and seed either mode ran."""
     a, b = HYPOTHESIS
     runs = runs[runs["mode"].isin(HYPOTHESIS) & runs["value"].notna()]
     runs = runs.assign(budget=runs["budget"].astype(float).round(10))
@@ -76,8 +75,7 @@ def regimes(
     large: Sequence[float] | None = None,
     boundary: float = BOUNDARY,
 ) -> dict[str, list[float]]:
-    """The budgets of each regime: the pre-registered ones, else the grid's split at
-    ``boundary`` (Sec. 6)."""
+    """Each regime's budgets: the pre-registered ones, else the grid's split at ``boundary``."""
     grid = sorted(differences.loc[differences["d"].notna(), "budget"].unique())
     return {
         SMALL: budget_keys(small) if small is not None else [x for x in grid if x < boundary],

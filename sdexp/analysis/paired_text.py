@@ -141,8 +141,7 @@ def mcnemar_text(mcnemar: pd.DataFrame, level: float) -> str:
 
 
 def markdown(paired: Paired) -> str:
-    """The paired verdict for verdict.md: the sentence, the test set's noise, the stance and the
-    table of contrasts."""
+    """The paired verdict for verdict.md: sentence, test set's noise, stance, table."""
     contrasts, level, unit, mcnemar = paired.contrasts, paired.level, paired.unit, paired.mcnemar
     images = paired.images is not None
     shown = contrasts.drop(columns=["mode_a", "mode_b", "margin"])

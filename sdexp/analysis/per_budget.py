@@ -14,6 +14,7 @@ in between: a line through two points is no estimate of where the modes cross.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -202,12 +203,8 @@ def budget_list(budgets: Sequence[float], grid: Sequence[float]) -> str:
     """'0.1, 0.3, 0.5–0.9': runs of three or more neighbours on ``grid`` as a range."""
     grid = sorted(grid)
     index = sorted(grid.index(b) for b in budgets)
-    runs: list[list[int]] = []
-    for i in index:
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
+    steps = itertools.groupby(enumerate(index), lambda pair: pair[1] - pair[0])
+    runs = [[i for _, i in run] for _, run in steps]  # neighbours share i - their position
     return ", ".join(
         f"{grid[r[0]]:g}–{grid[r[-1]]:g}" if len(r) >= 3 else ", ".join(f"{grid[i]:g}" for i in r)
         for r in runs

@@ -45,8 +45,7 @@ class Curve:
 
 @dataclass(frozen=True)
 class Plot:
-    """What the plot of one setup draws: our curve per row of the table, the paper's, the no-SD
-    baseline (mean, std), and where SenseMode and Uniform cross."""
+    """What the plot of one setup draws (``sdexp.analysis.tables.Table.plot``)."""
 
     title: str
     metric: str  # "error" (in %) or "mse"
@@ -209,14 +208,8 @@ def paired_figure(
 
 def save_paired_plot(paired: Paired, title: str, path: Path, note: str = "") -> Path:
     """``paired``'s figure as a PNG, ``note`` (what made it) in its Description metadata."""
-    unit = f" ({paired.unit})" if paired.unit else ""
-    fig = paired_figure(
-        paired.differences,
-        paired.budget_means(),
-        paired.regimes,
-        title.replace(": ", ":\n", 1),
-        f"d = SenseMode - Uniform{unit}",
-        paired.level,
-    )
+    ylabel = "d = SenseMode - Uniform" + (f" ({paired.unit})" if paired.unit else "")
+    data = (paired.differences, paired.budget_means(), paired.regimes)
+    fig = paired_figure(*data, title.replace(": ", ":\n", 1), ylabel, paired.level)
     fig.savefig(path, dpi=120, metadata={"Description": note} if note else None)
     return path

@@ -95,18 +95,9 @@ def run_row(result: RunResult, report: str | None, run_dir: Path, sweep: Path) -
 
 def planned_row(cell: PlannedCell, run_dir: Path, sweep: Path) -> dict:
     """A planned cell that wrote no results.json."""
-    return (
-        dict.fromkeys(COLUMNS)
-        | key_columns(cell.key)
-        | {
-            "metric": cell.metric,
-            "report": cell.report,
-            "mode_options": config_hash(cell.mode_options),
-            "status": "missing",
-            "sweep": str(sweep),
-            "dir": str(run_dir),
-        }
-    )
+    row = dict.fromkeys(COLUMNS) | key_columns(cell.key) | {"status": "missing"}
+    row |= {"metric": cell.metric, "report": cell.report, "sweep": str(sweep), "dir": str(run_dir)}
+    return row | {"mode_options": config_hash(cell.mode_options)}
 
 
 @dataclass
@@ -217,8 +208,7 @@ def collect(sources: list[str | Path], report: str | None = None) -> Runs:
 
 
 def runs_csv(runs: Runs) -> pd.DataFrame:
-    """runs.csv's rows (``RUNS_COLUMNS``), then a row of status ``left out`` per cell a sweep
-    left out."""
+    """runs.csv's rows (``RUNS_COLUMNS``), then one of status ``left out`` per cell left out."""
     frame = runs.frame.rename(columns={"value": "test"})
     frame["dir"] = [relative(d, s) for d, s in zip(frame["dir"], frame["sweep"], strict=True)]
     setups = frame.drop_duplicates("setup").set_index("setup")

@@ -43,8 +43,7 @@ def budget_key(budgets: pd.Series) -> pd.Series:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: n finished runs, their mean and sample std, the failed and missing runs, and
-    the paper's value."""
+    """Per cell: n finished runs, their mean and sample std, failed and missing, the paper's."""
     keys = [*SETUP, *TABLE_CELL]
     counts = pd.crosstab([runs[k] for k in keys], runs["status"])
     counts = counts.reindex(columns=STATUSES, fill_value=0)
@@ -242,8 +241,7 @@ class Table:
         return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
-        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5': the grid budgets the
-        means change order between, no place in between."""
+        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5' (no place in between)."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
             known = self.known_means(source)

@@ -75,15 +75,12 @@ class Verdict:
 
     def markdown(self) -> str:
         """The paired verdict, then the descriptive one per budget, for verdict.md."""
-        shown = self.comparisons.assign(
-            mode_a=self.comparisons["mode_a"].map(name),
-            mode_b=self.comparisons["mode_b"].map(name),
-            better=self.comparisons["better"].map(lambda m: name(m) if m else ""),
-        )
-        for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        for column in ("p_value", "p_adjusted"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        shown, modes = self.comparisons.copy(), ["mode_a", "mode_b", "better"]
+        shown[modes] = shown[modes].map(name)
+        numbers = ["mean_a", "mean_b", "diff", "ci_low", "ci_high"]
+        shown[numbers] = shown[numbers].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        p_values = ["p_value", "p_adjusted"]
+        shown[p_values] = shown[p_values].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
         shown["significant"] = shown["significant"].map({True: "yes", False: ""})
         shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
         lines = [self.paired.markdown(), f"**Per budget (descriptive):** {self.sentence}", ""]
@@ -95,8 +92,7 @@ class Verdict:
 def verdict(
     runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
 ) -> Verdict:
-    """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
-    the paired regime test (``regimes``: ``paired.paired``'s keywords) and the per-budget view."""
+    """The verdict for one setup's finished runs (``regimes``: ``paired.paired``'s keywords)."""
     if not 0 < level < 1:
         raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
     tested = paired(runs, level, boundary, **regimes)
@@ -109,8 +105,7 @@ def verdict(
 
 
 def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The runs one verdict compares, per SenseMode variant (labelled by its options): each
-    against the other modes' plain options."""
+    """The runs of one verdict per SenseMode variant, each against the other modes' plain runs."""
     sense = runs["mode"] == "sensemode"
     labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
     return [
@@ -120,8 +115,7 @@ def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | None:
-    """The per-image values of ``chosen``'s SenseMode and Uniform runs, or None unless every one
-    has some."""
+    """The per-image values of ``chosen``'s compared runs, or None unless every one has some."""
     compared = chosen[chosen["mode"].isin(HYPOTHESIS)]
     if compared.empty or not compared["identity"].isin(runs.images.keys()).all():
         return None
@@ -163,8 +157,7 @@ def write_verdicts(
     options: Regimes | None = None,
     pool: bool = False,
 ) -> tuple[list[tuple[str, Verdict]], list[Path]]:
-    """Per table (and SenseMode variant), and pooled with ``pool``: the verdict in verdict.md
-    and verdict.csv, and its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
+    """verdict.md, verdict.csv and the paired plots, per table and SenseMode variant, and pooled."""
     frame, options = runs.frame, options or Regimes()
     ok = frame[(frame.status == "ok") & frame["value"].notna()]
     parts = [(t.title, t.setup, t, ok[ok.setup == t.setup]) for t in found]
