@@ -56,9 +56,8 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
     found = tables(runs, summary)
     text = "\n".join(t.markdown() for t in found)
     if runs.unreadable:
-        text += "\nUnreadable files (counted as missing):\n" + "".join(
-            f"- {line}\n" for line in runs.unreadable
-        )
+        listed = "".join(f"- {line}\n" for line in runs.unreadable)
+        text += f"\nUnreadable files (counted as missing):\n{listed}"
     (out / "table2.md").write_text(f"{made.line}\n\n{text}")
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
     made.stamp(wide).to_csv(out / "table2.csv", index=False)

@@ -102,9 +102,8 @@ def regime_contrast(
     left_out = [str(seed) for seed in d.index[~complete]]
     seeds = " and ".join([", ".join(left_out[:-1]), *left_out[-1:]] if left_out[:-1] else left_out)
     note = f"left out: seed{'s' * (len(left_out) > 1)} {seeds}, not both modes at every budget"
-    kept = pd.DataFrame(
-        {"d": d[complete].mean(axis=1), "uniform": per_seed["uniform"][complete].mean(axis=1)}
-    )
+    uniform = per_seed["uniform"][complete].mean(axis=1)
+    kept = pd.DataFrame({"d": d[complete].mean(axis=1), "uniform": uniform})
     return kept, note if left_out else ""
 
 

@@ -37,8 +37,7 @@ def welch(
     """Mode a against mode b at one budget, Welch's interval and two-sided test; NaN where
     undefined, the reason in ``note`` (the modes called ``names``)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    mean_a = a.mean() if len(a) else math.nan
-    mean_b = b.mean() if len(b) else math.nan
+    mean_a, mean_b = (x.mean() if len(x) else math.nan for x in (a, b))
     row = dict(n_a=len(a), n_b=len(b), mean_a=mean_a, mean_b=mean_b, diff=mean_a - mean_b)
     row |= dict.fromkeys(["ci_low", "ci_high", "p_value"], math.nan) | {"note": ""}
     if len(a) < 2 or len(b) < 2:
@@ -188,8 +187,7 @@ def agreement(rows: pd.DataFrame, boundary: float = BOUNDARY) -> str:
         return "cannot be tested"
     significant = rows[rows["significant"]]
     small = significant["budget"] < boundary
-    sense = significant["better"] == "sensemode"
-    uniform = significant["better"] == "uniform"
+    sense, uniform = (significant["better"] == mode for mode in HYPOTHESIS)
     if (sense & ~small).any() or (uniform & small).any():
         return "does not agree"
     if (sense & small).any() and (uniform & ~small).any():

@@ -192,11 +192,8 @@ def paired_figure(
     draw_regimes(ax, regimes, min([0.1, *np.diff(budgets)]))
     ax.margins(y=0.15)  # room for the regimes' names
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
-    if len(budgets) == 1:
-        ax.set_xlim(budgets[0] - 0.1, budgets[0] + 0.1)
-    else:
-        pad = 0.08 * (budgets[-1] - budgets[0])
-        ax.set_xlim(budgets[0] - pad, budgets[-1] + pad)
+    pad = 0.1 if len(budgets) == 1 else 0.08 * (budgets[-1] - budgets[0])
+    ax.set_xlim(budgets[0] - pad, budgets[-1] + pad)
     ax.set_xlabel("budget b = mean survival probability")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -68,9 +68,8 @@ class Runs:
 
 def key_columns(key: RunKey) -> dict:
     """A run's key as the columns of its row."""
-    return {
-        k: getattr(key, k) for k in (*SETUP, "num_blocks", "mode", "budget", "seed", "identity")
-    }
+    columns = (*SETUP, "num_blocks", "mode", "budget", "seed", "identity")
+    return {k: getattr(key, k) for k in columns}
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path, sweep: Path) -> dict:

@@ -59,11 +59,8 @@ def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
     a test error, of a mode's plain options."""
     paper = paper_table().rename(columns={"mean": "paper_mean", "std": "paper_std"})
     keys = ["dataset", "model", "mode", "_budget"]
-    merged = summary.assign(_budget=budget_key(summary["budget"])).merge(
-        paper.assign(_budget=budget_key(paper["budget"])).drop(columns="budget"),
-        on=keys,
-        how="left",
-    )
+    paper = paper.assign(_budget=budget_key(paper["budget"])).drop(columns="budget")
+    merged = summary.assign(_budget=budget_key(summary["budget"])).merge(paper, on=keys, how="left")
     published = (merged["metric"] == "error") & (merged["variant"] == "")
     merged[["paper_mean", "paper_std"]] = merged[["paper_mean", "paper_std"]].where(published)
     return merged.drop(columns="_budget")
@@ -85,9 +82,8 @@ def setup_notes(runs: Runs) -> dict[str, str]:
 
 
 def fmt(mean: float, std: float | None, digits: int) -> str:
-    if std is None or pd.isna(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    shown = f"{mean:.{digits}f}"
+    return shown if std is None or pd.isna(std) else f"{shown} ± {std:.{digits}f}"
 
 
 def cell_text(row: pd.Series, digits: int) -> str:
@@ -130,9 +126,8 @@ class Table:
         self.num_blocks = int(first.num_blocks)
         self.digits = 1 if self.metric == "error" else 3
         paper = paper_table()
-        self.paper = paper[
-            (paper.dataset == self.dataset) & (paper.model == self.model) & (self.metric == "error")
-        ]
+        same = (paper.dataset == self.dataset) & (paper.model == self.model)
+        self.paper = paper[same & (self.metric == "error")]
         self.published = not self.paper.empty
         ours = summary.loc[summary["mode"] != "none", "budget"]
         theirs = self.paper.loc[self.paper["mode"] != "none", "budget"]
@@ -174,15 +169,8 @@ class Table:
             source="ours",
             text=[cell_text(r, self.digits) for _, r in s.iterrows()],
         )
-        left_out = pd.DataFrame(
-            [
-                (self.label(mode, variant), "ours", budget, "-")
-                for mode, variant in self.rows
-                for skipped, budget in self.left_out
-                if skipped == mode
-            ],
-            columns=TEXT,
-        )
+        dashes = [(self.label(m, v), b) for m, v in self.rows for x, b in self.left_out if x == m]
+        left_out = pd.DataFrame([(row, "ours", b, "-") for row, b in dashes], columns=TEXT)
         paper = p.assign(
             row=p["mode"].map(self.label),
             source="paper",
@@ -262,15 +250,10 @@ class Table:
             return Curve(mode, label, list(found["mean"]), list(found["std"]), variant)
 
         published = set(self.paper["mode"])
-        return Plot(
-            self.title,
-            self.metric,
-            list(self.budgets),
-            [curve(mode, variant=variant) for mode, variant in self.rows],
-            {mode: curve(mode, "paper") for mode, _ in self.rows if mode in published},
-            self.baseline(),
-            self.crossing_points(),
-        )
+        ours = [curve(mode, variant=variant) for mode, variant in self.rows]
+        paper = {mode: curve(mode, "paper") for mode, _ in self.rows if mode in published}
+        budgets, cross = list(self.budgets), self.crossing_points()
+        return Plot(self.title, self.metric, budgets, ours, paper, self.baseline(), cross)
 
     def counts(self) -> str:
         total = self.summary[STATUSES].sum()

@@ -141,9 +141,8 @@ def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
     ('e444de/20'); ValueError unless ``check_pool`` passes."""
     check_pool(tables)
     runs = ok[ok["setup"].isin([t.setup for t in tables])]
-    runs = runs.assign(
-        seed=[f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
-    )
+    seeds = [f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
+    runs = runs.assign(seed=seeds)
     setups = ", ".join(t.setup[:6] for t in tables)
     title = f"{tables[0].title}, pooled over setups {setups} (pairs: setup/seed)"
     return title, runs
@@ -181,30 +180,23 @@ def write_verdicts(
         sense = chosen_runs[chosen_runs["mode"] == "sensemode"]
         if sense["variant"].nunique() > 1:
             contrasts = variant_contrasts(sense)
-            unit = options.for_metric(table.metric)["unit"]
-            texts.append(
-                f"### {title}: SenseMode's variants\n\n{variant_text(contrasts, 0.95, unit)}\n"
-            )
+            text = variant_text(contrasts, 0.95, options.for_metric(table.metric)["unit"])
+            texts.append(f"### {title}: SenseMode's variants\n\n{text}\n")
             frames.append(contrasts.assign(setup=setup, table=title, sensemode="", test="variants"))
     (out / "verdict.md").write_text(f"{made.line}\n\n" + "\n".join(texts))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CSV_COLUMNS)
-    table = table.reindex(columns=CSV_COLUMNS).astype(
-        {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}
-    )
+    counts = {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}  # whole numbers beside blanks
+    table = table.reindex(columns=CSV_COLUMNS).astype(counts)
     made.stamp(table).to_csv(out / "verdict.csv", index=False)
     return verdicts, plots
 
 
 def csv_frames(result: Verdict, labels: dict) -> list[pd.DataFrame]:
     """A verdict's rows of verdict.csv: paired contrasts, McNemar per seed pair, per budget."""
-    frames = []
+    tests = {"mcnemar": result.paired.mcnemar, "welch": result.comparisons}
     if result.paired.differences["d"].notna().any():
-        frames.append(result.paired.contrasts.assign(**labels, test="paired"))
-    if len(result.paired.mcnemar):
-        frames.append(result.paired.mcnemar.assign(**labels, test="mcnemar"))
-    if len(result.comparisons):
-        frames.append(result.comparisons.assign(**labels, test="welch"))
-    return frames
+        tests = {"paired": result.paired.contrasts, **tests}
+    return [frame.assign(**labels, test=test) for test, frame in tests.items() if len(frame)]
 
 
 def paired_plot_name(table: Table, label: str, pooled_runs: bool) -> str:
