@@ -31,9 +31,8 @@ def cost(runs: pd.DataFrame, titles: dict[str, str]) -> pd.DataFrame:
 
 def markdown(found: pd.DataFrame) -> str:
     """The cost as a markdown table, with what it counts."""
-    shown = found.drop(columns="setup").rename(
-        columns={"device_hours": "device-hours", "failed_hours": "of which failed runs"}
-    )
+    names = {"device_hours": "device-hours", "failed_hours": "of which failed runs"}
+    shown = found.drop(columns="setup").rename(columns=names)
     return (
         "### Cost\n\n"
         + shown.to_markdown(index=False, floatfmt=".3g")

@@ -284,7 +284,14 @@ class Paired:
     def markdown(self) -> str:
         if self.differences["d"].isna().all():
             return f"**Paired verdict:** {self.sentence}\n"
-        return paired_text.markdown(self)
+        return paired_text.markdown(
+            self.contrasts,
+            self.outcome,
+            self.level,
+            self.unit,
+            self.images is not None,
+            self.mcnemar,
+        )
 
     def budget_means(self) -> pd.DataFrame:
         """Per budget: n seeds, the mean of d_s(b) and its t interval (NaN below 2 seeds)."""

@@ -3,14 +3,9 @@ tested (the stance), and the markdown of ``verdict.md``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from sdexp.analysis.hypothesis import HYPOTHESIS, name
-
-if TYPE_CHECKING:
-    from sdexp.analysis.paired import Paired
 
 #: The paired verdict's first words by outcome, after "Paired by seed, ".
 LEADS = {
@@ -140,10 +135,15 @@ def mcnemar_text(mcnemar: pd.DataFrame, level: float) -> str:
     )
 
 
-def markdown(paired: Paired) -> str:
+def markdown(
+    contrasts: pd.DataFrame,
+    outcome: str,
+    level: float,
+    unit: str,
+    images: bool,
+    mcnemar: pd.DataFrame,
+) -> str:
     """The paired verdict for verdict.md: sentence, test set's noise, stance, table."""
-    contrasts, level, unit, mcnemar = paired.contrasts, paired.level, paired.unit, paired.mcnemar
-    images = paired.images is not None
     shown = contrasts.drop(columns=["mode_a", "mode_b", "margin"])
     shown["predicted"] = shown["predicted"].map(name)
     numbers = ("effect", "ci_low", "ci_high", "uniform_mean", "relative")
@@ -153,7 +153,7 @@ def markdown(paired: Paired) -> str:
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     if not images:
         shown = shown.drop(columns=["image_ci_low", "image_ci_high"])
-    text = f"**Paired verdict:** {sentence(contrasts, paired.outcome, level, unit)}\n"
+    text = f"**Paired verdict:** {sentence(contrasts, outcome, level, unit)}\n"
     noise = mcnemar_text(mcnemar, level) if len(mcnemar) else "" if images else NO_IMAGES
     table = shown.to_markdown(index=False, disable_numparse=True)
     return "\n".join(

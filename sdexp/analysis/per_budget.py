@@ -254,16 +254,11 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
 
 def switch_text(switch: Switch) -> str:
     """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)'."""
-    evidence = (
-        f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
-        f"{name(switch.above)} at {switch.evidence[1]:g}"
-        if switch.significant
-        else "not significant"
-    )
-    return (
-        f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
-        f"{name(switch.above)}, {evidence})"
-    )
+    below, above, evidence = name(switch.below), name(switch.above), "not significant"
+    if switch.significant:
+        last, first = switch.evidence
+        evidence = f"significant: {below} at {last:g}, {above} at {first:g}"
+    return f"between b = {switch.low:g} and {switch.high:g} ({below} to {above}, {evidence})"
 
 
 def closing(outcome: str, budgets: int) -> str:

@@ -133,8 +133,7 @@ class Table:
         theirs = self.paper.loc[self.paper["mode"] != "none", "budget"]
         self.budgets = sorted(set(ours) | set(theirs))
         baseline = (summary["mode"] == "none").any() or self.published
-        # the no-SD baseline in a column of its own, b = 1 (every block survives)
-        self.columns = sorted({*self.budgets, 1.0}) if baseline else self.budgets
+        self.columns = sorted({*self.budgets, 1.0}) if baseline else self.budgets  # no SD: b = 1
         modes = set(summary["mode"]) | set(self.paper["mode"])
         ordered = [m for m in ROW_ORDER if m in modes] + sorted(modes - {*ROW_ORDER, "none"})
         variants = summary.groupby("mode")["variant"].unique()
