@@ -13,6 +13,7 @@ files and nothing else (docs/table.md: every file and option).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shlex
 import sys
@@ -98,14 +99,6 @@ def number(text: str, top: float, what: str) -> float:
     return value
 
 
-def budget_arg(text: str) -> float:
-    return number(text, 1, "a budget is a number in (0, 1]")
-
-
-def margin_arg(text: str) -> float:
-    return number(text, math.inf, "the margin is a positive number")
-
-
 def arguments() -> argparse.ArgumentParser:
     parser = Parser(prog="sdexp-table", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -128,7 +121,8 @@ def arguments() -> argparse.ArgumentParser:
         help="the test metric to show: of the best-validation checkpoint or of the final model "
         "(default: what each run's recipe reports)",
     )
-    regime = {"nargs": "+", "type": budget_arg, "metavar": "B"}
+    budget = functools.partial(number, top=1, what="a budget is a number in (0, 1]")
+    regime = {"nargs": "+", "type": budget, "metavar": "B"}
     parser.add_argument(
         "--small",
         **regime,
@@ -148,7 +142,7 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--margin",
-        type=margin_arg,
+        type=functools.partial(number, top=math.inf, what="the margin is a positive number"),
         help=f"the smallest effect of interest, in the metric's units: an effect must be beyond "
         f"it to count as predicted, and within it is negligible or equivalent (default: "
         f"{MARGIN:g} percentage points for a test error; none for an MSE)",
@@ -195,13 +189,6 @@ def unpaired(runs: Runs, options: Regimes) -> str:
     return ""
 
 
-def check_sources(parser: argparse.ArgumentParser, sources: list[Path]) -> None:
-    """Each SOURCE is a sweep directory or a runs.csv file."""
-    for source in sources:
-        if not (source.is_dir() or (source.is_file() and source.suffix == ".csv")):
-            parser.error(f"{source} is neither a directory nor a runs.csv file")
-
-
 def mixed_code(runs: Runs) -> str:
     """An error line if a cell of a table holds finished runs that different code made."""
     ok = runs.frame[runs.frame.status == "ok"]
@@ -226,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = arguments()
     args = parser.parse_args(argv)
     options = regime_options(parser, args)
-    check_sources(parser, args.sources)
+    for source in args.sources:
+        if not (source.is_dir() or (source.is_file() and source.suffix == ".csv")):
+            parser.error(f"{source} is neither a directory nor a runs.csv file")
     try:
         runs = collect(args.sources, args.report)
     except ValueError as error:

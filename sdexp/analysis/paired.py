@@ -7,18 +7,9 @@ large b >= it, or pre-registered). Per regime: the effect with its t interval, o
 t and sign-flip tests in the predicted direction (small: d < 0, large: d > 0), the other way, and
 against the smallest effect of interest ``margin``, and Schuirmann's TOST. A test counts only when
 BOTH its t and sign-flip versions are below alpha = 1 - level (neither normality nor the
-symmetry of d carries a result alone). Each regime gets a class (``conclusion``); the outcome
-is the first row that holds (an intersection-union test: no adjustment, no family over the
-grid's budgets; docs/table.md explains it in full):
-
-| outcome             | the regimes' classes                                              |
-|---------------------|-------------------------------------------------------------------|
-| contradicts         | some regime opposite                                              |
-| supports            | every regime as predicted                                         |
-| supports one regime | one regime as predicted (the other not opposite)                  |
-| does not support    | some regime negligible or equivalent (none as predicted/opposite) |
-| cannot be tested    | every regime no test                                              |
-| inconclusive        | otherwise                                                         |
+symmetry of d carries a result alone). Each regime gets a class (``conclusion``), and the
+classes an outcome (``paired_outcome``): an intersection-union test, no adjustment, no family
+over the grid's budgets (docs/table.md explains it in full).
 """
 
 from __future__ import annotations
@@ -152,11 +143,6 @@ def random_flip_p(x: np.ndarray, alternative: str, seed: int, flips: int = RANDO
     return (1 + count) / (1 + flips)
 
 
-def flips_text(n: int) -> str:
-    """How ``sign_flip_p`` tests n pairs: 'all 2^20' or '100000 random (seed 0)'."""
-    return f"all 2^{n}" if n <= EXACT_FLIPS else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
-
-
 def tost(x: np.ndarray, margin: float) -> float:
     """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987)."""
     above = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
@@ -182,7 +168,8 @@ def paired_test(
             f"{len(x)} seeds: the sign-flip test's smallest p-value is 1/2^{len(x)} = "
             f"{2.0 ** -len(x):.3g}, not below {1 - level:g}"
         )
-    row["flips"] = flips_text(len(x))
+    exact = len(x) <= EXACT_FLIPS  # how sign_flip_p tests them
+    row["flips"] = f"all 2^{len(x)}" if exact else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
     row["p_perm"] = sign_flip_p(x, alternative)
     row["p_perm_reverse"] = sign_flip_p(x, OPPOSITE[alternative])
     if np.ptp(x) <= TOLERANCE * np.abs(x).max():  # equal up to the float32 rounding
@@ -247,7 +234,7 @@ def contrasts(
 
 
 def paired_outcome(classes: Sequence[str]) -> str:
-    """The outcome from the regimes' classes (the module docstring's table)."""
+    """The outcome from the regimes' classes: the first that holds."""
     if "opposite" in classes:
         return "contradicts"
     if all(c == "as predicted" for c in classes):
@@ -268,7 +255,7 @@ class Paired:
     differences: pd.DataFrame  # budget, seed, sensemode, uniform, d
     regimes: dict[str, list[float]]  # the budgets of each regime
     contrasts: pd.DataFrame  # PAIRED_COLUMNS, one row per regime
-    outcome: str  # the module docstring's outcomes
+    outcome: str  # paired_outcome's
     level: float = 0.95
     unit: str = "pp"  # of the metric's differences: percentage points of an error in %
     images: ImageTests | None = None  # the per-image predictions, where every run has them

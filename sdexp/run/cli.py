@@ -12,9 +12,7 @@ from pathlib import Path
 
 import hydra
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -39,9 +37,8 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
     that never owned its directory leaves nothing there. A run stopped by SIGTERM requeues a
     preempted SLURM job; a submitit job then ends with no result, so that the sweep waits."""
-    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        with failure_policy(in_sweep), stop_on_signals():
+        with failure_policy(console.in_multirun()), stop_on_signals():
             try:
                 task(cfg)
             finally:

@@ -125,6 +125,14 @@ def quiet_libraries() -> None:
 SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a Hydra multirun (a sweep's jobs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def job_label() -> str:
     """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
     from hydra.core.hydra_config import HydraConfig
@@ -134,20 +142,15 @@ def job_label() -> str:
     return f"job {HydraConfig.get().job.num + 1}/{total}: "
 
 
-def progress_bar_wanted(configured: bool) -> bool:
-    """The Trainer's progress bar: only when configured and writing to a terminal."""
-    return configured and sys.stderr.isatty()
-
-
 def counted(count: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
-def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
+def start_line(key: RunKey, device: str, out: str) -> str:
     return (
-        f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
-        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
+        f"{job_label()}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode "
+        f"{key.mode} at budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
         f"{counted(key.epochs, 'epoch')} on {device}: {out}"
     )
 

@@ -2,27 +2,22 @@
 
 On a GPU a Stable ResNet110 step is bound by launching its kernels from Python, not by arithmetic
 (README "Performance"); a CUDA graph replays a captured sequence of kernels with one launch. The
-blocks that run change at every step (any of 2^L subnetworks), so every piece that can run gets
-graphs of its own, forward and backward (one ``make_graphed_callables`` call per piece):
-
-    stem            y_0 = stem(x)
-    block l         y_l = post(shortcut(y_{l-1}) + m_l Psi_l(y_{l-1}))   its kept path (eq. 3)
-    head and loss   loss(head(y_L), target)
-
-A step is Python around them (``GraphedSteps.loss``): the gate draws delta on the CPU, a kept
-block replays its graph, a dropped block runs its shortcut eagerly. Each piece is one autograd
-node, so the backward pass replays exactly the blocks the forward pass ran. A batch of another
-shape (an epoch's last) runs eagerly. The parameters and buffers must stay at their addresses:
-the network must not be moved or rebuilt (``load_state_dict`` copies in place and is fine). A
-backward graph's gradients are static buffers, which become ``.grad`` where it is None: before
-every backward pass a gradient must be None or a tensor the training loop owns, never a buffer
-of an earlier step, which the next backward would add to itself (``sdexp.recipe.StepGradients``).
+blocks that run change at every step (any of 2^L subnetworks), so every piece that can run (the
+stem, each block's kept path, the head with the loss) gets graphs of its own, forward and backward
+(one ``make_graphed_callables`` call per piece). A step is Python around them
+(``GraphedSteps.loss``): the gate draws delta on the CPU, a kept block replays its graph, a dropped
+block runs its shortcut eagerly. Each piece is one autograd node, so the backward pass replays
+exactly the blocks the forward pass ran. A batch of another shape (an epoch's last) runs eagerly.
+The parameters and buffers must stay at their addresses: the network must not be moved or rebuilt
+(``load_state_dict`` copies in place and is fine). A backward graph's gradients are static buffers,
+which become ``.grad`` where it is None: before every backward pass a gradient must be None or a
+tensor the training loop owns, never a buffer of an earlier step, which the next backward would add
+to itself (``sdexp.recipe.StepGradients``).
 
 With ``speed.compile_blocks`` every piece is compiled (``torch.compile``) before capture, so the
 graphs replay Triton kernels that fuse BatchNorm, the ReLU, the multiplier and the shortcut's
 addition around the convolutions; fusion reorders floating point, so the steps agree with eager
-ones to rounding. ``make_graphed`` is injected: the CPU tests pass an eager stand-in
-(``scripts/emulated_graphs.py``).
+ones to rounding. The CPU tests inject an eager ``make_graphed`` (``scripts/emulated_graphs.py``).
 """
 
 from __future__ import annotations
@@ -114,13 +109,6 @@ def compiled(piece: nn.Module) -> nn.Module:
     return piece
 
 
-def allow_recompiles(network: ResidualNetwork) -> None:
-    """Dynamo compiles a piece once per block shape and multiplier (the inverted convention has
-    one per block); above its recompile limit it would fall back to eager code."""
-    limit = 2 * network.num_blocks + 8
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
-
-
 def activation(t: Tensor) -> Tensor:
     """A static input for capture of an activation: a copy that requires grad, as live ones do."""
     return t.detach().clone().requires_grad_(True)
@@ -153,8 +141,10 @@ class GraphedSteps:
         self.multipliers = kept_multipliers(network)
         self.compiled = compile_pieces
         piece = compiled if compile_pieces else lambda module: module
-        if compile_pieces:
-            allow_recompiles(network)
+        if compile_pieces:  # a piece compiles once per block shape and multiplier (the inverted
+            # convention has one per block); above dynamo's recompile limit it would run eagerly
+            limit = max(torch._dynamo.config.recompile_limit, 2 * network.num_blocks + 8)
+            torch._dynamo.config.recompile_limit = limit
         saved = [(b, b.detach().clone()) for b in network.buffers()]
         with without_autocast_cache(x.device.type):
             inputs = block_inputs(network, x)

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 
 from sdexp.errors import ConfigError
+from sdexp.run.console import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,8 @@ def device_kind(device) -> str:
 def runs_sharing_device() -> int:
     """How many runs train at once on this device: a local sweep's workers, else 1."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return 1
     jobs = HydraConfig.get().launcher.get("n_jobs")
     return jobs if isinstance(jobs, int) and jobs > 1 else 1
@@ -204,13 +204,10 @@ def set_threads(threads: int | str | None) -> None:
     """torch's CPU threads (``threads``: an integer; null, torch's default; ``auto``, one, or a
     sweep's launcher's): the networks are small, and a second thread mostly waits for a core."""
     import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     check_threads(threads)
     if threads == "auto":
-        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        threads = None if in_sweep else 1
+        threads = None if in_multirun() else 1
     if threads is not None:
         torch.set_num_threads(threads)
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
@@ -84,17 +83,14 @@ class ResultLogger(Protocol):
     ``sdexp.tracking.loggers``): the run imports nothing of the tracking."""
 
     def log_result(self, summary: dict, row: dict | None) -> None: ...
-
     def where(self) -> str: ...
-
     def finish(self, exit_code: int) -> None: ...
 
 
 def check_launch(cfg: DictConfig) -> None:
     """No DDP inside a local multirun: Lightning relaunches the command line in each child
     process, which would run the whole sweep again (under SLURM nothing is relaunched)."""
-    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if in_multirun and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
+    if console.in_multirun() and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
         raise ConfigError(
             "trainer",
             "trainer=ddp relaunches the command line in every child process, which inside a "
@@ -195,7 +191,7 @@ def fit_and_test(
         validate = datamodule.has_validation
         checkpoints = checkpointing(out, module.metric_name, validate)
         extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-        bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
+        bar = cfg.trainer.enable_progress_bar and sys.stderr.isatty()  # a terminal's only
         progress = [] if bar else [ProgressLines()]
         ours = [*checkpoints, timer, epoch_timer, RunIdentity(key, config), *progress]
         trainer = instantiate(
@@ -207,12 +203,11 @@ def fit_and_test(
             enable_progress_bar=bar,
         )
         if trainer.is_global_zero:
-            device = str(trainer.strategy.root_device)
-            log.info(console.start_line(key, device, str(out), job_label()))
+            log.info(console.start_line(key, str(trainer.strategy.root_device), str(out)))
             if resume is not None:
                 log.info(f"resuming from {resume.path} after epoch {resume.epochs} of {key.epochs}")
-        ckpt_path = resume.path if resume is not None else None
         raise_if_stopped()
+        ckpt_path = resume.path if resume is not None else None
         trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=ckpt_path)
         # Read now: loading the best checkpoint to test it restores the timers' saved state.
         result.train_time_s = timer.time_elapsed("train")

@@ -4,10 +4,7 @@ For a Vanilla ResNet (ReLU, He init) in the infinite-width limit, q_l = E_{W,del
 ||grad_{y_l} loss||^2 / E_{W,delta} ||grad_{y_L} loss||^2 = prod_{k = l+1}^{L} (1 + s^2 p_k):
 2^{L-l} without stochastic depth (s = 1, eq. 1), bounded for the Stable ResNet (s = 1/sqrt(L),
 eq. 3). Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512, b = 0.7).
-
-Each Monte Carlo sample is one fresh Vanilla ResNet, through which every setting runs as rows of one
-batch, one mask per row. Theory uses the p actually sampled: our linear mode meets the budget
-exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at b = 0.7, L = 50).
+Theory uses the p actually sampled (our linear mode meets the budget exactly: ``linear_note``).
 """
 
 from __future__ import annotations

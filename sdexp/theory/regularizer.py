@@ -6,11 +6,8 @@ the average network's loss. Theorem 1: at He initialisation E_W[g_l] is the same
 so at a fixed budget the uniform mode maximises the expected penalty. Under Assumption 1 the
 common value is E_W[g_l] = 8 (1 + s^2)^(L-1) ||x||^2 / d for one output (||y_0||^2 = 2N ||x||^2 / d,
 ||z_l||^2 and ||J_l||^2 grow by (1 + s^2) per layer, and zeta_l is their inner product).
-
-- ``theorem1``: g_l(W) for fresh weight draws of a Vanilla ResNet (Fig. 3: L = 50, width 512).
-- ``eq6``: on the toy task (Stable Vanilla ResNet), E_delta[loss] - loss(average network) by Monte
-  Carlo against eq. 6's penalty, for several budgets and modes; the expansion is around delta = 1,
-  as in the paper, with footnote 2's around delta = p (g_l at the average network) beside it.
+``regularizer_draws`` checks Theorem 1 (Fig. 3: L = 50, width 512), ``eq6_check`` eq. 6 on the toy
+task, expanded around delta = 1 as in the paper and around delta = p (footnote 2) beside it.
 """
 
 from __future__ import annotations

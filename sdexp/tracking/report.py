@@ -16,18 +16,10 @@ from wandb_workspaces.reports.v2.interface import Panel
 # wandb.config, what the runs are grouped by (``sdexp.results.RunKey``). wandb-workspaces sends
 # "key.mode" as "key.value.mode": ``key`` is a nested dict of the config.
 CONFIG = {"mode": "key.mode", "budget": "key.budget"}
-SUMMARY = {  # run.summary (RunResult.summary), one value per run: run set filters and columns
-    "status": "status",  # "ok" or "failed"
-    "reason": "reason",  # why a run failed
-    "mode": "mode",
-    "budget": "budget",
-    "seed": "seed",
-    "test": "test",  # the reported test metric (best or final checkpoint: "report")
-    "test_final": "test_final",
-    "test_best": "test_best",
-    "expected_depth": "expected_depth",
-    "epoch_time_s": "epoch_time_s",
-}
+# run.summary (RunResult.summary), one value per run: run set filters and columns. ``status``:
+# "ok" or "failed"; ``reason``: why a run failed; ``test``: the reported test metric ("report").
+SUMMARY = {k: k for k in ("status", "reason", "mode", "budget", "seed", "test", "test_final")}
+SUMMARY |= {k: k for k in ("test_best", "expected_depth", "epoch_time_s")}
 HISTORY = {  # run.log rows: line plots need them there; "{metric}" is "error" or "mse"
     # one row per run at its end, so that the budget can be an x-axis (RunResult.history_row)
     "budget": "budget",
