@@ -141,23 +141,6 @@ PREDICTION = {
 SHADE = {"small": "C0", "large": "C1"}  # SenseMode's and Uniform's colours in the table's plot
 
 
-def draw_seeds(ax: Axes, differences: pd.DataFrame) -> None:
-    """d_s(b) of each seed (columns budget, seed, d), a thin line over its budgets."""
-    known = differences.dropna(subset=["d"]).sort_values("budget")
-    for i, (_, seed) in enumerate(known.groupby("seed")):
-        label = "one seed" if i == 0 else None
-        ax.plot(seed["budget"], seed["d"], color="0.55", lw=0.8, marker=".", ms=4, label=label)
-
-
-def draw_means(ax: Axes, means: pd.DataFrame, level: float) -> None:
-    """The mean of d per budget (columns budget, mean, ci_low, ci_high) with its interval."""
-    below = (means["mean"] - means["ci_low"]).fillna(0.0)
-    above = (means["ci_high"] - means["mean"]).fillna(0.0)
-    style = {"color": "C3", "lw": 2, "marker": "o", "capsize": 4, "zorder": 3}
-    label = f"mean over seeds, {level:.0%} CI"
-    ax.errorbar(means["budget"], means["mean"], yerr=[below, above], label=label, **style)
-
-
 def draw_regimes(ax: Axes, regimes: dict[str, list[float]], width: float) -> None:
     """Each regime's budgets shaded in the colour of the mode predicted better there, named with
     its prediction; a dotted line between the regimes."""
@@ -186,8 +169,15 @@ def paired_figure(
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ax.axhline(0.0, color="k", lw=1)
-    draw_seeds(ax, differences)
-    draw_means(ax, means, level)
+    known = differences.dropna(subset=["d"]).sort_values("budget")
+    for i, (_, seed) in enumerate(known.groupby("seed")):  # d_s(b), a thin line per seed
+        label = "one seed" if i == 0 else None
+        ax.plot(seed["budget"], seed["d"], color="0.55", lw=0.8, marker=".", ms=4, label=label)
+    below = (means["mean"] - means["ci_low"]).fillna(0.0)
+    above = (means["ci_high"] - means["mean"]).fillna(0.0)
+    style = {"color": "C3", "lw": 2, "marker": "o", "capsize": 4, "zorder": 3}
+    label = f"mean over seeds, {level:.0%} CI"
+    ax.errorbar(means["budget"], means["mean"], yerr=[below, above], label=label, **style)
     budgets = sorted(set(means["budget"]) | {b for at in regimes.values() for b in at})
     draw_regimes(ax, regimes, min([0.1, *np.diff(budgets)]))
     ax.margins(y=0.15)  # room for the regimes' names

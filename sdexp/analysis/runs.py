@@ -257,18 +257,13 @@ def read_runs_csv(
             f"metric, not the {report} one (that needs the runs' results.json)"
         )
     frame["variant"] = frame["variant"].fillna("")
-    if "num_blocks" not in frame:  # written before runs.csv had it: L = E[depth] / b
-        frame["num_blocks"] = frame["setup"].map(blocks_by_setup(frame))
+    if "num_blocks" not in frame:  # written before runs.csv had it: L = E[depth] / b per setup
+        ok = frame[frame["expected_depth"].notna() & (frame["budget"] > 0)]
+        ratio = (ok["expected_depth"] / ok["budget"]).groupby(ok["setup"]).median()
+        frame["num_blocks"] = frame["setup"].map(ratio.round().astype(int))
     left = frame["status"] == LEFT_OUT
     left_out: dict[str, set[tuple[str, float]]] = {}
     for row in frame[left].itertuples():
         left_out.setdefault(row.setup, set()).add((row.mode, row.budget))
     runs = frame[~left].rename(columns={"test": "value"}).astype({"seed": int})
     return runs.assign(mode_options=runs["variant"]).reindex(columns=COLUMNS), left_out
-
-
-def blocks_by_setup(frame: pd.DataFrame) -> pd.Series:
-    """L per setup from its finished runs: expected_depth / budget, a whole number."""
-    ok = frame[frame["expected_depth"].notna() & (frame["budget"] > 0)]
-    ratio = (ok["expected_depth"] / ok["budget"]).groupby(ok["setup"]).median()
-    return ratio.round().astype(int)

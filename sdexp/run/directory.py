@@ -119,13 +119,9 @@ def check_kinds(run_dir: Path) -> None:
             )
 
 
-def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
-    """The files of other runs in ``run_dir`` (not an unreadable results.json: not finished)."""
-    return examine(run_dir, key, config)[0]
-
-
 def examine(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
-    """``conflicts``, and the number of epochs ``last.ckpt`` holds if it is the run's own."""
+    """The files of other runs in ``run_dir`` (not an unreadable results.json: not finished),
+    and the number of epochs ``last.ckpt`` holds if it is the run's own."""
     found, epochs = [], None
     try:
         result = read_result(run_dir)

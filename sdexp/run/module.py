@@ -34,7 +34,7 @@ from sdexp.results import METRIC
 from sdexp.run.config import Speed
 from sdexp.run.graphs import GraphedSteps, MakeGraphed
 from sdexp.sensitivity import sensitivity_samples, summarize
-from sdexp.subnetwork import depth_variance, expected_depth
+from sdexp.subnetwork import gate_record
 from sdexp.survival import Mode
 
 
@@ -133,16 +133,8 @@ class StochasticDepthModule(pl.LightningModule):
         if self.trainer.ckpt_path is not None:
             return  # a resumed run keeps the p stored in its checkpoint, and logged them before
         self.choose_survival()
-        gate = self.model.gate
-        summary = {
-            "expected_depth": expected_depth(gate.survival),
-            "depth_variance": depth_variance(gate.survival),
-            "survival": gate.survival,
-            "sensitivity": gate.sensitivity,
-            "sensitivity_se": gate.sensitivity_se,
-        }
         for logger in self.loggers:  # a W&B logger also charts the per-layer lists
-            logger.log_hyperparams(summary)
+            logger.log_hyperparams(gate_record(self.model.gate))
 
     def choose_survival(self) -> None:
         sensitivity = error = None

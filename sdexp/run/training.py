@@ -56,7 +56,7 @@ from sdexp.run.identity import run_key
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.run.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.run.slurm import cluster_plugins, in_job
-from sdexp.subnetwork import depth_variance, expected_depth
+from sdexp.subnetwork import gate_record
 
 log = logging.getLogger("sdexp")
 
@@ -230,11 +230,7 @@ def fit_and_test(
         raise
     finally:
         if model is not None:
-            gate = model.gate
-            result.survival, result.sensitivity = gate.survival, gate.sensitivity
-            result.sensitivity_se = gate.sensitivity_se
-            result.expected_depth = expected_depth(gate.survival)
-            result.depth_variance = depth_variance(gate.survival)
+            vars(result).update(gate_record(model.gate))
         if trainer is not None:
             if result.train_time_s is None:  # fit did not end
                 result.train_time_s = timer.time_elapsed("train")

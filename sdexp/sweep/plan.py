@@ -34,7 +34,7 @@ from sdexp.results import (
 )
 from sdexp.run.config import Built, Checked, TopLevel, check_options, check_seed
 from sdexp.run.console import counted
-from sdexp.run.directory import CHECKPOINTS, LAST, LOCK_FILE, conflicts
+from sdexp.run.directory import CHECKPOINTS, LAST, LOCK_FILE, examine
 from sdexp.run.identity import run_key
 from sdexp.run.typecheck import check_values
 from sdexp.survival import check_budget
@@ -171,7 +171,7 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
         return "to run", f"{error}; treated as not finished"
     if result is not None and result.status == "ok" and result.key.identity == key.identity:
         return "done", ""
-    found = conflicts(run_dir, key, config)
+    found, _ = examine(run_dir, key, config)
     if clashes := [c for c in found if not c.unreadable]:
         return "conflict", f"{clashes[0].file} is {clashes[0].why}"
     if found:  # an unreadable checkpoint: the run moves it aside (the plan moves nothing)
