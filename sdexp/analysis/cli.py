@@ -237,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    first = args.sources[0]
-    out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else first)
+    out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else args.sources[0])
     out = out.parent if out.is_file() else out
     made = MadeBy(shlex.join(["sdexp-table", *argv]), current_code().label)
     try:

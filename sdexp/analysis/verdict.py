@@ -171,12 +171,15 @@ def write_verdicts(
             named = title + (f" (SenseMode {label})" if label else "")
             verdicts.append((named, result))
             texts.append(f"### {named}\n\n{result.markdown()}")
-            labels = {"setup": setup, "table": named, "sensemode": label}
-            frames += csv_frames(result, labels)
+            # verdict.csv: the paired contrasts (where any seed has both modes), McNemar, Welch
+            tests = {"mcnemar": result.paired.mcnemar, "welch": result.comparisons}
             if result.paired.differences["d"].notna().any():
+                tests = {"paired": result.paired.contrasts, **tests}
                 name = paired_plot_name(table, label, setup == POOLED)
                 shown = named.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
                 plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
+            labels = {"setup": setup, "table": named, "sensemode": label}
+            frames += [f.assign(**labels, test=test) for test, f in tests.items() if len(f)]
         sense = chosen_runs[chosen_runs["mode"] == "sensemode"]
         if sense["variant"].nunique() > 1:
             contrasts = variant_contrasts(sense)
@@ -189,14 +192,6 @@ def write_verdicts(
     table = table.reindex(columns=CSV_COLUMNS).astype(counts)
     made.stamp(table).to_csv(out / "verdict.csv", index=False)
     return verdicts, plots
-
-
-def csv_frames(result: Verdict, labels: dict) -> list[pd.DataFrame]:
-    """A verdict's rows of verdict.csv: paired contrasts, McNemar per seed pair, per budget."""
-    tests = {"mcnemar": result.paired.mcnemar, "welch": result.comparisons}
-    if result.paired.differences["d"].notna().any():
-        tests = {"paired": result.paired.contrasts, **tests}
-    return [frame.assign(**labels, test=test) for test, frame in tests.items() if len(frame)]
 
 
 def paired_plot_name(table: Table, label: str, pooled_runs: bool) -> str:

@@ -122,10 +122,6 @@ def mark_reported(error: BaseException) -> BaseException:
     return error
 
 
-def reported(error: BaseException) -> bool:
-    return getattr(error, _REPORTED, False)
-
-
 def find_config_error(error: BaseException | None) -> ConfigError | None:
     """The ConfigError behind ``error``, also when Hydra's instantiate wrapped it."""
     while error is not None:
@@ -156,7 +152,7 @@ def failure_policy(in_sweep: bool = False) -> Iterator[None]:
     try:
         yield
     except Stopped as stop:
-        if not reported(stop):
+        if not getattr(stop, _REPORTED, False):
             log.error(str(stop))
         mark_reported(stop)
         raise
@@ -166,7 +162,7 @@ def failure_policy(in_sweep: bool = False) -> Iterator[None]:
             log.error(str(stop))
             raise mark_reported(stop) from None
         config_error = find_config_error(error)
-        if not reported(error):
+        if not getattr(error, _REPORTED, False):
             log.error(one_line(config_error or error))
         if in_sweep:
             mark_reported(error)
