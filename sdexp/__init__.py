@@ -1,13 +1,10 @@
 """sdexp: Stochastic Depth experiments after Hayou & Ayed, "Regularization in ResNet with
 Stochastic Depth" (NeurIPS 2021).
 
-The paper's core is a library of pure torch, without Hydra or Lightning (``docs/library.md``):
-the gate (eq. 1 and 3), the survival modes, the sensitivities (Sec. 5), the depth of the
-sampled subnetwork (Lemma 1) and the residual networks, as ``sdexp.SenseMode``,
-``sdexp.CifarResNet``, ... Each is imported on first use, so that ``import sdexp`` alone imports
-no torch: the analysis commands (``sdexp.analysis``) start without it. The wings around the
-core: ``sdexp.run`` (a training run), ``sdexp.sweep`` (budget grids), ``sdexp.analysis`` (tables
-and verdicts from files), ``sdexp.tracking`` (W&B), ``sdexp.theory`` (the theory's checks).
+The paper's core is pure torch (``docs/library.md``): the gate (eq. 1 and 3), the survival
+modes, the sensitivities (Sec. 5), the sampled depth (Lemma 1) and the residual networks, as
+``sdexp.SenseMode``, ... imported on first use, so that ``import sdexp`` imports no torch. The
+wings: ``sdexp.run``, ``sdexp.sweep``, ``sdexp.analysis``, ``sdexp.tracking``, ``sdexp.theory``.
 """
 
 from importlib import import_module

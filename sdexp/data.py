@@ -1,10 +1,7 @@
 """The datasets: CIFAR-10/100 through torchvision's loader, the paper's toy regression (Sec. 6),
-and scikit-learn's handwritten digits (a CPU-sized image task).
-
-Each is a ``sdexp.loader.TensorDataModule``: its splits held as tensors and batched per epoch by
-``EpochLoader`` (the data never leaves memory; augmentation runs per batch on the training
-device). Building one reads no data: ``prepare_data`` checks (or downloads) it, ``setup`` reads
-it, so that a config check can build the dataset a run then uses.
+and scikit-learn's handwritten digits (a CPU-sized image task), each a ``TensorDataModule``
+(``sdexp.loader``). Building one reads no data (``setup`` does), so that a config check can
+build the dataset a run then uses.
 """
 
 from __future__ import annotations
@@ -19,8 +16,6 @@ from torch import Tensor
 from sdexp.errors import ConfigError
 from sdexp.loader import TensorDataModule, TensorSplit, crop_and_flip
 
-# --- CIFAR ---------------------------------------------------------------------------------
-
 CIFAR = ("cifar10", "cifar100")
 
 
@@ -32,6 +27,12 @@ def cifar_class(name: str, verify_md5: bool = True) -> type:
 
     cifar = CIFAR10 if name == "cifar10" else CIFAR100
     return cifar if verify_md5 else unverified(cifar)
+
+
+def cifar_tensors(split) -> tuple[Tensor, Tensor]:
+    """A torchvision CIFAR split as uint8 images (N, 3, 32, 32) and labels."""
+    images = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(split.targets)
 
 
 def channel_statistics(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,10 +50,9 @@ def channel_statistics(images: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class CIFARDataModule(TensorDataModule):
-    """CIFAR-10/100: the last ``val_size`` training images held out for validation; training
-    batches get a random crop (zero padding ``padding``) and a horizontal flip. Pixels are scaled
-    to [0, 1] (torchvision's ``ToTensor``); ``normalize`` then standardises each channel with the
-    training split's mean and standard deviation."""
+    """CIFAR-10/100: the last ``val_size`` training images held out for validation, training
+    batches randomly cropped (zero padding ``padding``) and flipped, pixels scaled to [0, 1] and
+    (``normalize``) standardised per channel by the training split's statistics."""
 
     task = "classification"
     input_shape = (3, 32, 32)
@@ -76,17 +76,14 @@ class CIFARDataModule(TensorDataModule):
         super().__init__(batch_size, eval_batch_size, seed, padding, on_device)
         self.name, self.data_dir = name, Path(data_dir)
         self.download, self.val_size, self.normalize = download, val_size, normalize
-        self.verify_md5 = verify_md5
-        self.num_outputs = 100 if name == "cifar100" else 10
+        self.verify_md5, self.num_outputs = verify_md5, 100 if name == "cifar100" else 10
         if val_size < 0:
             raise ConfigError("dataset.val_size", f"a number of images >= 0, got {val_size}")
 
     @functools.cached_property
     def cifar(self) -> type:
-        """torchvision's class, which checks every file against the official archive's md5 sums.
-        verify_md5=false reads other copies (the synthetic ones of tests and benchmarks) through
-        torchvision's loader all the same, by the md5-free subclass that lives with the code
-        that writes them: no reader of our own, no reaching into torchvision's private checks."""
+        """torchvision's class, which checks every file's md5 sum; verify_md5=false reads other
+        copies (the synthetic ones) through its md5-free subclass (``sdexp.synthetic``)."""
         return cifar_class(self.name, self.verify_md5)
 
     def _missing(self, reason: str) -> ConfigError:
@@ -98,24 +95,20 @@ class CIFARDataModule(TensorDataModule):
             f"{self.data_dir.resolve()}, or point dataset.data_dir at the directory that holds it",
         )
 
-    def _unofficial(self) -> ConfigError:
-        folder = self.data_dir.resolve() / self.cifar.base_folder
-        return ConfigError(
-            "dataset.verify_md5",
-            f"the files in {folder} fail the md5 checksums of the official {self.name} archive "
-            f"({self.cifar.url}): to read a copy of other or fewer images as it is, pass "
-            "dataset.verify_md5=false (and a dataset.val_size below its number of training "
-            "images); else put the official files there",
-        )
-
     def prepare_data(self) -> None:
-        """Check (or download) the data; raise a ConfigError naming the directory if missing,
-        or naming ``dataset.verify_md5`` if the files are there but not the official ones
-        (nothing is downloaded over them)."""
+        """Check (or download) the data; a ConfigError naming the directory if it is missing, or
+        ``dataset.verify_md5`` if the files there are not the official ones (kept as they are)."""
         if self._present():
             return
         if self.verify_md5 and self._present(verified=False):
-            raise self._unofficial()
+            raise ConfigError(
+                "dataset.verify_md5",
+                f"the files in {self.data_dir.resolve() / self.cifar.base_folder} fail the md5 "
+                f"checksums of the official {self.name} archive ({self.cifar.url}): to read a "
+                "copy of other or fewer images as it is, pass dataset.verify_md5=false (and a "
+                "dataset.val_size below its number of training images); else put the official "
+                "files there",
+            )
         if not self.download:
             raise self._missing("dataset.download=false")
         created = not self.data_dir.exists()
@@ -127,10 +120,8 @@ class CIFARDataModule(TensorDataModule):
             raise self._missing(f"{type(error).__name__}: {error}") from error
 
     def _present(self, verified: bool = True) -> bool:
-        """Whether torchvision's public constructor reads the data: it checks every file of
-        both splits (with its md5 sum unless ``verify_md5`` or ``verified`` is false) and raises
-        RuntimeError when one is missing or corrupt. The test split is the smaller one to read.
-        """
+        """Whether torchvision's constructor reads the (test split's) data: it checks every file,
+        by md5 sum unless ``verify_md5`` or ``verified`` is false."""
         cifar = self.cifar if verified else cifar_class(self.name, verify_md5=False)
         unreadable = () if verified else (OSError, ValueError, pickle.UnpicklingError, EOFError)
         try:
@@ -142,9 +133,9 @@ class CIFARDataModule(TensorDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train, test = (self.cifar(str(self.data_dir), train=t) for t in (True, False))
-        images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
-        labels = torch.tensor(train.targets)
+        (images, labels), test = (
+            cifar_tensors(self.cifar(str(self.data_dir), train=t)) for t in (True, False)
+        )
         if self.val_size >= len(labels):
             raise ConfigError(
                 "dataset.val_size",
@@ -154,10 +145,7 @@ class CIFARDataModule(TensorDataModule):
         self.splits = {
             "train": TensorSplit(images[:cut], labels[:cut]),
             "val": TensorSplit(images[cut:], labels[cut:]),
-            "test": TensorSplit(
-                torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(),
-                torch.tensor(test.targets),
-            ),
+            "test": TensorSplit(*test),
         }
         self.mean, self.std = (
             channel_statistics(images[:cut]) if self.normalize else (torch.zeros(3), torch.ones(3))
@@ -174,15 +162,9 @@ class CIFARDataModule(TensorDataModule):
         return torch.addcmul(-self.shift, inputs.float(), self.scale)
 
 
-# --- The toy regression of Sec. 6 ----------------------------------------------------------
-
-
 class ToyDataModule(TensorDataModule):
-    """x ~ N(0, I_d), target sin(beta^T x) with beta ~ N(0, beta_scale^2 I_d) (Sec. 6, d = 256).
-
-    All of it comes from ``data_seed`` (the same data for every run seed) and is generated in
-    memory. The regression loss is the mean squared error.
-    """
+    """x ~ N(0, I_d), target sin(beta^T x) with beta ~ N(0, beta_scale^2 I_d) (Sec. 6, d = 256),
+    all drawn from ``data_seed`` (the same data for every run seed); the loss is the MSE."""
 
     name = "toy"
     task = "regression"
@@ -208,8 +190,7 @@ class ToyDataModule(TensorDataModule):
         if n_val < 0:
             raise ConfigError("dataset.n_val", f"a number of samples >= 0, got {n_val}")
         self.dim, self.sizes = dim, {"train": n_train, "val": n_val, "test": n_test}
-        self.val_size = n_val
-        self.beta_scale, self.data_seed = beta_scale, data_seed
+        self.val_size, self.beta_scale, self.data_seed = n_val, beta_scale, data_seed
         self.input_shape = (dim,)
 
     def setup(self, stage: str | None = None) -> None:
@@ -228,20 +209,10 @@ class ToyDataModule(TensorDataModule):
         return f"the test targets' variance is {self.splits['test'].targets.var().item():.3g}"
 
 
-# --- scikit-learn's handwritten digits (a CPU-sized image task) ---------------------------------
-
-
 class DigitsDataModule(TensorDataModule):
-    """scikit-learn's bundled handwritten digits (UCI optdigits test set): 1,797 grey 8x8 images
-    of 10 classes, pixel values 0..16, read from the package's own copy (no download).
-
-    The images are split once, by a permutation drawn from ``data_seed`` (the same split for
-    every run seed), into ``n_test`` test and ``n_val`` validation images, and ``n_train``
-    training images from the rest (null: all of the rest). Pixels are scaled to [0, 1];
-    ``normalize`` then standardises them with the training split's mean and standard deviation.
-    No augmentation: a flip changes a digit, and without augmentation stochastic depth (with
-    weight decay) is the run's only regulariser.
-    """
+    """scikit-learn's 1,797 grey 8x8 handwritten digits, pixels 0..16 scaled to [0, 1] (and
+    ``normalize``d), split by a permutation from ``data_seed`` (n_train null: all the rest). No
+    augmentation: a flip changes a digit; stochastic depth is the only regulariser."""
 
     name = "digits"
     task = "classification"

@@ -4,24 +4,16 @@ Hayou & Ayed (2021), eq. 1 and eq. 3: block l computes
 
     y_l = y_{l-1} + delta_l * s * Psi_l(y_{l-1}),   delta_l ~ Bernoulli(p_l),
 
-with s = 1/sqrt(L) for the Stable ResNet (eq. 3) and s = 1 otherwise (eq. 1). The gate turns the
-survival probabilities p into one *multiplier* per block for each forward pass:
+with s = 1/sqrt(L) for the Stable ResNet (eq. 3) and s = 1 otherwise (eq. 1). Per forward pass
+each block gets a *multiplier*: in training s, or ``None`` when its Bernoulli(p_l) draw (one per
+block per step, shared by the batch) drops it, and then it is not computed at all (which is what
+makes a small budget train faster); at evaluation p_l * s, the *average network*; with an
+explicit real-valued ``delta`` ((L,) or one row per example, (B, L)) delta_l * s, differentiably.
+``inverted=True`` (timm, torchvision) scales kept blocks by s / p_l and evaluates with s.
 
-- training: one Bernoulli(p_l) draw per block per step, shared by the whole batch. A dropped
-  block gets ``None``: the network does not compute it at all (no forward, no backward, BN
-  statistics untouched), which is what makes a small budget train faster.
-- evaluation: the *average network*, delta replaced by its mean p (multiplier p_l * s); a block
-  with p_l = 0 is never trained and has weight 0 (skipped) in either convention.
-- ``inverted=True`` selects the other convention (timm, torchvision): kept blocks are scaled by
-  s / p_l in training and evaluation uses s. Both are equal in expectation; never mix them.
-- an explicit real-valued ``delta`` overrides both: every block is computed with multiplier
-  delta_l * s, differentiably (sensitivities, theory checks); shape (L,) for one gate vector
-  shared by the batch, (B, L) for one per row (many masks in one forward pass).
-
-Masks come from a ``torch.Generator`` on the CPU seeded by the run's seed, so drawing them never
-waits for an accelerator, every DDP rank draws the same masks, and the generator's state travels
-in the module's ``state_dict`` (``get_extra_state``) so that a resumed run draws what an
-uninterrupted one would have.
+Masks come from a CPU ``torch.Generator`` seeded by the run's seed: no wait for an accelerator,
+the same masks on every DDP rank, and its state in the ``state_dict``, so that a resumed run
+draws what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -47,9 +39,7 @@ class SurvivalGate(nn.Module):
         self, num_blocks: int, scale: float = 1.0, inverted: bool = False, seed: int = 0
     ) -> None:
         super().__init__()
-        self.num_blocks = num_blocks
-        self.scale = scale
-        self.inverted = inverted
+        self.num_blocks, self.scale, self.inverted = num_blocks, scale, inverted
         self.set_survival([1.0] * num_blocks)
         self.generator = torch.Generator().manual_seed(seed)
         self.last_mask: list[bool] = [True] * num_blocks
@@ -60,8 +50,7 @@ class SurvivalGate(nn.Module):
         sensitivity: Sequence[float] | None = None,
         sensitivity_se: Sequence[float] | None = None,
     ):
-        """Fix p (and record the sensitivities it came from, if any, with their standard
-        errors)."""
+        """Fix p (and record the sensitivities it came from, with their standard errors)."""
         survival = [float(p) for p in survival]
         if len(survival) != self.num_blocks:
             raise ValueError(

@@ -1,19 +1,11 @@
 """How a dataset's splits reach training: each split held as one tensor, batched per epoch.
 
-Every split is held as one tensor (CIFAR as uint8 images), on the training device when that is
-an accelerator (``on_device``), and batched by ``EpochLoader``, a sized iterable over those
-tensors modelled on airbench's ``CifarLoader`` (https://github.com/KellerJordan/cifar10-airbench):
-no Dataset, sampler or collate function, and no loop over images in Python. Each epoch draws one
-tensor of rows (index, crop offsets, flip flag), a batch is a slice of it, and the images of a
-batch are one gather. Random crop (zero padding), horizontal flip and per-channel normalisation
-then run on the whole batch on its device (``on_after_batch_transfer``). torchvision's
-transforms draw one crop per call, i.e. per image, hence the hand-written batched crop below.
-
-The rows of an epoch come from a generator seeded by (seed, epoch), the epoch being the trainer's
-(restored from the checkpoint on resuming): an epoch is the same whether the run is fresh or
-resumed, with no state to save. Under DDP every rank takes its own share of the same rows
-(``num_replicas``, ``rank``), like ``DistributedSampler``. The datasets (``sdexp.data``) are
-``TensorDataModule``s.
+Every split is one tensor (CIFAR as uint8 images), on the training device when that is an
+accelerator, batched by ``EpochLoader`` after airbench's ``CifarLoader``
+(https://github.com/KellerJordan/cifar10-airbench): no Dataset, sampler or collate function, no
+loop over images in Python. Crop, flip and normalisation run per batch on its device
+(torchvision's transforms crop one image per call). An epoch's rows are seeded by (seed, epoch):
+a resumed epoch is a fresh one's, with no state to save.
 """
 
 from __future__ import annotations
@@ -50,28 +42,14 @@ class TensorSplit:
         return TensorSplit(self.inputs.to(device), self.targets.to(device))
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator for one epoch, independent across (seed, epoch) pairs."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 class EpochLoader:
     """The batches of a split, one epoch per iteration; ``len`` is the number of batches.
 
-    Training (``train``): each epoch is a fresh order of the examples, drawn from
-    ``epoch_generator(seed, epoch())``, each with a random crop offset in [0, 2 * padding]^2 and
-    a flip flag when ``padding`` > 0. Evaluation: the examples in order, not augmented.
-
-    Under DDP rank r of ``num_replicas`` R takes rows r, r + R, r + 2R, ... of the epoch, as
-    ``DistributedSampler``. Training pads the epoch by wrapping around so that every rank takes
-    the same number of steps; evaluation does not, so that every example counts exactly once in
-    the metrics summed over the ranks. (Lightning puts a ``DistributedSampler`` into torch
-    ``DataLoader``s only; other iterables reach the loops as they are.)
-
-    ``epoch`` returns the epoch to draw. It is called at an epoch's first batch, not when the
-    iterator is created: Lightning creates the first epoch's iterator in ``FitLoop.setup_data``,
-    before the loop, and on resuming before the restored epoch is current (``on_run_start``).
+    Training: a fresh order each epoch, with a crop offset and a flip flag when ``padding`` > 0;
+    evaluation: in order. Rank r of R takes rows r, r + R, ...; training wraps around so that
+    every rank takes as many steps, evaluation does not, so that every example counts once.
+    ``epoch()`` is called at an epoch's first batch: Lightning creates the first iterator before
+    the loop, and on resuming before the restored epoch is current.
     """
 
     def __init__(
@@ -107,7 +85,9 @@ class EpochLoader:
         size = len(self.split)
         if not self.train:
             return torch.arange(self.rank, size, self.num_replicas)[:, None]
-        g = epoch_generator(self.seed, epoch)
+        # A CPU generator independent across (seed, epoch) pairs.
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+        g = torch.Generator().manual_seed(int(state))
         rows = torch.randperm(size, generator=g)[:, None]
         if self.padding:
             offsets = torch.randint(0, 2 * self.padding + 1, (size, 2), generator=g)
@@ -118,8 +98,6 @@ class EpochLoader:
         return rows[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[Batch]:
-        # A generator: its body, which asks for the epoch and draws the rows, runs at the first
-        # batch.
         yield from self.batches(self.epoch())
 
     def stream(self, epoch: int) -> Iterator[Batch]:
@@ -138,11 +116,9 @@ class EpochLoader:
 
 
 def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
-    """Per-image random crop of zero-padded images plus horizontal flip, as one gather.
+    """torchvision's RandomCrop(H, padding) then RandomHorizontalFlip, per image, as one gather.
 
-    images: (B, C, H, W); augment: (B, 3) = (dy, dx, flip) with dy, dx in [0, 2 * padding].
-    Equivalent to torchvision's RandomCrop(H, padding) followed by RandomHorizontalFlip().
-    """
+    images: (B, C, H, W); augment: (B, 3) = (dy, dx, flip) with dy, dx in [0, 2 * padding]."""
     b, c, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding,) * 4).flatten(2)  # (B, C, (H + 2p) (W + 2p))
@@ -158,13 +134,8 @@ def crop_and_flip(images: Tensor, augment: Tensor, padding: int) -> Tensor:
 class TensorDataModule:
     """Splits held as tensors, batched by ``EpochLoader``; subclasses fill ``self.splits``.
 
-    ``on_device``: hold the splits on the training device ("auto": when it is not the CPU).
-
-    It has a ``LightningDataModule``'s hooks (``prepare_data``, ``setup``, ``*_dataloader``,
-    ``on_after_batch_transfer``) but not its base class, so that planning a sweep, which reads
-    a dataset's name, shape and options, imports neither Lightning nor torchvision (seconds).
-    ``sdexp.run.module.LightningData`` hands it to a Trainer; ``trainer`` is the Trainer it reads
-    the device, the ranks and the epoch from (None: the CPU, one process, epoch 0).
+    A ``LightningDataModule``'s hooks without its base class, so that planning a sweep imports
+    neither Lightning nor torchvision. ``on_device``: hold the splits on the training device.
     """
 
     name: str
@@ -193,7 +164,7 @@ class TensorDataModule:
         self.splits: dict[str, TensorSplit] = {}
 
     def prepare_data(self) -> None:
-        """Fetch or check the data once per machine (CIFAR does); generated data needs nothing."""
+        """Fetch or check the data once per machine (CIFAR does)."""
 
     @property
     def has_validation(self) -> bool:
@@ -203,23 +174,14 @@ class TensorDataModule:
         """The device that holds the data, and this process's (num_replicas, rank)."""
         if self.trainer is None:
             return torch.device("cpu"), 1, 0
-        device = self.trainer.strategy.root_device
+        trainer = self.trainer
+        device = trainer.strategy.root_device
         keep = self.on_device if self.on_device != "auto" else device.type != "cpu"
-        return (
-            (device if keep else torch.device("cpu")),
-            self.trainer.world_size,
-            self.trainer.global_rank,
-        )
+        return device if keep else torch.device("cpu"), trainer.world_size, trainer.global_rank
 
     def current_epoch(self) -> int:
-        """The epoch being trained: the trainer's, restored from the checkpoint on resuming (0
-        without a trainer).
-
-        Lightning 2.x passes the epoch to ``set_epoch`` of the ``sampler`` (or
-        ``batch_sampler.sampler``) of what ``train_dataloader`` returns, and to nothing else
-        (``_set_sampler_epoch`` in ``lightning_fabric.utilities.data``). A plain iterable has
-        no sampler, so the loader asks here, when it draws an epoch's rows.
-        """
+        """The trainer's epoch (restored on resuming; 0 without one). Lightning passes the epoch
+        only to a sampler's ``set_epoch``, and a plain iterable has none, so the loader asks."""
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _loader(self, split: str, train: bool = False) -> EpochLoader:

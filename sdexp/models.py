@@ -1,18 +1,13 @@
-"""Residual networks with a stochastic-depth gate (Hayou & Ayed 2021, eq. 1 and eq. 3).
-
-Every model here is a stem, a stack of L residual blocks and a head:
+"""Residual networks with a stochastic-depth gate (Hayou & Ayed 2021, eq. 1 and eq. 3):
 
     y_0 = stem(x),   y_l = post(shortcut(y_{l-1}) + m_l * Psi_l(y_{l-1})),   out = head(y_L),
 
-where the multiplier m_l comes from the gate (``sdexp.gate``): delta_l * s in training (the block
-is skipped when delta_l = 0), p_l * s for the average network at evaluation, or an explicit
-real-valued delta_l * s, shared by the batch (delta of shape (L,)) or one per row (shape (B, L)).
-``num_blocks`` is L.
+with L = ``num_blocks`` and the multiplier m_l from the gate (``sdexp.gate``).
 
-- ``CifarResNet``: He et al.'s CIFAR ResNet (ResNet56: L = 27, ResNet110: L = 54) used in
-  Sec. 6; ``stable=True`` scales every branch by 1/sqrt(L) (eq. 3).
+- ``CifarResNet``: He et al.'s CIFAR ResNet (ResNet56: L = 27, ResNet110: L = 54) of Sec. 6;
+  ``stable=True`` scales every branch by 1/sqrt(L) (the Stable ResNet, eq. 3).
 - ``VanillaResNet``: the fully connected model of Sec. 2, Psi_l(y) = W_l phi(y), constant width N,
-  He init N(0, 2/N); it flattens any input (toy vectors or CIFAR images).
+  He init N(0, 2/N); it flattens any input.
 """
 
 from __future__ import annotations
@@ -41,10 +36,8 @@ class ResidualBlock(nn.Module):
     def forward(self, y: Tensor, multiplier: Multiplier) -> Tensor:
         skip = self.shortcut(y)
         if multiplier is None:
-            # Dropped: the branch is not computed. ``post`` is skipped too: it is the identity
-            # (Vanilla) or a ReLU applied to a non-negative input (the CIFAR blocks take the
-            # output of a ReLU, and their shortcut only averages or subsamples it and pads it
-            # with zeros), as in the code the paper builds on.
+            # Dropped. ``post`` is skipped too: the identity, or a ReLU of a non-negative input
+            # (a CIFAR block's input is a ReLU's output, which its shortcut only pools and pads).
             return skip
         branch = self.branch(y)
         if isinstance(multiplier, Tensor):  # a scalar, or one per row of the batch: (B,)
@@ -69,9 +62,7 @@ class ResidualNetwork(nn.Module):
         mask_seed: int = 0,
     ) -> None:
         super().__init__()
-        self.stem = stem
-        self.blocks = nn.ModuleList(blocks)
-        self.head = head
+        self.stem, self.blocks, self.head = stem, nn.ModuleList(blocks), head
         self.stable = stable
         self.gate = SurvivalGate(
             len(self.blocks), branch_scale(len(self.blocks), stable), inverted, mask_seed
@@ -88,20 +79,13 @@ class ResidualNetwork(nn.Module):
         return self.head(y)
 
 
-# --- Stable ResNet56/110 for CIFAR (He et al. 2016, Sec. 4.2; Huang et al. 2016) -------------
-
-
 class ZeroPadShortcut(nn.Module):
-    """He et al.'s option A, a parameter-free shortcut: downsample by the stride, then append zero
-    channels. ``avgpool``: ``stride`` x ``stride`` average pooling, as ``DownsampleB`` of the
-    code the paper builds on and Huang et al.'s ``SpatialAveragePooling``; ``stride``: keep every
-    ``stride``-th pixel (the ``legacy`` recipe)."""
+    """He et al.'s option A: downsample (``avgpool``, as the code the paper builds on, or
+    ``stride``: every ``stride``-th pixel, the ``legacy`` recipe), then append zero channels."""
 
     def __init__(self, stride: int, extra_channels: int, downsample: str = "avgpool") -> None:
         super().__init__()
-        self.stride = stride
-        self.extra_channels = extra_channels
-        self.downsample = downsample
+        self.stride, self.extra_channels, self.downsample = stride, extra_channels, downsample
 
     def forward(self, y: Tensor) -> Tensor:
         if self.downsample == "avgpool":
@@ -139,16 +123,8 @@ def basic_block(
 
 
 class CifarResNet(ResidualNetwork):
-    """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64.
-
-    L = 3n residual blocks (ResNet56: 27, ResNet110: 54). ``stable=True`` is the Stable ResNet
-    of eq. 3 (branches scaled by 1/sqrt(L)); ``stable=False`` is eq. 1. ``shortcut``: how the
-    first block of a stage downsamples its input (``ZeroPadShortcut``).
-    """
-
-    @staticmethod
-    def name_for(depth: int) -> str:
-        return f"resnet{depth}"
+    """CIFAR ResNet of depth 6n + 2: three stages of n basic blocks at widths 16/32/64, L = 3n;
+    ``stable``: the Stable ResNet of eq. 3, else eq. 1; ``shortcut``: see ``ZeroPadShortcut``."""
 
     @staticmethod
     def blocks_for(depth: int) -> int:
@@ -193,16 +169,11 @@ class CifarResNet(ResidualNetwork):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_outputs)
         )
         super().__init__(stem, blocks, head, stable, inverted, mask_seed)
-        self.name = self.name_for(depth)
-        for m in self.modules():
+        self.name = f"resnet{depth}"
+        for m in self.modules():  # BatchNorm's own init is already weight 1, bias 0
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
-
-# --- Vanilla ResNet (Sec. 2) -------------------------------------------------------------------
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -223,15 +194,10 @@ def he_linear(in_features: int, out_features: int, bias: bool = False) -> nn.Lin
 
 
 class VanillaResNet(ResidualNetwork):
-    """y_0 = W_0 x,  y_l = y_{l-1} + delta_l * s * W_l phi(y_{l-1}),  out = W_out y_L + b.
+    """y_0 = W_0 x,  y_l = y_{l-1} + delta_l * s * W_l phi(y_{l-1}),  out = W_out y_L + b (Sec. 2);
+    ``depth`` is L, ``stable`` selects s = 1/sqrt(L) (eq. 3) or s = 1 (eq. 1)."""
 
-    Constant width N; He init N(0, 2/N) (Sec. 2). ``depth`` is L; ``stable`` selects s = 1/sqrt(L)
-    (eq. 3) or s = 1 (eq. 1). Inputs of any shape are flattened.
-    """
-
-    @staticmethod
-    def name_for(depth: int) -> str:
-        return "vanilla"
+    name = "vanilla"
 
     @staticmethod
     def blocks_for(depth: int) -> int:
@@ -264,17 +230,12 @@ class VanillaResNet(ResidualNetwork):
         ]
         head = he_linear(width, num_outputs, bias=True)
         super().__init__(stem, blocks, head, stable, inverted, mask_seed)
-        self.name = self.name_for(depth)
 
 
 def compile_branches(model: ResidualNetwork) -> ResidualNetwork:
-    """``torch.compile`` every residual branch in place (state_dict keys unchanged).
-
-    Only the branch bodies are compiled: the skip decision (the gate's Bernoulli draw and the
-    ``if multiplier is None``) stays in eager Python, so no random draw is frozen into a graph.
-    Blocks of the same shape share a graph; there is one per block shape and train/eval mode
-    (about 10 for the CIFAR ResNets), more than Dynamo's default recompile limit of 8.
-    """
+    """``torch.compile`` every residual branch in place (state_dict keys unchanged); the skip
+    decision stays eager, so no random draw is frozen into a graph. One graph per block shape and
+    train/eval mode: about 10 for the CIFAR ResNets, above Dynamo's default limit of 8."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     for block in model.blocks:
         block.branch.compile(dynamic=False)

@@ -1,16 +1,10 @@
-"""predictions.csv, beside a run's results.json (``sdexp.results.PREDICTIONS_FILE``): the test
-set's per-example predictions, so that the analysis sees the test set's own sampling noise
-(``sdexp.analysis.images``).
+"""predictions.csv, beside a run's results.json: the test set's per-example predictions, so that
+the analysis sees the test set's own sampling noise (``sdexp.analysis.images``).
 
-One row per test example and tested model (``model``: ``final``, and ``best`` where
-validation chose a checkpoint; the analysis reads the one the run reports), with the run's
-identity, the example's index in the test set, its target, and the predicted class and
-cross-entropy loss (classification) or the prediction and squared error (regression), each
-number as the float32 value the test computed (written with Python's shortest repr: read back,
-it is the same value). The run's test error is 100 x (1 - correct / n) in float32 over these
-rows, its MSE the float32 sum of the squared errors in the evaluation batches' order over n:
-the tests recompute both to the last digit (``tests/integration/test_training.py``). Written
-atomically, before results.json; under DDP rank 0 writes every rank's examples.
+One row per test example and tested model (``final``, and ``best`` where validation chose a
+checkpoint), each number the float32 value the test computed, written by shortest repr so that
+it reads back the same: the tests recompute the run's test error and MSE from it to the last
+digit. Written atomically, before results.json; under DDP rank 0 writes every rank's examples.
 """
 
 from __future__ import annotations
@@ -45,9 +39,8 @@ def write_predictions(run_dir: str | Path, identity: str, metric: str, tested: d
 
 
 def read_predictions(run_dir: str | Path, identity: str, metric: str):
-    """The run's predictions.csv as a pandas DataFrame (``PREDICTION_COLUMNS``), None if there is
-    none; ``UnreadablePredictions`` naming the file if it cannot be read, has other columns, or
-    holds another run's predictions (another identity)."""
+    """The run's predictions.csv as a DataFrame, None if there is none; ``UnreadablePredictions``
+    if it cannot be read, has other columns, or is another run's."""
     import pandas as pd  # the analysis reads this; a run only writes it
 
     path = Path(run_dir) / PREDICTIONS_FILE

@@ -1,20 +1,11 @@
-"""The code that made a run: the commit of the checkout sdexp was imported from, the git tree of
-its code (``CODE_PATHS``: the package, its configs, its Hydra plugins, the entry point), whether
-that code differed from the commit, a hash of the difference, and the package version.
+"""The code that made a run (``Code``): the commit of sdexp's checkout, the git tree of its code
+(``CODE_PATHS``), whether and how it differed from the commit, and the package version.
 
-Two runs came from the same code when their code's tree, uncommitted changes and version agree
-(``Code.key``), whatever the commit: a commit that changes only the docs or the tests is the
-same code, and a grid run across it is one grid.
-
-A run records it (``Code``) in ``results.json``, in every checkpoint beside its identity and in
-W&B's config; ``sdexp-table`` names its own in every file it writes. The code is **not** part of a
-run's identity (``sdexp.results``): a refactor that changes no number must not retrain a grid.
-What the code decides instead: the sweep planner names the finished runs that other code made
-(``rerun_other_code=true`` runs them again), and ``sdexp-table`` refuses to put runs of two codes
-into one cell of a table unless asked (``--mix-code``).
-
-Read once per process (``current_code``) with two git calls, each bounded by ``GIT_TIMEOUT_S``;
-whatever git cannot answer is recorded as such and never fails a run.
+Two runs came from the same code when tree, uncommitted changes and version agree (``Code.key``),
+whatever the commit (a commit of docs or tests only is the same code). The code is recorded in
+``results.json``, checkpoints and W&B but is **not** part of a run's identity: a refactor that
+changes no number must not retrain a grid. Read once per process, by git calls bounded by
+``GIT_TIMEOUT_S``; what git cannot answer is recorded as such and never fails a run.
 """
 
 from __future__ import annotations
@@ -27,13 +18,12 @@ from pathlib import Path
 
 from sdexp import __version__
 
-#: A commit git could not tell: no git on the PATH, an answer too slow, a repository it refuses.
+#: A commit git could not tell (no git, too slow, a repository it refuses).
 UNKNOWN = "unknown"
 
 #: Seconds each git call may take (a checkout on a slow network file system).
 GIT_TIMEOUT_S = 10.0
 
-#: The checkout sdexp's code lies in when it runs from one (sdexp/ at its top).
 PACKAGE = Path(__file__).resolve().parent
 
 #: What a run's numbers come from, relative to the checkout's top (``Code.tree``).
@@ -52,16 +42,16 @@ class Code:
 
     @property
     def key(self) -> str:
-        """What tells two codes apart: the code's tree and uncommitted changes (the version
-        outside a checkout); not the commit."""
+        """What tells two codes apart: the tree and uncommitted changes (outside a checkout: the
+        version); not the commit."""
         if self.tree is None:
             return self.label
         return f"code {self.tree}" + (f" + uncommitted changes {self.diff}" if self.dirty else "")
 
     @property
     def label(self) -> str:
-        """``commit 1a2b3c4``, ``commit 1a2b3c4 + uncommitted changes 5e6f7a8b9c0d``, or
-        ``version 0.1.0`` outside a checkout (``(commit unknown)`` where git could not tell)."""
+        """``commit 1a2b3c4`` (``+ uncommitted changes 5e6f7a8b9c0d``), or ``version 0.1.0``
+        outside a checkout (``(commit unknown)`` where git could not tell)."""
         if self.commit is None or self.commit == UNKNOWN:
             unknown = " (commit unknown)" if self.commit == UNKNOWN else ""
             return f"version {self.version}{unknown}"
@@ -72,13 +62,11 @@ class Code:
         return asdict(self)
 
 
-#: What a run written before runs recorded their code is labelled.
 NOT_RECORDED = "code not recorded"
 
 
 def code_label(code: Code | None) -> str:
-    """``code.key``, or ``NOT_RECORDED`` for a run that recorded none: what tells two codes
-    apart (the code's tree and its uncommitted changes, or the version outside a checkout)."""
+    """``code.key``, or ``NOT_RECORDED`` for a run that recorded none."""
     return NOT_RECORDED if code is None else code.key
 
 
@@ -112,10 +100,8 @@ def read_code() -> Code:
     return Code(commit, dirty, digest, tree=tree)
 
 
-@functools.cache
-def current_code() -> Code:
-    """The code of this process, read once (``read_code``)."""
-    return read_code()
+#: The code of this process, read once.
+current_code = functools.cache(read_code)
 
 
 def this_code() -> str:
@@ -125,6 +111,6 @@ def this_code() -> str:
 
 
 def other_code(code: Code | None) -> str | None:
-    """``code_label(code)`` if ``code`` (what a run recorded) is not this process's code: another
-    tree, other uncommitted changes, another version or none recorded; else None."""
+    """``code_label(code)`` if ``code`` (what a run recorded) is not this process's code, else
+    None."""
     return None if code is not None and code.key == current_code().key else code_label(code)

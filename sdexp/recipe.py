@@ -1,12 +1,9 @@
 """The training recipe: the choices around the model that decide how it is trained and judged.
 
-The paper trains with the code of felixgwu/img_classification_pk_pytorch (footnote 4); the
-``reference`` recipe (``conf/recipe/reference.yaml``) follows that code and names each choice
-that can move a Table 2 cell. Two of them need code: the learning-rate steps counted from the
-code's first epoch (``StepDecay``), and the optimizer update of a block that a step dropped
-(``Recipe.dropped_blocks``, applied by ``StepGradients`` at every step; ``start_momentum`` keeps
-fused SGD to it). The others are options of the data, the model and the trainer. README's
-"Fidelity" section compares the recipes.
+The ``reference`` recipe (``conf/recipe/reference.yaml``) follows the code the paper trains with
+(felixgwu/img_classification_pk_pytorch, footnote 4). Two of its choices need code: the
+learning-rate steps counted from the first epoch (``StepDecay``), and the optimizer update of a
+block a step dropped (``Recipe.dropped_blocks``, applied by ``StepGradients``).
 """
 
 from __future__ import annotations
@@ -29,18 +26,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The recipe's choices that have no other home (``cfg.recipe``).
-
-    - ``dropped_blocks``: the optimizer update of a block a step dropped. ``decay``: its
-      gradient is zero, not missing, so SGD still applies weight decay and momentum to it, as
-      PyTorch 1.x's ``zero_grad`` did in the reference code and Huang et al.'s ``gradients:zero()``;
-      ``frozen``: no gradient, so no update at all (only the sampled subnetwork moves, Sec. 1).
-    - ``report``: the test metric that is the run's number: ``best``, of the checkpoint with the
-      best validation metric (the reference code's ``model_best``, Huang et al.'s "selected by
-      best validation error"), or ``final``, of the last epoch's model.
-    - ``shortcut``: how a CIFAR ResNet downsamples its shortcut (``sdexp.models``).
-    - ``normalize``: standardise CIFAR's channels, or only scale pixels to [0, 1].
-    """
+    """The recipe's choices that have no other home (``cfg.recipe``): ``dropped_blocks``
+    (``decay``: a dropped block's gradient is zero, so SGD still applies weight decay and
+    momentum, as the reference code; ``frozen``: only the sampled subnetwork moves, Sec. 1);
+    ``report`` (the test metric of the ``best``-validation checkpoint or the ``final`` model);
+    ``shortcut`` (``sdexp.models``); ``normalize`` CIFAR's channels."""
 
     name: str
     dropped_blocks: Literal["decay", "frozen"] = "decay"
@@ -50,12 +40,9 @@ class Recipe:
 
 
 class StepDecay(MultiStepLR):
-    """lr x ``gamma`` at each fraction f of the ``total_epochs`` E: from the first epoch e with
-    e >= f E, epochs counted from ``count_from``.
-
-    The reference code counts from 1 (``utils.adjust_learning_rate``: x0.1 from epoch 82 of 164,
-    x0.01 from 123), Huang et al. too; counting from 0 decays one epoch later (the ``legacy``
-    recipe). MultiStepLR counts its epochs from 0, hence the milestones ceil(f E) - count_from.
+    """lr x ``gamma`` from the first epoch e >= f E, for each fraction f of the ``total_epochs``
+    E, epochs counted from ``count_from``: the reference code counts from 1 (x0.1 from epoch 82
+    of 164), the ``legacy`` recipe from 0; MultiStepLR from 0, hence ceil(f E) - count_from.
     """
 
     def __init__(
@@ -77,19 +64,10 @@ class StepDecay(MultiStepLR):
 
 
 class StepGradients:
-    """Clears a network's gradients between a step's forward pass and its backward pass, as
-    the recipe's ``dropped_blocks`` says, for the mask that forward pass drew.
-
-    Every gradient the backward pass writes starts as None, so autograd takes the new gradient
-    as it is (under ``speed.cuda_graphs``, a graph's static buffer; no copy), instead of adding
-    it to a zero-filled one with a kernel per parameter. The blocks the step dropped:
-    ``frozen``: None too, and the optimizer skips them; ``decay``: a gradient of zeros of this
-    object's own (one per parameter, zeroed again with one fused kernel at every use), so SGD
-    applies weight decay and momentum to them, at every step (the code the paper builds on
-    zero-fills its gradients; only its first step has none). A gradient is so never a graph's
-    buffer left over from an earlier step, which a zero-fill and the next backward pass would
-    add to itself (``sdexp.run.graphs``).
-    """
+    """Clears a network's gradients before a step's backward pass, as ``dropped_blocks`` says
+    for the mask its forward pass drew: None (autograd takes the new gradient as it is, never
+    adding to a CUDA graph's old buffer), and for a dropped block under ``decay`` zeros of this
+    object's own, re-zeroed by one fused kernel."""
 
     def __init__(self, network: ResidualNetwork, dropped_blocks: str) -> None:
         self.network, self.dropped_blocks = network, dropped_blocks
@@ -120,10 +98,8 @@ class StepGradients:
 def start_momentum(optimizer: torch.optim.Optimizer) -> None:
     """Zero momentum buffers for every parameter of a fused SGD, before its first step.
 
-    Fused SGD (PyTorch 2.11 to 2.14) creates its momentum buffers only at a step where all are
-    missing, and fails at a step where some exist and some do not: a block that ``frozen``
-    dropped at the first step and keeps at a later one. Zeros are SGD's own start: its first
-    step sets buf = g, and mu * 0 + (1 - dampening) g = g with dampening 0, bit for bit.
+    Fused SGD fails at a step where some buffers exist and some do not (a block ``frozen``
+    dropped at the first step). Zeros are SGD's own start, bit for bit, with dampening 0.
     """
     for group in optimizer.param_groups:
         if not group.get("fused") or not group.get("momentum"):

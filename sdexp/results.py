@@ -1,34 +1,13 @@
-"""The results contract: what names a run, and the ``results.json`` it writes. Plain data: no
-Hydra, no OmegaConf, no torch (the analysis reads it; the run derives a key from its config in
-``sdexp.run.identity``).
+"""The results contract: what names a run, and the ``results.json`` and ``sweep.json`` it writes.
+Plain data: no Hydra, no OmegaConf, no torch (the analysis reads it).
 
-A run is named by its **identity**: the resolved config less the keys that do not change what it
-computes (``NOT_IDENTITY``: where it writes and logs, how it shows progress, where the data
-lives, how fast it runs), as a stable hash (``RunKey.identity``) plus readable fields (dataset,
-model, mode, budget, seed, recipe, epochs). ``RunKey.setup`` hashes the same config less mode,
-budget and seed: the runs of one table share it. The identity goes into ``results.json`` and
-into every checkpoint, and is compared before anything is skipped, resumed or aggregated:
-
-- a run is skipped only when a finished ``results.json`` in its directory has its identity
-  (``completed``);
-- it resumes only from a checkpoint with its identity (``sdexp.run.directory``);
-- the aggregator keeps runs of different setups apart (``sdexp.analysis.cli``);
-- a sweep names each run's directory by it (``RunKey.cell_dir``), never by the command line.
-
-``results.json`` holds a ``RunResult``: the key's fields, the identity config, the status
-("ok" or "failed", with a reason), the metric ("error" in % or "mse") and its test values (final
-model, best-validation checkpoint, which one the recipe reports), the survival probabilities and
-what they imply, timings, the device and its share the run held (``sdexp-table`` sums the cost),
-the code that made it (``sdexp.provenance``; not identity). Strict JSON (null for what is not
-finite), written atomically, with the permissions of any file the user writes; read back against
-these types (``RunResult.from_dict``). ``RunResult.summary`` and ``history_row`` are what a run
-gives W&B at its end, the keys a dashboard reads (``sdexp.tracking.dashboard``; a test holds them to
-these). ``predictions.csv`` beside it: the per-example test predictions (``sdexp.predictions``).
-
-``sweep.json`` holds a sweep's ``Plan``: the cells it planned (``PlannedCell``: the run's key,
-its directory and overrides) and the cells it left out (``LeftOutCell``: the mode cannot run
-that budget). The grid sweeper writes it (``write_plan``), ``sdexp-table`` reads it
-(``read_plan``) to count the planned runs that never finished.
+A run is named by its **identity**: the resolved config less ``NOT_IDENTITY`` (what does not
+change what it computes), hashed (``RunKey.identity``) beside readable fields; ``RunKey.setup``
+hashes it less mode, budget and seed (one table). The identity is compared before a run is
+skipped (``completed``), resumed (``sdexp.run.directory``) or aggregated, and names a sweep
+cell's directory (``RunKey.cell_dir``). ``results.json`` holds a ``RunResult`` as strict JSON,
+written atomically and read back against these types. ``sweep.json`` holds a sweep's ``Plan``:
+its planned cells and those left out (the mode cannot meet the budget).
 """
 
 from __future__ import annotations
@@ -49,43 +28,25 @@ from pydantic import TypeAdapter, ValidationError
 from sdexp.provenance import Code
 
 RESULTS_FILE = "results.json"
-#: Beside results.json: the test set's per-example predictions (``sdexp.predictions``).
 PREDICTIONS_FILE = "predictions.csv"
 
 #: The metric each task reports (``RunResult.metric``): the test error in % or the MSE.
 METRIC = {"classification": "error", "regression": "mse"}
 
-#: Config keys that do not change what a run computes: where it writes and logs, how it shows
-#: progress, where its data lives and how it gets there, the fast paths and torch's CPU threads
-#: (same numbers up to float rounding) and the evaluation batch size (evaluation is per
-#: example).
+#: Config keys that do not change what a run computes (the fast paths and CPU threads: the same
+#: numbers up to float rounding; the evaluation batch size: evaluation is per example).
 NOT_IDENTITY = (
-    "output_dir",
-    "overwrite",
-    "rerun_other_code",
-    "threads",
-    "logger",
-    "run",
-    "speed",
-    "dataset.data_dir",
-    "dataset.download",
-    "dataset.verify_md5",
-    "dataset.on_device",
-    "dataset.eval_batch_size",
-    "trainer.accelerator",
-    "trainer.default_root_dir",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
+    *("output_dir", "overwrite", "rerun_other_code", "threads", "logger", "run", "speed"),
+    *("dataset.data_dir", "dataset.download", "dataset.verify_md5", "dataset.on_device"),
+    *("dataset.eval_batch_size", "trainer.accelerator", "trainer.default_root_dir"),
+    *("trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps"),
 )
 
 #: The keys that vary inside one table (a setup): the identity less them is the run's setup.
 NOT_SETUP = ("mode", "budget", "seed")
 
-#: A sweep cell's directory below the sweep directory (``RunKey.cell_dir``), for the messages.
 CELL_DIR = "<setup>/<mode>-b<budget>-s<seed>-<identity>"
 
-#: The summary's numbers a finished run also logs as one W&B history row (``history_row``).
 HISTORY = ("budget", "test", "expected_depth", "epoch_time_s")
 
 
@@ -155,7 +116,7 @@ class RunKey:
     dataset: str
     model: str
     mode: str
-    budget: float  # the budget the run really uses (1.0 for mode none)
+    budget: float  # the budget the run uses (1.0 for mode none)
     seed: int
     recipe: str
     epochs: int
@@ -174,18 +135,12 @@ class RunKey:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunKey:
-        """The key's fields of ``data`` (a results.json, a sweep.json cell)."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
     @property
     def cell_dir(self) -> str:
-        """Where a sweep writes the run, below its sweep directory (``CELL_DIR``): e.g.
-        ``767c53/sensemode-b0.3-s0-4d5e6f``, the first 6 digits of the setup and identity hashes.
-
-        A function of the identity alone, so the same run lands in the same directory however
-        the command line spells it (a fast path, a default spelled out, another order, 0.70);
-        the setup's directory holds one table's runs; the identity's digits keep apart runs
-        that differ only in what the setup leaves out besides the cell (the mode's options)."""
+        """Where a sweep writes the run (``CELL_DIR``), e.g. ``767c53/sensemode-b0.3-s0-4d5e6f``:
+        a function of the identity alone, however the command line spells it."""
         cell = f"{self.mode}-b{self.budget:g}-s{self.seed}"
         return f"{self.setup[:6]}/{cell}-{self.identity[:6]}"
 
@@ -226,30 +181,19 @@ class RunResult:
         return self.test_best if self.report == "best" else self.test_final
 
     def summary(self) -> dict:
-        """The run's W&B summary: what a dashboard filters and groups runs by, the key's plain
-        fields and the numbers (``epoch_time_s``: the median training epoch)."""
-        key = self.key
-        epoch = statistics.median(self.epoch_times_s) if self.epoch_times_s else None
+        """The run's W&B summary (``sdexp.tracking.dashboard``; ``epoch_time_s``: the median)."""
+        key = ("dataset", "model", "mode", "budget", "seed", "recipe", "setup")
+        own = ("status", "reason", "metric", "report", "test", "test_final", "test_best")
+        own += ("best_val", "expected_depth", "depth_variance")
         return {
-            **{k: getattr(key, k) for k in ("dataset", "model", "mode", "budget", "seed")},
-            "recipe": key.recipe,
-            "setup": key.setup,
-            "status": self.status,
-            "reason": self.reason,
-            "metric": self.metric,
-            "report": self.report,
-            "test": self.test,
-            "test_final": self.test_final,
-            "test_best": self.test_best,
-            "best_val": self.best_val,
-            "expected_depth": self.expected_depth,
-            "depth_variance": self.depth_variance,
-            "epoch_time_s": epoch,
+            **{k: getattr(self.key, k) for k in key},
+            **{k: getattr(self, k) for k in own},
+            "epoch_time_s": statistics.median(self.epoch_times_s) if self.epoch_times_s else None,
         }
 
     def history_row(self) -> dict | None:
-        """One W&B history row a finished run logs at its end (None for a failed run): a line
-        plot's x-axis must be a logged metric, so that plotting against the budget needs it."""
+        """The W&B history row of a finished run (None if failed): a line plot's x-axis must be
+        a logged metric."""
         if self.status != "ok":
             return None
         summary = self.summary()
@@ -261,9 +205,8 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: Any) -> RunResult:
-        """``data`` (a parsed results.json), each field of the type declared here and in
-        ``RunKey`` (pydantic, strict: a budget "0.3" is no number, an unknown status is refused);
-        ValueError names the first field that is not."""
+        """``data`` (a parsed results.json) checked strictly against the declared types
+        (pydantic); ValueError names the first field that is not of its type."""
         if not isinstance(data, dict):
             raise ValueError(f"a JSON object, got {type(data).__name__}")
         key = {f.name: data[f.name] for f in dataclasses.fields(RunKey) if f.name in data}
@@ -280,9 +223,8 @@ class RunResult:
 
 
 def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename. A reader
-    never sees half a file, and a write that fails (a full disk, a signal) leaves no temporary
-    file behind and ``path`` as it was."""
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, then a rename); a write
+    that fails leaves ``path`` as it was and no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -295,23 +237,19 @@ def write_atomically(path: Path, text: str) -> Path:
 
 
 def write_result(run_dir: str | Path, result: RunResult) -> Path:
-    """Write results.json atomically (``write_atomically``) as strict JSON: a value that is not
-    finite (NaN, infinity) is null (a failed run's reason says what it was)."""
+    """Write results.json atomically as strict JSON: a value that is not finite is null."""
     finite = json.loads(json.dumps(result.to_dict()), parse_constant=lambda _: None)
     text = json.dumps(finite, indent=2, allow_nan=False)
     return write_atomically(Path(run_dir) / RESULTS_FILE, text)
 
 
-@functools.cache
-def contract() -> TypeAdapter:
-    """pydantic's validator of ``RunResult``, built at the first read."""
-    return TypeAdapter(RunResult)
+#: pydantic's validator of ``RunResult``, built at the first read.
+contract = functools.cache(lambda: TypeAdapter(RunResult))
 
 
 def read_result(run_dir: str | Path) -> RunResult | None:
-    """The run's results.json, None if there is none; ``UnreadableResult`` naming the file if it
-    is empty, corrupt or not a result of this version: a field missing, or not of its type
-    (``RunResult.from_dict``)."""
+    """The run's results.json, None if there is none; ``UnreadableResult`` if it is empty,
+    corrupt or has a field missing or not of its type."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists():
         return None
@@ -322,9 +260,7 @@ def read_result(run_dir: str | Path) -> RunResult | None:
 
 
 def completed(run_dir: str | Path, key: RunKey) -> RunResult | None:
-    """The results.json in ``run_dir`` if it says "ok" for the run named by ``key``.
-
-    ``UnreadableResult`` propagates: callers name the file and treat the run as not finished."""
+    """The results.json in ``run_dir`` if it says "ok" for the run named by ``key``."""
     result = read_result(run_dir)
     if result is None or result.status != "ok" or result.key.identity != key.identity:
         return None
@@ -342,8 +278,8 @@ class UnreadablePlan(Exception):
 
 @dataclass(frozen=True)
 class PlannedCell:
-    """A run a sweep planned: its key, its directory (relative to the sweep directory), the
-    overrides that launch it, its mode's options and the metric and report of its table."""
+    """A run a sweep planned: its key, directory (below the sweep's), overrides, mode options,
+    and its table's metric and report."""
 
     key: RunKey
     dir: str
@@ -364,8 +300,7 @@ class PlannedCell:
 
 @dataclass(frozen=True)
 class LeftOutCell:
-    """A cell a sweep does not run, and why: its mode cannot meet its budget (the "-" cells of
-    the paper's Table 2); ``setup``, ``mode`` and ``budget`` place it in its table."""
+    """A cell a sweep does not run because its mode cannot meet its budget (Table 2's "-")."""
 
     overrides: list[str]
     reason: str
@@ -382,10 +317,8 @@ class Plan:
     left_out: list[LeftOutCell] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "cells": [c.to_dict() for c in self.cells],
-            "left_out": list(map(asdict, self.left_out)),
-        }
+        left_out = list(map(asdict, self.left_out))
+        return {"cells": [c.to_dict() for c in self.cells], "left_out": left_out}
 
 
 def read_plan(path: str | Path) -> Plan:
@@ -401,9 +334,8 @@ def read_plan(path: str | Path) -> Plan:
 
 
 def write_plan(sweep_dir: Path, plan: Plan) -> Path:
-    """Record ``plan`` in ``<sweep_dir>/sweep.json`` atomically, keeping the cells of earlier,
-    wider sweeps into the same directory: a cell planned again replaces its entry, a left-out
-    cell is added once. An unreadable file is rewritten from this plan."""
+    """Record ``plan`` in ``<sweep_dir>/sweep.json`` atomically, merged into the cells of earlier
+    sweeps there (a cell planned again replaces its entry); an unreadable file is replaced."""
     path = Path(sweep_dir) / PLAN_FILE
     try:
         earlier = read_plan(path) if path.exists() else Plan()

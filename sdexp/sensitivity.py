@@ -1,11 +1,8 @@
 """Layer sensitivities S_l = L(W; 1) - L(W; 1_l) (Sec. 5), the input of SenseMode.
 
-``sensitivities`` uses the first-order estimate S_l ≈ dL/d delta_l at delta = 1: one forward and
-one backward pass per batch give all L of them (the gate accepts a real-valued delta). The exact
-``removal_sensitivities`` needs L + 1 forward passes per batch and is kept for checks.
-
-Both run the network as it trains (BatchNorm on batch statistics) without touching the running
-statistics, so computing them at initialisation leaves the model exactly as it was.
+``sensitivities``: the first-order estimate S_l ≈ dL/d delta_l at delta = 1, all L of them from
+one backward pass per batch; the exact ``removal_sensitivities`` (L + 1 forward passes) is kept
+for checks. Both use batch statistics without touching BatchNorm's running ones.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
 
 
 class Sensitivity(NamedTuple):
-    """S_l estimated over ``batches`` batches: the mean over them and its standard error
-    (the batches' standard deviation / sqrt(batches); None from a single batch), shape (L,)."""
+    """S_l over ``batches`` batches: the mean and its standard error (None from one batch)."""
 
     mean: Tensor
     standard_error: Tensor | None

@@ -48,3 +48,11 @@ def lemma1_deviation(survival: Sequence[float], beta: float) -> float:
     while _bennett_u(hi) < level:
         hi *= 2.0
     return v * brentq(lambda t: _bennett_u(t) - level, 0.0, hi, xtol=1e-12)
+
+
+def gate_record(gate) -> dict:
+    """What a run records of its ``SurvivalGate``: p, the sensitivities it came from, and the
+    mean and variance of L_delta."""
+    p = gate.survival
+    seen = {"survival": p, "sensitivity": gate.sensitivity, "sensitivity_se": gate.sensitivity_se}
+    return seen | {"expected_depth": expected_depth(p), "depth_variance": depth_variance(p)}

@@ -8,8 +8,8 @@
   solved so that mean(p) = b: rule ``proportional`` p_l ∝ |S_l| (the paper's experiments, Sec. 6)
   or ``affine`` p_l = p_min + alpha |S_l| (Sec. 5). Feasible for b >= p_min.
 
-Every mode returns a float64 tensor p with mean(p) = b, or raises ``ConfigError`` naming the
-option that makes it impossible; the mean is checked before p is returned (``met_budget``).
+Every mode returns a float64 tensor p with mean(p) = b (checked: ``met_budget``), or raises
+``ConfigError`` naming the option that makes it impossible.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def check_budget(budget: float) -> float:
 
 
 class BudgetMissedError(RuntimeError):
-    """A mode computed survival probabilities whose mean is not the budget (a bug, never a
-    silent run: the run fails with this reason)."""
+    """A mode's survival probabilities miss the budget (a bug: the run fails, never silently)."""
 
 
 def met_budget(survival: Tensor, budget: float, mode: str, tolerance: float = 1e-6) -> Tensor:
@@ -61,10 +60,7 @@ class Mode:
 
     def check(self, budget: float, num_blocks: int) -> float:
         """The budget this mode runs at with L = ``num_blocks`` blocks (1.0 for ``none``);
-        ConfigError unless ``budget`` lies in (0, 1] and the mode can meet it. The one check of
-        a budget: a run calls it once, in its config check, before any data (``sdexp.run.config``),
-        and carries what it returns; ``survival`` calls it for a caller that did not (a library
-        user's)."""
+        ConfigError unless ``budget`` lies in (0, 1] and the mode can meet it."""
         check_budget(budget)
         smallest = self.smallest_budget(num_blocks)
         if budget < smallest:
@@ -99,9 +95,8 @@ class Uniform(Mode):
 
     def survival(self, budget, num_blocks, sensitivity=None):
         self.check(budget, num_blocks)
-        return met_budget(
-            torch.full((num_blocks,), float(budget), dtype=torch.float64), budget, self.name
-        )
+        survival = torch.full((num_blocks,), float(budget), dtype=torch.float64)
+        return met_budget(survival, budget, self.name)
 
 
 @dataclass(frozen=True)
@@ -138,12 +133,10 @@ SENSEMODE_RULES = ("proportional", "affine")
 
 @dataclass(frozen=True)
 class SenseMode(Mode):
-    """Survival from the sensitivities S_l = dL/d delta_l at delta = 1 (Sec. 5).
-
-    ``rule``: ``proportional`` p_l = clip(c |S_l|, p_min, 1) (Sec. 6) or ``affine``
-    p_l = clip(p_min + c |S_l|, p_min, 1) (Sec. 5); c >= 0 is solved so that mean(p) = b.
-    ``batches``: training batches the sensitivities are averaged over at initialisation.
-    """
+    """Survival from the sensitivities S_l = dL/d delta_l at delta = 1 (Sec. 5): ``rule``
+    ``proportional`` p_l = clip(c |S_l|, p_min, 1) (Sec. 6) or ``affine`` p_l = clip(p_min +
+    c |S_l|, p_min, 1) (Sec. 5), c >= 0 solved so that mean(p) = b; S_l is averaged over
+    ``batches`` training batches at initialisation."""
 
     name: ClassVar[str] = "sensemode"
     needs_sensitivity: ClassVar[bool] = True
@@ -181,14 +174,9 @@ class SenseMode(Mode):
         return met_budget((base + scale * s).clamp(self.p_min, 1.0), budget, self.name)
 
     def scale_for(self, budget: float, s: Tensor, base: float) -> float:
-        """The c >= 0 with mean(clip(base + c |S|, p_min, 1)) = b, solved exactly.
-
-        mean(p) is continuous, non-decreasing and piecewise linear in c, with a kink where a
-        block leaves p_min ((p_min - base) / |S_l|) or reaches 1 ((1 - base) / |S_l|). The
-        root lies on the segment between two consecutive kinks, where it is a linear
-        interpolation: no tolerance, whatever the scale of S (|S| reaches 1e15 for the plain
-        Vanilla ResNet, where an absolute root tolerance would return c = 0, i.e. p = p_min).
-        """
+        """The c >= 0 with mean(clip(base + c |S|, p_min, 1)) = b, solved exactly: mean(p) is
+        piecewise linear in c, so the root interpolates between two kinks, whatever the scale of
+        S (1e15 for the plain Vanilla ResNet, where a root finder's tolerance gives c = 0)."""
 
         def mean_at(c: Tensor) -> Tensor:  # c: (K,) -> mean(p) at each, (K,)
             return (base + c[:, None] * s).clamp(self.p_min, 1.0).mean(1)

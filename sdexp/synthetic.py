@@ -1,10 +1,6 @@
 """Synthetic CIFAR: small look-alikes in the real on-disk format, for tests, smoke runs and the
-benchmark (``scripts/bench.py``) where the real data cannot be downloaded.
-
-torchvision checks every file of CIFAR against the md5 sums of the official archive, which these
-files do not have; ``unverified`` is torchvision's class without those checks. It lives here,
-with the files it exists for, and ``CIFARDataModule`` reads through it with
-``dataset.verify_md5=false``.
+benchmark (``scripts/bench.py``), read through ``unverified``: torchvision's class without the
+md5 checks of the official archive (``dataset.verify_md5=false``).
 """
 
 from __future__ import annotations
@@ -17,9 +13,8 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 
 def unverified(cifar: type[CIFAR10]) -> type[CIFAR10]:
-    """torchvision's CIFAR class with its md5 checks turned off (files must still exist), for
-    copies that are not the official archive, such as the ones ``write_synthetic_cifar`` writes.
-    torchvision skips the check of a file whose md5 is None."""
+    """torchvision's CIFAR class with its md5 checks turned off (it skips a file whose md5 is
+    None; the files must still exist)."""
     return type(
         f"Unverified{cifar.__name__}",
         (cifar,),
@@ -38,10 +33,8 @@ def write_synthetic_cifar(
     test_size: int = 100,
     seed: int = 0,
 ) -> Path:
-    """Write a small CIFAR-10/100 look-alike in the real on-disk format (the python pickles that
-    torchvision reads) under ``root``. Images are noise around a per-class colour, so a network
-    can learn them. Read it with ``CIFARDataModule(..., verify_md5=False)`` or ``unverified``:
-    the md5 sums are not the official ones."""
+    """Write a small CIFAR-10/100 look-alike (torchvision's python pickles) under ``root``: noise
+    around a per-class colour, so that a network can learn it."""
     cifar, num_classes = (CIFAR100, 100) if name == "cifar100" else (CIFAR10, 10)
     rng = np.random.default_rng(seed)
     colours = rng.integers(40, 216, size=(num_classes, 3, 1))

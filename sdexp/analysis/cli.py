@@ -1,43 +1,19 @@
 """Table 2 from sweeps: ``sdexp-table SOURCE...`` (or ``python -m sdexp.analysis.cli SOURCE...``).
 
-A SOURCE is a sweep directory: every run under it (``sdexp.analysis.runs``: each ``results.json``
-with its ``predictions.csv``, and the cells each sweep planned in ``sweep.json``, to count the runs
-that never finished); or a ``runs.csv`` that sdexp-table wrote, whose rows are read back (so
-that the committed tables and verdicts regenerate from their committed runs.csv; it holds no
-per-image predictions). It writes, per setup (``sdexp.analysis.tables``: one table holds runs that
-differ only in mode, budget and seed),
-
-- ``table2.md`` and ``table2.csv``: the paper's layout, ours beside the paper's values;
-- ``summary.csv``: the same numbers, one row per (mode, budget), for further analysis;
-- ``runs.csv``: one row per run (``sdexp.analysis.runs.RUNS_COLUMNS``), its directory relative
-  to its sweep's, and one per cell a sweep left out;
-- ``table2_<dataset>_<model>_<epochs>ep.png``: test error against budget per mode with error
-  bars (the budget-performance trade-off, ``sdexp.analysis.plots``);
-- ``verdict.md`` and ``verdict.csv``: whether the runs agree with the Budget Hypothesis (Sec. 5):
-  the paired regime test (SenseMode against Uniform seed by seed, in the small and the large
-  budget regime, ``--small``/``--large`` pre-register their budgets, ``--margin`` the smallest
-  effect of interest, ``sdexp.analysis.paired``), then per budget SenseMode against Uniform (and
-  Linear) over seeds (``sdexp.analysis.per_budget``), SenseMode's variants against each other, and
-  with ``--pool`` one verdict over every table's runs paired by setup and seed
-  (``sdexp.analysis.verdict``); ``paired_<dataset>_<model>_<epochs>ep.png``: d_s(b) per seed
-  (``sdexp.analysis.plots``);
-- ``cost.md`` and ``cost.csv``: what the runs cost, in device-hours per table and device, summed
-  from their results.json (``sdexp.analysis.cost``);
-
-and prints the markdown, the tables then the verdicts. Every file names the command that made it
-and the code that ran it (``MadeBy``: a first line in markdown, the columns ``command`` and
-``table_commit`` in CSV, metadata in PNG); ``runs.csv`` names each run's own code
-(``run_commit``, ``run_dirty``, ``run_diff``). A cell of a table whose finished runs came from
-different code (``sdexp.provenance``) stops the command with one line naming the codes, unless
-``--mix-code`` puts them together. The value of a run is its recipe's reported test metric
-(``report``: the best-validation checkpoint's, or the final model's; ``--report`` chooses for
-all), and the table says which. It writes files and nothing else: ``sdexp-dashboard --tables
-DIR`` logs them to W&B.
+A SOURCE is a sweep directory (every run under it, ``sdexp.analysis.runs``) or a ``runs.csv`` that
+sdexp-table wrote, read back so that the committed tables and verdicts regenerate from it. Per
+setup it writes ``table2.md``/``.csv``, ``summary.csv``, ``runs.csv``, the table's plot
+(``sdexp.analysis.tables``, ``plots``), ``verdict.md``/``.csv`` and the paired plots (the Budget
+Hypothesis, ``sdexp.analysis.verdict``), ``cost.md``/``.csv`` (``sdexp.analysis.cost``), and prints
+the markdown. Every file names the command and the code that made it (``MadeBy``); a cell of a
+table whose runs came from different code stops the command unless ``--mix-code``. It writes
+files and nothing else (docs/table.md: every file and option).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shlex
 import sys
@@ -55,8 +31,6 @@ from sdexp.analysis.tables import REPORTS, Table, budget_key, summarize, tables
 from sdexp.analysis.verdict import Regimes, check_pool, write_verdicts
 from sdexp.provenance import current_code
 from sdexp.results import PLAN_FILE, RESULTS_FILE
-
-# --- writing -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -76,11 +50,6 @@ class MadeBy:
         return frame.assign(command=self.command, table_commit=self.commit)
 
 
-def made_by(argv: list[str]) -> MadeBy:
-    """``sdexp-table ARGV`` as a shell line, and the code of this process."""
-    return MadeBy(shlex.join(["sdexp-table", *argv]), current_code().label)
-
-
 def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]:
     """Write table2.md, table2.csv, summary.csv and one plot per setup into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -88,9 +57,8 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
     found = tables(runs, summary)
     text = "\n".join(t.markdown() for t in found)
     if runs.unreadable:
-        text += "\nUnreadable files (counted as missing):\n" + "".join(
-            f"- {line}\n" for line in runs.unreadable
-        )
+        listed = "".join(f"- {line}\n" for line in runs.unreadable)
+        text += f"\nUnreadable files (counted as missing):\n{listed}"
     (out / "table2.md").write_text(f"{made.line}\n\n{text}")
     wide = pd.concat([t.grid().assign(table=t.title) for t in found], ignore_index=True)
     made.stamp(wide).to_csv(out / "table2.csv", index=False)
@@ -99,15 +67,8 @@ def write(runs: Runs, out: Path, made: MadeBy) -> tuple[list[Table], list[Path]]
     return found, plots
 
 
-def write_runs(runs: Runs, out: Path, made: MadeBy) -> None:
-    """runs.csv: one row per run, finished, failed or missing, and per cell left out
-    (``sdexp.analysis.runs.runs_csv``)."""
-    made.stamp(runs_csv(runs)).to_csv(out / "runs.csv", index=False)
-
-
 def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
-    """``cost.md`` and ``cost.csv``: the runs' device-hours per table and device
-    (``sdexp.analysis.cost``); returns the markdown."""
+    """Write ``cost.md`` and ``cost.csv`` (``sdexp.analysis.cost``); returns the markdown."""
     titles = {
         t.setup: f"{t.dataset}, {t.model}, {t.epochs} epoch{'' if t.epochs == 1 else 's'}, "
         f"recipe {t.recipe}" + (f" (setup {t.setup[:6]})" if t.suffix else "")
@@ -120,9 +81,6 @@ def write_cost(runs: Runs, found: list[Table], out: Path, made: MadeBy) -> str:
     return text
 
 
-# --- the command -------------------------------------------------------------------------------
-
-
 class Parser(argparse.ArgumentParser):
     """argparse, with a bad option said in one line (no usage block) and exit status 2."""
 
@@ -130,25 +88,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def budget_arg(text: str) -> float:
-    """A budget for --small/--large: a number in (0, 1]."""
+def number(text: str, top: float, what: str) -> float:
+    """A number in (0, ``top``], else argparse's error naming ``what`` it must be."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"a budget is a number in (0, 1], got {text!r}")
-    return value
-
-
-def margin_arg(text: str) -> float:
-    """--margin: a positive number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"the margin is a positive number, got {text!r}")
+    if not 0 < value <= top or value == math.inf:
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
     return value
 
 
@@ -174,19 +121,17 @@ def arguments() -> argparse.ArgumentParser:
         help="the test metric to show: of the best-validation checkpoint or of the final model "
         "(default: what each run's recipe reports)",
     )
+    budget = functools.partial(number, top=1, what="a budget is a number in (0, 1]")
+    regime = {"nargs": "+", "type": budget, "metavar": "B"}
     parser.add_argument(
         "--small",
-        nargs="+",
-        type=budget_arg,
-        metavar="B",
+        **regime,
         help="the paired test's small-budget regime, pre-registered (with --large; default: "
         "the grid's budgets below 0.5)",
     )
     parser.add_argument(
         "--large",
-        nargs="+",
-        type=budget_arg,
-        metavar="B",
+        **regime,
         help="the paired test's large-budget regime (default: the grid's budgets from 0.5)",
     )
     parser.add_argument(
@@ -197,7 +142,7 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--margin",
-        type=margin_arg,
+        type=functools.partial(number, top=math.inf, what="the margin is a positive number"),
         help=f"the smallest effect of interest, in the metric's units: an effect must be beyond "
         f"it to count as predicted, and within it is negligible or equivalent (default: "
         f"{MARGIN:g} percentage points for a test error; none for an MSE)",
@@ -244,16 +189,8 @@ def unpaired(runs: Runs, options: Regimes) -> str:
     return ""
 
 
-def check_sources(parser: argparse.ArgumentParser, sources: list[Path]) -> None:
-    """Each SOURCE is a sweep directory or a runs.csv file."""
-    for source in sources:
-        if not (source.is_dir() or (source.is_file() and source.suffix == ".csv")):
-            parser.error(f"{source} is neither a directory nor a runs.csv file")
-
-
 def mixed_code(runs: Runs) -> str:
-    """An error line if a cell of a table (setup, mode and its options, budget) holds finished
-    runs that different code made: the codes it holds, and the ways on."""
+    """An error line if a cell of a table holds finished runs that different code made."""
     ok = runs.frame[runs.frame.status == "ok"]
     cells = ok.groupby(["setup", "mode", "variant", budget_key(ok["budget"])])["code"]
     mixed = [(cell, codes) for cell, codes in cells if codes.nunique() > 1]
@@ -276,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = arguments()
     args = parser.parse_args(argv)
     options = regime_options(parser, args)
-    check_sources(parser, args.sources)
+    for source in args.sources:
+        if not (source.is_dir() or (source.is_file() and source.suffix == ".csv")):
+            parser.error(f"{source} is neither a directory nor a runs.csv file")
     try:
         runs = collect(args.sources, args.report)
     except ValueError as error:
@@ -298,14 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    first = args.sources[0]
-    out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else first)
+    out = args.out or (Path("outputs/tables") if len(args.sources) > 1 else args.sources[0])
     out = out.parent if out.is_file() else out
-    made = made_by(argv)
+    made = MadeBy(shlex.join(["sdexp-table", *argv]), current_code().label)
     try:
         found, plots = write(runs, out, made)
         verdicts, paired_plots = write_verdicts(runs, found, out, made, options, args.pool)
-        write_runs(runs, out, made)
+        made.stamp(runs_csv(runs)).to_csv(out / "runs.csv", index=False)
         spent = write_cost(runs, found, out, made)
     except OSError as error:  # a place that cannot be written: its first write fails
         why = error.strerror or str(error)

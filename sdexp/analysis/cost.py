@@ -1,11 +1,8 @@
 """What a sweep cost, read from its runs (``sdexp-table``): device-hours per table and device.
 
-A run's device-hours are ``RunResult.device_hours``: its ``train_time_s`` (Lightning's Timer over
-``fit``: the training epochs with their validation passes and the capture and compilation of the
-graphs, a resumed run's earlier parts included; not the test passes, loading the data or
-SenseMode's sensitivities before training) times its ``device_share`` (DDP's ranks, over the runs
-of a local sweep that share one device), both from ``results.json``. Failed runs count: they held
-the device too. Runs that never wrote a ``results.json`` (missing) cost nothing that is known.
+A run's device-hours are ``RunResult.device_hours`` (its fit's time times its device share, from
+``results.json``; ``markdown`` says what that counts). Failed runs count: they held the device
+too. Missing runs cost nothing that is known.
 """
 
 from __future__ import annotations
@@ -19,28 +16,23 @@ UNKNOWN = "device not recorded"  # results.json of an earlier version
 
 
 def cost(runs: pd.DataFrame, titles: dict[str, str]) -> pd.DataFrame:
-    """Per setup and device, from ``sdexp.analysis.runs.collect``'s rows (``status``, ``device``,
-    ``device_hours``); ``titles`` names each setup's table."""
+    """Per setup and device, from ``collect``'s rows; ``titles`` names each setup's table."""
     hours = pd.to_numeric(runs["device_hours"])
     timed = runs[hours.notna()].assign(
         device=runs["device"].fillna(UNKNOWN),
         device_hours=hours,
         failed_hours=hours.where(runs["status"] == "failed", 0.0),
     )
-    found = timed.groupby(["setup", "device"], sort=False).agg(
-        runs=("device_hours", "size"),
-        device_hours=("device_hours", "sum"),
-        failed_hours=("failed_hours", "sum"),
-    )
+    grouped = timed.groupby(["setup", "device"], sort=False)
+    found = grouped[["device_hours", "failed_hours"]].sum().assign(runs=grouped.size())
     found = found.reset_index().assign(table=lambda f: f["setup"].map(titles))
     return found.reindex(columns=COLUMNS)
 
 
 def markdown(found: pd.DataFrame) -> str:
     """The cost as a markdown table, with what it counts."""
-    shown = found.drop(columns="setup").rename(
-        columns={"device_hours": "device-hours", "failed_hours": "of which failed runs"}
-    )
+    names = {"device_hours": "device-hours", "failed_hours": "of which failed runs"}
+    shown = found.drop(columns="setup").rename(columns=names)
     return (
         "### Cost\n\n"
         + shown.to_markdown(index=False, floatfmt=".3g")

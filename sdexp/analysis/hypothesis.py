@@ -2,13 +2,9 @@
 
 "Assuming L >> 1, the uniform mode outperforms SenseMode in the large budget regime, while
 SenseMode outperforms the uniform mode in the small budget regime" (Sec. 5); Sec. 6 reads
-Table 2 with the regimes split at b = L_bar/L = 0.5 (small: b < 0.5, large: b >= 0.5). It
-predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where it happens.
-
-``MODE_NAMES`` is how every table, plot and verdict names the modes (the paper's spelling).
-The tests of the hypothesis: ``sdexp.analysis.paired`` (the paired regime test it states, which
-decides the verdict) and ``sdexp.analysis.per_budget`` (the descriptive view per budget), both in
-``sdexp.analysis.verdict``.
+Table 2 with the regimes split at b = L_bar/L = 0.5. It predicts a sign reversal of
+err(SenseMode) - err(Uniform), nothing about where it happens. ``MODE_NAMES``: how every table,
+plot and verdict names the modes (the paper's spelling).
 """
 
 MODE_NAMES = {"sensemode": "SenseMode", "uniform": "Uniform", "linear": "Linear"}

@@ -1,26 +1,13 @@
 """The paired contrasts with the test set's sampling noise, from per-image predictions.
 
-A run's test metric is the mean over its N test images of a per-image value v_i: 100 x [wrong]
-for a test error in %, the squared error for an MSE (``per_image_values``, from the run's
-``predictions.csv``, ``sdexp.results``). The seed-only interval of ``sdexp.analysis.paired`` treats
-the test set as fixed; with 1,297 test images and an error near 1.2% the binomial SD of one run's
-error is about 0.3 pp, so the test set's own noise belongs in the interval when the question is
-about the modes on the task rather than on this test set. Two tools:
-
-- **the interval with the test set's noise** (``ImageTests.interval``): a two-way ("pigeonhole")
-  bootstrap over seeds and images (Owen 2007, Ann. Appl. Stat. 1(2)): each of
-  ``BOOTSTRAP_REPLICATES`` = 10,000 replicates draws the seeds (the pairs) with replacement and,
-  independently, the test images with replacement, the same images for every seed, both modes
-  and every budget (they were all tested on the same set; within each split of a pooled
-  analysis, its own images, and its own seeds); the replicate's effect is the mean over the
-  drawn seeds of d_s computed on the drawn images (a regime's d_s: the mean over its budgets).
-  The interval: the replicates' percentiles at the level's tails. Seeded
-  (``numpy.random.default_rng(BOOTSTRAP_SEED)``), so it regenerates. Owen shows that this
-  bootstrap's variance is mildly conservative: it counts the seed-by-image interaction twice.
-- **McNemar's test per seed pair** (``ImageTests.mcnemar``, classification only): at each
-  budget, for each seed with both modes, the images SenseMode got wrong and Uniform right and
-  the other way round; the exact test is the two-sided binomial test of one count out of the
-  discordant pairs at 1/2 (``scipy.stats.binomtest``).
+A run's test metric is the mean over its test images of a per-image value (100 x [wrong] for
+an error in %, the squared error for an MSE). The seed-only interval of ``sdexp.analysis.paired``
+treats the test set as fixed; with 1,297 test images and an error near 1.2% one run's binomial SD
+is about 0.3 pp, so the test set's noise belongs in the interval when the question is about the
+modes on the task. ``ImageTests.interval``: a two-way ("pigeonhole") bootstrap (Owen 2007, Ann.
+Appl. Stat. 1(2)): each replicate draws the seeds and, independently, the test images (the same
+for every seed, mode and budget; per split when pooled) with replacement; mildly conservative
+(it counts the seed-by-image interaction twice). ``ImageTests.mcnemar``: McNemar's exact test.
 """
 
 from __future__ import annotations
@@ -41,9 +28,7 @@ Key = tuple[str, float, Hashable]  # (mode, budget, seed)
 
 
 def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
-    """A ``predictions.csv``'s rows of one model (sorted by index) as per-image values whose mean
-    is the run's metric: 100 x [predicted != target] for an error in %, else the squared
-    error."""
+    """Per-image values whose mean is the run's metric, from one model's predictions.csv rows."""
     if metric == "error":
         return 100.0 * (frame["predicted"] != frame["target"]).to_numpy()
     return frame["squared_error"].to_numpy(dtype=float)
@@ -51,9 +36,8 @@ def per_image_values(frame: pd.DataFrame, metric: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageTests:
-    """The per-image values of the runs one paired analysis compares (``values``: by mode,
-    budget and seed, the split and the values; budgets keyed as ``sdexp.analysis.paired`` keys
-    them), and the tests on them (the module docstring)."""
+    """The per-image values of the runs one paired analysis compares, by mode, budget (keyed as
+    ``sdexp.analysis.paired`` keys them) and seed, and the tests on them."""
 
     values: dict[Key, tuple[str, np.ndarray]]
     metric: str = "error"
@@ -65,23 +49,20 @@ class ImageTests:
     def image(self, mode: str, budget: float, seed: Hashable) -> np.ndarray:
         return self.values[(mode, budget, seed)][1]
 
-    def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> dict:
-        """Per split: (its seeds, the (N images, n seeds) matrix of each seed's per-image
-        difference a - b averaged over ``budgets``)."""
-        found: dict[str, tuple[list, list]] = {}
+    def differences(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> list:
+        """Per split, the (images, seeds) matrix of per-image a - b averaged over ``budgets``."""
+        found: dict[str, list] = {}
         for s in seeds:
             per_budget = [self.image(self.a, b, s) - self.image(self.b, b, s) for b in budgets]
             split = self.values[(self.a, budgets[0], s)][0]
-            found.setdefault(split, ([], []))
-            found[split][0].append(s)
-            found[split][1].append(np.mean(per_budget, axis=0))
-        return {split: (s, np.column_stack(d)) for split, (s, d) in found.items()}
+            found.setdefault(split, []).append(np.mean(per_budget, axis=0))
+        return [np.column_stack(d) for d in found.values()]
 
     def replicate_effects(self, seeds: Sequence[Hashable], budgets: Sequence[float]) -> np.ndarray:
         """The bootstrap's ``replicates`` effects (the module docstring)."""
         rng = np.random.default_rng(self.seed)
         total, count = np.zeros(self.replicates), 0
-        for _, d in self.differences(seeds, budgets).values():
+        for d in self.differences(seeds, budgets):
             images, n = d.shape
             per_seed = np.empty((self.replicates, n))
             for start in range(0, self.replicates, 1000):
@@ -102,16 +83,15 @@ class ImageTests:
         return float(low), float(high)
 
     def mcnemar(self) -> pd.DataFrame:
-        """Per budget and seed with both modes (``MCNEMAR_COLUMNS``): the images only mode a got
-        wrong, only mode b, and the exact McNemar p-value (two-sided); empty for an MSE."""
+        """Per budget and seed with both modes (``MCNEMAR_COLUMNS``); empty for an MSE."""
         if self.metric != "error":
             return pd.DataFrame(columns=MCNEMAR_COLUMNS)
         rows = []
         for mode, budget, seed in sorted(self.values, key=str):
             if mode != self.a or (self.b, budget, seed) not in self.values:
                 continue
-            wrong_a = self.values[(self.a, budget, seed)][1] > 0
-            wrong_b = self.values[(self.b, budget, seed)][1] > 0
+            wrong_a = self.image(self.a, budget, seed) > 0
+            wrong_b = self.image(self.b, budget, seed) > 0
             only_a, only_b = int(np.sum(wrong_a & ~wrong_b)), int(np.sum(wrong_b & ~wrong_a))
             p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
             rows.append((budget, seed, len(wrong_a), only_a, only_b, p))

@@ -1,61 +1,15 @@
 """The paired regime test the Budget Hypothesis states (Sec. 5; ``sdexp.analysis.hypothesis``).
 
-Input: the finished runs of ONE setup (or of setups pooled, ``sdexp.analysis.cli --pool``), a
-DataFrame with columns ``mode``, ``budget``, ``seed`` and ``value`` (the test metric, lower is
-better: an error in % or an MSE); the no-SD baseline (mode ``none``) is not compared.
-
-**The contrast** (``contrasts``): runs that share a seed share the initialisation, the data
-order and the gate's random stream, so the modes are compared seed by seed,
-d_s(b) = value(SenseMode, b, s) - value(Uniform, b, s). A regime's per-seed contrast is the mean
-of d_s(b) over the regime's budgets (seed-clustered; with one budget, the paired difference
-there); only seeds with both modes at every budget of the regime count (the others are named in
-``note``). The regimes are pre-registered budgets (``small``, ``large``), by default the grid
-split at ``boundary`` = 0.5. Per regime, over its n seeds:
-
-- ``effect``: the mean contrast, with its two-sided t confidence interval at ``level``, and
-  ``relative``: the effect in % of Uniform's mean over the same seeds and budgets
-  (``uniform_mean``);
-- one-sided tests in the predicted direction (small: d < 0, SenseMode better; large: d > 0,
-  Uniform better): the paired t-test (``p_t``, ``scipy.stats.ttest_1samp``) and the sign-flip
-  permutation test (``p_perm``, ``sign_flip_p``: exact over all 2^n flips up to n = 40, else
-  100,000 seeded random flips); the same two the other way round (``*_reverse``);
-- **larger than the smallest effect of interest** (``margin``, ±0.3 pp for a test error): the
-  same two one-sided tests of d against the margin in the predicted direction, H0: mean d
-  no further than the margin (``p_t_margin``: ``ttest_1samp(d, ±margin)``; ``p_perm_margin``:
-  sign flips of d -/+ margin); equivalently, at alpha = 0.05, the t-test's one-sided 95% bound
-  (the two-sided 90% interval) lies beyond the margin;
-- equivalence (``p_tost``, Schuirmann's TOST): two one-sided t-tests against -margin and
-  +margin, the larger p-value.
-
-A test counts only when BOTH its t and its sign-flip versions are below alpha = 1 - level
-(neither test's assumptions, normality for t, symmetry of d for the flips, carries a result
-alone). **A regime's class** (``CLASSES``, the first that holds):
-
-| class          | when                                                                     |
-|----------------|--------------------------------------------------------------------------|
-| no test        | fewer than 2 seeds, or every seed the same d (zero variance)             |
-| as predicted   | significant in the predicted direction AND beyond the margin             |
-| negligible     | significant in the predicted direction AND equivalent (TOST)             |
-| opposite       | significant the other way                                                |
-| equivalent     | not significant either way AND equivalent (TOST)                          |
-| inconclusive   | anything else (not significant and not equivalent; or significant in the |
-|                | predicted direction with its size neither beyond nor within the margin)  |
-
-Without a margin (an MSE, unless ``--margin``) the smallest effect of interest is 0: significant
-in the predicted direction is ``as predicted``, and nothing is ``negligible`` or ``equivalent``.
-
-**The outcome** (``OUTCOMES``) from the regimes' classes, the first row that holds (two
-pre-registered tests that must both reject for ``supports``: an intersection-union test, no
-adjustment, no family over the grid's budgets):
-
-| outcome             | the regimes' classes                                              |
-|---------------------|-------------------------------------------------------------------|
-| contradicts         | some regime opposite                                              |
-| supports            | every regime as predicted                                         |
-| supports one regime | one regime as predicted (the other not opposite)                  |
-| does not support    | some regime negligible or equivalent (none as predicted/opposite) |
-| cannot be tested    | every regime no test                                              |
-| inconclusive        | otherwise (inconclusive, or inconclusive and no test)             |
+Runs that share a seed share the initialisation, the data order and the gate's random stream, so
+the modes are compared seed by seed: d_s(b) = value(SenseMode, b, s) - value(Uniform, b, s) (lower
+is better), averaged per seed over each regime's budgets (seed-clustered; small b < ``boundary``,
+large b >= it, or pre-registered). Per regime: the effect with its t interval, one-sided paired
+t and sign-flip tests in the predicted direction (small: d < 0, large: d > 0), the other way, and
+against the smallest effect of interest ``margin``, and Schuirmann's TOST. A test counts only when
+BOTH its t and sign-flip versions are below alpha = 1 - level (neither normality nor the
+symmetry of d carries a result alone). Each regime gets a class (``conclusion``), and the
+classes an outcome (``paired_outcome``): an intersection-union test, no adjustment, no family
+over the grid's budgets (docs/table.md explains it in full).
 """
 
 from __future__ import annotations
@@ -73,8 +27,7 @@ from sdexp.analysis import paired_text
 from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, LARGE, PREDICTED, SMALL, name
 from sdexp.analysis.images import ImageTests
 
-#: scipy's ``alternative`` for d = SenseMode - Uniform in each regime: the sign that says the
-#: predicted mode is better.
+#: scipy's ``alternative`` for d = SenseMode - Uniform: the predicted mode better.
 ALTERNATIVE = {SMALL: "less", LARGE: "greater"}
 OPPOSITE = {"less": "greater", "greater": "less"}
 #: The smallest effect of interest for a test error in %: +-0.3 percentage points.
@@ -89,47 +42,16 @@ FLIP_SEED = 0
 #: 1e-5 pp per run, while distinct sums of +-d differ by at least 2 x 100/n_test (0.15 pp for
 #: 1,297 test images).
 TOLERANCE = 1e-4
-CLASSES = ("as predicted", "negligible", "equivalent", "opposite", "inconclusive", "no test")
-OUTCOMES = (
-    "supports",
-    "supports one regime",
-    "does not support",
-    "contradicts",
-    "inconclusive",
-    "cannot be tested",
+PAIRED_COLUMNS = (
+    ["regime", "budgets", "mode_a", "mode_b", "predicted", "n", "effect", "ci_low", "ci_high"]
+    + ["uniform_mean", "relative", "p_t", "p_perm", "p_t_reverse", "p_perm_reverse", "margin"]
+    + ["p_t_margin", "p_perm_margin", "p_tost", "flips", "image_ci_low", "image_ci_high"]
+    + ["conclusion", "note"]
 )
-PAIRED_COLUMNS = [
-    "regime",
-    "budgets",
-    "mode_a",
-    "mode_b",
-    "predicted",
-    "n",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "uniform_mean",
-    "relative",
-    "p_t",
-    "p_perm",
-    "p_t_reverse",
-    "p_perm_reverse",
-    "margin",
-    "p_t_margin",
-    "p_perm_margin",
-    "p_tost",
-    "flips",
-    "image_ci_low",
-    "image_ci_high",
-    "conclusion",
-    "note",
-]
 
 
 def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """d_s(b) = value(SenseMode) - value(Uniform) of seed s at budget b: one row per budget and
-    seed where either mode ran (columns budget, seed, sensemode, uniform, d; NaN where a mode
-    did not)."""
+    """d_s(b) = SenseMode - Uniform of seed s at b, per budget and seed either mode ran."""
     a, b = HYPOTHESIS
     runs = runs[runs["mode"].isin(HYPOTHESIS) & runs["value"].notna()]
     runs = runs.assign(budget=runs["budget"].astype(float).round(10))
@@ -144,8 +66,7 @@ def regimes(
     large: Sequence[float] | None = None,
     boundary: float = BOUNDARY,
 ) -> dict[str, list[float]]:
-    """The budgets of each regime: the pre-registered ones, else those of the grid where a seed
-    has both modes, split at ``boundary`` (Sec. 6: small b < 0.5, large b >= 0.5)."""
+    """Each regime's budgets: the pre-registered ones, else the grid's split at ``boundary``."""
     grid = sorted(differences.loc[differences["d"].notna(), "budget"].unique())
     return {
         SMALL: budget_keys(small) if small is not None else [x for x in grid if x < boundary],
@@ -161,9 +82,8 @@ def budget_keys(budgets: Sequence[float]) -> list[float]:
 def regime_contrast(
     differences: pd.DataFrame, budgets: Sequence[float]
 ) -> tuple[pd.DataFrame, str]:
-    """Per seed (the index), the means of d_s(b) and of Uniform's value over ``budgets``
-    (seed-clustered; columns d, uniform), for the seeds that have both modes at every one of
-    them; and a note naming the seeds left out."""
+    """Per seed, the means of d_s(b) and of Uniform's value over ``budgets`` (seeds without
+    both modes at every budget left out, and named in the note)."""
     at = differences[differences["budget"].isin(budgets)]
     if at.empty:
         return pd.DataFrame(columns=["d", "uniform"]), ""
@@ -173,9 +93,8 @@ def regime_contrast(
     left_out = [str(seed) for seed in d.index[~complete]]
     seeds = " and ".join([", ".join(left_out[:-1]), *left_out[-1:]] if left_out[:-1] else left_out)
     note = f"left out: seed{'s' * (len(left_out) > 1)} {seeds}, not both modes at every budget"
-    kept = pd.DataFrame(
-        {"d": d[complete].mean(axis=1), "uniform": per_seed["uniform"][complete].mean(axis=1)}
-    )
+    uniform = per_seed["uniform"][complete].mean(axis=1)
+    kept = pd.DataFrame({"d": d[complete].mean(axis=1), "uniform": uniform})
     return kept, note if left_out else ""
 
 
@@ -190,15 +109,12 @@ def flip_sums(x: np.ndarray) -> np.ndarray:
 def sign_flip_p(x: Sequence[float], alternative: str, seed: int = FLIP_SEED) -> float:
     """The one-sided p-value of the sign-flip permutation test of the paired differences ``x``
     (H0: each d_s is as likely +|d_s| as -|d_s|): the fraction of sign flips whose sum is at
-    most (``alternative="less"``) or at least (``"greater"``) the observed sum.
+    most (``alternative="less"``) or at least (``"greater"``) the observed sum, up to
+    ``TOLERANCE`` x sum|x| (float32 rounding).
 
-    Up to ``EXACT_FLIPS`` values, exact over all 2^n flips: the sums of the two halves' flips
-    are enumerated (2^(n/2) each) and paired by a sorted search, in well under a second at
-    n = 40 (scipy's ``permutation_test(..., permutation_type="samples", n_resamples=np.inf)``
-    computes the same by enumerating the 2^n resamples: 6 to 13 s at n = 20). Above it,
-    ``RANDOM_FLIPS`` random flips drawn from ``numpy.random.default_rng(seed)``, with
-    p = (1 + count) / (1 + flips) (Phipson & Smyth 2010: never 0, valid). Sums within
-    ``TOLERANCE`` x sum|x| of the observed one count as equal (float32 rounding)."""
+    Up to ``EXACT_FLIPS`` values, exact: the two halves' 2^(n/2) flip sums met by a sorted
+    search, under a second at n = 40 (scipy's ``permutation_test`` enumerates all 2^n: 6 to 13 s
+    at n = 20). Above it, ``random_flip_p``."""
     x = np.asarray(x, dtype=float)
     if len(x) > EXACT_FLIPS:
         return random_flip_p(x, alternative, seed)
@@ -213,7 +129,8 @@ def sign_flip_p(x: Sequence[float], alternative: str, seed: int = FLIP_SEED) -> 
 
 
 def random_flip_p(x: np.ndarray, alternative: str, seed: int, flips: int = RANDOM_FLIPS) -> float:
-    """``sign_flip_p`` by ``flips`` random sign vectors (in chunks of 10,000)."""
+    """``sign_flip_p`` by ``flips`` random sign vectors (in chunks of 10,000), with
+    p = (1 + count) / (1 + flips) (Phipson & Smyth 2010: never 0, valid)."""
     rng, observed, tolerance = np.random.default_rng(seed), x.sum(), TOLERANCE * np.abs(x).sum()
     count = 0
     for start in range(0, flips, 10_000):
@@ -226,14 +143,8 @@ def random_flip_p(x: np.ndarray, alternative: str, seed: int, flips: int = RANDO
     return (1 + count) / (1 + flips)
 
 
-def flips_text(n: int) -> str:
-    """How ``sign_flip_p`` tests n pairs: 'all 2^20' or '100000 random (seed 0)'."""
-    return f"all 2^{n}" if n <= EXACT_FLIPS else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
-
-
 def tost(x: np.ndarray, margin: float) -> float:
-    """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987): mean d > -margin
-    and mean d < +margin, the larger of the two p-values."""
+    """The equivalence test's p-value (two one-sided t-tests, Schuirmann 1987)."""
     above = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
     below = stats.ttest_1samp(x, margin, alternative="less").pvalue
     return float(max(above, below))
@@ -242,11 +153,10 @@ def tost(x: np.ndarray, margin: float) -> float:
 def paired_test(
     x: Sequence[float], alternative: str, level: float = 0.95, margin: float | None = MARGIN
 ) -> dict:
-    """One regime's per-seed contrasts ``x``: n, effect (mean), its two-sided t confidence
-    interval at ``level``, one-sided paired t and sign-flip p-values in the direction
-    ``alternative``, the other way, and against the ``margin`` in the direction ``alternative``
-    (H0: no further than it), and the TOST p-value (none of these two if ``margin`` is None);
-    NaN where undefined, with the reason in ``note``."""
+    """One regime's per-seed contrasts ``x``: n, effect, its two-sided t interval at ``level``,
+    one-sided t and sign-flip p-values towards ``alternative``, the other way, and beyond the
+    ``margin`` (H0: no further than it), and TOST's (without a ``margin``, neither of the last);
+    NaN where undefined, the reason in ``note``."""
     x = np.asarray(x, dtype=float)
     row = dict.fromkeys(PAIRED_COLUMNS[PAIRED_COLUMNS.index("ci_low") :], math.nan)
     row |= dict(n=len(x), effect=x.mean() if len(x) else math.nan, note="", flips="")
@@ -258,7 +168,8 @@ def paired_test(
             f"{len(x)} seeds: the sign-flip test's smallest p-value is 1/2^{len(x)} = "
             f"{2.0 ** -len(x):.3g}, not below {1 - level:g}"
         )
-    row["flips"] = flips_text(len(x))
+    exact = len(x) <= EXACT_FLIPS  # how sign_flip_p tests them
+    row["flips"] = f"all 2^{len(x)}" if exact else f"{RANDOM_FLIPS} random (seed {FLIP_SEED})"
     row["p_perm"] = sign_flip_p(x, alternative)
     row["p_perm_reverse"] = sign_flip_p(x, OPPOSITE[alternative])
     if np.ptp(x) <= TOLERANCE * np.abs(x).max():  # equal up to the float32 rounding
@@ -279,7 +190,9 @@ def paired_test(
 
 
 def conclusion(row: dict, alpha: float) -> str:
-    """A regime's class (``CLASSES``, the module docstring's table)."""
+    """A regime's class, the first that holds: no test (under 2 seeds, zero variance); as
+    predicted (significant, and beyond the margin, or without one); negligible (significant,
+    and equivalent by TOST); opposite (significant the other way); equivalent; inconclusive."""
     if math.isnan(row["p_t"]):
         return "no test"
     equivalent = row["p_tost"] < alpha  # False without a margin (NaN)
@@ -299,9 +212,8 @@ def contrasts(
     margin: float | None = MARGIN,
     images: ImageTests | None = None,
 ) -> pd.DataFrame:
-    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts, the
-    relative effect, and with ``images`` the interval with the test set's noise."""
-    rows = []
+    """One row per regime (``PAIRED_COLUMNS``): ``paired_test`` on its per-seed contrasts."""
+    rows, (a, b) = [], HYPOTHESIS
     for regime, at in budgets.items():
         per_seed, left_out = regime_contrast(differences, at)
         row = paired_test(per_seed["d"], ALTERNATIVE[regime], level, margin)
@@ -313,23 +225,16 @@ def contrasts(
             row["relative"] = 100 * row["effect"] / row["uniform_mean"]
         if images is not None and len(per_seed) >= 2:
             row["image_ci_low"], row["image_ci_high"] = images.interval(list(per_seed.index), at)
-        rows.append(
-            {
-                **row,
-                "regime": regime,
-                "budgets": ", ".join(f"{b:g}" for b in at),
-                "mode_a": HYPOTHESIS[0],
-                "mode_b": HYPOTHESIS[1],
-                "predicted": PREDICTED[regime],
-                "margin": math.nan if margin is None else margin,
-                "conclusion": conclusion(row, 1 - level),
-            }
-        )
+        row["conclusion"] = conclusion(row, 1 - level)
+        row["margin"] = math.nan if margin is None else margin
+        row["budgets"] = ", ".join(f"{b:g}" for b in at)
+        row.update(regime=regime, predicted=PREDICTED[regime], mode_a=a, mode_b=b)
+        rows.append(row)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def paired_outcome(classes: Sequence[str]) -> str:
-    """The outcome (``OUTCOMES``) from the regimes' classes (the module docstring's table)."""
+    """The outcome from the regimes' classes: the first that holds."""
     if "opposite" in classes:
         return "contradicts"
     if all(c == "as predicted" for c in classes):
@@ -345,13 +250,12 @@ def paired_outcome(classes: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Paired:
-    """The paired regime test of one setup's runs (see the module docstring), in words by
-    ``sdexp.analysis.paired_text``."""
+    """The paired regime test of one setup's runs, in words by ``paired_text``."""
 
     differences: pd.DataFrame  # budget, seed, sensemode, uniform, d
     regimes: dict[str, list[float]]  # the budgets of each regime
     contrasts: pd.DataFrame  # PAIRED_COLUMNS, one row per regime
-    outcome: str  # one of OUTCOMES
+    outcome: str  # paired_outcome's
     level: float = 0.95
     unit: str = "pp"  # of the metric's differences: percentage points of an error in %
     images: ImageTests | None = None  # the per-image predictions, where every run has them
@@ -360,10 +264,8 @@ class Paired:
     @property
     def sentence(self) -> str:
         if self.differences["d"].isna().all():
-            return (
-                f"{paired_text.LEADS['cannot be tested']}: no seed has both {name(HYPOTHESIS[0])} "
-                f"and {name(HYPOTHESIS[1])} runs at one budget."
-            )
+            lead, (a, b) = paired_text.LEADS["cannot be tested"], map(name, HYPOTHESIS)
+            return f"Paired by seed, {lead}: no seed has both {a} and {b} runs at one budget."
         return paired_text.sentence(self.contrasts, self.outcome, self.level, self.unit)
 
     def markdown(self) -> str:
@@ -379,8 +281,7 @@ class Paired:
         )
 
     def budget_means(self) -> pd.DataFrame:
-        """Per budget: n seeds with both modes, the mean of d_s(b) and its t confidence
-        interval at ``level`` (NaN below 2 seeds), for the plot."""
+        """Per budget: n seeds, the mean of d_s(b) and its t interval (NaN below 2 seeds)."""
         d = self.differences.dropna(subset=["d"]).groupby("budget")["d"]
         means = d.agg(n="count", mean="mean", sd="std").reset_index()
         half = stats.t.ppf(0.5 + self.level / 2, means["n"] - 1) * means["sd"] / means["n"] ** 0.5
@@ -397,8 +298,7 @@ def paired(
     unit: str = "pp",
     images: ImageTests | None = None,
 ) -> Paired:
-    """The paired regime test for one setup's finished runs (mode, budget, seed, value);
-    ``images``: their per-image values (``sdexp.analysis.images``), None where some run has none."""
+    """The paired regime test for one setup's finished runs (mode, budget, seed, value)."""
     if margin is not None and not margin > 0:
         raise ValueError(f"the equivalence margin must be positive, got {margin}")
     differences = paired_differences(runs)

@@ -1,7 +1,5 @@
 """The paired regime test's result as text (``sdexp.analysis.paired``): its sentence, how it was
-tested (the stance), and the markdown of ``verdict.md``. Plain data in: the contrasts' frame
-(``sdexp.analysis.paired.PAIRED_COLUMNS``), the outcome, the McNemar rows
-(``sdexp.analysis.images``)."""
+tested (the stance), and the markdown of ``verdict.md``."""
 
 from __future__ import annotations
 
@@ -9,16 +7,14 @@ import pandas as pd
 
 from sdexp.analysis.hypothesis import HYPOTHESIS, name
 
+#: The paired verdict's first words by outcome, after "Paired by seed, ".
 LEADS = {
-    "supports": "Paired by seed, the runs support the Budget Hypothesis",
-    "supports one regime": "Paired by seed, the runs support the Budget Hypothesis in one regime "
-    "only",
-    "does not support": "Paired by seed, the runs do not support the Budget Hypothesis "
-    "(a null result)",
-    "contradicts": "Paired by seed, the runs contradict the Budget Hypothesis",
-    "inconclusive": "Paired by seed, the runs neither support nor contradict the Budget "
-    "Hypothesis (inconclusive)",
-    "cannot be tested": "Paired by seed, the Budget Hypothesis cannot be tested",
+    "supports": "the runs support the Budget Hypothesis",
+    "supports one regime": "the runs support the Budget Hypothesis in one regime only",
+    "does not support": "the runs do not support the Budget Hypothesis (a null result)",
+    "contradicts": "the runs contradict the Budget Hypothesis",
+    "inconclusive": "the runs neither support nor contradict the Budget Hypothesis (inconclusive)",
+    "cannot be tested": "the Budget Hypothesis cannot be tested",
 }
 NO_IMAGES = (
     "No per-image predictions (predictions.csv) for every run compared: the intervals are over "
@@ -32,8 +28,7 @@ def p_text(label: str, p: float) -> str:
 
 
 def judged(row: pd.Series, unit: str, alpha: float) -> str:
-    """A regime's class (``sdexp.analysis.paired.CLASSES``) in words, with the tests that decided
-    it."""
+    """A regime's class in words, with the tests that decided it."""
     a, b = HYPOTHESIS
     better, other = name(row["predicted"]), name(b if row["predicted"] == a else a)
     u = f" {unit}" if unit else ""
@@ -91,12 +86,11 @@ def regime_text(row: pd.Series, level: float, unit: str) -> str:
 def sentence(contrasts: pd.DataFrame, outcome: str, level: float, unit: str) -> str:
     """The paired verdict in one sentence: the outcome, then each regime."""
     regimes = "; ".join(regime_text(row, level, unit) for _, row in contrasts.iterrows())
-    return f"{LEADS[outcome]}: {regimes}."
+    return f"Paired by seed, {LEADS[outcome]}: {regimes}."
 
 
 def stance(contrasts: pd.DataFrame, level: float, unit: str) -> str:
-    """How the paired test was run and decided (``sdexp.analysis.paired``'s rule), in a
-    paragraph."""
+    """How the paired test was run and decided, in a paragraph."""
     alpha = f"{1 - level:g}"
     margins = contrasts["margin"].dropna()
     u = f" {unit}" if unit else ""
@@ -149,8 +143,7 @@ def markdown(
     images: bool,
     mcnemar: pd.DataFrame,
 ) -> str:
-    """The paired verdict for verdict.md: the sentence, the test set's noise (or a line saying
-    there are no per-image predictions), the stance and the table of contrasts."""
+    """The paired verdict for verdict.md: sentence, test set's noise, stance, table."""
     shown = contrasts.drop(columns=["mode_a", "mode_b", "margin"])
     shown["predicted"] = shown["predicted"].map(name)
     numbers = ("effect", "ci_low", "ci_high", "uniform_mean", "relative")

@@ -1,50 +1,20 @@
 """The Budget Hypothesis (Sec. 5) per budget: the descriptive view beside the paired test that
 decides the verdict (``sdexp.analysis.verdict``).
 
-The hypothesis (Sec. 5): "Assuming L >> 1, the uniform mode outperforms SenseMode in the large
-budget regime, while SenseMode outperforms the uniform mode in the small budget regime"; Sec. 6
-reads Table 2 with the regimes split at b = L_bar/L = 0.5 (small: b < 0.5, large: b >= 0.5). It
-predicts a sign reversal of err(SenseMode) - err(Uniform), nothing about where it happens.
+Per budget and pair of ``PAIRS`` (``compare``): diff = mean_a - mean_b over seeds (negative: mode_a
+is better), Welch's interval at ``level`` and Welch's t-test, Holm-adjusted (Holm 1979) within
+each pair's budgets; the intervals are not adjusted. No p-value below 2 seeds a side, nor where
+both sides have zero variance (Welch's t is 0/0 or infinite: scipy's p-value would mean nothing).
+SenseMode-Uniform is compared at every budget where either ran, the other pairs where both did
+(Linear cannot run below (L - 1)/(2L), the paper's "-").
 
-Input: the finished runs of ONE setup, a DataFrame with columns ``mode``, ``budget``, ``seed``
-and ``value`` (the test metric, lower is better: an error in % or an MSE); the no-SD baseline
-(mode ``none``) is not compared.
-
-**The descriptive view** (``compare``), per budget, for each pair in ``PAIRS``:
-
-- the difference of means ``diff = mean_a - mean_b`` (negative: mode_a is better) with Welch's
-  confidence interval at ``level`` and Welch's t-test p-value (``scipy.stats.ttest_ind`` with
-  ``equal_var=False``), over seeds. No p-value (NaN, with a ``note`` saying why) where a side has
-  fewer than 2 seeds, or where both sides have zero variance (Welch's statistic is 0/0 or
-  infinite and scipy would return a p-value of 0 or NaN that means nothing).
-- Multiple comparisons: raw p-values, and Holm-adjusted ones (Holm 1979, family-wise error
-  <= 1 - level) within each pair's family of budgets; ``significant`` means adjusted p below
-  ``alpha = 1 - level``. The confidence intervals are per budget, not adjusted, so an interval
-  that excludes 0 is not always a significant difference after the adjustment.
-
-Pairs: SenseMode against Uniform (the hypothesis) at every budget where either ran, a missing side
-reported with n = 0; Linear against Uniform and SenseMode against Linear where both ran (Linear
-is infeasible below (L - 1)/(2L), the paper's "-").
-
-The switch: between which grid budgets the better mode of SenseMode and Uniform changes, by the
-sign of the mean difference; the sentence names those budgets and no place in between (a line
-through two points is no estimate of where the modes cross; ``Switch.budget`` keeps the linear
-interpolation for the plot). A switch is significant when the significant differences on
-either side of it favour the two modes (see ``switches``).
-
-Agreement of the descriptive view (``agreement``), from the Holm-adjusted SenseMode-Uniform tests:
-
-- ``agrees``: SenseMode significantly better at some b < 0.5, Uniform significantly better at
-  some b >= 0.5, and no significant difference the other way round;
-- ``partly agrees``: significant differences only in the hypothesis' direction, but in one regime;
-- ``does not agree``: some significant difference the other way round (SenseMode better at
-  b >= 0.5 or Uniform better at b < 0.5), whatever else holds;
-- ``no significant difference``: tested (a p-value at some budget) but nothing significant;
-- ``cannot be tested``: no p-value at any budget (SenseMode or Uniform not run, or < 2 seeds).
+Where the better mode switches (``switches``) is named by the grid budgets either side, no place
+in between: a line through two points is no estimate of where the modes cross.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -57,52 +27,19 @@ from scipy import stats
 from sdexp.analysis.hypothesis import BOUNDARY, HYPOTHESIS, name
 
 PAIRS = (HYPOTHESIS, ("linear", "uniform"), ("sensemode", "linear"))
-COLUMNS = [
-    "budget",
-    "mode_a",
-    "mode_b",
-    "n_a",
-    "n_b",
-    "mean_a",
-    "mean_b",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "better",
-    "significant",
-    "note",
-]
-OUTCOMES = (
-    "agrees",
-    "partly agrees",
-    "does not agree",
-    "no significant difference",
-    "cannot be tested",
-)
+COLUMNS = ["budget", "mode_a", "mode_b", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low"]
+COLUMNS += ["ci_high", "p_value", "p_adjusted", "better", "significant", "note"]
 
 
 def welch(
     a: Sequence[float], b: Sequence[float], level: float = 0.95, names: tuple[str, str] = ("a", "b")
 ) -> dict:
-    """Mode a against mode b at one budget: n, means, diff = mean_a - mean_b, Welch's confidence
-    interval for diff at ``level`` and Welch's two-sided t-test p-value; NaN where undefined,
-    with the reason in ``note`` (the modes called ``names``)."""
+    """Mode a against mode b at one budget, Welch's interval and two-sided test; NaN where
+    undefined, the reason in ``note`` (the modes called ``names``)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    mean_a = a.mean() if len(a) else math.nan
-    mean_b = b.mean() if len(b) else math.nan
-    row = {
-        "n_a": len(a),
-        "n_b": len(b),
-        "mean_a": mean_a,
-        "mean_b": mean_b,
-        "diff": mean_a - mean_b,
-        "ci_low": math.nan,
-        "ci_high": math.nan,
-        "p_value": math.nan,
-        "note": "",
-    }
+    mean_a, mean_b = (x.mean() if len(x) else math.nan for x in (a, b))
+    row = dict(n_a=len(a), n_b=len(b), mean_a=mean_a, mean_b=mean_b, diff=mean_a - mean_b)
+    row |= dict.fromkeys(["ci_low", "ci_high", "p_value"], math.nan) | {"note": ""}
     if len(a) < 2 or len(b) < 2:
         row["note"] = "no test: " + ", ".join(
             f"{side} has {'no run' if n == 0 else f'{n} seed'}"
@@ -134,9 +71,9 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """One row per budget and pair of ``PAIRS`` (columns ``COLUMNS``): ``welch`` on the seeds,
+    """One row per budget and pair of ``PAIRS`` (``COLUMNS``): ``welch`` on the seeds,
     Holm-adjusted within each pair, ``better`` the mode with the lower mean, ``significant``
-    adjusted p < 1 - level. See the module docstring for which budgets each pair is compared at."""
+    adjusted p < 1 - level."""
     runs = runs[runs["value"].notna() & (runs["mode"] != "none")]
     values = {
         (mode, round(float(budget), 10)): part["value"].to_numpy()
@@ -150,15 +87,11 @@ def compare(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         budgets = ran[a] | ran[b] if (a, b) == HYPOTHESIS else ran[a] & ran[b]
         if not budgets:  # e.g. Linear and Uniform run, never at one budget
             continue
-        frame = pd.DataFrame(
-            {
-                "budget": x,
-                "mode_a": a,
-                "mode_b": b,
-                **welch(values.get((a, x), []), values.get((b, x), []), level, (name(a), name(b))),
-            }
-            for x in sorted(budgets)
-        )
+        budgets, names = sorted(budgets), (name(a), name(b))
+        rows = [
+            welch(values.get((a, x), []), values.get((b, x), []), level, names) for x in budgets
+        ]
+        frame = pd.DataFrame(rows).assign(budget=budgets, mode_a=a, mode_b=b)
         frame["p_adjusted"] = holm(frame["p_value"])
         frames.append(frame)
     if not frames:
@@ -181,11 +114,10 @@ def pair(comparisons: pd.DataFrame, a: str = HYPOTHESIS[0], b: str = HYPOTHESIS[
 
 @dataclass(frozen=True)
 class Switch:
-    """The better mode (lower mean) changes from ``below`` to ``above`` at ``budget``, the zero
-    of the mean difference interpolated linearly between the grid budgets ``low`` and ``high``
-    (with ties at grid budgets between them: the middle of the tied budgets). ``evidence``: the
-    nearest budgets below and above with a significant difference, when they favour ``below``
-    and ``above`` respectively (then the switch is significant), else None."""
+    """The better mode (lower mean) changes from ``below`` to ``above`` at ``budget``, between
+    the grid budgets ``low`` and ``high`` (``sign_changes``). ``evidence``: the nearest budgets
+    below and above with a significant difference, when they favour ``below`` and ``above``
+    (then the switch is significant), else None."""
 
     budget: float
     below: str
@@ -200,11 +132,10 @@ class Switch:
 
 
 def sign_changes(budgets: Sequence[float], diffs: Sequence[float]) -> list[tuple[int, int, float]]:
-    """The crossing rule, the one place that says where two modes cross (the table's
-    ``crossings``, the verdict's ``switches``): each sign change of ``diffs`` (a - b, known,
-    along the sorted ``budgets``) as (i, j, b), i and j the last budget before it and the first
-    after it with a non-zero difference; b interpolates the zero linearly between them, or is
-    the middle of the tied budgets between them (diff = 0). A tie between two budgets that
+    """The crossing rule, the one place that says where two modes cross: each sign change of
+    ``diffs`` (a - b, known, along the sorted ``budgets``) as (i, j, b), i and j the last budget
+    before it and the first after it with a non-zero difference; b interpolates the zero
+    linearly between them, or is the middle of the ties between them. A tie between budgets that
     favour the same mode is no crossing, nor is a tie at either end of the grid."""
     signed = [(i, d) for i, d in enumerate(diffs) if d != 0]
     found = []
@@ -226,8 +157,7 @@ def crossings(budgets: Sequence[float], a: Sequence[float], b: Sequence[float]) 
 
 
 def switches(rows: pd.DataFrame) -> list[Switch]:
-    """Where the better mode of one pair's rows (``pair``) changes along the budgets
-    (``sign_changes`` of ``diff``), with the evidence on either side."""
+    """Where the better mode of one pair's rows changes, with the evidence on either side."""
     known = rows[rows["diff"].notna()].sort_values("budget")
     budgets, better = known["budget"].to_list(), known["better"].to_list()
     found = []
@@ -251,13 +181,13 @@ def evidence(rows: pd.DataFrame, switch: Switch) -> tuple[float, float] | None:
 
 
 def agreement(rows: pd.DataFrame, boundary: float = BOUNDARY) -> str:
-    """One of ``OUTCOMES`` from the SenseMode-Uniform rows (module docstring: the rule)."""
+    """The agreement of the SenseMode-Uniform rows with the hypothesis, from their significant
+    (Holm-adjusted) differences: any the other way round does not agree."""
     if rows["p_value"].isna().all():
         return "cannot be tested"
     significant = rows[rows["significant"]]
     small = significant["budget"] < boundary
-    sense = significant["better"] == "sensemode"
-    uniform = significant["better"] == "uniform"
+    sense, uniform = (significant["better"] == mode for mode in HYPOTHESIS)
     if (sense & ~small).any() or (uniform & small).any():
         return "does not agree"
     if (sense & small).any() and (uniform & ~small).any():
@@ -271,12 +201,8 @@ def budget_list(budgets: Sequence[float], grid: Sequence[float]) -> str:
     """'0.1, 0.3, 0.5–0.9': runs of three or more neighbours on ``grid`` as a range."""
     grid = sorted(grid)
     index = sorted(grid.index(b) for b in budgets)
-    runs: list[list[int]] = []
-    for i in index:
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
+    steps = itertools.groupby(enumerate(index), lambda pair: pair[1] - pair[0])
+    runs = [[i for _, i in run] for _, run in steps]  # neighbours share i - their position
     return ", ".join(
         f"{grid[r[0]]:g}–{grid[r[-1]]:g}" if len(r) >= 3 else ", ".join(f"{grid[i]:g}" for i in r)
         for r in runs
@@ -297,8 +223,7 @@ def wins(rows: pd.DataFrame, mode: str, other: str, alpha: float) -> str:
 
 
 def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float) -> str:
-    """One sentence: which mode wins where (by the means), where significantly, the switch, and
-    the outcome."""
+    """Which mode wins where, where significantly, the switch, and the outcome."""
     a, b = HYPOTHESIS
     if rows.empty:
         return (
@@ -328,19 +253,12 @@ def sentence(rows: pd.DataFrame, found: list[Switch], outcome: str, alpha: float
 
 
 def switch_text(switch: Switch) -> str:
-    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)': the grid budgets the
-    better mode changes between, no place in between (a line through two points is no
-    estimate of where the modes cross)."""
-    evidence = (
-        f"significant: {name(switch.below)} at {switch.evidence[0]:g}, "
-        f"{name(switch.above)} at {switch.evidence[1]:g}"
-        if switch.significant
-        else "not significant"
-    )
-    return (
-        f"between b = {switch.low:g} and {switch.high:g} ({name(switch.below)} to "
-        f"{name(switch.above)}, {evidence})"
-    )
+    """'between b = 0.4 and 0.5 (SenseMode to Uniform, not significant)'."""
+    below, above, evidence = name(switch.below), name(switch.above), "not significant"
+    if switch.significant:
+        last, first = switch.evidence
+        evidence = f"significant: {below} at {last:g}, {above} at {first:g}"
+    return f"between b = {switch.low:g} and {switch.high:g} ({below} to {above}, {evidence})"
 
 
 def closing(outcome: str, budgets: int) -> str:

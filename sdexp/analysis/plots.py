@@ -2,26 +2,11 @@
 matplotlib's ``Figure`` API only: no pyplot state and no global backend (``savefig`` picks the
 writer from the file name), so importing or calling this changes nothing for the caller.
 
-``table2_<dataset>_<model>_<epochs>ep.png`` (``table_figure``): test error (or MSE) against the
-budget b per mode, the budget-performance trade-off of Sec. 6 ("Table 2 also shows a clear
-Budget-performance trade-off"), from ``Plot`` (``sdexp.analysis.tables.Table.plot``):
-
-- each mode's mean over seeds, with ±std error bars cut at the metric's range ([0, 100] for an
-  error in %, >= 0 for an MSE); the modes of one budget side by side (``OFFSET``), so that their
-  points and bars do not hide each other;
-- the no-SD baseline (b = 1) as a line, its ±std as a band;
-- dashed: the paper's curves, where it publishes them;
-- dotted verticals: where SenseMode and Uniform cross;
-- a setup without a finished run says so instead of drawing empty axes.
-
-``paired_<dataset>_<model>_<epochs>ep.png`` (``paired_figure``): the paired test
-(``sdexp.analysis.paired.paired``), d_s(b) = SenseMode - Uniform of each seed s against b:
-
-- one thin grey line per seed over the budgets where it has both modes;
-- the mean over seeds per budget with its t confidence interval;
-- the zero line (below it SenseMode is better, above it Uniform);
-- the budgets of the two regimes the test compares shaded, each named with the sign the Budget
-  Hypothesis predicts there (Sec. 5), a dotted line between them.
+``table_figure``: test error (or MSE) against the budget b per mode, the budget-performance
+trade-off of Sec. 6, our means with ±std bars beside the paper's curves (dashed), the no-SD
+baseline and where SenseMode and Uniform cross. ``paired_figure``: the paired test's d_s(b) =
+SenseMode - Uniform per seed, their mean with its t interval, and the two regimes shaded with the
+sign the Budget Hypothesis predicts there (Sec. 5).
 """
 
 from __future__ import annotations
@@ -49,8 +34,7 @@ NOTHING = "no finished run in this setup"
 
 @dataclass(frozen=True)
 class Curve:
-    """A mode's test metric at each budget of the plot, mean and std over seeds (NaN where
-    there is none); ``variant``: the mode's options when a setup ran several sets of them."""
+    """A mode's (and variant's) mean and std over seeds at each budget of the plot (NaN: none)."""
 
     mode: str
     label: str
@@ -61,9 +45,7 @@ class Curve:
 
 @dataclass(frozen=True)
 class Plot:
-    """What the plot of one setup draws: ``ours`` one curve per row of the table, ``paper`` the
-    paper's curve of a mode where it publishes one, the no-SD ``baseline`` (mean, std), and the
-    budgets where SenseMode and Uniform ``cross``."""
+    """What the plot of one setup draws (``sdexp.analysis.tables.Table.plot``)."""
 
     title: str
     metric: str  # "error" (in %) or "mse"
@@ -91,23 +73,15 @@ def shifts(budgets: Sequence[float], series: int) -> list[float]:
 
 
 def draw_modes(ax: Axes, plot: Plot) -> bool:
-    """Our curve per mode (and variant) with error bars, the paper's dashed; True if any of
-    ours has a point."""
+    """Our curves with error bars, the paper's dashed; True if any of ours has a point."""
     drawn = False
     others = itertools.cycle(OTHER_COLORS)
     places = shifts(plot.budgets, len(plot.ours))
     for curve, shift in zip(plot.ours, places, strict=True):
         mode = curve.mode
         color = COLORS[mode] if mode in COLORS and not curve.variant else next(others)
-        ax.errorbar(
-            np.add(plot.budgets, shift),
-            curve.mean,
-            yerr=error_bars(plot.metric, curve.mean, curve.std),
-            marker="o",
-            capsize=3,
-            color=color,
-            label=curve.label,
-        )
+        x, bars = np.add(plot.budgets, shift), error_bars(plot.metric, curve.mean, curve.std)
+        ax.errorbar(x, curve.mean, yerr=bars, marker="o", capsize=3, color=color, label=curve.label)
         drawn |= any(not math.isnan(m) for m in curve.mean)
         if not curve.variant and mode in plot.paper:
             paper = plot.paper[mode]
@@ -128,22 +102,15 @@ def draw_baseline(ax: Axes, plot: Plot) -> bool:
 
 
 def draw_crossings(ax: Axes, plot: Plot) -> None:
+    style = {"xycoords": ("data", "axes fraction"), "textcoords": "offset points", "va": "top"}
     for point in plot.cross:
         ax.axvline(point, color="gray", linestyle=":")
-        ax.annotate(
-            f"SenseMode = Uniform\nb ≈ {point:.2f}",
-            (point, 0.95),
-            xytext=(4, 0),
-            xycoords=("data", "axes fraction"),
-            textcoords="offset points",
-            va="top",
-            fontsize=8,
-            color="gray",
-        )
+        text = f"SenseMode = Uniform\nb ≈ {point:.2f}"
+        ax.annotate(text, (point, 0.95), xytext=(4, 0), fontsize=8, color="gray", **style)
 
 
 def table_figure(plot: Plot) -> Figure:
-    """The table's figure of ``plot`` (see the module docstring)."""
+    """The table's figure of ``plot``; a setup without a finished run says so."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     drawn = draw_modes(ax, plot)
@@ -167,8 +134,6 @@ def save_plot(plot: Plot, path: Path, note: str = "") -> Path:
     return path
 
 
-# --- the paired test's plot ------------------------------------------------------------------
-
 PREDICTION = {
     "small": "predicted d < 0, SenseMode better",
     "large": "predicted d > 0, Uniform better",
@@ -176,50 +141,17 @@ PREDICTION = {
 SHADE = {"small": "C0", "large": "C1"}  # SenseMode's and Uniform's colours in the table's plot
 
 
-def draw_seeds(ax: Axes, differences: pd.DataFrame) -> None:
-    """d_s(b) of each seed (columns budget, seed, d), a thin line over its budgets."""
-    known = differences.dropna(subset=["d"]).sort_values("budget")
-    for i, (_, seed) in enumerate(known.groupby("seed")):
-        label = "one seed" if i == 0 else None
-        ax.plot(seed["budget"], seed["d"], color="0.55", lw=0.8, marker=".", ms=4, label=label)
-
-
-def draw_means(ax: Axes, means: pd.DataFrame, level: float) -> None:
-    """The mean of d per budget (columns budget, mean, ci_low, ci_high) with its interval."""
-    below = (means["mean"] - means["ci_low"]).fillna(0.0)
-    above = (means["ci_high"] - means["mean"]).fillna(0.0)
-    ax.errorbar(
-        means["budget"],
-        means["mean"],
-        yerr=[below, above],
-        color="C3",
-        lw=2,
-        marker="o",
-        capsize=4,
-        label=f"mean over seeds, {level:.0%} CI",
-        zorder=3,
-    )
-
-
 def draw_regimes(ax: Axes, regimes: dict[str, list[float]], width: float) -> None:
-    """Each regime's budgets shaded in the colour of the mode predicted better there (as in the
-    table's plot), named in a corner with its prediction; a dotted line between the regimes."""
+    """Each regime's budgets shaded in the colour of the mode predicted better there, named with
+    its prediction; a dotted line between the regimes."""
     for regime, budgets in regimes.items():
         for b in budgets:
             ax.axvspan(b - width / 2, b + width / 2, color=SHADE[regime], alpha=0.1, lw=0)
     corners = [(0.01, "left"), (0.99, "right")]
     for (regime, text), (x, ha) in zip(PREDICTION.items(), corners, strict=True):
         if regimes.get(regime):
-            ax.text(
-                x,
-                0.98,
-                f"{regime}: {text}",
-                transform=ax.transAxes,
-                ha=ha,
-                va="top",
-                fontsize=8,
-                color=SHADE[regime],
-            )
+            style = {"transform": ax.transAxes, "va": "top", "fontsize": 8, "color": SHADE[regime]}
+            ax.text(x, 0.98, f"{regime}: {text}", ha=ha, **style)
     small, large = regimes.get("small"), regimes.get("large")
     if small and large:
         ax.axvline((max(small) + min(large)) / 2, color="0.5", linestyle=":")
@@ -237,17 +169,21 @@ def paired_figure(
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ax.axhline(0.0, color="k", lw=1)
-    draw_seeds(ax, differences)
-    draw_means(ax, means, level)
+    known = differences.dropna(subset=["d"]).sort_values("budget")
+    for i, (_, seed) in enumerate(known.groupby("seed")):  # d_s(b), a thin line per seed
+        label = "one seed" if i == 0 else None
+        ax.plot(seed["budget"], seed["d"], color="0.55", lw=0.8, marker=".", ms=4, label=label)
+    below = (means["mean"] - means["ci_low"]).fillna(0.0)
+    above = (means["ci_high"] - means["mean"]).fillna(0.0)
+    style = {"color": "C3", "lw": 2, "marker": "o", "capsize": 4, "zorder": 3}
+    label = f"mean over seeds, {level:.0%} CI"
+    ax.errorbar(means["budget"], means["mean"], yerr=[below, above], label=label, **style)
     budgets = sorted(set(means["budget"]) | {b for at in regimes.values() for b in at})
     draw_regimes(ax, regimes, min([0.1, *np.diff(budgets)]))
     ax.margins(y=0.15)  # room for the regimes' names
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
-    if len(budgets) == 1:
-        ax.set_xlim(budgets[0] - 0.1, budgets[0] + 0.1)
-    else:
-        pad = 0.08 * (budgets[-1] - budgets[0])
-        ax.set_xlim(budgets[0] - pad, budgets[-1] + pad)
+    pad = 0.1 if len(budgets) == 1 else 0.08 * (budgets[-1] - budgets[0])
+    ax.set_xlim(budgets[0] - pad, budgets[-1] + pad)
     ax.set_xlabel("budget b = mean survival probability")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -258,16 +194,9 @@ def paired_figure(
 
 
 def save_paired_plot(paired: Paired, title: str, path: Path, note: str = "") -> Path:
-    """``paired``'s figure as a PNG (``title``: two lines, split at its first ': '), ``note``
-    (what made it) in its Description metadata."""
-    unit = f" ({paired.unit})" if paired.unit else ""
-    fig = paired_figure(
-        paired.differences,
-        paired.budget_means(),
-        paired.regimes,
-        title.replace(": ", ":\n", 1),
-        f"d = SenseMode - Uniform{unit}",
-        paired.level,
-    )
+    """``paired``'s figure as a PNG, ``note`` (what made it) in its Description metadata."""
+    ylabel = "d = SenseMode - Uniform" + (f" ({paired.unit})" if paired.unit else "")
+    data = (paired.differences, paired.budget_means(), paired.regimes)
+    fig = paired_figure(*data, title.replace(": ", ":\n", 1), ylabel, paired.level)
     fig.savefig(path, dpi=120, metadata={"Description": note} if note else None)
     return path

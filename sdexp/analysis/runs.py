@@ -1,24 +1,12 @@
 """Every run under some sweep directories, or in a ``runs.csv``: what ``sdexp-table`` counts and
-compares, one row each.
+compares, one row each (``COLUMNS``).
 
-From a sweep directory, the rows come from each ``results.json`` (``sdexp.results.RunResult``:
-status ok or failed) and from each sweep's plan (``sweep.json``, ``sdexp.results.Plan``): a
-planned cell that wrote no results.json is a row of status missing (never started, or killed),
-and a cell the sweep left out marks its (mode, budget) as one the mode cannot run (the paper's
-"-"). A finished run's ``predictions.csv`` (``sdexp.predictions``) gives its per-image values
-(``Runs.images``, of the model it reports). A run found twice (the same identity) counts once;
-an unreadable ``results.json`` or ``sweep.json`` (not of the contract: a field missing or of
-another type, ``sdexp.results.RunResult.from_dict``) is named and left out, and its runs count
-as missing where a plan names them; an unreadable ``predictions.csv`` is named and the run has
-no per-image values. A run that says ok with a test value that is not finite is a failed run.
-Each row names the code that made its run (``code``, and ``run_commit``, ``run_dirty``,
-``run_diff``: ``sdexp.provenance``). The rows are a pandas frame (``COLUMNS``).
-
-``runs.csv`` is the same rows as ``sdexp-table`` writes them (``RUNS_COLUMNS``, ``runs_csv``),
-with a row of status ``left out`` per cell a sweep left out; ``read_runs_csv`` reads one back, so
-that the tables and verdicts regenerate from a committed ``runs.csv`` alone (without per-image
-values, which it does not hold). A ``runs.csv`` written before it had ``num_blocks`` gives L as
-expected_depth / budget (sum_l p_l = b L, the budget's definition).
+From a sweep directory: each ``results.json`` (status ok or failed; a test value that is not
+finite makes a run failed), each planned cell of a ``sweep.json`` that wrote none (missing), and
+the cells a sweep left out (the mode cannot run that budget: the paper's "-"); a finished run's
+``predictions.csv`` gives its per-image values (``Runs.images``). A run found twice counts once;
+an unreadable file is named and left out. ``runs.csv`` (``runs_csv``, ``read_runs_csv``) holds the
+same rows, less the per-image values, so that tables and verdicts regenerate from it alone.
 """
 
 from __future__ import annotations
@@ -53,125 +41,67 @@ TABLE_CELL = ["mode", "variant", "budget"]  # a cell of a table: its runs differ
 STATUSES = ["ok", "failed", "missing"]  # a run found twice keeps the first of these it has
 LEFT_OUT = "left out"  # runs.csv's status of a cell a sweep left out (the mode cannot run it)
 
-COLUMNS = [
-    *SETUP,
-    "num_blocks",
-    "metric",
-    "report",
-    *TABLE_CELL,
-    "seed",
-    "identity",
-    "mode_options",
-    "status",
-    "value",
-    "test_loss",
-    "expected_depth",
-    "sweep",
-    "dir",
-    "device",
-    "device_hours",
-    "code",  # the code that made the run (``sdexp.provenance.code_label``)
-    "run_commit",
-    "run_dirty",
-    "run_diff",
-]
-#: What a runs.csv written before runs recorded their code lacks.
+#: What a runs.csv written before runs recorded their code lacks (``sdexp.provenance``).
 CODE_COLUMNS = ("code", "run_commit", "run_dirty", "run_diff")
+#: Where a run was found and what it cost: ``dir`` is its directory (relative to ``sweep``, the
+#: sweep directory it was found under, in runs.csv), ``code`` what made it.
+WHERE = ["sweep", "dir", "device", "device_hours", *CODE_COLUMNS]
+COLUMNS = [*SETUP, "num_blocks", "metric", "report", *TABLE_CELL, "seed", "identity"]
+COLUMNS += ["mode_options", "status", "value", "test_loss", "expected_depth", *WHERE]
 #: runs.csv: one row per run; ``test`` is its reported test metric (``metric``: "error" in % or
-#: "mse"), ``dir`` its directory relative to ``sweep``, the sweep directory it was found under.
-RUNS_COLUMNS = [
-    *SETUP,
-    "num_blocks",
-    "mode",
-    "variant",
-    "budget",
-    "seed",
-    "status",
-    "metric",
-    "report",
-    "test",
-    "test_loss",
-    "expected_depth",
-    "identity",
-    "sweep",
-    "dir",
-    "device",
-    "device_hours",
-    "code",  # the code that made the run (``sdexp.provenance.code_label``)
-    "run_commit",
-    "run_dirty",
-    "run_diff",
-]
+#: "mse").
+RUNS_COLUMNS = [*SETUP, "num_blocks", *TABLE_CELL, "seed", "status", "metric", "report", "test"]
+RUNS_COLUMNS += ["test_loss", "expected_depth", "identity", *WHERE]
 
 
 @dataclass
 class Runs:
-    """Every run found: one row each (``COLUMNS``), the setups' configs (less mode, budget and
-    seed) by setup hash, the results.json files that could not be read, and per setup the
-    (mode, budget) cells the sweeps left out (the mode cannot run that budget)."""
+    """Every run found (``COLUMNS``), the setups' configs by setup hash, the files that could
+    not be read, and per setup the (mode, budget) cells the sweeps left out."""
 
     frame: pd.DataFrame
     setups: dict[str, dict] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
     left_out: dict[str, set[tuple[str, float]]] = field(default_factory=dict)
-    images: dict[str, np.ndarray] = field(
-        default_factory=dict
-    )  # by identity (sdexp.analysis.images)
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # by identity (``images``)
 
 
 def key_columns(key: RunKey) -> dict:
     """A run's key as the columns of its row."""
-    return {
-        k: getattr(key, k) for k in (*SETUP, "num_blocks", "mode", "budget", "seed", "identity")
-    }
+    columns = (*SETUP, "num_blocks", "mode", "budget", "seed", "identity")
+    return {k: getattr(key, k) for k in columns}
 
 
 def run_row(result: RunResult, report: str | None, run_dir: Path, sweep: Path) -> dict:
-    """A finished or failed run: its key, status and reported test metric (a value that is not
-    finite, in a results.json written before such runs failed, makes it a failed run)."""
+    """A finished or failed run (a test value that is not finite, in a results.json written
+    before such runs failed, makes it a failed run)."""
     chosen = report or result.report
     value = result.test_best if chosen == "best" else result.test_final
     diverged = value is not None and not math.isfinite(value)
-    code = result.code
+    code, copied = result.code, ("metric", "test_loss", "expected_depth", "device", "device_hours")
     return key_columns(result.key) | {
-        "metric": result.metric,
+        **{k: getattr(result, k) for k in copied},
         "report": chosen,
         "mode_options": config_hash(result.config.get("mode", {})),
         "status": "failed" if diverged else result.status,
         "value": None if diverged else value,
-        "test_loss": result.test_loss,
-        "expected_depth": result.expected_depth,
         "sweep": str(sweep),
         "dir": str(run_dir),
-        "device": result.device,
-        "device_hours": result.device_hours,
         "code": code_label(code),
-        "run_commit": code and code.commit,
-        "run_dirty": code and code.dirty,
-        "run_diff": code and code.diff,
+        **{f"run_{k}": code and getattr(code, k) for k in ("commit", "dirty", "diff")},
     }
 
 
 def planned_row(cell: PlannedCell, run_dir: Path, sweep: Path) -> dict:
     """A planned cell that wrote no results.json."""
-    return (
-        dict.fromkeys(COLUMNS)
-        | key_columns(cell.key)
-        | {
-            "metric": cell.metric,
-            "report": cell.report,
-            "mode_options": config_hash(cell.mode_options),
-            "status": "missing",
-            "sweep": str(sweep),
-            "dir": str(run_dir),
-        }
-    )
+    row = dict.fromkeys(COLUMNS) | key_columns(cell.key) | {"status": "missing"}
+    row |= {"metric": cell.metric, "report": cell.report, "sweep": str(sweep), "dir": str(run_dir)}
+    return row | {"mode_options": config_hash(cell.mode_options)}
 
 
 @dataclass
 class Reader:
-    """Collects rows from sweep directories: their results first, then the cells they planned
-    that have no results (missing)."""
+    """Collects rows from sweep directories: their results, then the planned cells without."""
 
     report: str | None = None  # "best" or "final" for every run; None: each recipe's
     rows: list[dict] = field(default_factory=list)
@@ -198,8 +128,7 @@ class Reader:
                 self.predictions(path.parent, result, row["report"])
 
     def predictions(self, run_dir: Path, result: RunResult, report: str) -> None:
-        """The run's per-image values (``sdexp.analysis.images``) of the model it reports, if it
-        wrote predictions.csv."""
+        """The run's per-image values of the model it reports, if it wrote predictions.csv."""
         try:
             frame = read_predictions(run_dir, result.key.identity, result.metric)
         except UnreadablePredictions as error:
@@ -231,7 +160,7 @@ class Reader:
 
 def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
     """A label for each run's mode options, "" unless one setup ran a mode with several sets
-    of options (then e.g. "p_min=0.1"): such runs are rows of their own, never merged."""
+    of options (then e.g. "p_min=0.1"): such runs are never merged."""
     labels = pd.Series("", index=frame.index)
     for _, group in frame.groupby(["setup", "mode"], dropna=False):
         hashes = group["mode_options"].dropna().unique()
@@ -248,8 +177,7 @@ def mode_variants(frame: pd.DataFrame, options: dict[str, dict]) -> pd.Series:
 
 
 def counted_once(frame: pd.DataFrame) -> pd.DataFrame:
-    """A run found twice (the same identity, e.g. in two sweeps) counts once: a finished copy
-    before a failed one, a failed one before a missing one. Sorted by setup and cell."""
+    """A run found twice counts once (finished before failed before missing), sorted by cell."""
     rank = frame["status"].map({status: i for i, status in enumerate(STATUSES)})
     frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
     frame = frame.drop_duplicates("identity").drop(columns="_rank")
@@ -257,9 +185,9 @@ def counted_once(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(sources: list[str | Path], report: str | None = None) -> Runs:
-    """One row per run: every results.json under the sweep directories of ``sources`` (status
-    ok or failed) and every cell a sweep planned that has none (status missing: never started,
-    or killed); and the rows of the ``runs.csv`` files among ``sources`` (``read_runs_csv``)."""
+    """One row per run: every results.json under the sweep directories of ``sources``, every
+    cell a sweep planned that has none (missing: never started, or killed), and the rows of the
+    ``runs.csv`` files among ``sources``."""
     reader = Reader(report)
     tables = []
     for source in map(Path, sources):
@@ -279,8 +207,7 @@ def collect(sources: list[str | Path], report: str | None = None) -> Runs:
 
 
 def runs_csv(runs: Runs) -> pd.DataFrame:
-    """runs.csv's rows (``RUNS_COLUMNS``): every run, its directory relative to its sweep's,
-    then a row of status ``left out`` per cell a sweep left out."""
+    """runs.csv's rows (``RUNS_COLUMNS``), then one of status ``left out`` per cell left out."""
     frame = runs.frame.rename(columns={"value": "test"})
     frame["dir"] = [relative(d, s) for d, s in zip(frame["dir"], frame["sweep"], strict=True)]
     setups = frame.drop_duplicates("setup").set_index("setup")
@@ -313,8 +240,8 @@ def relative(run_dir: str, sweep: str) -> str:
 def read_runs_csv(
     path: Path, report: str | None = None
 ) -> tuple[pd.DataFrame, dict[str, set[tuple[str, float]]]]:
-    """A runs.csv (``runs_csv``) as rows of ``COLUMNS`` and the cells it says were left out;
-    ValueError if it is not one, or if ``report`` asks for a model it holds no values of."""
+    """A runs.csv as rows of ``COLUMNS`` and the cells it says were left out; ValueError if it
+    is not one, or holds no values of the ``report`` model."""
     try:
         frame = pd.read_csv(
             path, dtype=dict.fromkeys(["setup", "identity", "variant", "device"], str)
@@ -330,18 +257,13 @@ def read_runs_csv(
             f"metric, not the {report} one (that needs the runs' results.json)"
         )
     frame["variant"] = frame["variant"].fillna("")
-    if "num_blocks" not in frame:  # written before runs.csv had it: L = E[depth] / b
-        frame["num_blocks"] = frame["setup"].map(blocks_by_setup(frame))
+    if "num_blocks" not in frame:  # written before runs.csv had it: L = E[depth] / b per setup
+        ok = frame[frame["expected_depth"].notna() & (frame["budget"] > 0)]
+        ratio = (ok["expected_depth"] / ok["budget"]).groupby(ok["setup"]).median()
+        frame["num_blocks"] = frame["setup"].map(ratio.round().astype(int))
     left = frame["status"] == LEFT_OUT
     left_out: dict[str, set[tuple[str, float]]] = {}
     for row in frame[left].itertuples():
         left_out.setdefault(row.setup, set()).add((row.mode, row.budget))
     runs = frame[~left].rename(columns={"test": "value"}).astype({"seed": int})
     return runs.assign(mode_options=runs["variant"]).reindex(columns=COLUMNS), left_out
-
-
-def blocks_by_setup(frame: pd.DataFrame) -> pd.Series:
-    """L per setup from its finished runs: expected_depth / budget, a whole number."""
-    ok = frame[frame["expected_depth"].notna() & (frame["budget"] > 0)]
-    ratio = (ok["expected_depth"] / ok["budget"]).groupby(ok["setup"]).median()
-    return ratio.round().astype(int)

@@ -1,17 +1,11 @@
 """Table 2 of one setup from its runs (``sdexp.analysis.runs``): the paper's layout, its numbers
 beside ours.
 
-Runs are grouped by **setup** (``RunKey.setup``: everything that changes what a run computes,
-less mode, budget and seed): a table holds one setup, and runs that differ in anything else (a
-learning rate, a width) get tables of their own, with the keys that differ named. Per setup:
-modes as rows (and a row per set of a mode's options, when a setup ran several), budgets as
-columns, the no-SD baseline in a b = 1 column; mean ± sample std over seeds with n, failed and
-missing runs counted in the cell, and the paper's value on the row below ours wherever it is
-published (``paper_table2.csv`` beside this module; "-" where a mode cannot run a budget).
-
-The bookkeeping is pandas': per cell counts and statistics over seeds (``summarize``, with the
-paper's values merged in), the layout by ``pivot_table`` (``Table.grid``) and markdown by
-``DataFrame.to_markdown``. ``Table.plot`` is the plot's plain data (``sdexp.analysis.plots``).
+A table holds one setup (``RunKey.setup``: everything that changes what a run computes, less
+mode, budget and seed); setups that could be taken for one another name the keys they differ in.
+Modes as rows (a row per set of a mode's options, where a setup ran several), budgets as
+columns, the no-SD baseline at b = 1; mean ± sample std over seeds with n, failed and missing
+runs counted, and the paper's value (``paper_table2.csv``) on the row below ours.
 """
 
 from __future__ import annotations
@@ -34,14 +28,11 @@ PAPER_FILE = "paper_table2.csv"
 TEXT = ["row", "source", "budget", "text"]  # a cell of the table as text (Table.cells)
 
 
-# --- the paper's Table 2 -----------------------------------------------------------------------
-
-
 @functools.cache
 def paper_table() -> pd.DataFrame:
     """The paper's published values (``paper_table2.csv``): dataset, model, mode, budget, mean
-    and std of the test error (%) over 4 runs; mean and std NaN where the paper prints "-".
-    Read once and shared: callers derive new frames from it, never change it."""
+    and std of the test error (%) over 4 runs; NaN where the paper prints "-". Read once and
+    shared: callers derive new frames from it, never change it."""
     with resources.files("sdexp.analysis").joinpath(PAPER_FILE).open() as file:
         return pd.read_csv(file, comment="#")
 
@@ -51,12 +42,8 @@ def budget_key(budgets: pd.Series) -> pd.Series:
     return budgets.astype(float).round(6)
 
 
-# --- per cell ----------------------------------------------------------------------------------
-
-
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per setup, mode and budget: n finished runs, mean and sample std (ddof 1) of the test
-    metric over their seeds, the failed and missing runs, and the paper's value if published."""
+    """Per cell: n finished runs, their mean and sample std, failed and missing, the paper's."""
     keys = [*SETUP, *TABLE_CELL]
     counts = pd.crosstab([runs[k] for k in keys], runs["status"])
     counts = counts.reindex(columns=STATUSES, fill_value=0)
@@ -68,15 +55,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with the paper's mean and std (``paper_mean``, ``paper_std``) wherever the
-    paper publishes the cell: a test error, of a mode's plain options (no variant)."""
+    """``summary`` with ``paper_mean`` and ``paper_std`` wherever the paper publishes the cell:
+    a test error, of a mode's plain options."""
     paper = paper_table().rename(columns={"mean": "paper_mean", "std": "paper_std"})
     keys = ["dataset", "model", "mode", "_budget"]
-    merged = summary.assign(_budget=budget_key(summary["budget"])).merge(
-        paper.assign(_budget=budget_key(paper["budget"])).drop(columns="budget"),
-        on=keys,
-        how="left",
-    )
+    paper = paper.assign(_budget=budget_key(paper["budget"])).drop(columns="budget")
+    merged = summary.assign(_budget=budget_key(summary["budget"])).merge(paper, on=keys, how="left")
     published = (merged["metric"] == "error") & (merged["variant"] == "")
     merged[["paper_mean", "paper_std"]] = merged[["paper_mean", "paper_std"]].where(published)
     return merged.drop(columns="_budget")
@@ -84,7 +68,7 @@ def with_paper(summary: pd.DataFrame) -> pd.DataFrame:
 
 def setup_notes(runs: Runs) -> dict[str, str]:
     """For each setup that shares dataset, model, epochs and recipe with another: the keys in
-    which it differs from the first of them (the reader must not take them for one setup)."""
+    which it differs from the first of them."""
     frame = runs.frame.drop_duplicates("setup")
     notes = {}
     for _, group in frame.groupby(["dataset", "model", "epochs", "recipe"], dropna=False):
@@ -98,9 +82,8 @@ def setup_notes(runs: Runs) -> dict[str, str]:
 
 
 def fmt(mean: float, std: float | None, digits: int) -> str:
-    if std is None or pd.isna(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    shown = f"{mean:.{digits}f}"
+    return shown if std is None or pd.isna(std) else f"{shown} ± {std:.{digits}f}"
 
 
 def cell_text(row: pd.Series, digits: int) -> str:
@@ -118,19 +101,14 @@ def decimals(value: float) -> int:
 
 
 def published(mean: float, std: float, digits: int) -> str:
-    """The paper's cell as it prints it, with at least ``digits`` decimals: '7.3 ± 0.2', the
-    baseline's '6.37 ± 0.12', or its "-" (the mode cannot run that budget)."""
+    """The paper's cell as it prints it ('6.37 ± 0.12', "-"), with at least ``digits`` decimals."""
     if pd.isna(mean):
         return "-"
     return fmt(mean, std, max(digits, decimals(mean), decimals(std)))
 
 
-# --- the table ---------------------------------------------------------------------------------
-
-
 class Table:
-    """Table 2 for one setup (``SETUP``, from its rows of ``summarize``): a row per mode (and per
-    variant of its options), a column per budget, the paper's values on the row under ours."""
+    """Table 2 for one setup, from its rows of ``summarize``."""
 
     def __init__(
         self,
@@ -148,16 +126,14 @@ class Table:
         self.num_blocks = int(first.num_blocks)
         self.digits = 1 if self.metric == "error" else 3
         paper = paper_table()
-        self.paper = paper[
-            (paper.dataset == self.dataset) & (paper.model == self.model) & (self.metric == "error")
-        ]
+        same = (paper.dataset == self.dataset) & (paper.model == self.model)
+        self.paper = paper[same & (self.metric == "error")]
         self.published = not self.paper.empty
         ours = summary.loc[summary["mode"] != "none", "budget"]
         theirs = self.paper.loc[self.paper["mode"] != "none", "budget"]
         self.budgets = sorted(set(ours) | set(theirs))
         baseline = (summary["mode"] == "none").any() or self.published
-        # the no-SD baseline in a column of its own, b = 1 (every block survives)
-        self.columns = sorted({*self.budgets, 1.0}) if baseline else self.budgets
+        self.columns = sorted({*self.budgets, 1.0}) if baseline else self.budgets  # no SD: b = 1
         modes = set(summary["mode"]) | set(self.paper["mode"])
         ordered = [m for m in ROW_ORDER if m in modes] + sorted(modes - {*ROW_ORDER, "none"})
         variants = summary.groupby("mode")["variant"].unique()
@@ -184,24 +160,16 @@ class Table:
         return name(mode) + (f" ({variant})" if variant else "")
 
     def cells(self) -> pd.DataFrame:
-        """Every cell as text (``TEXT``): ours; "-" where the sweep left the mode's budget out
-        (sweep.json); the paper's ("-" where it prints one). The no-SD baseline sits in the b = 1
-        column."""
+        """Every cell as text (``TEXT``): ours, "-" where the sweep left the mode's budget out,
+        the paper's; the no-SD baseline at b = 1."""
         s, p = self.summary, self.paper
         ours = s.assign(
             row=list(map(self.label, s["mode"], s["variant"])),
             source="ours",
             text=[cell_text(r, self.digits) for _, r in s.iterrows()],
         )
-        left_out = pd.DataFrame(
-            [
-                (self.label(mode, variant), "ours", budget, "-")
-                for mode, variant in self.rows
-                for skipped, budget in self.left_out
-                if skipped == mode
-            ],
-            columns=TEXT,
-        )
+        dashes = [(self.label(m, v), b) for m, v in self.rows for x, b in self.left_out if x == m]
+        left_out = pd.DataFrame([(row, "ours", b, "-") for row, b in dashes], columns=TEXT)
         paper = p.assign(
             row=p["mode"].map(self.label),
             source="paper",
@@ -228,8 +196,7 @@ class Table:
         return wide.rename_axis(["mode", ""]).reset_index()
 
     def curve(self, mode: str, source: str = "ours", variant: str = "") -> pd.DataFrame:
-        """Mean and std by budget (index ``budgets``): ours over the finished seeds, or the
-        paper's; NaN where there are none."""
+        """Mean and std by budget (index ``budgets``), ours or the paper's; NaN where none."""
         if source == "paper":
             rows = self.paper[self.paper["mode"] == mode]
         else:
@@ -247,25 +214,21 @@ class Table:
         return float(rows.iloc[0]["mean"]), 0.0 if pd.isna(std) else float(std)
 
     def known_means(self, source: str = "ours") -> pd.DataFrame:
-        """SenseMode's and Uniform's means (columns sensemode, uniform) at the budgets where both
-        are known."""
+        """SenseMode's and Uniform's means at the budgets where both are known."""
         sense, uniform = self.curve("sensemode", source), self.curve("uniform", source)
         both = pd.DataFrame({"sensemode": sense["mean"], "uniform": uniform["mean"]})
         return both.dropna()
 
     def crossing_points(self, source: str = "ours") -> list[float]:
-        """Where SenseMode's and Uniform's mean curves cross, interpolated linearly between
-        neighbouring budgets; none from two budgets alone (a line through two points is no
-        estimate of where they cross)."""
+        """Where SenseMode's and Uniform's mean curves cross (``crossings``); none from two
+        budgets alone (a line through two points is no estimate of where they cross)."""
         known = self.known_means(source)
         if len(known) < 3:
             return []
         return crossings(list(known.index), list(known["sensemode"]), list(known["uniform"]))
 
     def crossing_note(self) -> str:
-        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5': the grid budgets the
-        means change order between, no place in between (a line through two points is no
-        estimate of where they cross)."""
+        """'SenseMode and Uniform cross: ours between b = 0.4 and 0.5' (no place in between)."""
         notes = []
         for source in ("ours", "paper") if self.published else ("ours",):
             known = self.known_means(source)
@@ -278,8 +241,7 @@ class Table:
         return "SenseMode and Uniform cross: " + "; ".join(notes)
 
     def plot(self) -> Plot:
-        """The plot's plain data (``sdexp.analysis.plots``): our curve per row, the paper's,
-        the no-SD baseline and where SenseMode and Uniform cross."""
+        """The plot's plain data (``sdexp.analysis.plots``)."""
 
         def curve(mode: str, source: str = "ours", variant: str = "") -> Curve:
             found = self.curve(mode, source, variant)
@@ -287,15 +249,10 @@ class Table:
             return Curve(mode, label, list(found["mean"]), list(found["std"]), variant)
 
         published = set(self.paper["mode"])
-        return Plot(
-            self.title,
-            self.metric,
-            list(self.budgets),
-            [curve(mode, variant=variant) for mode, variant in self.rows],
-            {mode: curve(mode, "paper") for mode, _ in self.rows if mode in published},
-            self.baseline(),
-            self.crossing_points(),
-        )
+        ours = [curve(mode, variant=variant) for mode, variant in self.rows]
+        paper = {mode: curve(mode, "paper") for mode, _ in self.rows if mode in published}
+        budgets, cross = list(self.budgets), self.crossing_points()
+        return Plot(self.title, self.metric, budgets, ours, paper, self.baseline(), cross)
 
     def counts(self) -> str:
         total = self.summary[STATUSES].sum()
@@ -314,8 +271,7 @@ class Table:
 
 
 def tables(runs: Runs, summary: pd.DataFrame) -> list[Table]:
-    """One table per setup from ``summarize``'s rows; setups that could be taken for one
-    another are told apart."""
+    """One table per setup from ``summarize``'s rows, told apart where they could be confused."""
     notes = setup_notes(runs)
     return [
         Table(

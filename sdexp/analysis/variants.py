@@ -1,14 +1,8 @@
-"""SenseMode's variants against each other, paired by seed: the test of the difference between two
-variants (``mode.batches=64`` against ``mode.batches=8``, say), not a comparison of how
-significant each is against Uniform (a difference in significance is not a significant
-difference).
-
-Input: the finished SenseMode runs of one setup (columns ``variant``, ``budget``, ``seed``,
-``value``). Per budget and pair of variants (a, b, in label order), over the seeds that ran
-both: d_s = value(a) - value(b), its mean with the two-sided t confidence interval at
-``level``, the two-sided paired t-test (``scipy.stats.ttest_1samp``) and the two-sided
-sign-flip test (twice the smaller one-sided p of ``sdexp.analysis.paired.sign_flip_p``, at most 1:
-the flips' distribution is symmetric).
+"""SenseMode's variants against each other, paired by seed (``mode.batches=64`` against
+``mode.batches=8``, say): the test of their difference, not a comparison of how significant each
+is against Uniform (a difference in significance is not a significant difference). Per budget
+and pair of variants, over the seeds that ran both: d_s = value(a) - value(b), its mean, t
+interval, two-sided paired t-test and sign-flip test.
 """
 
 from __future__ import annotations
@@ -23,17 +17,8 @@ from scipy import stats
 
 from sdexp.analysis.paired import sign_flip_p
 
-VARIANT_COLUMNS = [
-    "budget",
-    "variant_a",
-    "variant_b",
-    "n",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "p_t",
-    "p_perm",
-]
+VARIANT_COLUMNS = ["budget", "variant_a", "variant_b", "n", "effect", "ci_low", "ci_high"]
+VARIANT_COLUMNS += ["p_t", "p_perm"]
 
 
 def two_sided(x: np.ndarray, level: float) -> dict:
@@ -46,13 +31,9 @@ def two_sided(x: np.ndarray, level: float) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         test = stats.ttest_1samp(x, 0.0)
         interval = test.confidence_interval(confidence_level=level)
-    flips = min(sign_flip_p(x, "less"), sign_flip_p(x, "greater"))
-    return row | {
-        "ci_low": interval.low,
-        "ci_high": interval.high,
-        "p_t": test.pvalue,
-        "p_perm": min(1.0, 2 * flips),
-    }
+    # two-sided: twice the smaller one-sided p, at most 1 (the flips' distribution is symmetric)
+    p_perm = min(1.0, 2 * min(sign_flip_p(x, "less"), sign_flip_p(x, "greater")))
+    return row | dict(ci_low=interval.low, ci_high=interval.high, p_t=test.pvalue, p_perm=p_perm)
 
 
 def variant_contrasts(sense: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:

@@ -1,20 +1,12 @@
 """The Budget Hypothesis verdict (Sec. 5) of each table's finished runs, and the files that hold
-it (``verdict.md``, ``verdict.csv``, the paired plots). The verdict is decided by the test the
-hypothesis states: SenseMode against Uniform seed by seed, per regime (``sdexp.analysis.paired``:
-its outcome, from the two regimes' classes); the per-budget view describes the grid beside it
-(``sdexp.analysis.per_budget``).
+it (``verdict.md``, ``verdict.csv``, the paired plots).
 
-Per table (one setup) and SenseMode variant (``hypothesis_runs``): the paired regime test
-(``sdexp.analysis.paired``) with the test set's noise where every run compared has per-image values
-(``sdexp.analysis.images``: the two-way bootstrap interval, McNemar per seed pair), and the
-per-budget view; where a setup ran SenseMode with several sets of options, the variants against each
-other (``sdexp.analysis.variants``). With ``pool``, one more verdict over the runs of every table
-together, paired by setup and seed (``pooled``: e.g. the same preset on two data splits, each
-split's seeds a pair of their own, each split's test images resampled apart).
-
-``verdict.csv`` holds one row per regime contrast (``test`` = paired), per budget and pair of
-modes (welch), per budget and seed pair (mcnemar), per budget and pair of SenseMode variants
-(variants), labelled by setup, table and SenseMode variant.
+Per table and SenseMode variant (``hypothesis_runs``): the paired regime test that decides
+(``sdexp.analysis.paired``), with the test set's noise where every run compared has per-image
+values (``sdexp.analysis.images``), and the descriptive per-budget view
+(``sdexp.analysis.per_budget``); SenseMode's variants against each other
+(``sdexp.analysis.variants``); with ``pool``, one more verdict over every table's runs, paired by
+setup and seed (``pooled``). ``verdict.csv``'s ``test`` column says which test a row is of.
 """
 
 from __future__ import annotations
@@ -44,9 +36,8 @@ POOLED = "pooled"
 
 @dataclass(frozen=True)
 class Regimes:
-    """The paired test's options (``sdexp.analysis.paired.paired``): the pre-registered budgets
-    of each regime (None: the grid split at 0.5) and the equivalence margin (None: ``MARGIN``
-    for an error in %, no equivalence test for an MSE)."""
+    """The paired test's options: the pre-registered budgets of each regime (None: the grid
+    split at 0.5) and the margin (None: ``MARGIN`` for an error in %, none for an MSE)."""
 
     small: list[float] | None = None
     large: list[float] | None = None
@@ -61,12 +52,11 @@ class Regimes:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The Budget Hypothesis tested on one setup's runs: the paired test (which decides) and the
-    per-budget view."""
+    """The Budget Hypothesis tested on one setup's runs."""
 
     comparisons: pd.DataFrame  # per_budget's COLUMNS, one row per budget and pair
     switches: list[Switch]  # SenseMode-Uniform
-    outcome: str  # the per-budget view's agreement (per_budget.OUTCOMES)
+    outcome: str  # the per-budget view's agreement (per_budget.agreement)
     sentence: str
     paired: Paired  # the test the hypothesis states: SenseMode against Uniform by regime
     level: float = 0.95
@@ -84,17 +74,13 @@ class Verdict:
         )
 
     def markdown(self) -> str:
-        """The paired verdict, then the descriptive one per budget (its sentence, stance and
-        table of comparisons), for verdict.md."""
-        shown = self.comparisons.assign(
-            mode_a=self.comparisons["mode_a"].map(name),
-            mode_b=self.comparisons["mode_b"].map(name),
-            better=self.comparisons["better"].map(lambda m: name(m) if m else ""),
-        )
-        for column in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        for column in ("p_value", "p_adjusted"):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        """The paired verdict, then the descriptive one per budget, for verdict.md."""
+        shown, modes = self.comparisons.copy(), ["mode_a", "mode_b", "better"]
+        shown[modes] = shown[modes].map(name)
+        numbers = ["mean_a", "mean_b", "diff", "ci_low", "ci_high"]
+        shown[numbers] = shown[numbers].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        p_values = ["p_value", "p_adjusted"]
+        shown[p_values] = shown[p_values].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
         shown["significant"] = shown["significant"].map({True: "yes", False: ""})
         shown["budget"] = shown["budget"].map(lambda v: f"{v:g}")
         lines = [self.paired.markdown(), f"**Per budget (descriptive):** {self.sentence}", ""]
@@ -106,10 +92,7 @@ class Verdict:
 def verdict(
     runs: pd.DataFrame, level: float = 0.95, boundary: float = BOUNDARY, **regimes
 ) -> Verdict:
-    """The Budget Hypothesis verdict for one setup's finished runs (mode, budget, seed, value):
-    the paired regime test (``sdexp.analysis.paired.paired``: ``regimes`` are its pre-registered
-    ``small`` and ``large`` budgets, else the grid split at ``boundary``, its equivalence
-    ``margin`` and the ``unit`` of the differences) and the per-budget view."""
+    """The verdict for one setup's finished runs (``regimes``: ``paired.paired``'s keywords)."""
     if not 0 < level < 1:
         raise ValueError(f"the confidence level must lie in (0, 1), got {level}")
     tested = paired(runs, level, boundary, **regimes)
@@ -122,9 +105,7 @@ def verdict(
 
 
 def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The runs one verdict compares, per SenseMode variant: the modes' plain options, or,
-    where the setup ran SenseMode with several sets of options (``mode.batches=8`` beside the
-    default, say), each set against the plain other modes, labelled by its options."""
+    """The runs of one verdict per SenseMode variant, each against the other modes' plain runs."""
     sense = runs["mode"] == "sensemode"
     labels = sorted(runs.loc[sense, "variant"].unique()) or [""]
     return [
@@ -134,8 +115,7 @@ def hypothesis_runs(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | None:
-    """The per-image values of ``chosen``'s SenseMode and Uniform runs (keyed by mode, budget
-    and seed, each split by its setup), or None unless every one of them has some."""
+    """The per-image values of ``chosen``'s compared runs, or None unless every one has some."""
     compared = chosen[chosen["mode"].isin(HYPOTHESIS)]
     if compared.empty or not compared["identity"].isin(runs.images.keys()).all():
         return None
@@ -147,8 +127,7 @@ def image_tests(runs: Runs, chosen: pd.DataFrame, metric: str) -> ImageTests | N
 
 
 def check_pool(tables: list[Table]) -> None:
-    """ValueError naming the tables unless they share dataset, model, epochs, recipe, metric
-    and report (what ``--pool`` may pair across)."""
+    """ValueError naming the tables unless ``--pool`` may pair across them."""
     shared = {(t.dataset, t.model, t.epochs, t.recipe, t.metric, t.report) for t in tables}
     if len(shared) > 1:
         raise ValueError(
@@ -158,14 +137,12 @@ def check_pool(tables: list[Table]) -> None:
 
 
 def pooled(ok: pd.DataFrame, tables: list[Table]) -> tuple[str, pd.DataFrame]:
-    """The finished runs of every table as one, each seed labelled by its setup
-    ('e444de/20'), and the title; ValueError naming what differs if the tables are not of one
-    dataset, model, epochs, recipe, metric and report."""
+    """The title, and the finished runs of every table as one, each seed labelled by its setup
+    ('e444de/20'); ValueError unless ``check_pool`` passes."""
     check_pool(tables)
     runs = ok[ok["setup"].isin([t.setup for t in tables])]
-    runs = runs.assign(
-        seed=[f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
-    )
+    seeds = [f"{s[:6]}/{seed}" for s, seed in zip(runs.setup, runs.seed, strict=True)]
+    runs = runs.assign(seed=seeds)
     setups = ", ".join(t.setup[:6] for t in tables)
     title = f"{tables[0].title}, pooled over setups {setups} (pairs: setup/seed)"
     return title, runs
@@ -179,8 +156,7 @@ def write_verdicts(
     options: Regimes | None = None,
     pool: bool = False,
 ) -> tuple[list[tuple[str, Verdict]], list[Path]]:
-    """Per table (and SenseMode variant), and pooled with ``pool``: the verdict in verdict.md
-    (under its title) and verdict.csv, its paired plot (``made``: ``sdexp.analysis.cli.MadeBy``)."""
+    """verdict.md, verdict.csv and the paired plots, per table and SenseMode variant, and pooled."""
     frame, options = runs.frame, options or Regimes()
     ok = frame[(frame.status == "ok") & frame["value"].notna()]
     parts = [(t.title, t.setup, t, ok[ok.setup == t.setup]) for t in found]
@@ -195,39 +171,27 @@ def write_verdicts(
             named = title + (f" (SenseMode {label})" if label else "")
             verdicts.append((named, result))
             texts.append(f"### {named}\n\n{result.markdown()}")
-            labels = {"setup": setup, "table": named, "sensemode": label}
-            frames += csv_frames(result, labels)
+            # verdict.csv: the paired contrasts (where any seed has both modes), McNemar, Welch
+            tests = {"mcnemar": result.paired.mcnemar, "welch": result.comparisons}
             if result.paired.differences["d"].notna().any():
+                tests = {"paired": result.paired.contrasts, **tests}
                 name = paired_plot_name(table, label, setup == POOLED)
                 shown = named.replace("mean ± std over seeds", "SenseMode - Uniform by seed")
                 plots.append(save_paired_plot(result.paired, shown, out / name, made.line))
+            labels = {"setup": setup, "table": named, "sensemode": label}
+            frames += [f.assign(**labels, test=test) for test, f in tests.items() if len(f)]
         sense = chosen_runs[chosen_runs["mode"] == "sensemode"]
         if sense["variant"].nunique() > 1:
             contrasts = variant_contrasts(sense)
-            unit = options.for_metric(table.metric)["unit"]
-            texts.append(
-                f"### {title}: SenseMode's variants\n\n{variant_text(contrasts, 0.95, unit)}\n"
-            )
+            text = variant_text(contrasts, 0.95, options.for_metric(table.metric)["unit"])
+            texts.append(f"### {title}: SenseMode's variants\n\n{text}\n")
             frames.append(contrasts.assign(setup=setup, table=title, sensemode="", test="variants"))
     (out / "verdict.md").write_text(f"{made.line}\n\n" + "\n".join(texts))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CSV_COLUMNS)
-    table = table.reindex(columns=CSV_COLUMNS).astype(
-        {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}
-    )
+    counts = {"n": "Int64", "n_a": "Int64", "n_b": "Int64"}  # whole numbers beside blanks
+    table = table.reindex(columns=CSV_COLUMNS).astype(counts)
     made.stamp(table).to_csv(out / "verdict.csv", index=False)
     return verdicts, plots
-
-
-def csv_frames(result: Verdict, labels: dict) -> list[pd.DataFrame]:
-    """A verdict's rows of verdict.csv: paired contrasts, McNemar per seed pair, per budget."""
-    frames = []
-    if result.paired.differences["d"].notna().any():
-        frames.append(result.paired.contrasts.assign(**labels, test="paired"))
-    if len(result.paired.mcnemar):
-        frames.append(result.paired.mcnemar.assign(**labels, test="mcnemar"))
-    if len(result.comparisons):
-        frames.append(result.comparisons.assign(**labels, test="welch"))
-    return frames
 
 
 def paired_plot_name(table: Table, label: str, pooled_runs: bool) -> str:

@@ -1,5 +1,3 @@
-"""A training run (``sdexp-train``): the command (``cli``, ``failures``), its config checked once
-(``config``, ``typecheck``, ``identity``), the task (``training``) around the LightningModule
-(``module``, ``callbacks``, ``checkpoints``, ``graphs``), its directory (``directory``), what it
-prints (``console``), where it runs (``sharing``, ``slurm``). It imports nothing of the analysis
-or the tracking."""
+"""A training run (``sdexp-train``): the command, its config checks, the task around the
+LightningModule, its directory, what it prints, where it runs. Nothing of the analysis or the
+tracking."""

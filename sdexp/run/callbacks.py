@@ -1,10 +1,4 @@
-"""Lightning callbacks of a run: what it records and prints around the training steps.
-
-- ``EpochTimer``: seconds per training epoch, validation excluded (``epoch_times_s`` in
-  results.json), kept in every checkpoint so that a resumed run's times cover the whole run.
-- ``ProgressLines``: without a terminal (a SLURM job's log, a file), a short line per epoch at
-  most once a minute, where Lightning's progress bar would write a few hundred bytes per step.
-"""
+"""Lightning callbacks of a run: what it records and prints around the training steps."""
 
 from __future__ import annotations
 
@@ -18,10 +12,8 @@ log = logging.getLogger("sdexp")
 
 
 class EpochTimer(pl.Callback):
-    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``).
-
-    The times of the finished epochs are in every checkpoint (``state_dict``), so that a resumed
-    run's ``times`` cover the whole run, as Lightning's ``Timer`` does for the total."""
+    """Seconds per training epoch, validation excluded (``train/epoch_time_s``, ``times``), kept
+    in every checkpoint so that a resumed run's ``times`` cover the whole run."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -53,7 +45,8 @@ class EpochTimer(pl.Callback):
 
 
 class ProgressLines(pl.Callback):
-    """A short line per epoch, at most one every ``every_s`` seconds and always the last one:
+    """Without a terminal, where Lightning's progress bar would write a few hundred bytes per
+    step: a short line per epoch, at most one every ``every_s`` seconds and always the last:
     ``epoch 12/164: train/loss 0.512, val/error 8.31, 21.3 s/epoch``; under DDP, rank 0's."""
 
     def __init__(self, every_s: float = 60.0) -> None:

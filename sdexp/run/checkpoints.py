@@ -39,13 +39,8 @@ class RunIdentity(pl.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside the target, then renamed over it.
-
-    Hand-written because Lightning 2.6's save (``lightning_fabric.utilities.cloud_io._atomic_save``)
-    swallows a ``PermissionError``: a run that cannot write its checkpoints would go on without
-    them, report success, and a preempted job would silently start over. Here every error
-    fails the run (``CheckpointWriteError``, with the path), and whatever stops a write (an
-    error, a signal) removes its temporary file: the target stays the last complete checkpoint.
-    ``saved`` holds the epoch (counted from 0) of each checkpoint file this process wrote."""
+    Hand-written because Lightning 2.6's ``_atomic_save`` swallows a ``PermissionError``: a run
+    would go on without checkpoints. ``saved``: the epoch of each checkpoint file written."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,11 +67,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, into the run's own ``checkpoints/`` folder, which
-    ``sdexp.run.directory`` has checked: a resumed run finds its own checkpoints there, so
-    Lightning's warning that the folder is not empty is not raised; and a run directory that moved
-    (a sweep copied elsewhere) finds the stored paths re-rooted in its own folder, where Lightning
-    would keep the old paths (and warn that "the dirpath has changed")."""
+    """Lightning's ModelCheckpoint in the run's own, checked ``checkpoints/``: without the
+    warning that the folder is not empty, and with the stored paths of a run directory that
+    moved re-rooted in its folder (Lightning would keep the old ones)."""
 
     @property
     def state_key(self) -> str:
@@ -96,12 +89,11 @@ class RunCheckpoint(ModelCheckpoint):
             def here(path):
                 return str(Path(self.dirpath, Path(path).name)) if path else path
 
+            paths = ("best_model_path", "kth_best_model_path", "last_model_path")
             state_dict = {
                 **state_dict,
                 "dirpath": self.dirpath,
-                "best_model_path": here(state_dict.get("best_model_path")),
-                "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
-                "last_model_path": here(state_dict.get("last_model_path")),
+                **{name: here(state_dict.get(name)) for name in paths},
                 "best_k_models": {
                     here(p): v for p, v in (state_dict.get("best_k_models") or {}).items()
                 },
@@ -110,11 +102,9 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 def checkpointing(run_dir: Path, metric: str, validate: bool) -> list[RunCheckpoint]:
-    """``checkpoints/last.ckpt`` at the end of every epoch (what a run resumes from, and at the
-    end the final model) and, with validation, ``checkpoints/best.ckpt`` by the validation
-    metric, first (Lightning's ``trainer.checkpoint_callback``, saved before ``last``, whose
-    state holds the best score). One ModelCheckpoint with both ``monitor`` and ``save_last``
-    would write ``last`` only beside a new best (Lightning 2.6)."""
+    """``last.ckpt`` at the end of every epoch and, with validation, ``best.ckpt`` by the
+    validation metric, first (saved before ``last``, whose state holds the best score). One
+    ModelCheckpoint with ``monitor`` and ``save_last`` writes ``last`` only beside a new best."""
     folder = run_dir / CHECKPOINTS
     last = RunCheckpoint(
         dirpath=folder, filename=Path(LAST).stem, save_top_k=1, enable_version_counter=False

@@ -1,8 +1,6 @@
-"""``sdexp-train mode=sensemode budget=0.3`` (or ``python train.py ...`` in a checkout): train a
-Stable ResNet with stochastic depth at a mode and budget (configs: ``conf/train.yaml``).
-
-Whatever stops a run is one line on stderr and an exit status (``sdexp.run.failures``): 2 for bad
-input, 1 for a run that failed, 130 and 143 for SIGINT (Ctrl-C) and SIGTERM."""
+"""``sdexp-train mode=sensemode budget=0.3`` (``python train.py ...`` in a checkout): train a
+Stable ResNet with stochastic depth at a mode and budget. Whatever stops a run is one line and
+an exit status: 2 for bad input, 1 for a failed run, 130 and 143 for SIGINT and SIGTERM."""
 
 import functools
 import logging
@@ -14,9 +12,7 @@ from pathlib import Path
 
 import hydra
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,24 +28,17 @@ from sdexp.run.failures import (
 )
 from sdexp.run.slurm import requeue_if_preempted
 
-# What imports torch (sdexp.run.config, sdexp.run.directory; seconds) is imported where it is used,
-# after the command's signal handlers are set: a signal then is one line and its exit status.
+# What imports torch is imported where it is used, after the signal handlers are set.
 
 log = logging.getLogger("sdexp")
 
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
     """``task(cfg)`` under the failure policy, SIGINT and SIGTERM raising ``Stopped``. A run
-    that never owned its directory (refused, or skipped) leaves nothing there: its log lines
-    are not written (``sdexp.run.console.RunLogFile``) and the directories the command made for it
-    are removed (``sdexp.run.directory.remove_unused``).
-
-    A run stopped by SIGTERM inside a SLURM job that SLURM is preempting requeues its job
-    (``sdexp.run.slurm``). A job of submitit (a sweep on SLURM) then ends with the signal's exit
-    status and no result, so that the sweep waits for the requeued job."""
-    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    that never owned its directory leaves nothing there. A run stopped by SIGTERM requeues a
+    preempted SLURM job; a submitit job then ends with no result, so that the sweep waits."""
     try:
-        with failure_policy(in_sweep), stop_on_signals():
+        with failure_policy(console.in_multirun()), stop_on_signals():
             try:
                 task(cfg)
             finally:
@@ -66,11 +55,8 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig], object]) -> None:
 
 
 def train_task(cfg: DictConfig) -> None:
-    # Bad input fails within seconds, before Lightning is even imported: the output directory
-    # (a results.json the run could never write), then the config, checked once: the run reuses
-    # what the check built.
-    # A signal here is deferred to the end of the checks: they import torch and Lightning,
-    # whose imports, interrupted part-way, become other errors or are swallowed (triton's).
+    # Bad input fails within seconds, before Lightning is imported. A signal is deferred to the
+    # end of the checks: imports interrupted part-way become other errors or are swallowed.
     with stop_on_signals(defer=True):
         from sdexp.run.config import check_config
         from sdexp.run.directory import check_kinds
@@ -83,9 +69,7 @@ def train_task(cfg: DictConfig) -> None:
 
 
 def composition_error(error: BaseException) -> str:
-    """One line for an error of composing the config: a group option that does not exist (the
-    group and its options), a YAML file that does not parse (the file, line and column), or
-    Hydra's message on one line."""
+    """One line for an error of composing the config (a missing option, bad YAML, Hydra's)."""
     cause = error
     while cause is not None and not isinstance(cause, yaml.MarkedYAMLError):
         cause = cause.__cause__ or cause.__context__
@@ -103,11 +87,9 @@ def composition_error(error: BaseException) -> str:
 
 
 def hydra_errors_in_one_line(main: Callable[[], None]) -> Callable[[], None]:
-    """``main`` (a ``@hydra.main`` function) with Hydra's own errors as one line on stderr: those
-    of composing the config (bad input: exit status 2) and anything else Hydra raises outside
-    the task (exit status 1; the task has its failure policy). Hydra prints a block of lines or a
-    traceback for them and exits with status 1; told ``HYDRA_FULL_ERROR=1``, it raises them
-    instead. A user who sets ``HYDRA_FULL_ERROR=1`` gets Hydra's full report."""
+    """``main`` (a ``@hydra.main`` function) with Hydra's own errors as one line: composing the
+    config (exit status 2), anything else outside the task (1). Told ``HYDRA_FULL_ERROR=1``,
+    Hydra raises them rather than printing a block; a user who sets it gets the full report."""
 
     @functools.wraps(main)
     def wrapped() -> None:
@@ -138,7 +120,6 @@ def main(cfg: DictConfig) -> None:
 
 
 def train() -> None:
-    """The command (``sdexp-train``, ``python train.py``). A signal while Hydra composes the
-    config is deferred to where the task can stop (``sdexp.run.failures.stop_on_signals``)."""
+    """The command (``sdexp-train``); a signal while Hydra composes the config is deferred."""
     with stop_on_signals(defer=True, restore=False):
         exit_on_stop(main)

@@ -1,17 +1,10 @@
 """Config checks: every value a user can set is checked by type and range within seconds, before
 data, model or Lightning load, and a bad one is a ``ConfigError`` naming the option.
 
-The types are declared once, where the values are used: the signature of each ``_target_`` (the
-model, data module, mode, optimizer, scheduler, Lightning's ``Trainer``), the ``Recipe``
-dataclass, and ``TopLevel``, ``RunNames`` and ``Speed`` below. pydantic checks a config's values
-against them (``sdexp.run.typecheck``, strict: "0.3" is no number, 1 no boolean) and the first
-error is one line (``sdexp.errors.ConfigError``: exit status 2), where Hydra's structured configs
-would declare the types a second time and fail inside ``@hydra.main`` with a block of lines. Ranges
-are checked by the constructors themselves (they raise ``ConfigError``), which the check calls on
-cheap objects: the survival mode, the data module (it reads no data until the run prepares it)
-and the model on the meta device (no weights). The budget is checked here, once, against the mode
-and the model's L blocks (``Mode.check``), and the run takes it from here (``Checked``) with the
-mode and the data module the check built.
+The types are declared once, where the values are used, and pydantic checks the values against
+them (``sdexp.run.typecheck``): Hydra's structured configs would declare them a second time.
+Ranges are the constructors' own checks, on cheap objects (the model on the meta device); the
+budget is checked once (``Mode.check``), and the run reuses what the check built.
 """
 
 from __future__ import annotations
@@ -75,25 +68,19 @@ class RunNames:
 
 @dataclass
 class Speed:
-    """``speed.*``: fast paths for accelerators; the numbers agree with the plain path up to
-    float rounding (so they are not part of a run's identity). What they cannot do with the
-    rest of the config is ``check_speed``'s."""
+    """``speed.*``: fast paths for accelerators; they agree with the plain path up to float
+    rounding (so they are not part of a run's identity)."""
 
     channels_last: bool = False  # NHWC memory format for the convolutions (tensor cores)
     compile_blocks: bool = False  # torch.compile each residual branch; the skip stays eager
     cuda_graphs: bool = False  # stem, each block's kept path, head + loss as CUDA graphs
-    # both: each graphed piece compiled, then captured (fused kernels in the graphs); evaluation
-    # and an epoch's partial last batch then run eagerly, as with cuda_graphs alone
+    # both: each graphed piece compiled, then captured (fused kernels in the graphs)
     fused_optimizer: bool = False  # the optimizer's fused kernel (fused=True): one launch
 
 
-# --- the whole config ---------------------------------------------------------------------------
-
-
 def resolved(cfg: DictConfig) -> dict:
-    """The config as plain values; an interpolation that fails names its key. ``output_dir``
-    (and what interpolates it) is taken as written: outside a running Hydra job (a sweep's
-    planning, a test's compose) ``${hydra:runtime.output_dir}`` has no value yet."""
+    """The config as plain values; an interpolation that fails names its key. ``output_dir`` is
+    taken as written: outside a running Hydra job ``${hydra:runtime.output_dir}`` has no value."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)
     if str(container.get("output_dir", "")).startswith("${hydra:"):
@@ -133,11 +120,8 @@ def check_seed(seed: int) -> None:
 
 
 class SkipInit(TorchFunctionMode):
-    """``torch.nn.init``'s functions, and the in-place random fills they call (``normal_``,
-    ``uniform_``: some of them do not dispatch here), return their tensor untouched. On the
-    meta device those fills go through ``torch._refs``, whose first call imports
-    ``torch._dynamo``: over a second of a sweep's dry run. (Lightning Fabric's ``_EmptyInit``
-    is alike, but importing it imports Lightning, which this check avoids.)"""
+    """``torch.nn.init``'s functions and their in-place fills return their tensor untouched: on
+    the meta device the fills import ``torch._dynamo`` (over a second of a dry run)."""
 
     SKIPPED = (torch.Tensor.normal_, torch.Tensor.uniform_)
 
@@ -157,8 +141,8 @@ UNUSED_PARAMETERS_STRATEGIES = (
 
 
 def device_count(accelerator: str, devices: Any) -> int:
-    """How many devices (processes) Lightning would train on: ``devices`` is a number (-1: all),
-    a list of indices, a string of them ("0,1") or "auto" (all GPUs, one CPU process)."""
+    """How many devices Lightning would train on: ``devices`` is a number (-1: all), a list of
+    indices, a string of them ("0,1") or "auto" (all GPUs, one CPU process)."""
     gpu = accelerator in ("gpu", "cuda") or accelerator == "auto" and torch.cuda.is_available()
     available = torch.cuda.device_count() if gpu else os.cpu_count() or 1
     if devices in ("auto", None):
@@ -176,14 +160,10 @@ def device_count(accelerator: str, devices: Any) -> int:
 
 
 def check_trainer(trainer: dict) -> None:
-    """What Lightning would refuse, or run into a crash, with a traceback: an accelerator this
-    machine lacks, several devices without DDP that handles dropped blocks, no training batch."""
+    """What Lightning would refuse, or crash on, with a traceback."""
     accelerator = str(trainer.get("accelerator", "auto"))
-    available = {
-        "gpu": torch.cuda.is_available(),
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
+    cuda = torch.cuda.is_available()
+    available = {"gpu": cuda, "cuda": cuda, "mps": torch.backends.mps.is_available()}
     if not available.get(accelerator, True):
         raise ConfigError(
             "trainer.accelerator",
@@ -207,13 +187,8 @@ def check_trainer(trainer: dict) -> None:
             f"blocks a step drops get no gradient, which strategy {strategy} cannot reduce)",
         )
     limit = trainer.get("limit_train_batches")
-    if limit is not None and not (
-        isinstance(limit, int)
-        and not isinstance(limit, bool)
-        and limit >= 1
-        or isinstance(limit, float)
-        and 0 < limit <= 1
-    ):
+    batches = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
+    if limit is not None and not (batches or isinstance(limit, float) and 0 < limit <= 1):
         raise ConfigError(
             "trainer.limit_train_batches",
             f"a number of batches (at least 1) or a fraction in (0, 1] of each epoch, or null "
@@ -222,9 +197,7 @@ def check_trainer(trainer: dict) -> None:
 
 
 def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
-    """What the fast paths cannot do with the rest of the config (``trainer``, and the
-    ``optimizer`` class or function), as a ``ConfigError`` (one line) from the config check,
-    before data or model load."""
+    """What the fast paths cannot do with the ``trainer`` and the ``optimizer``."""
     if speed.get("cuda_graphs"):
         accelerator = str(trainer.get("accelerator", "auto"))
         if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
@@ -253,9 +226,8 @@ def check_speed(speed: dict, trainer: dict, optimizer: Callable) -> None:
 
 @dataclass(frozen=True)
 class Built:
-    """What the check built, for the run to reuse: the survival mode, the data module (no data
-    read), and the model's name and L from the model it built on the meta device (no weights:
-    the run builds its own, after seeding)."""
+    """What the check built, for the run to reuse: the mode, the data module (no data read), and
+    the name and L of the model it built on the meta device."""
 
     mode: Mode
     datamodule: TensorDataModule
@@ -265,8 +237,7 @@ class Built:
 
 @dataclass(frozen=True)
 class Checked(Built):
-    """``Built``, and the budget the run uses: checked here, once (``Mode.check``), and carried
-    to the run's key and to the module."""
+    """``Built``, and the budget the run uses, checked once (``Mode.check``)."""
 
     budget: float
 
@@ -310,55 +281,31 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer", str(error)) from error
 
 
-#: The groups whose checks import Lightning (about 3 s: torchmetrics, then torchvision), and the
-#: fast paths, which depend on the devices of the machine that runs. A sweep's dry run leaves them
-#: to the launch, and the optimizer's values too (building an optimizer imports torch._dynamo:
-#: about 1.3 s).
+#: The groups whose checks import Lightning (about 3 s) or depend on the machine's devices: a
+#: sweep's dry run leaves them to the launch, and the optimizer's values too (building an
+#: optimizer imports torch._dynamo: about 1.3 s).
 LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
 
 
-def check_fast(cfg: DictConfig, values: dict) -> Built:
-    """The checks of a second: every value's type, the ranges, the mode, data and model options
-    (building them), the optimizer's and scheduler's types."""
+def check_options(cfg: DictConfig, complete: bool = True, budget: bool = False) -> Built:
+    """Check the run config by type and range (``budget``: the budget too); return what the
+    check built. The checks of seconds come last; ``complete=False`` (a dry run) skips them."""
+    values = resolved(cfg)
     check_values(values, TopLevel, "", "the run config")
     if missing := [f.name for f in fields(TopLevel) if f.name not in values]:  # ~budget
         raise ConfigError(missing[0], f"missing: the run needs it; set it ({missing[0]}=...)")
     check_types(values, ("recipe", "run", "mode", "model", "dataset"))
     built = check_ranges(cfg, values)
     check_types(values, ("optimizer", "scheduler"))
-    return built
-
-
-def check_slow(cfg: DictConfig, values: dict) -> None:
-    """The checks of seconds: the options of ``LIGHTNING_GROUPS`` and the optimizer's values."""
-    check_types(values, LIGHTNING_GROUPS)
-    check_optimizer(cfg)
-
-
-def check_options(cfg: DictConfig, complete: bool = True) -> Built:
-    """Check the run config by type and range, all but the budget (a sweep leaves out the cells
-    whose mode cannot meet it); return what the check built.
-
-    Raises ``ConfigError`` for a value of the wrong type, a key an option does not have, bad
-    mode, data or optimizer options, a seed numpy would not take, fewer than one epoch. The
-    checks that take seconds come last, so most bad values fail within a second;
-    ``complete=False`` (a dry run) leaves them out (``check_slow``).
-    """
-    values = resolved(cfg)
-    built = check_fast(cfg, values)
+    if budget:
+        checked = built.mode.check(values["budget"], built.num_blocks)
+        built = Checked(**vars(built), budget=checked)
     if complete:
-        check_slow(cfg, values)
+        check_types(values, LIGHTNING_GROUPS)
+        check_optimizer(cfg)
     return built
 
 
 def check_config(cfg: DictConfig, complete: bool = True) -> Checked:
-    """``check_options``, and the budget (``Mode.check``: a ``ConfigError`` outside (0, 1] or
-    below what the mode can meet with the model's L blocks, linear below (L - 1)/(2L), SenseMode
-    below its p_min), before the checks of seconds. Once per run: the run reuses what it built
-    and the budget it checked (``sdexp.run.training.train``)."""
-    values = resolved(cfg)
-    built = check_fast(cfg, values)
-    budget = built.mode.check(values["budget"], built.num_blocks)
-    if complete:
-        check_slow(cfg, values)
-    return Checked(built.mode, built.datamodule, built.model, built.num_blocks, budget)
+    """``check_options`` and the budget (``Mode.check``), once per run: the run reuses both."""
+    return check_options(cfg, complete, budget=True)

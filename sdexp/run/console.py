@@ -1,15 +1,9 @@
 """What a run prints: one line when it starts, one when it ends, and progress a person can read.
 
-Lightning, W&B and PyTorch print a lot on every run (GPU and TPU lines, tips, a model summary,
-deprecation warnings, W&B's run history): ``quiet_libraries`` turns that off, so that what is
-left is ours and what is worth reading. On a terminal the progress bar stays; without one (a
-SLURM job's log, a file) it would write a few hundred bytes per step, so
-``sdexp.run.callbacks.ProgressLines`` writes a short line at most once a minute instead. This module
-imports no Lightning: Hydra loads its formatter before a run's config is checked.
-
-Where the lines go (``conf/hydra/job_logging/sdexp.yaml``): information to stdout,
-warnings and errors to stderr, and all of them, with time and source, to the run's log file
-(``RunLogFile``: ``train.log``), once the run owns its directory.
+``quiet_libraries`` turns off what Lightning, W&B and PyTorch print on every run. Information
+goes to stdout, warnings and errors to stderr, and all of them, with time and source, to the
+run's log file once the run owns its directory (``conf/hydra/job_logging/sdexp.yaml``). No
+Lightning here: Hydra loads the formatter before a run's config is checked.
 """
 
 from __future__ import annotations
@@ -31,13 +25,9 @@ class BelowWarning(logging.Filter):
 
 
 class RunLogFile(logging.handlers.MemoryHandler):
-    """The run's log file (``<output dir>/train.log``), written once the run owns its directory.
-
-    Hydra opens a job's log before the task starts, and a run refused there (a directory that
-    holds another run, or a live run's lock) would append to that run's log. Here the records
-    wait in memory (a ``MemoryHandler`` without a target keeps them) until ``open_log`` (the run
-    claimed the directory: ``sdexp.run.directory``), which gives them their file; a run that
-    never owns its directory writes nothing there."""
+    """The run's log file (``<output dir>/train.log``), written once the run owns its directory:
+    Hydra opens it before the task starts, and a refused run would append to another run's log.
+    The records wait in memory (a ``MemoryHandler`` without a target) until ``open_log``."""
 
     def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
         super().__init__(capacity=1, flushLevel=logging.NOTSET)  # once it has a target: each
@@ -51,8 +41,7 @@ class RunLogFile(logging.handlers.MemoryHandler):
 
 
 class LogFile(logging.FileHandler):
-    """A log file that cannot be written (a full disk) is given up with one warning on stderr,
-    not a traceback per line (``logging.Handler.handleError``'s default)."""
+    """A log file that cannot be written is given up with one warning, not a traceback a line."""
 
     def __init__(self, filename: str, mode: str, encoding: str | None) -> None:
         super().__init__(filename, mode, encoding, delay=True)
@@ -89,10 +78,8 @@ def run_log_opened() -> bool:
 
 
 class BriefFormatter(logging.Formatter):
-    """The console's format (``conf/hydra/job_logging/sdexp.yaml``): the message alone,
-    and the level before warnings and errors; the log file keeps time and source. A Python
-    warning (``quiet_libraries`` routes them here) shows its first line, where it came from and
-    what it says; the log file keeps the source line below it."""
+    """The console's format: the message, with the level before warnings and errors; a Python
+    warning shows its first line only (the log file keeps the source line below it)."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -110,29 +97,17 @@ IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",
     # Worker processes for data gathered from memory in one tensor: none are needed.
     ".*does not have many workers.*",
-    # A run with fewer batches per epoch than trainer.log_every_n_steps (a short one) logs its
-    # training loss less than once an epoch; its epochs' validation and test metrics are logged.
+    # A short run logs its training loss less than once an epoch; its metrics are all logged.
     ".*is smaller than the logging interval.*",
-    # Lightning's SLURM detection, on every run of a machine with srun on its PATH (a login node,
-    # a SLURM job's own batch step): a run chooses its cluster environment itself (sdexp.run.slurm).
+    # Lightning's SLURM detection, wherever srun is on the PATH: sdexp.run.slurm chooses instead.
     ".*The `srun` command is available on your system but is not used.*",
 )
 
 
 def quiet_libraries() -> None:
-    """What Lightning and PyTorch print on every run off, and whatever else they print into
-    the run's log file too.
-
-    - Lightning's and Lightning Fabric's info lines off (warnings stay). Imported before
-      Hydra configured logging (the theory commands import Lightning at start), Lightning
-      gives its logger a console handler of its own and stops it from propagating: then its
-      lines never reach the log file. They go through Hydra's handlers (console and file).
-    - Python warnings go to logging (``logging.captureWarnings``): to the console as one line
-      and to the log file (``<output dir>/<job name>.log``) in full.
-    - The warnings every run triggers (``IGNORED_WARNINGS``) off, and wandb's telemetry's.
-    """
-    # wandb's own usage telemetry (OpenTelemetry, sent to the W&B server at exit): a server
-    # that refuses the key makes it log "error: Failed to export ..." after the run's result.
+    """What Lightning and PyTorch print on every run off, and the rest into the log file too
+    (Lightning, imported before Hydra configured logging, gives its logger its own handler)."""
+    # wandb's telemetry, sent at exit: a server that refuses the key logs "error: Failed to export".
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
@@ -150,6 +125,14 @@ def quiet_libraries() -> None:
 SWEEP_JOBS = "SDEXP_SWEEP_JOBS"
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a Hydra multirun (a sweep's jobs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def job_label() -> str:
     """The label of a job of a sweep the grid sweeper launched ("job 3/12: "), else ""."""
     from hydra.core.hydra_config import HydraConfig
@@ -159,20 +142,15 @@ def job_label() -> str:
     return f"job {HydraConfig.get().job.num + 1}/{total}: "
 
 
-def progress_bar_wanted(configured: bool) -> bool:
-    """The Trainer's progress bar: only when configured and writing to a terminal."""
-    return configured and sys.stderr.isatty()
-
-
 def counted(count: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
-def start_line(key: RunKey, device: str, out: str, job: str = "") -> str:
+def start_line(key: RunKey, device: str, out: str) -> str:
     return (
-        f"{job}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode {key.mode} at "
-        f"budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
+        f"{job_label()}Training {key.dataset}, {key.model} (L = {key.num_blocks}), mode "
+        f"{key.mode} at budget {key.budget:g}, seed {key.seed}, recipe {key.recipe}, "
         f"{counted(key.epochs, 'epoch')} on {device}: {out}"
     )
 

@@ -1,35 +1,14 @@
 """A run's output directory: one live run at a time, and only the run's own files.
 
-Before a run trains, ``claim`` takes the directory's lock and checks what an earlier run left
-there against the run's identity (``sdexp.results.RunKey``):
+``claim`` takes the directory's lock (an ``flock``, which the kernel drops however the process
+ends) and refuses, in one line, files of another run identity (``overwrite=true`` discards them);
+a run resumes only from a checkpoint of its own identity.
 
-- ``run.lock`` is held (``filelock``: an ``flock``) by the live run. The kernel releases it when
-  the process ends, however it ends (SIGKILL, preemption, a crash), so a dead run never keeps
-  it; a second run into a directory that a live one holds stops with a message naming the
-  holder.
-- ``results.json`` and ``checkpoints/last.ckpt`` of another identity stop the run with one line
-  that names the keys that differ and the two ways out (another output directory, or
-  ``overwrite=true``, which discards them). A run resumes only from a checkpoint of its own
-  identity, which ``RunIdentity`` writes into every checkpoint.
-- an unreadable ``results.json`` is reported and counts as not finished; an unreadable
-  ``last.ckpt`` (truncated, say) is named in one line and moved aside to
-  ``last.ckpt.unreadable`` (nothing is deleted), and the run starts over.
-- ``results.json`` that is a directory, or ``checkpoints`` that is a file, stop the run before
-  it trains, with one line (``check_kinds``): the run could never write there.
-
-Hydra writes into a run's directory before the task starts, and has no hook between composing a
-job and writing: a refused run would change the run that is there. Three pieces keep it from
-that, one per thing Hydra does (``sdexp.run.cli.run_task`` calls the last):
-
-- its record of the command (``.hydra/``): off (``hydra.output_subdir: null``), and written by
-  ``keep_hydra_record`` once the run owns the directory;
-- the job's log file: ``sdexp.run.console.RunLogFile`` keeps the records in memory until then;
-- the directory itself: ``MakeRunDir`` (a Hydra callback, before Hydra's own ``mkdir``) creates
-  it, so that one that cannot be created is one line, and records the directories it made,
-  which a command whose run never owned its directory removes (``remove_unused``).
-
-Planning a sweep reads these files, so this module stays free of Lightning: the Lightning side
-(``RunIdentity``, ``AtomicCheckpointIO``) is ``sdexp.run.checkpoints``.
+Hydra writes into a run's directory before the task starts, with no hook in between, so a
+refused run would change the run that is there. Its record (``.hydra/``) is off and written by
+``keep_hydra_record`` once the run owns the directory; its log waits in memory
+(``sdexp.run.console.RunLogFile``); ``MakeRunDir`` creates the directory and ``remove_unused``
+removes what a refused command made. No Lightning here: planning a sweep reads these files.
 """
 
 from __future__ import annotations
@@ -69,8 +48,6 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 UNREADABLE = ".unreadable"  # the suffix of a checkpoint moved aside
 IDENTITY = "sdexp_run"  # the checkpoint entry RunIdentity writes: {"identity", "config", "code"}
-
-#: How a run directory is named on the command line, for the messages.
 DIR_OPTION = "hydra.run.dir"
 WAYS_OUT = (
     "choose another output directory (hydra.run.dir, or hydra.sweep.dir for a sweep), or pass "
@@ -80,8 +57,7 @@ WAYS_OUT = (
 
 @contextmanager
 def naming(path: Path) -> Iterator[None]:
-    """An OSError of a write in the block names ``path`` where it names no file: the error of a
-    write to a full disk (ENOSPC) does not, and the run's one line must say where."""
+    """An OSError in the block names ``path`` where it names no file (a full disk's does not)."""
     try:
         yield
     except OSError as error:
@@ -90,14 +66,10 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
-# --- the lock ------------------------------------------------------------------------------------
-
-
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
     """Hold ``run_dir/run.lock`` while the block runs; ConfigError if a live process holds it.
-    Yields ``hold``, which writes this process into the file as its holder: once the run may go
-    on (a refused run leaves the file as it was)."""
+    Yields ``hold``, which writes this process in as the holder once the run may go on."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     lock = FileLock(path, timeout=0)  # an flock, which the kernel drops when the process ends
@@ -124,12 +96,8 @@ def run_lock(run_dir: Path) -> Iterator[Callable[[], None]]:
         lock.release()
 
 
-# --- what another run left ---------------------------------------------------------------------
-
-
 class Conflict(NamedTuple):
-    """A file in a run directory that the run cannot use, and why. ``unreadable``: a checkpoint
-    that cannot be read, which the run moves aside; any other conflict stops the run."""
+    """A file the run cannot use, and why; ``unreadable``: a checkpoint moved aside, else a stop."""
 
     file: str
     why: str
@@ -151,24 +119,9 @@ def check_kinds(run_dir: Path) -> None:
             )
 
 
-def stored_checkpoint(path: Path) -> dict:
-    """What a checkpoint stores; raises if it is unreadable."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"a {type(checkpoint).__name__}, not a checkpoint")
-    return checkpoint
-
-
-def conflicts(run_dir: Path, key: RunKey, config: dict) -> list[Conflict]:
-    """The files of other runs in ``run_dir``: a results.json or last.ckpt of another identity,
-    a checkpoint without one, and a checkpoint that cannot be read (``unreadable``). An
-    unreadable results.json is not one: it counts as not finished (the run writes a new one;
-    the callers say so)."""
-    return examine(run_dir, key, config)[0]
-
-
 def examine(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], int | None]:
-    """``conflicts``, and the number of epochs ``last.ckpt`` holds if it is the run's own."""
+    """The files of other runs in ``run_dir`` (not an unreadable results.json: not finished),
+    and the number of epochs ``last.ckpt`` holds if it is the run's own."""
     found, epochs = [], None
     try:
         result = read_result(run_dir)
@@ -182,7 +135,9 @@ def examine(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], i
     if last.exists():
         name = f"{CHECKPOINTS}/{LAST}"
         try:
-            checkpoint = stored_checkpoint(last)
+            checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+            if not isinstance(checkpoint, dict):
+                raise TypeError(f"a {type(checkpoint).__name__}, not a checkpoint")
         except Exception as error:  # truncated, corrupt, not a checkpoint
             why = f"unreadable ({type(error).__name__}: {str(error)[:160]})"
             return [*found, Conflict(name, why, unreadable=True)], None
@@ -214,13 +169,6 @@ def move_aside(path: Path) -> Path:
     return aside
 
 
-def conflict_error(run_dir: Path, found: list[Conflict]) -> ConfigError:
-    """One line: the directory, the first file it cannot use and why, the ways out."""
-    file, why, _ = found[0]
-    more = f" (and {len(found) - 1} more file)" if len(found) > 1 else ""
-    return ConfigError(DIR_OPTION, f"{run_dir}: {file} is {why}{more}: {WAYS_OUT}")
-
-
 class Resume(NamedTuple):
     """The checkpoint a run resumes from, and how many epochs it holds."""
 
@@ -228,15 +176,13 @@ class Resume(NamedTuple):
     epochs: int
 
 
-#: A temporary file of an atomic write (``write_atomically``, ``AtomicCheckpointIO``):
-#: ``.<name>.<pid>.tmp`` beside its target.
+#: A temporary file of an atomic write, ``.<name>.<pid>.tmp`` beside its target.
 TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Remove the temporary files of atomic writes that never finished (a process killed
-    mid-write: SIGKILL, a node that went down) from ``run_dir``, its checkpoints and Hydra's
-    record. The caller holds the directory's lock: every process that wrote into it is dead."""
+    """Remove the temporary files of writes killed mid-way (SIGKILL, a node down). The caller
+    holds the directory's lock: every process that wrote into it is dead."""
     for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / ".hydra"):
         for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
             if (found := TEMPORARY.fullmatch(path.name)) and int(found[1]) != os.getpid():
@@ -253,19 +199,16 @@ def claim(
     lock: bool = True,
     fresh: bool = False,
 ) -> Iterator[Resume | None]:
-    """Lock ``run_dir`` (unless ``lock`` is False: the other ranks of a DDP run) and make sure
-    it holds nothing of another run; yield the checkpoint to resume from, if any. ``fresh``:
-    the run starts over, its own results.json and checkpoints discarded (other code made them:
-    ``rerun_other_code=true``).
-
-    Nothing in the directory changes until the run may go on: a refused run leaves it as it
-    was. Then the temporary files of writes that never finished are removed; an unreadable
-    ``last.ckpt`` is moved aside, with a warning, and the run starts over."""
+    """Lock ``run_dir`` (not on a DDP run's other ranks), refuse another run's files, and yield
+    the checkpoint to resume from, if any; ``fresh``: discard the run's own (``rerun_other_code``).
+    A refused run leaves the directory as it was."""
     with run_lock(run_dir) if lock else nullcontext() as hold:
         found, epochs = examine(run_dir, key, config)
         others = [c for c in found if not c.unreadable]
-        if others and not overwrite:
-            raise conflict_error(run_dir, others)
+        if others and not overwrite:  # one line: the first file, why, the ways out
+            more = f" (and {len(others) - 1} more file)" if len(others) > 1 else ""
+            why = f"{others[0].file} is {others[0].why}{more}"
+            raise ConfigError(DIR_OPTION, f"{run_dir}: {why}: {WAYS_OUT}")
         if hold is not None:
             hold()
             remove_stale_temporaries(run_dir)
@@ -283,13 +226,8 @@ def claim(
         yield Resume(last, epochs) if epochs is not None and last.exists() and not fresh else None
 
 
-# --- Hydra's side ---------------------------------------------------------------------------------
-
-
 def keep_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
-    """Hydra's record of the command (``.hydra/config.yaml``, ``hydra.yaml``,
-    ``overrides.yaml``), once the run owns ``run_dir`` (the module docstring says why); nothing
-    outside a Hydra job."""
+    """Hydra's record of the command (``.hydra/``), once the run owns ``run_dir``."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -310,10 +248,7 @@ CREATED: list[Path] = []
 
 
 def remove_unused() -> None:
-    """Remove the directories this command created for a single run that never owned its
-    directory (a refused command, a theory experiment refused by its options), deepest first,
-    each only if it is empty: a directory that was there before stays, and so does one that
-    holds anything (another command's files)."""
+    """Remove the directories made for a run that never owned its directory, while empty."""
     for path in CREATED:
         try:
             path.rmdir()
@@ -322,8 +257,7 @@ def remove_unused() -> None:
 
 
 def cannot_create(folder: Path) -> str | None:
-    """Why ``folder`` could not be created, or None, found without creating anything (a sweep's
-    dry run): its nearest existing ancestor is not a directory, or not writable."""
+    """Why ``folder`` could not be created, or None, without creating anything (a dry run)."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         return f"{existing} is not a directory"
@@ -333,10 +267,8 @@ def cannot_create(folder: Path) -> str | None:
 
 
 class MakeRunDir(Callback):
-    """A Hydra callback (``hydra.callbacks`` in the run configs): creates a single run's
-    directory before Hydra does, so that one that cannot be created (under a regular file, in
-    a read-only place) is one line and exit status 2, not Hydra's traceback; and records the
-    directories it created (``CREATED``) for ``remove_unused``."""
+    """A Hydra callback: creates a run's directory before Hydra does, so that one that cannot
+    be created is one line and exit status 2, not a traceback; records it in ``CREATED``."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig

@@ -1,15 +1,8 @@
 """How a command fails: one line, an exit status, no traceback.
 
-- ``sdexp.errors.ConfigError``, the one exception type for bad input: exit status 2.
-- ``Stopped``: the run was stopped by SIGINT (Ctrl-C) or SIGTERM (exit status 130 or 143, the
-  shell's convention 128 + the signal's number). ``stop_on_signals`` turns both signals into it.
-- ``failure_policy`` wraps a task function (``train``, the theory experiments): whatever stops
-  it is one line on stderr (through the ``sdexp`` logger: the run's log file has it too, once the
-  run owns its directory) and an exit status; a line the run already wrote (its failure, with
-  ``results.json``) is not repeated (``mark_reported``). In a sweep the error goes on to the
-  launcher instead, which counts the job as failed and launches the next one.
-
-This module imports neither torch nor Lightning: the command line loads it first.
+Bad input (``sdexp.errors.ConfigError``) exits with status 2, any other error with 1, a stop by
+SIGINT or SIGTERM (``Stopped``) with 128 + the signal's number. A line the run already wrote is
+not repeated (``mark_reported``). No torch or Lightning here: the command line loads it first.
 """
 
 from __future__ import annotations
@@ -46,9 +39,7 @@ class Stopped(KeyboardInterrupt):
 
 
 class JobEnded(Exception):
-    """A sweep's job that its cluster ended without a result (``scancel``, a node failure, out
-    of memory): ``state`` is SLURM's (``sacct``). ``sdexp.sweep.launchers`` returns it for the
-    job."""
+    """A sweep's job that its cluster ended without a result; ``state`` is SLURM's (``sacct``)."""
 
     def __init__(self, job_id: str, state: str) -> None:
         super().__init__(f"SLURM job {job_id} ended {state} without a result")
@@ -83,34 +74,24 @@ def _stop(signum: int, frame) -> None:
         raise Stopped(signum)
 
 
-def _submitit_bypass(handler) -> bool:
-    """submitit's handler that logs a signal and ignores it (its SIGTERM in a job)."""
-    return getattr(handler, "__qualname__", "") == "SignalHandler.bypass"
-
-
 @contextmanager
 def stop_on_signals(defer: bool = False, restore: bool = True) -> Iterator[None]:
-    """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where nobody else handles
-    them: a signal whose handler is neither Python's default nor submitit's bypass is left as
-    it is. In a SLURM job submitit ignores SIGTERM, and a run would train on into SLURM's
-    SIGKILL: SIGTERM is preemption or ``scancel``, so the run stops with its checkpoint
-    (``sdexp.run.slurm`` requeues a preempted job). submitit's own signal (USR2, a time-out)
-    stays submitit's. Lightning's SIGTERM handler, set for the time of a ``fit``, calls this
-    one after its own.
+    """Raise ``Stopped`` on SIGINT and SIGTERM while the block runs, where no one else handles
+    them (Python's default handler, or submitit's bypass: in a SLURM job submitit ignores
+    SIGTERM, and a run would train on into SLURM's SIGKILL).
 
-    ``defer``: the signal is recorded, and raised where the code can stop (``raise_if_stopped``,
-    an inner block without ``defer``): a command defers from its start until its own code runs,
-    since an exception raised at an arbitrary point of Hydra's composition leaves its config
-    half-made and becomes another error. ``restore=False`` (a command, for its whole life):
-    the handler stays set after the block, deferring, as the process exits: a signal during
-    the interpreter's finalization is not raised into it (a fatal error, exit status 134)."""
+    ``defer``: the signal is recorded and raised where the code can stop (``raise_if_stopped``):
+    raised at an arbitrary point of Hydra's composition, it would leave a half-made config and
+    become another error. ``restore=False``: the handler stays set, deferring, as the process
+    exits: a signal raised into the interpreter's finalization is a fatal error (status 134)."""
     global _received, _deferring
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     replaced = {}
     if threading.current_thread() is threading.main_thread():
         for signum, default in defaults.items():
             handler = signal.getsignal(signum)
-            if handler in (default, None) or _submitit_bypass(handler):
+            bypass = getattr(handler, "__qualname__", "") == "SignalHandler.bypass"  # submitit's
+            if handler in (default, None) or bypass:
                 replaced[signum] = signal.signal(signum, _stop)
     if replaced:  # the outermost block: a signal before it is not this block's
         _received = None
@@ -126,10 +107,9 @@ def stop_on_signals(defer: bool = False, restore: bool = True) -> Iterator[None]
 
 
 def raise_if_stopped() -> None:
-    """Raise ``Stopped`` if a signal came and was deferred, or its ``Stopped`` was swallowed on
-    the way: an import that catches every exception (triton's, inside ``import
-    pytorch_lightning``, took 5 of 6 SIGTERMs at start-up, and the run trained to its end).
-    Called after the heavy imports and before training."""
+    """Raise ``Stopped`` if a signal came and was deferred, or swallowed on the way: triton's
+    import, inside ``import pytorch_lightning``, catches every exception (it took 5 of 6
+    SIGTERMs at start-up, and the run trained to its end)."""
     if _received is not None:
         raise Stopped(_received)
 
@@ -140,10 +120,6 @@ def mark_reported(error: BaseException) -> BaseException:
     setattr(error, _REPORTED, True)
     _stop_reported = _stop_reported or isinstance(error, Stopped)
     return error
-
-
-def reported(error: BaseException) -> bool:
-    return getattr(error, _REPORTED, False)
 
 
 def find_config_error(error: BaseException | None) -> ConfigError | None:
@@ -170,24 +146,23 @@ def one_line(error: BaseException) -> str:
 
 @contextmanager
 def failure_policy(in_sweep: bool = False) -> Iterator[None]:
-    """Around a task function: an error is one line on stderr and exit status 2 (bad input) or
-    1 (anything else); a stop by a signal is one line and goes on as ``Stopped`` (the command
-    line exits with its status, ``exit_on_stop``). ``in_sweep``: the error is raised on to the
-    launcher after its line, so that the sweep counts the job failed and goes on."""
+    """Around a task function: an error is one line and exit status 2 (bad input) or 1; a stop
+    by a signal is one line and goes on as ``Stopped``. ``in_sweep``: the error goes on to the
+    launcher after its line, which counts the job failed and goes on."""
     try:
         yield
     except Stopped as stop:
-        if not reported(stop):
-            log.error(f"stopped by {signal_name(stop.signum)}")
+        if not getattr(stop, _REPORTED, False):
+            log.error(str(stop))
         mark_reported(stop)
         raise
     except Exception as error:  # noqa: BLE001 - the policy: every error is one line
         if (signum := stop_signal()) is not None:  # raised by the stop, part-way (an import)
             stop = Stopped(signum)
-            log.error(f"stopped by {signal_name(signum)}")
+            log.error(str(stop))
             raise mark_reported(stop) from None
         config_error = find_config_error(error)
-        if not reported(error):
+        if not getattr(error, _REPORTED, False):
             log.error(one_line(config_error or error))
         if in_sweep:
             mark_reported(error)
@@ -196,10 +171,9 @@ def failure_policy(in_sweep: bool = False) -> Iterator[None]:
 
 
 def exit_on_stop(main) -> None:
-    """Run a command's ``main`` (its ``@hydra.main`` function) and end the process with 128 +
-    the signal's number where a signal stopped it, after its one line (where nobody wrote it:
-    a signal before the run started, or after it ended). An exit with that status already
-    (a sweep's, after its summary) is left as it is."""
+    """Run a command's ``main`` and exit with 128 + the signal's number where a signal stopped
+    it, after its one line where no one wrote it. An exit with that status already (a sweep's,
+    after its summary) is left as it is."""
     try:
         main()
     except (Stopped, SystemExit) as stop:

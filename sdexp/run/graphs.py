@@ -1,52 +1,23 @@
 """CUDA graphs for the training step of a stochastic-depth network (``speed.cuda_graphs``).
 
-On a GPU a Stable ResNet110 step is bound by launching its kernels one by one from Python, not by
-arithmetic (README "Performance"). A CUDA graph replays a captured sequence of kernels with one
-launch. One graph for the whole step is not possible: which blocks run changes at every step (any
-of 2^L subnetworks). So every piece that can run gets graphs of its own, forward and backward
-(``torch.cuda.make_graphed_callables``, one call and so one memory pool per piece):
+On a GPU a Stable ResNet110 step is bound by launching its kernels from Python, not by arithmetic
+(README "Performance"); a CUDA graph replays a captured sequence of kernels with one launch. The
+blocks that run change at every step (any of 2^L subnetworks), so every piece that can run (the
+stem, each block's kept path, the head with the loss) gets graphs of its own, forward and backward
+(one ``make_graphed_callables`` call per piece). A step is Python around them
+(``GraphedSteps.loss``): the gate draws delta on the CPU, a kept block replays its graph, a dropped
+block runs its shortcut eagerly. Each piece is one autograd node, so the backward pass replays
+exactly the blocks the forward pass ran. A batch of another shape (an epoch's last) runs eagerly.
+The parameters and buffers must stay at their addresses: the network must not be moved or rebuilt
+(``load_state_dict`` copies in place and is fine). A backward graph's gradients are static buffers,
+which become ``.grad`` where it is None: before every backward pass a gradient must be None or a
+tensor the training loop owns, never a buffer of an earlier step, which the next backward would add
+to itself (``sdexp.recipe.StepGradients``).
 
-    stem            y_0 = stem(x)
-    block l         y_l = post(shortcut(y_{l-1}) + m_l Psi_l(y_{l-1}))   its kept path (eq. 3)
-    head and loss   loss(head(y_L), target)
-
-A training step is Python around them (``GraphedSteps.loss``): the gate draws delta on the CPU
-(``sdexp.gate``), a kept block replays its graph, a dropped block returns its shortcut eagerly (the
-identity, or pooling and zero channels where a stage begins) and launches nothing of its branch.
-Each graphed piece is one autograd node, so the backward pass replays the backward graphs of
-exactly the blocks the forward pass ran.
-
-What capture needs, and how it is met here:
-
-- Static shapes: the graphs hold one batch shape. A batch of another shape (an epoch's last,
-  partial batch) runs eagerly (``matches``), with the same semantics.
-- ``make_graphed_callables`` runs every piece ``num_warmup_iters`` times before capturing it, in
-  training mode: that moves BatchNorm's running statistics, so every buffer of the network is
-  restored afterwards. The captured graphs update them in place at each replay, as the eager step.
-- Autocast: captured under the caller's autocast with its weight cache off
-  (``cache_enabled=False``), which capture requires (``without_autocast_cache``).
-- The graphs read the parameters and buffers at their addresses at capture: the network must not
-  be moved or rebuilt afterwards (``load_state_dict`` copies in place and is fine).
-- Gradients: a backward graph writes the parameters' gradients into static buffers of its own,
-  and autograd accumulates them into ``.grad``: added to a gradient that exists, or, for a
-  gradient that is None, the static buffer itself becomes ``.grad`` (no copy). So before every
-  backward pass a gradient must be None, or a tensor that the training loop owns; never a
-  buffer taken at an earlier step, which the next zero-fill would clear and the next backward
-  add to itself, doubling the gradient. ``sdexp.recipe.StepGradients`` keeps to that for both
-  of the recipe's ``dropped_blocks``.
-- Evaluation never uses the graphs: the network's own forward runs eagerly.
-
-Fused kernels inside the graphs (``speed.compile_blocks`` with ``speed.cuda_graphs``): every
-piece's forward is compiled by ``torch.compile`` (``compiled``) before capture, so a kept path's
-graph replays Triton kernels that fuse BatchNorm, the ReLU, the multiplier m_l = delta_l / sqrt(L)
-and the addition of the shortcut around cuDNN's convolutions, instead of one kernel for each of
-them. Compilation happens in the warm-up iterations of ``make_graphed`` (never inside a capture);
-the gate's draw stays in eager Python, outside every compiled region. Fusion reorders floating
-point, so compiled steps agree with eager ones to rounding, not bit for bit.
-
-``make_graphed`` is injected: ``torch.cuda.make_graphed_callables`` on a GPU; the CPU tests and
-the dry run of ``scripts/gpu_check.py`` pass a stand-in with the same contract, eager, on any
-device (``scripts/emulated_graphs.py``: a test double, not in the package).
+With ``speed.compile_blocks`` every piece is compiled (``torch.compile``) before capture, so the
+graphs replay Triton kernels that fuse BatchNorm, the ReLU, the multiplier and the shortcut's
+addition around the convolutions; fusion reorders floating point, so the steps agree with eager
+ones to rounding. The CPU tests inject an eager ``make_graphed`` (``scripts/emulated_graphs.py``).
 """
 
 from __future__ import annotations
@@ -101,8 +72,8 @@ class HeadLoss(nn.Module):
 
 
 def kept_multipliers(network: ResidualNetwork) -> list[float | None]:
-    """Each block's multiplier when the gate keeps it in training (``sdexp.gate``): s, or s / p_l
-    in the inverted convention; None for a block with p_l = 0, which never runs."""
+    """Each block's multiplier when the gate keeps it in training: s, or s / p_l in the inverted
+    convention; None for a block with p_l = 0, which never runs."""
     gate = network.gate
     return [
         None if p == 0 else gate.scale / p if gate.inverted else gate.scale for p in gate.survival
@@ -132,19 +103,10 @@ def block_inputs(network: ResidualNetwork, x: Tensor) -> list[Tensor]:
 
 
 def compiled(piece: nn.Module) -> nn.Module:
-    """``piece`` with its forward compiled (``torch.compile``, inductor, static shapes), in place:
-    its parameters and buffers stay those of the network, so the graphs captured from it read
-    and update the network's own tensors."""
+    """``piece`` with its forward compiled (static shapes), in place: the graphs captured from it
+    read and update the network's own tensors."""
     piece.forward = torch.compile(piece.forward, dynamic=False)
     return piece
-
-
-def allow_recompiles(network: ResidualNetwork) -> None:
-    """Dynamo compiles a piece once per block shape and multiplier (a float it guards on): a
-    CIFAR ResNet has five block shapes, and the inverted convention (s / p_l) a multiplier per
-    block; above Dynamo's recompile limit it would fall back to eager code."""
-    limit = 2 * network.num_blocks + 8
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
 
 
 def activation(t: Tensor) -> Tensor:
@@ -153,12 +115,7 @@ def activation(t: Tensor) -> Tensor:
 
 
 class GraphedSteps:
-    """The graphed pieces of ``network``'s training step, captured for batches shaped as
-    ``(x, target)``; ``loss(x, target)`` is one training forward pass (it draws the gate's mask).
-    ``compile_pieces``: compile every piece before capture (fused kernels inside the graphs).
-
-    Raises ``ConfigError`` when no ``make_graphed`` is given and ``x`` is not on a CUDA device.
-    """
+    """The graphed pieces of ``network``'s training step, for batches shaped as ``(x, target)``."""
 
     def __init__(
         self,
@@ -184,8 +141,10 @@ class GraphedSteps:
         self.multipliers = kept_multipliers(network)
         self.compiled = compile_pieces
         piece = compiled if compile_pieces else lambda module: module
-        if compile_pieces:
-            allow_recompiles(network)
+        if compile_pieces:  # a piece compiles once per block shape and multiplier (the inverted
+            # convention has one per block); above dynamo's recompile limit it would run eagerly
+            limit = max(torch._dynamo.config.recompile_limit, 2 * network.num_blocks + 8)
+            torch._dynamo.config.recompile_limit = limit
         saved = [(b, b.detach().clone()) for b in network.buffers()]
         with without_autocast_cache(x.device.type):
             inputs = block_inputs(network, x)
@@ -205,8 +164,7 @@ class GraphedSteps:
         return (x.shape, x.dtype, x.device, target.shape, target.dtype) == self.signature
 
     def loss(self, x: Tensor, target: Tensor) -> Tensor:
-        """One training forward pass: the gate draws delta; kept blocks replay their graphs,
-        dropped blocks run their shortcut eagerly."""
+        """One training forward pass: kept blocks replay their graphs, dropped ones run eagerly."""
         if not self.network.training:
             raise RuntimeError("the graphs are the training step: evaluate with the network")
         multipliers = self.network.gate.multipliers()  # a Python draw on the CPU, outside graphs

@@ -1,7 +1,5 @@
-"""A run's key from its config alone (no data, no model): the identity config, its hashes and
-the readable fields (``sdexp.results.RunKey``), from what the config check built and computed
-(``sdexp.run.config.Checked``). The run and the sweep's planner derive it here; the results
-contract (``sdexp.results``) only holds it."""
+"""A run's key (``sdexp.results.RunKey``) from its config alone, no data or model: the identity
+config, its hashes and the readable fields. The run and the sweep's planner derive it here."""
 
 from __future__ import annotations
 
@@ -11,21 +9,16 @@ from sdexp.results import NOT_IDENTITY, NOT_SETUP, RunKey, config_hash, without
 from sdexp.run.config import Checked, check_config
 
 
-def identity_config(cfg: DictConfig, budget: float) -> dict:
-    """The resolved config less ``NOT_IDENTITY``, with the budget the run really uses.
-
-    The keys are dropped before resolving: they may interpolate what only a running Hydra job
-    knows (``${hydra:runtime.output_dir}``)."""
-    kept = without(OmegaConf.to_container(cfg, resolve=False), ("hydra", *NOT_IDENTITY))
-    return OmegaConf.to_container(OmegaConf.create({**kept, "budget": budget}), resolve=True)
-
-
 def run_key(cfg: DictConfig, checked: Checked | None = None) -> tuple[RunKey, dict]:
-    """The run's key and identity config. ``checked``: what the config check built and the
-    budget it checked (``check_config``); without it, the check of a second runs here (the
-    checks of seconds, of the machine's devices, decide nothing of a key)."""
+    """The run's key and identity config (the resolved config less ``NOT_IDENTITY``, with the
+    budget the run really uses). ``checked``: what ``check_config`` built; without it, the check
+    of a second runs here (the slow checks decide nothing of a key)."""
     checked = checked or check_config(cfg, complete=False)
-    config = identity_config(cfg, checked.budget)
+    # The keys go before resolving: they may interpolate ${hydra:runtime.output_dir}.
+    kept = without(OmegaConf.to_container(cfg, resolve=False), ("hydra", *NOT_IDENTITY))
+    config = OmegaConf.to_container(
+        OmegaConf.create({**kept, "budget": checked.budget}), resolve=True
+    )
     key = RunKey(
         dataset=checked.datamodule.name,
         model=checked.model,

@@ -1,35 +1,15 @@
 """The LightningModule: a residual network trained with stochastic depth at a fixed budget, and
 the LightningDataModule that hands it a dataset of ``sdexp.data``.
 
-At the start of a fresh fit the survival probabilities p are chosen by the mode at the budget
-(SenseMode first measures the sensitivities on ``mode.batches`` training batches at
-initialisation); they are stored in the model's gate, so a resumed run keeps them.
+At the start of a fresh fit the mode chooses the survival probabilities p at the budget; the
+gate stores them, so a resumed run keeps them. Training draws one mask per step; validation and
+test evaluate the average network.
 
-Training draws one mask per step (``train/sampled_depth`` is its depth L_delta); validation and
-test evaluate the average network. Metrics: ``train/loss``, ``{val,test}/loss`` and
-``{val,test}/error`` (%, classification) or ``{val,test}/mse`` (regression).
-
-A dropped block gets no gradient. What the optimizer then does to its parameters is the
-recipe's ``dropped_blocks`` (``sdexp.recipe.StepGradients``): ``decay`` gives them zero
-gradients (what PyTorch 1.x's ``zero_grad`` did in the code the paper builds on), so SGD still
-applies weight decay and momentum to them, as Huang et al.'s Torch code did; ``frozen`` leaves
-them None, and PyTorch's optimisers skip such parameters: only the sampled subnetwork moves, as
-the paper describes SD ("SD ... only updates the weights of the resulting subnetwork at each
-training iteration", Sec. 1).
-
-Nothing in a training step waits for the device (``log_training``): the loss is copied to the
-CPU, checked for NaN and logged only on the steps Lightning writes to its loggers (every
-``trainer.log_every_n_steps``); the progress bar shows that CPU value. ``speed.cuda_graphs``
-replays the step as CUDA graphs (``sdexp.run.graphs``; with ``speed.compile_blocks``, graphs of
-compiled pieces), ``speed.fused_optimizer`` updates all parameters in one fused SGD kernel
-(``sdexp.run.config.Speed``).
-
-Evaluation metrics are torchmetrics states (the error, and the mean loss weighted by batch
-size), summed over the DDP ranks: each evaluated example counts once. ``test_stage`` names the
-test metrics (``test/*`` for the final model, ``test_best/*`` for the best checkpoint). A test
-pass also keeps its per-example predictions (``predictions``, by stage: each test example's
-index, target, predicted class and loss, or prediction and squared error), gathered from every
-DDP rank, for ``predictions.csv`` (``sdexp.results``).
+A dropped block gets no gradient; the recipe's ``dropped_blocks`` says what the optimizer does
+to its parameters (``sdexp.recipe.StepGradients``): ``decay``, zero gradients (PyTorch 1.x's
+``zero_grad`` in the code the paper builds on), so SGD still applies weight decay and momentum,
+as Huang et al.'s Torch code did; ``frozen``, None, so only the sampled subnetwork moves ("SD
+... only updates the weights of the resulting subnetwork at each training iteration", Sec. 1).
 """
 
 from __future__ import annotations
@@ -54,14 +34,13 @@ from sdexp.results import METRIC
 from sdexp.run.config import Speed
 from sdexp.run.graphs import GraphedSteps, MakeGraphed
 from sdexp.sensitivity import sensitivity_samples, summarize
-from sdexp.subnetwork import depth_variance, expected_depth
+from sdexp.subnetwork import gate_record
 from sdexp.survival import Mode
 
 
 class LightningData(pl.LightningDataModule):
-    """A dataset of ``sdexp.data`` as a Trainer takes it: each hook calls the dataset's, which
-    reads the device, the ranks and the epoch from ``trainer``. (The datasets are not
-    ``LightningDataModule``s themselves so that planning a sweep imports no Lightning.)"""
+    """A dataset of ``sdexp.data`` as a Trainer takes it: each hook calls the dataset's (which
+    are no ``LightningDataModule``s, so that planning a sweep imports no Lightning)."""
 
     def __init__(self, data: TensorDataModule) -> None:
         super().__init__()
@@ -120,8 +99,7 @@ class StochasticDepthModule(pl.LightningModule):
         speed: Speed | None = None,
         make_graphed: MakeGraphed | None = None,
     ) -> None:
-        """``make_graphed``: what captures the graphs of ``speed.cuda_graphs``
-        (``torch.cuda.make_graphed_callables`` when None; a stand-in in the CPU tests)."""
+        """``make_graphed``: what captures the graphs (None: ``make_graphed_callables``)."""
         super().__init__()
         self.model, self.mode, self.budget = model, mode, budget
         self.dropped_blocks = dropped_blocks
@@ -151,22 +129,12 @@ class StochasticDepthModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    # --- survival probabilities ----------------------------------------------------------
-
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is not None:
             return  # a resumed run keeps the p stored in its checkpoint, and logged them before
         self.choose_survival()
-        gate = self.model.gate
-        summary = {
-            "expected_depth": expected_depth(gate.survival),
-            "depth_variance": depth_variance(gate.survival),
-            "survival": gate.survival,
-            "sensitivity": gate.sensitivity,
-            "sensitivity_se": gate.sensitivity_se,
-        }
         for logger in self.loggers:  # a W&B logger also charts the per-layer lists
-            logger.log_hyperparams(summary)
+            logger.log_hyperparams(gate_record(self.model.gate))
 
     def choose_survival(self) -> None:
         sensitivity = error = None
@@ -187,15 +155,12 @@ class StochasticDepthModule(pl.LightningModule):
         )
 
     def training_batches(self, count: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The first ``count`` training batches, on this module's device and preprocessed: the
-        current epoch's, then the next epochs' if it has fewer (each epoch its own order)."""
+        """The first ``count`` training batches, on this module's device and preprocessed."""
         datamodule = self.trainer.datamodule
         loader = datamodule.train_dataloader()
         for batch in itertools.islice(loader.stream(loader.epoch()), count):
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             yield datamodule.on_after_batch_transfer(batch, 0)
-
-    # --- steps -------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -218,15 +183,9 @@ class StochasticDepthModule(pl.LightningModule):
         return expected is None or size == expected
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:
-        """``train/loss`` and ``train/sampled_depth``, logged only on the steps that Lightning
-        writes to its loggers ((step + 1) % log_every_n_steps == 0), as CPU values.
-
-        Waiting for the device happens there alone: the loss is copied to the CPU once and
-        checked for NaN. Lightning turns every progress-bar value into a number after every
-        batch (``.item()``, enabled progress bar or not), and a Python number logged becomes a
-        tensor on the module's device (a blocking copy): either would wait for the GPU at every
-        step if the value lived on the GPU or were logged at every step.
-        """
+        """``train/loss`` and ``train/sampled_depth`` (L_delta) as CPU values, only on the steps
+        Lightning logs: the only wait for the device (Lightning ``.item()``s progress-bar values
+        after every batch, and makes a logged number a tensor on the device)."""
         every = self.trainer.log_every_n_steps or 50  # 0: Lightning logs nothing; check anyway
         if (self.global_step + 1) % every:
             return
@@ -264,9 +223,8 @@ class StochasticDepthModule(pl.LightningModule):
         self.keep_predictions(out, batch[1])
 
     def keep_predictions(self, out: Tensor, y: Tensor) -> None:
-        """Per example of the batch: its index in the test set, target, prediction (the class,
-        or the output) and loss (cross-entropy, or the squared error as ``MeanSquaredError``
-        computes it), on the CPU."""
+        """Per example: its index in the test set, target, prediction (the class, or the
+        output) and loss (cross-entropy, or the squared error), on the CPU."""
         kept = self.predictions[self.test_stage]
         start = sum(len(i) for i in kept["index"])
         kept["index"].append(self.test_rows[start : start + len(y)])
@@ -291,10 +249,7 @@ class StochasticDepthModule(pl.LightningModule):
         self.predictions[self.test_stage] = {k: v[order] for k, v in local.items()}
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        """Called by Lightning after the step's forward pass, before its backward pass:
-        ``decay``: zero gradients for the blocks this step dropped, so they are still decayed
-        and moved by momentum; ``frozen``: None, so the optimizer skips them
-        (``StepGradients``)."""
+        """Before the backward pass: dropped blocks' gradients as ``dropped_blocks`` says."""
         if self.gradients is None:
             self.gradients = StepGradients(self.model, self.dropped_blocks)
         self.gradients.clear()

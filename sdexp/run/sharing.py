@@ -1,30 +1,12 @@
 """Several runs on one GPU: each job of a local sweep gets a slot, and its own CPUs.
 
-A Stable ResNet step with small convolutions leaves most of a large GPU idle, so a sweep runs K
-jobs at once on it (``hydra/launcher=gpu_shared``: Hydra's joblib launcher with K worker
-processes, and optionally the CUDA MPS daemon, ``scripts/mps.sh``). K processes whose threads
-roam over every core then contend for them: each job pins itself to 1/K of the CPUs this
-process may use (its affinity) and sets torch's thread count to match.
+A Stable ResNet step leaves most of a large GPU idle, so a sweep runs K jobs at once on it,
+each pinned to 1/K of the CPUs (``PinThreads``) by the lowest free slot, locked for the worker
+process's life: ``job.num % K`` would give two running jobs the same CPUs.
 
-The slot comes from the job's worker process: the first job a worker runs claims the lowest
-free slot with an exclusive lock (``filelock``) on ``<sweep dir>/.slots/<slot>.lock``, held for the
-worker's life, so K workers hold K different slots however long their jobs take (``job.num % K``
-would give two running jobs the same CPUs as soon as jobs finish out of order). A worker that finds
-no free slot (more workers than K) falls back to ``job.num % K``.
-
-``PinThreads`` is a Hydra callback: Hydra calls ``on_job_start`` in the process that runs the
-job, the joblib worker. Under SLURM the job's CPUs are already its own (``cpus_per_task``):
-there it only sets torch's threads to them.
-
-``MPSDaemon``, another Hydra callback, runs the CUDA MPS control daemon for the sweep when it can:
-under MPS the K runs' kernels run side by side instead of taking turns (on an H200, 8 graphed bf16
-ResNet110 runs at once: 24,475 img/s in all with MPS, 7,870 without;
-docs/performance/2026-12-04_h200/). It starts one where ``nvidia-cuda-mps-control`` is found and
-no daemon answers yet, and stops it when the sweep ends (or its process exits); it leaves a
-daemon it did not start alone. Either way it says so in one line.
-
-A run of its own takes the top-level ``threads`` option (``set_threads``): one torch thread
-by default, which a sweep's jobs leave to their launcher.
+``MPSDaemon`` runs the CUDA MPS daemon for the sweep when it can: the K runs' kernels then run
+side by side instead of taking turns (8 graphed bf16 ResNet110 runs on an H200: 24,475 img/s in
+all with MPS, 7,870 without; docs/performance/2026-12-04_h200/).
 """
 
 from __future__ import annotations
@@ -40,6 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
+
+from sdexp.errors import ConfigError
+from sdexp.run.console import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +50,7 @@ def claim_slot(directory: str | Path, slots: int) -> int | None:
 
 
 def cpu_share(slot: int, slots: int, cpus: list[int]) -> list[int]:
-    """Slot ``slot``'s contiguous share of ``cpus``: len(cpus) // slots of them (at least one;
-    with more slots than CPUs, slots share them round-robin)."""
+    """Slot ``slot``'s contiguous share of ``cpus`` (more slots than CPUs: one, round-robin)."""
     cpus = sorted(cpus)
     if slots >= len(cpus):
         return [cpus[slot % len(cpus)]]
@@ -75,8 +59,7 @@ def cpu_share(slot: int, slots: int, cpus: list[int]) -> list[int]:
 
 
 def pin_threads(slot: int, slots: int) -> list[int]:
-    """Pin this process to its share of the CPUs it may use, and torch's intra-op threads (and
-    those of processes it starts, through OMP_NUM_THREADS) to as many; returns the CPUs."""
+    """Pin this process and torch's threads to its share of the CPUs it may use; returns them."""
     import torch
 
     mine = cpu_share(slot, slots, list(os.sched_getaffinity(0)))
@@ -94,25 +77,21 @@ def device_kind(device) -> str:
 
 
 def runs_sharing_device() -> int:
-    """How many runs train at once on this process's device: the workers of a local sweep
-    (``hydra.launcher.n_jobs``: gpu_shared, joblib), else 1. A sweep's first and last runs may
-    share it with fewer: a sweep's cost counts its runs as if the workers were always busy."""
+    """How many runs train at once on this device: a local sweep's workers, else 1."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return 1
     jobs = HydraConfig.get().launcher.get("n_jobs")
     return jobs if isinstance(jobs, int) and jobs > 1 else 1
 
 
 class PinThreads(Callback):
-    """Hydra callback (``hydra.callbacks``): pins every job to the CPUs of its slot of ``jobs``."""
+    """Hydra callback: pins every job to the CPUs of its slot of ``jobs`` (under SLURM the job's
+    CPUs are its own already: only torch's threads are set)."""
 
     def __init__(self, jobs: int) -> None:
         if not isinstance(jobs, int) or jobs < 1:
-            from sdexp.errors import ConfigError
-
             raise ConfigError("hydra.launcher.n_jobs", f"a number of jobs >= 1, got {jobs!r}")
         self.jobs = jobs
 
@@ -136,10 +115,7 @@ class PinThreads(Callback):
         )
 
 
-# --- the CUDA MPS daemon ---------------------------------------------------------------------
-
-#: Where the daemon and its clients meet, and its logs: CUDA's defaults, set explicitly so that
-#: the runs (child processes) and the daemon agree.
+#: Where the CUDA MPS daemon and its clients meet, and its logs: CUDA's defaults, for both.
 MPS_DIRECTORIES = {
     "CUDA_MPS_PIPE_DIRECTORY": "/tmp/nvidia-mps",
     "CUDA_MPS_LOG_DIRECTORY": "/tmp/nvidia-log",
@@ -149,8 +125,7 @@ WITHOUT = "the runs share the GPU without it"
 
 
 def mps_control() -> str | None:
-    """``nvidia-cuda-mps-control``: ``MPS_CONTROL`` if set (a stand-in, in the tests), else the
-    one on PATH, else the driver's in /usr/local/nvidia/bin; None if there is none."""
+    """``nvidia-cuda-mps-control``: ``MPS_CONTROL`` (tests), on PATH, or the driver's; or None."""
     if os.environ.get("MPS_CONTROL"):
         return shutil.which(os.environ["MPS_CONTROL"])
     found = shutil.which("nvidia-cuda-mps-control")
@@ -172,8 +147,7 @@ def mps_answers(control: str) -> bool:
 
 
 def start_mps(wait_s: float = 5.0) -> tuple[str | None, str]:
-    """Start the MPS control daemon if it can: the control program if this call started it
-    (else None), and one line that says what happened."""
+    """Start the MPS daemon if it can: the control program if it did (else None), and a line."""
     for name, default in MPS_DIRECTORIES.items():
         os.environ.setdefault(name, default)
     pipes, logs = (os.environ[name] for name in MPS_DIRECTORIES)
@@ -203,9 +177,8 @@ def stop_mps(control: str) -> str:
 
 
 class MPSDaemon(Callback):
-    """Hydra callback (``hydra.callbacks``): the MPS daemon for the sweep, when it can
-    (``start_mps``), stopped when the sweep ends. Hydra skips ``on_multirun_end`` when the sweep
-    raises (failed jobs): the stop is also registered to run when this process exits."""
+    """Hydra callback: the MPS daemon for the sweep, when it can, stopped when the sweep ends or
+    this process exits (Hydra skips ``on_multirun_end`` when the sweep raises)."""
 
     def __init__(self) -> None:
         self.control: str | None = None
@@ -228,23 +201,13 @@ class MPSDaemon(Callback):
 
 
 def set_threads(threads: int | str | None) -> None:
-    """torch's intra-op CPU threads for this job, from the top-level ``threads`` option: an
-    integer sets them; null keeps torch's default (one per core); ``auto`` sets one for a run
-    of its own and leaves a sweep's job (a Hydra multirun) what its launcher gave it: joblib
-    its share of the cores (1 with 2 jobs on 2 cores), ``gpu_shared`` and SLURM the job's CPUs
-    (``PinThreads``), the basic launcher torch's default.
-
-    Why one: the networks here are small matrices or CIFAR images at batch 64, and on a
-    machine that other jobs share, a second thread mostly waits for a busy core (README,
-    Performance, has the measurements); on a GPU the CPU only launches kernels."""
+    """torch's CPU threads (``threads``: an integer; null, torch's default; ``auto``, one, or a
+    sweep's launcher's): the networks are small, and a second thread mostly waits for a core."""
     import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     check_threads(threads)
     if threads == "auto":
-        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        threads = None if in_sweep else 1
+        threads = None if in_multirun() else 1
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -254,6 +217,4 @@ def check_threads(threads: int | str | None) -> None:
     if threads in ("auto", None):
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        from sdexp.errors import ConfigError
-
         raise ConfigError("threads", f"an integer >= 1, auto or null, got {threads!r}")

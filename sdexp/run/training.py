@@ -1,23 +1,10 @@
 """The task function: one configured run, from config checks to ``results.json``.
 
-``train(cfg)`` is a plain function (``train.py`` only wraps it in ``@hydra.main``), so tests and
-scripts call it with a composed config. The order matters:
-
-1. the config is checked by type and range (``sdexp.run.config``: seconds, before any data), once:
-   the command line checks it before Lightning is imported and hands over what the check built
-   (the survival mode, the data module);
-2. the run's key is computed from the config alone (``sdexp.results``), and a finished
-   ``results.json`` of the same identity ends the job here;
-3. the output directory is claimed (``sdexp.run.directory``: a lock, and nothing of another run);
-   from here on the directory is the run's: Hydra's record of the command and the log file are
-   written there, and whatever stops the run is in its ``results.json``;
-4. the data, the model and the Trainer; training resumes from ``checkpoints/last.ckpt``;
-5. the test set, for the final model and for the best-validation checkpoint; their per-example
-   predictions (``predictions.csv``), then ``results.json`` (failed runs too, with the reason,
-   in one error line) and the W&B summary.
-
-A run stopped by a signal (``sdexp.run.failures.Stopped``) writes no results.json: it keeps its last
-complete checkpoint, says so in one line, and the same command resumes it.
+In order: the config is checked once; the run's key comes from the config alone, and a finished
+``results.json`` of the same identity ends the job; the output directory is claimed, and from
+then on whatever stops the run is in its ``results.json``; then training (resuming from
+``checkpoints/last.ckpt``), the tests, ``predictions.csv``, ``results.json`` and the W&B summary.
+A run stopped by a signal writes no results.json: the same command resumes it.
 """
 
 from __future__ import annotations
@@ -25,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
@@ -70,15 +56,15 @@ from sdexp.run.identity import run_key
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.run.sharing import device_kind, runs_sharing_device, set_threads
 from sdexp.run.slurm import cluster_plugins, in_job
-from sdexp.subnetwork import depth_variance, expected_depth
+from sdexp.subnetwork import gate_record
 
 log = logging.getLogger("sdexp")
 
 
 def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
     """W&B name, group, tags and id from the run's key, unless the config sets them. The id
-    hashes the output directory and the identity: a re-run of the same run continues its W&B
-    run, another configuration in the same directory (``overwrite=true``) gets its own."""
+    hashes the output directory and the identity: a re-run continues its W&B run, another
+    configuration in the same directory (``overwrite=true``) gets its own."""
     where = f"{Path(cfg.output_dir).resolve()}:{key.identity}"
     defaults = {
         "name": key.name,
@@ -93,23 +79,18 @@ def fill_run_names(cfg: DictConfig, key: RunKey) -> None:
 
 @runtime_checkable
 class ResultLogger(Protocol):
-    """A logger that takes the run's result, says where it logged and ends its run: the W&B
-    logger the config names (``sdexp.tracking.loggers``). The run knows it by these methods
-    alone and imports nothing of the tracking."""
+    """A logger that takes the run's result, says where it logged and ends its run (W&B's,
+    ``sdexp.tracking.loggers``): the run imports nothing of the tracking."""
 
     def log_result(self, summary: dict, row: dict | None) -> None: ...
-
     def where(self) -> str: ...
-
     def finish(self, exit_code: int) -> None: ...
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """DDP must not start inside a local multirun: Lightning relaunches the command line in each
-    child process, which would run the whole sweep again there. Under SLURM every rank is a
-    task of its own (one per GPU) and nothing is relaunched."""
-    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if in_multirun and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
+    """No DDP inside a local multirun: Lightning relaunches the command line in each child
+    process, which would run the whole sweep again (under SLURM nothing is relaunched)."""
+    if console.in_multirun() and "ddp" in str(cfg.trainer.get("strategy")) and not in_job():
         raise ConfigError(
             "trainer",
             "trainer=ddp relaunches the command line in every child process, which inside a "
@@ -118,32 +99,9 @@ def check_launch(cfg: DictConfig) -> None:
         )
 
 
-def finished(out: Path, key: RunKey) -> RunResult | None:
-    """The run's own finished results.json in ``out``; an unreadable one counts as not finished."""
-    try:
-        return completed(out, key)
-    except UnreadableResult as error:
-        log.warning(f"{error}; treated as not finished")
-        return None
-
-
-def other_code_note(made: str | None) -> str:
-    """What a finished run's line says of the other code that made it (``made``: its label)."""
-    if made is None:
-        return ""
-    now = this_code()
-    return f", made by other code ({made}; this is {now}): rerun_other_code=true trains it again"
-
-
 def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
-    """Train one network with stochastic depth; write and return its results.json.
-
-    A run whose results.json already says "ok" for the same identity is not trained again
-    (unless other code made it and ``rerun_other_code=true``: it starts over); a run with
-    ``checkpoints/last.ckpt`` of the same identity resumes from it; a directory that holds a run
-    of another identity stops the run (``overwrite=true`` discards that run).
-    ``checked``: what ``sdexp.run.config.check_config(cfg)`` built, if the caller checked already.
-    """
+    """Train one network with stochastic depth; write and return its results.json (not again
+    for a finished run). ``checked``: what ``check_config(cfg)`` built, if the caller did."""
     out = Path(cfg.output_dir)
     checked = checked or check_config(cfg)
     check_launch(cfg)
@@ -151,10 +109,19 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> RunResult:
     set_threads(cfg.threads)
     key, config = run_key(cfg, checked)
     check_kinds(out)
-    done = finished(out, key)
+    try:  # the run's own finished results.json
+        done = completed(out, key)
+    except UnreadableResult as error:
+        log.warning(f"{error}; treated as not finished")
+        done = None
     made = other_code(done.code) if done is not None else None
     if done is not None and not (made and cfg.rerun_other_code):
-        note = other_code_note(made)
+        note = (
+            f", made by other code ({made}; this is {this_code()}): rerun_other_code=true trains "
+            "it again"
+            if made is not None
+            else ""
+        )
         log.info(f"{job_label()}{key.name}: finished before (results.json says ok){note}: {out}")
         return done
     datamodule = checked.datamodule
@@ -178,8 +145,7 @@ def fit_and_test(
     cfg: DictConfig, key: RunKey, config: dict, checked: Checked, resume: Resume | None
 ) -> RunResult:
     """Train and test in the claimed directory. Whatever fails from here on is in results.json
-    (status "failed", the reason) and in one error line; a signal stops the run with one line
-    (``stopped``) and no results.json."""
+    and one error line; a signal stops the run with one line and no results.json."""
     out, datamodule = Path(cfg.output_dir), checked.datamodule
     result = RunResult(
         key=key,
@@ -225,38 +191,32 @@ def fit_and_test(
         validate = datamodule.has_validation
         checkpoints = checkpointing(out, module.metric_name, validate)
         extra: list[Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-        bar = console.progress_bar_wanted(cfg.trainer.enable_progress_bar)
+        bar = cfg.trainer.enable_progress_bar and sys.stderr.isatty()  # a terminal's only
         progress = [] if bar else [ProgressLines()]
+        ours = [*checkpoints, timer, epoch_timer, RunIdentity(key, config), *progress]
         trainer = instantiate(
             cfg.trainer,
             logger=logger,
-            callbacks=[
-                *checkpoints,
-                timer,
-                epoch_timer,
-                RunIdentity(key, config),
-                *progress,
-                *extra,
-            ],
+            callbacks=[*ours, *extra],
             plugins=[io, *cluster_plugins()],
             limit_val_batches=None if validate else 0,
             enable_progress_bar=bar,
         )
         if trainer.is_global_zero:
-            device = str(trainer.strategy.root_device)
-            log.info(console.start_line(key, device, str(out), job_label()))
+            log.info(console.start_line(key, str(trainer.strategy.root_device), str(out)))
             if resume is not None:
                 log.info(f"resuming from {resume.path} after epoch {resume.epochs} of {key.epochs}")
-        ckpt_path = resume.path if resume is not None else None
         raise_if_stopped()
+        ckpt_path = resume.path if resume is not None else None
         trainer.fit(module, datamodule=LightningData(datamodule), ckpt_path=ckpt_path)
         # Read now: loading the best checkpoint to test it restores the timers' saved state.
         result.train_time_s = timer.time_elapsed("train")
         result.epoch_times_s = list(epoch_timer.times)  # every epoch, validation excluded
         test(trainer, module, trainer.datamodule, result, checkpoints[0] if validate else None)
         check_finite(result)
-        if rank_zero_only.rank == 0:
-            save_predictions(module, out, result)
+        if rank_zero_only.rank == 0:  # predictions.csv: those of every model the run tested
+            tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
+            write_predictions(out, key.identity, result.metric, tested)
         result.status = "ok"
     except BaseException as error:
         if (signum := stop_signal()) is not None:  # Lightning turns Ctrl-C into sys.exit(1)
@@ -270,11 +230,7 @@ def fit_and_test(
         raise
     finally:
         if model is not None:
-            gate = model.gate
-            result.survival, result.sensitivity = gate.survival, gate.sensitivity
-            result.sensitivity_se = gate.sensitivity_se
-            result.expected_depth = expected_depth(gate.survival)
-            result.depth_variance = depth_variance(gate.survival)
+            vars(result).update(gate_record(model.gate))
         if trainer is not None:
             if result.train_time_s is None:  # fit did not end
                 result.train_time_s = timer.time_elapsed("train")
@@ -298,10 +254,8 @@ def conclude(
     datamodule: TensorDataModule,
     elapsed: float,
 ) -> None:
-    """Write results.json, give W&B the result and end the W&B run, and print the run's last
-    line: its result, or its failure as the one error line (then ``failure``, the error on its
-    way out, is marked reported). A results.json that cannot be written (a full disk) is that
-    error line."""
+    """Write results.json, give W&B the result and end its run, and print the run's last line:
+    its result, or its failure as the one error line (``failure`` is then marked reported)."""
     try:
         path = write_result(out, result)
     except OSError as error:
@@ -338,7 +292,7 @@ def stopped(signum: int, io: AtomicCheckpointIO, resume: Resume | None, key, out
 
 class NonFiniteMetricError(RuntimeError):
     """A test or validation metric is NaN or infinite: the run diverged (its training loss may
-    stay finite, as with ``optimizer.momentum=2``)."""
+    stay finite: ``optimizer.momentum=2``)."""
 
 
 #: The metrics a finished run reports, checked to be finite (``check_finite``).
@@ -346,13 +300,12 @@ METRICS = ("test_final", "test_best", "test_loss", "best_val")
 
 
 def check_finite(result: RunResult) -> None:
-    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite, and its value:
-    results.json, strict JSON, stores them as null (``sdexp.results.write_result``)."""
+    """NonFiniteMetricError naming each of ``METRICS`` that is NaN or infinite."""
     values = {name: getattr(result, name) for name in METRICS}
-    bad = [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]
-    if bad:
-        shown = ", ".join(bad)
-        raise NonFiniteMetricError(f"{shown}: not finite, the run diverged (stored as null)")
+    if bad := [f"{k} {v}" for k, v in values.items() if v is not None and not math.isfinite(v)]:
+        raise NonFiniteMetricError(
+            f"{', '.join(bad)}: not finite, the run diverged (stored as null)"
+        )
 
 
 def test(
@@ -374,9 +327,3 @@ def test(
         module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False
     )[0]
     result.test_best = best[f"test_best/{metric}"]
-
-
-def save_predictions(module: StochasticDepthModule, out: Path, result: RunResult) -> None:
-    """predictions.csv: the per-example predictions of every model the run tested."""
-    tested = {TESTED_MODELS[stage]: kept for stage, kept in module.predictions.items()}
-    write_predictions(out, result.key.identity, result.metric, tested)

@@ -1,7 +1,5 @@
-"""Config values against the types declared where they are used, by pydantic: the signature of
-each ``_target_`` (``check_target``) and the dataclasses of the options that have no class of
-their own (``sdexp.run.config.TopLevel``, ``Speed``, ``sdexp.recipe.Recipe``). pydantic's first
-error becomes one line (``sdexp.errors.ConfigError``): the option and what it takes, in words.
+"""Config values against the types declared where they are used (each ``_target_``'s signature,
+the options' dataclasses), by pydantic; its first error is one ``ConfigError`` line, in words.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ WORDS |= {"list": "a list", "tuple": "a list", "dict": "a mapping", "none": "nul
 
 
 def judged(annotation: Any) -> Any:
-    """``annotation`` as a YAML value can meet it: a class other than the plain types (a tensor,
-    a device, a path, a Lightning object) is Any, and so is a union that holds one (Hydra
-    instantiates such values; nothing here can judge them); sequences are lists."""
+    """``annotation`` as a YAML value can meet it: a class other than the plain types, or a
+    union that holds one, is Any (Hydra instantiates such values); sequences are lists."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation in (bool, int, float, str, type(None)) or origin is Literal:
         return annotation
@@ -47,9 +44,8 @@ def judged(annotation: Any) -> Any:
 
 
 def declared(target: Any) -> tuple[dict[str, Any], bool]:
-    """The declared type of each option of ``target`` (a dataclass: its fields; a class or a
-    function: its keywords), and whether it takes ``**kwargs``. A type that cannot be evaluated
-    (a forward reference its module cannot resolve) counts as Any."""
+    """The declared type of each option of ``target`` (a dataclass's fields, or a callable's
+    keywords; Any where it cannot be evaluated), and whether it takes ``**kwargs``."""
     if is_dataclass(target):
         return {f.name: typing.get_type_hints(target)[f.name] for f in fields(target)}, False
     parameters = inspect.signature(target).parameters.values()
@@ -77,9 +73,9 @@ def validator(target: Any) -> tuple[TypeAdapter, list[str]]:
 
 
 def check_values(values: dict, target: Any, path: str, owner: str) -> None:
-    """``values`` against ``target``'s declared options (``validator``), strictly as JSON holds
-    them; the first error as a ConfigError naming the option (``path`` before it) and what it
-    takes, or that ``owner`` has no such option. Hydra's own keys (``_target_``...) are skipped."""
+    """``values`` against ``target``'s declared options, strictly as JSON holds them; the first
+    error as a ConfigError naming the option and what it takes, or that ``owner`` has no such
+    option. Hydra's own keys (``_target_``...) are skipped."""
     values = {k: v for k, v in values.items() if not (k.startswith("_") and k.endswith("_"))}
     adapter, known = validator(target)
     try:

@@ -1,22 +1,7 @@
-"""The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid, planned before anything
-is launched.
-
-It expands ``hydra.sweeper.params`` and the command line as Hydra's basic sweeper does (the
-command line narrows or replaces a preset's values; their cartesian product, in the same order),
-then plans the cells with ``sdexp.sweep.plan``: it leaves out the cells a mode cannot run, merges
-cells that are the same run (the no-SD baseline runs once per seed), skips the runs already
-done, refuses directories that hold another run's files, says how many of each, and records the plan
-in ``<sweep dir>/sweep.json`` (``sdexp.results.Plan``: what ``sdexp-table`` counts missing runs
-against). Then Hydra's configured launcher runs the rest, each job in the directory its run's
-identity names (``RunKey.cell_dir``), and the sweeper closes with a summary, also when Ctrl-C
-or SIGTERM stops it (exit status 130 or 143). ``hydra.sweeper.dry_run=true`` lists the grid and
-launches nothing.
-
-Hydra's basic sweeper only builds cartesian products and has no hook to drop or merge cells,
-hence a sweeper of our own, on Hydra's public ``Sweeper`` interface. As Hydra's Optuna sweeper
-does, the class Hydra discovers (``hydra_plugins/sdexp_sweeper``) is thin and hands its work to
-``BudgetGrid`` here, imported only when a sweep starts: Hydra imports every plugin module at
-every start.
+"""The grid sweeper's work (``hydra/sweeper=budget_grid``): a budget grid planned before anything
+is launched (``sdexp.sweep.plan``), its jobs launched with Hydra's launcher, each in the directory
+its run's identity names, and a closing summary, also when Ctrl-C or SIGTERM stops it (exit status
+130 or 143). Hydra's basic sweeper has no hook to drop or merge cells, hence a sweeper of our own.
 """
 
 from __future__ import annotations
@@ -26,7 +11,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -38,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sdexp.errors import ConfigError
-from sdexp.results import CELL_DIR, RunResult, UnreadableResult, read_result, write_plan
+from sdexp.results import CELL_DIR, UnreadableResult, read_result, write_plan
 from sdexp.run.config import LIGHTNING_GROUPS
-from sdexp.run.console import SWEEP_JOBS
+from sdexp.run.console import SWEEP_JOBS, counted
 from sdexp.run.directory import WAYS_OUT, cannot_create
 from sdexp.run.failures import (
     JobEnded,
@@ -50,29 +35,15 @@ from sdexp.run.failures import (
     stop_on_signals,
     stop_signal,
 )
-from sdexp.sweep.plan import (
-    CellComposer,
-    CellPlanner,
-    describe_other_code,
-    describe_setups,
-    job_overrides,
-    older_layout,
-    plan_grid,
-    plan_of,
-    traces,
-)
+from sdexp.sweep import plan
 
 
 class GridError(CompactHydraException):
-    """A grid that cannot run, or jobs that failed: the sweeper prints it as one line and exits
-    with status 1 (Hydra's own report would add a line about HYDRA_FULL_ERROR)."""
+    """A grid that cannot run, or jobs that failed: one line, exit status 1 (not Hydra's report)."""
 
 
 class BudgetGrid:
-    """The grid sweeper's work: plan the grid (``sdexp.sweep.plan``), say what it holds, record it
-    (``sdexp.results.write_plan``), launch the rest with Hydra's configured launcher and close
-    with a summary. ``hydra_plugins.sdexp_sweeper``'s class, which Hydra discovers, hands
-    ``setup`` and ``sweep`` to it."""
+    """The grid sweeper's work: plan the grid, record it, launch the rest, close with a summary."""
 
     def __init__(
         self,
@@ -93,9 +64,7 @@ class BudgetGrid:
 
     def plan(self, arguments: list[str]) -> list:
         """The cells of the grid, in the basic sweeper's order, planned by sdexp.sweep.plan."""
-        if any(
-            o.split("=", 1)[0].lstrip("+~") == SUBDIR for o in self.config.hydra.overrides.hydra
-        ):
+        if SUBDIR in {o.split("=", 1)[0].lstrip("+~") for o in self.config.hydra.overrides.hydra}:
             raise GridError(
                 f"{SUBDIR}: the budget grid names each run's directory by its identity, "
                 f"<sweep dir>/{CELL_DIR}; choose the sweep's directory with hydra.sweep.dir"
@@ -110,12 +79,13 @@ class BudgetGrid:
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         if why := cannot_create(sweep_dir):  # the dry run says so too
             raise GridError(f"hydra.sweep.dir: cannot create {sweep_dir} ({why})")
-        if why := older_layout(sweep_dir):
+        if why := plan.older_layout(sweep_dir):
             raise GridError(why)
         print(f"Planning {len(product)} cells into {shown(sweep_dir)} ...", flush=True)
-        compose, planner = CellComposer(loader, self.config), CellPlanner(complete=not self.dry_run)
+        compose = plan.CellComposer(loader, self.config)
         try:
-            cells, self.merged = plan_grid(product, compose, planner, sweep_dir)
+            planner = plan.CellPlanner(complete=not self.dry_run)
+            cells, self.merged = plan.plan_grid(product, compose, planner, sweep_dir)
         except ConfigError as error:
             raise GridError(str(error)) from error
         return cells
@@ -125,14 +95,16 @@ class BudgetGrid:
             with stop_on_signals():  # the command defers a signal until here: planning stops
                 return self.plan_and_launch(arguments)
         except GridError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+            exit_with(1, str(error))
         except Exception:  # noqa: BLE001 - a composition interrupted part-way by the stop
-            if stop_signal() is None:
+            if (signum := stop_signal()) is None:
                 raise
-            stopped_planning(stop_signal())
         except Stopped as stop:  # before the launch (which says what its jobs did when stopped)
-            stopped_planning(stop.signum)
+            signum = stop.signum
+        exit_with(
+            128 + signum,
+            f"stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
+        )
 
     def plan_and_launch(self, arguments: list[str]) -> list:
         cells = self.plan(arguments)
@@ -144,13 +116,13 @@ class BudgetGrid:
         summary = (
             f"Grid {shown(sweep_dir.absolute())}: {len(cells) + sum(self.merged.values())} "
             f"cells, {len(cells) - len(runs)} left out (infeasible for their mode), "
-            f"{merged_text(**self.merged)} = {plural(len(runs), 'run')}: "
+            f"{merged_text(**self.merged)} = {counted(len(runs), 'run')}: "
             f"{len(done)} already done (skipped), {len(todo)} to launch"
             + (f" ({len(clashes)} of them where another run's files are)" if clashes else "")
         )
-        other_code = describe_other_code(cells)  # finished runs other code made
+        other_code = plan.describe_other_code(cells)  # finished runs other code made
         if self.dry_run:
-            print("\n".join([*describe_setups(cells), *describe(cells, cells)]))
+            print("\n".join([*plan.describe_setups(cells), *describe(cells, cells)]))
             print(
                 "Checked every cell's options but the optimizer's values and the "
                 f"{', '.join(LIGHTNING_GROUPS)} options: the sweep checks those when it launches "
@@ -159,41 +131,37 @@ class BudgetGrid:
             print("\n".join([summary, *other_code]))
             return []
         shown_cells = [c for c in cells if c.left_out or c.note]
-        refused = clashes and not all(c.config.overwrite for c in clashes)
-        lines = [*describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
+        lines = [*plan.describe_setups(cells), *describe(shown_cells, cells), summary, *other_code]
         print("\n".join(lines), flush=True)
-        if refused:
+        if clashes and not all(c.config.overwrite for c in clashes):
             raise GridError(
                 f"{len(clashes)} of the grid's run directories hold another run's files, e.g. "
                 f"{shown(clashes[0].run_dir)}: {clashes[0].note}. Nothing was launched: "
                 f"{WAYS_OUT}"
             )
+        if not todo:
+            return cells
         try:
-            if todo and (check_request := getattr(self.launcher, "check_request", None)):
+            if check_request := getattr(self.launcher, "check_request", None):
                 check_request()  # sdexp.sweep.launchers: what the jobs ask of a cluster's nodes
-            if todo:
-                prepare_data(todo)
+            prepare_data(todo)
         except ConfigError as error:
             raise GridError(str(error)) from error
         try:  # the plan checked the place (cannot_create); it may still refuse (chattr +i)
-            if todo:
-                sweep_dir.mkdir(parents=True, exist_ok=True)
-                OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-                write_plan(sweep_dir, plan_of(sweep_dir, cells))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            write_plan(sweep_dir, plan.plan_of(sweep_dir, cells))
         except OSError as error:
             why = f"{error.strerror or error}: {error.filename or sweep_dir}"
             raise GridError(f"hydra.sweep.dir: cannot write {sweep_dir} ({why})") from error
-        if todo:
-            self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
+        self.launch(sweep_dir, todo, skipped=len(done), left_out=len(cells) - len(runs))
         return cells
 
     def launch(self, sweep_dir: Path, todo: list, skipped: int, left_out: int) -> None:
-        """Launch the cells' jobs, each into its run's directory, then print the closing
-        summary; also when a signal (Ctrl-C, SIGTERM) stops the sweep, which then exits with
-        its status (130, 143)."""
+        """Launch the cells' jobs, then the closing summary, also when a signal stops the sweep."""
         os.environ[SWEEP_JOBS] = str(len(todo))  # each job's first line: "job 3/12: ..."
-        jobs = [job_overrides(c) for c in todo]
-        before = {c.run_dir: traces(c.run_dir) for c in todo}
+        jobs = [plan.job_overrides(c) for c in todo]
+        before = {c.run_dir: plan.traces(c.run_dir) for c in todo}
         size = self.max_batch_size or len(jobs)
         returns: list = []  # what each launched job ended as (JobReturn), in the jobs' order
         try:
@@ -204,20 +172,16 @@ class BudgetGrid:
         except ConfigError as error:  # the launcher refused the jobs (what they ask for)
             raise GridError(str(error)) from None
         except (KeyboardInterrupt, SystemExit) as stop:
-            signum = stopping_signal(stop)
-            if signum is None:
-                closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
-                raise  # a job ended the process (sys.exit): so does the sweep, after its summary
-            signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
+            if (signum := stopping_signal(stop)) is not None:
+                signal.signal(signum, signal.SIG_IGN)  # the same signal again: the summary first
             closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
-            print(
-                f"error: interrupted ({signal.Signals(signum).name}): run the same command to go "
-                "on (finished runs are skipped, interrupted ones resume from their last "
-                "checkpoint)",
-                file=sys.stderr,
-                flush=True,
+            if signum is None:
+                raise  # a job ended the process (sys.exit): so does the sweep, after its summary
+            exit_with(
+                128 + signum,
+                f"interrupted ({signal.Signals(signum).name}): run the same command to go on "
+                "(finished runs are skipped, interrupted ones resume from their last checkpoint)",
             )
-            raise SystemExit(128 + signum) from None
         ended = closing_summary(sweep_dir, todo, before, returns, skipped, left_out)
         if not_ok := {kind: n for kind, n in ended.items() if kind != "ok" and n}:
             counts = ", ".join(f"{n} {kind}" for kind, n in not_ok.items())
@@ -227,14 +191,10 @@ class BudgetGrid:
             )
 
 
-def stopped_planning(signum: int) -> None:
-    """A signal stopped the sweep before it launched anything: one line, its exit status."""
-    print(
-        f"error: stopped by {signal_name(signum)} while planning the sweep: nothing was launched",
-        file=sys.stderr,
-        flush=True,
-    )
-    raise SystemExit(128 + signum) from None
+def exit_with(status: int, message: str) -> NoReturn:
+    """The sweep's end with an error: one line on stderr, exit status ``status``."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
 
 
 #: A job's directory below the sweep directory: the sweeper sets it per job (``job_overrides``).
@@ -242,9 +202,8 @@ SUBDIR = "hydra.sweep.subdir"
 
 
 def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
-    """The signal that stopped the sweep, or None where a job ended the process otherwise. A
-    job's Trainer turns the ``Stopped`` that ``sdexp.run.failures`` raises on SIGINT or SIGTERM into
-    SystemExit(1) (Lightning's graceful shutdown): ``stop_signal`` still says which signal."""
+    """The signal that stopped the sweep, or None where a job ended the process otherwise (a
+    job's Trainer turns ``Stopped`` into SystemExit(1): ``stop_signal`` still says which)."""
     if isinstance(stop, Stopped):
         return stop.signum
     if stop_signal() is not None:
@@ -257,12 +216,8 @@ def stopping_signal(stop: KeyboardInterrupt | SystemExit) -> int | None:
 def merged_text(baseline: int, repeated: int) -> str:
     """'N merged (why)': cells that are the same run as an earlier cell of the grid."""
     why = [f"{baseline} of the no-SD baseline, which runs once per seed"] if baseline else []
-    why += [f"{repeated} {'duplicate' if repeated == 1 else 'duplicates'}"] if repeated else []
+    why += [counted(repeated, "duplicate")] if repeated else []
     return f"{baseline + repeated} merged" + (f" ({', '.join(why)})" if why else "")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 #: What a launched job ended as, in the closing summary's order (``job_outcome``).
@@ -270,48 +225,31 @@ OUTCOMES = ("ok", "failed", "interrupted", "refused", "not launched")
 
 
 def job_outcome(cell, before: tuple | None, ended: JobReturn | None) -> tuple[str, str]:
-    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from what its launcher
-    returned (``ended``: the job's ``JobReturn``, if the launch got that far) and the files
-    its run left: ``results.json`` of the run's own identity, and ``traces`` against
-    ``before``, their state at launch.
-
-    - ok: the run's results.json says ok (and the job did not fail);
-    - failed: the run's results.json says failed, or the job failed with an error;
-    - interrupted: stopped by a signal or killed (SLURM's ``scancel``, a node failure, out of
-      memory: ``sdexp.run.failures.JobEnded``), without results.json: it resumes from its last
-      checkpoint when the sweep runs again;
-    - refused: the run never owned its directory (``ConfigError``: a live run holds it, or
-      another run's files are there); nothing of it was written;
-    - not launched: the sweep stopped before the job started."""
+    """What the job of ``cell`` ended as (one of ``OUTCOMES``) and why, from its ``JobReturn``
+    (``ended``, if the launch got that far), its own results.json and its ``traces`` against
+    ``before``. Refused: the run never owned its directory (``ConfigError``)."""
     error = ended._return_value if ended is not None and ended.status == JobStatus.FAILED else None
     if isinstance(error, ConfigError):
         return "refused", one_line(error)
     try:
-        result = completed_or_failed(cell.run_dir, cell.key)
+        result = read_result(cell.run_dir)
     except UnreadableResult as unreadable:
         result, error = None, error or unreadable
-    if result is not None and (result.status == "failed" or error is None):
+    own = result is not None and result.key.identity == cell.key.identity  # not another run's
+    if own and (result.status == "failed" or error is None):
         return result.status, result.reason or ""
     if isinstance(error, JobEnded | Stopped):
         return "interrupted", str(error)
     if error is not None:
         return "failed", one_line(error)
-    started = traces(cell.run_dir) != before
+    started = plan.traces(cell.run_dir) != before
     return ("interrupted", "") if started else ("not launched", "")
-
-
-def completed_or_failed(run_dir: Path, key) -> RunResult | None:
-    """The run's own results.json (its identity), ok or failed; None if there is none."""
-    result = read_result(run_dir)
-    return result if result is not None and result.key.identity == key.identity else None
 
 
 def closing_summary(
     sweep_dir: Path, todo: list, before: dict, returns: list, skipped: int, left_out: int
 ) -> dict[str, int]:
-    """Print what the sweep did: how each launched job ended (``job_outcome``; ``returns``:
-    the jobs' ``JobReturn`` where the launcher gave them back), one line per job that did not
-    end ok, where W&B logged, how to make the table. Returns the count of each outcome."""
+    """Print how each launched job ended, where W&B logged and how to make the table."""
     ended = {kind: [] for kind in OUTCOMES}
     for number, cell in enumerate(todo):
         returned = returns[number] if number < len(returns) else None
@@ -349,15 +287,14 @@ def prepare_data(cells: list) -> None:
 
 
 def describe(cells: list, grid: list) -> list[str]:
-    """One line per cell: its overrides that vary over the grid (a left-out cell's mode and
-    budget always: its reason names them), its number among the grid's runs, status and
-    directory, and what the planner found there."""
+    """One line per cell: its overrides that vary over the grid, number, status, directory, note."""
     shared = set.intersection(*(set(c.overrides) for c in grid)) if len(grid) > 1 else set()
     numbers = {id(c): i for i, c in enumerate(c for c in grid if c.left_out is None)}
     lines = []
     for cell in cells:
         if cell.left_out:
-            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in NAMED]
+            always = ("mode", "budget")  # its reason is about them
+            named = [o for o in cell.overrides if o not in shared or o.split("=")[0] in always]
             lines.append(f"   -  left out  {' '.join(named)}  ({cell.left_out})")
             continue
         varying = " ".join(o for o in cell.overrides if o not in shared)
@@ -365,10 +302,6 @@ def describe(cells: list, grid: list) -> list[str]:
         number = numbers[id(cell)]
         lines.append(f"{number:4d}  {cell.status:8s}  {varying}  -> {shown(cell.run_dir)}{note}")
     return lines
-
-
-#: What a left-out cell's line always names: its reason is about them.
-NAMED = ("mode", "budget")
 
 
 def shown(path: Path) -> Path:

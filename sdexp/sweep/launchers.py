@@ -1,27 +1,15 @@
-"""A sweep's jobs on SLURM (``hydra/launcher=slurm``, ``slurm_cpu``, ``slurm_ddp``,
-``slurm_shared``): hydra-submitit-launcher's launcher, which waits for every job. Hydra finds
-it as ``hydra_plugins.sdexp_launcher``'s ``SlurmLauncher``, which hands its work to
-``SlurmJobs`` here.
+"""A sweep's jobs on SLURM (``hydra/launcher=slurm*``): hydra-submitit-launcher's, extended.
 
-hydra-submitit-launcher submits a sweep's jobs as one job array, then collects their results in
-order and stops at the first job that ended without one (``scancel``, a node failure, out of
-memory): the sweep stops waiting for the jobs still running, and prints no summary. This
-launcher submits the same way, and:
-
-- checks what each job asks for against the nodes of its partition first (``check_request``):
-  a request no node can meet is one line naming the option, before anything is submitted;
-- waits for every job, and returns what each ended as: the job's own ``JobReturn``, or, for a
-  job that SLURM ended without a result, a failed one holding ``JobEnded`` with SLURM's state
-  (``CANCELLED``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ...); the sweeper's closing summary names it;
-- cancels its jobs when the sweep is stopped (Ctrl-C, SIGTERM) and waits until they have
-  ended, so that none of them runs on into the next sweep's.
-
-A job that is preempted or times out is requeued (``sdexp.run.slurm``, submitit's USR2): it stays
-pending or running, and the launcher goes on waiting for it.
+hydra-submitit-launcher stops at the first job that ended without a result (``scancel``, a node
+failure, out of memory) and prints no summary. ``SlurmJobs`` checks the jobs' request against the
+partition's nodes first, waits for every job (a requeued one too: ``sdexp.run.slurm``) and returns
+what each ended as (``JobEnded`` with SLURM's state where it has no result); on a stop it cancels
+its jobs and waits until they have ended, so that none runs on into the next sweep's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Sequence
@@ -37,25 +25,20 @@ from omegaconf import OmegaConf
 from sdexp.errors import ConfigError
 from sdexp.run.failures import JobEnded
 
-#: How long a stopped sweep waits for its cancelled jobs to end (SLURM's KillWait is 30 s by
-#: default: SIGTERM, then SIGKILL).
+#: How long a stopped sweep waits for its cancelled jobs to end (SLURM's KillWait: 30 s default).
 CANCEL_WAIT_S = 120
 
 
 def sinfo(partition: str | None) -> list[dict[str, Any]]:
-    """The nodes of ``partition`` (the default one if None): CPUs, memory (MB) and generic
-    resources of each (``sinfo``)."""
+    """The nodes of ``partition`` (None: the default one): CPUs, memory (MB) and gres of each."""
     command = ["sinfo", "--noheader", "--Node", "--format", "%P|%c|%m|%G"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    nodes = []
-    for line in done.stdout.splitlines():
-        name, cpus, memory, gres = line.split("|")
-        default = name.endswith("*")
-        if (partition is None and default) or name.rstrip("*") == partition:
-            nodes.append(
-                {"cpus": int(cpus), "mem_mb": int(memory.rstrip("+")), "gres": gres_counts(gres)}
-            )
-    return nodes
+    rows = [line.split("|") for line in done.stdout.splitlines()]
+    return [
+        {"cpus": int(cpus), "mem_mb": int(memory.rstrip("+")), "gres": gres_counts(gres)}
+        for name, cpus, memory, gres in rows
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition
+    ]
 
 
 def gres_counts(text: str) -> dict[str, int]:
@@ -69,8 +52,7 @@ def gres_counts(text: str) -> dict[str, int]:
 
 
 def request_problem(params: dict, nodes: list[dict]) -> ConfigError | None:
-    """Why no node of ``nodes`` can run a job asking ``params`` (the launcher's options), or
-    None: the option it is about, what it asks, and what the nodes have."""
+    """Why no node of ``nodes`` can run a job asking ``params`` (the launcher's options)."""
     partition = params.get("partition") or "the default partition"
     if not nodes:
         return ConfigError("hydra.launcher.partition", f"SLURM has no partition {partition}")
@@ -103,9 +85,8 @@ def request_problem(params: dict, nodes: list[dict]) -> ConfigError | None:
 
 
 class SlurmJobs(submitit_launcher.SlurmLauncher):
-    """hydra-submitit-launcher's SLURM launcher, waiting for every job (module docstring); the
-    work of ``hydra_plugins.sdexp_launcher``'s launcher, which Hydra discovers. Each job runs
-    this object (submitit pickles it), as hydra-submitit-launcher's jobs run its launcher."""
+    """hydra-submitit-launcher's SLURM launcher, waiting for every job. Each job runs this
+    object (submitit pickles it), as hydra-submitit-launcher's jobs run its launcher."""
 
     def check_request(self) -> None:
         """ConfigError if no node of the partition can run a job as configured."""
@@ -130,13 +111,12 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
             folder=folder, cluster=self._EXECUTOR, **{f"{self._EXECUTOR}_max_num_timeout": timeouts}
         )
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{
-                key if key in shared else f"{self._EXECUTOR}_{key}": value
-                for key, value in self.params.items()
-                if key not in ("submitit_folder", "max_num_timeout")
-            }
-        )
+        options = {
+            key if key in shared else f"{self._EXECUTOR}_{key}": value
+            for key, value in self.params.items()
+            if key not in ("submitit_folder", "max_num_timeout")
+        }
+        executor.update_parameters(**options)
         return executor
 
     def launch(
@@ -145,14 +125,9 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
         """Submit the jobs as one job array; return what each ended as, in their order."""
         self.check_request()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        state = Singleton.get_state()
         arguments = [
-            (
-                list(overrides),
-                "hydra.sweep.dir",
-                number,
-                f"job_id_for_{number}",
-                Singleton.get_state(),
-            )
+            (list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", state)
             for number, overrides in enumerate(job_overrides, start=initial_job_idx)
         ]
         try:
@@ -161,10 +136,8 @@ class SlurmJobs(submitit_launcher.SlurmLauncher):
             output = error.output.decode() if isinstance(error.output, bytes) else error.output
             said = " ".join((output or str(error)).split())
             raise ConfigError("hydra/launcher", f"sbatch refused the jobs: {said}") from None
-        print(
-            f"Submitted {len(jobs)} jobs: SLURM job array {jobs[0].job_id.split('_')[0]}",
-            flush=True,
-        )
+        array = jobs[0].job_id.split("_")[0]
+        print(f"Submitted {len(jobs)} jobs: SLURM job array {array}", flush=True)
         try:
             for job in jobs:
                 job.wait()
@@ -179,36 +152,26 @@ def outcome(job) -> JobReturn:
     try:
         return job.results()[0]
     except Exception:  # noqa: BLE001 - submitit's errors for a job without a result
-        ended = JobReturn()
-        ended.status = JobStatus.FAILED
-        ended._return_value = JobEnded(job.job_id, job.state)
-        return ended
+        return JobReturn(status=JobStatus.FAILED, _return_value=JobEnded(job.job_id, job.state))
 
 
 def cancel(jobs: list) -> None:
-    """Cancel the jobs that have not ended (``scancel``), and wait until SLURM no longer lists
-    them (``squeue``: their processes have ended; ``CANCEL_WAIT_S`` at most, a second Ctrl-C
-    stops waiting); say so in one line."""
+    """Cancel the jobs that have not ended, and wait until SLURM no longer lists them
+    (``CANCEL_WAIT_S`` at most; a second Ctrl-C stops waiting); say so in one line."""
     ids = [job.job_id for job in jobs if not job.done()]
     if not ids:
         return
     subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     deadline = time.monotonic() + CANCEL_WAIT_S
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         while (ids := listed(ids)) and time.monotonic() < deadline:
             time.sleep(1)
-    except KeyboardInterrupt:
-        pass
     ended = f"; still ending: {' '.join(ids)}" if ids else ": all have ended"
     print(f"Cancelled the sweep's unfinished SLURM jobs (scancel){ended}", flush=True)
 
 
 def listed(ids: list[str]) -> list[str]:
     """The jobs of ``ids`` that SLURM still lists as pending, running or completing."""
-    done = subprocess.run(
-        ["squeue", "--noheader", "--format", "%i", "--jobs", ",".join(ids)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = ["squeue", "--noheader", "--format", "%i", "--jobs", ",".join(ids)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     return [job for job in done.stdout.split() if job in ids]

@@ -1,31 +1,10 @@
 """Budget grids: which cells of a sweep such as Table 2 run, and which are already done.
 
-A sweep preset (``conf/sweep/``) spans modes x budgets x seeds with Hydra's sweep syntax. Its
-cartesian product holds cells that are not experiments, and the grid sweeper
-(``sdexp.sweep.grid``) plans it with the functions here before anything is launched:
-
-- a cell the mode cannot run is left out: linear below its smallest budget (L-1)/(2L), the "-"
-  cells of the paper's Table 2 (``Mode.smallest_budget``). It is never launched to fail;
-- a mode that ignores the budget (``none``: p = 1) runs once per seed, at the budget it actually
-  runs at (``Mode.effective_budget``, 1.0): the no-SD baseline;
-- a cell whose ``results.json`` says "ok" for the same identity (``sdexp.results``) is done and
-  not launched again, so re-running a sweep after a crash runs only the missing cells; whatever
-  code made it (the code is not part of the identity), but the plan names the runs other code
-  made (``sdexp.provenance``) and ``rerun_other_code=true`` runs them again, from scratch;
-- a cell whose directory holds a run of another identity (the preset was edited, say) is a
-  conflict: nothing is launched until the user chooses another sweep directory or
-  ``overwrite=true`` (``sdexp.run.directory``);
-- a cell whose ``last.ckpt`` cannot be read (truncated, say) runs: the run moves the file aside
-  (``last.ckpt.unreadable``) and starts over.
-
-Each cell is a run (``sdexp.results.RunKey``): cells that are the same run (the baseline at
-every budget, a value given twice, 0.7 and 0.70) are merged, and the run writes into
-``<sweep dir>/<RunKey.cell_dir>``, a directory named by its identity, which the sweeper hands to
-its job (``job_overrides``). A sweep directory with runs right under it (an older sdexp named
-them by their overrides) is refused in one line (``older_layout``). The plan goes to
-``sweep.json`` as ``sdexp.results`` types it (``plan_of``).
-
-Any other bad value (a budget outside (0, 1], bad mode options) is an error, as in a single run.
+The grid sweeper plans a preset's cartesian product here before anything is launched. A cell the
+mode cannot run is left out (linear below (L-1)/(2L): the "-" cells of Table 2); cells that are
+the same run are merged (the no-SD baseline runs once per seed); a cell whose ``results.json``
+says "ok" for its identity is done (``rerun_other_code=true`` runs again those other code made);
+a directory holding another run's files is a conflict. A run's directory is named by its identity.
 """
 
 from __future__ import annotations
@@ -37,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,12 +34,7 @@ from sdexp.results import (
 )
 from sdexp.run.config import Built, Checked, TopLevel, check_options, check_seed
 from sdexp.run.console import counted
-from sdexp.run.directory import (
-    CHECKPOINTS,
-    LAST,
-    LOCK_FILE,
-    conflicts,
-)
+from sdexp.run.directory import CHECKPOINTS, LAST, LOCK_FILE, examine
 from sdexp.run.identity import run_key
 from sdexp.run.typecheck import check_values
 from sdexp.survival import check_budget
@@ -80,20 +55,12 @@ class Cell:
 
 
 class CellComposer:
-    """The configs of a grid's cells, as Hydra composes them for the jobs, fast.
-
-    Composing a config takes Hydra about a third of a second, and a Table 2 preset has 144
-    cells. Only overrides that choose a config group (``mode=sensemode``) or add, delete or
-    touch Hydra's own settings change what is composed: those are composed once per distinct
-    combination; a cell's plain values (``budget=0.3``, ``seed=1``) are then set on a copy as
-    Hydra sets them (``OmegaConf.update`` with the parsed value, merged). The copy leaves out
-    Hydra's own node: a job's directory is named by its run's identity (``job_overrides``).
-    ``tests/unit/test_sweep.py`` checks both against Hydra's composition of every cell.
-    """
+    """The configs of a grid's cells, as Hydra composes them for the jobs, fast: Hydra takes a
+    third of a second per config (a Table 2 preset has 144 cells), so only group choices,
+    additions, deletions and Hydra settings are composed, once per combination, and a cell's
+    plain values are set on a copy as Hydra sets them. Hydra's own node is left out."""
 
     def __init__(self, config_loader: Any, sweep_config: DictConfig) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         self.loader, self.sweep_config = config_loader, sweep_config
         self.parser = OverridesParser.create(config_loader=config_loader)
         self.groups = set(sweep_config.hydra.runtime.choices)  # every config group chosen
@@ -101,15 +68,9 @@ class CellComposer:
 
     def is_value(self, override: Any) -> bool:
         """A plain value: not a group choice, an addition, a deletion or a Hydra setting."""
-        key = override.key_or_group
-        return not (
-            override.is_add()
-            or override.is_delete()
-            or override.is_force_add()
-            or key in self.groups
-            or key.startswith("hydra")
-            or override.package is not None
-        )
+        key, added = override.key_or_group, override.is_add() or override.is_force_add()
+        hydra = key in self.groups or key.startswith("hydra") or override.package is not None
+        return not (added or override.is_delete() or hydra)
 
     def compose(self, structure: tuple[str, ...]) -> dict:
         """The job config less Hydra's node, as plain values."""
@@ -133,26 +94,20 @@ class CellComposer:
 
 
 def job_overrides(cell: Cell) -> list[str]:
-    """The overrides that launch the cell: its own, and its directory below the sweep
-    directory (``RunKey.cell_dir``). Hydra's launchers (basic, joblib, submitit) compose each
-    job from the sweep's Hydra overrides followed by the job's (``load_sweep_config``), so the
-    job's ``hydra.sweep.subdir`` wins; it is a Hydra override, kept out of the job's task
-    overrides (``overrides.yaml``)."""
+    """The overrides that launch the cell: its own, and its directory below the sweep directory
+    (Hydra applies a job's overrides after the sweep's: the job's ``hydra.sweep.subdir`` wins)."""
     return [*cell.overrides, f"hydra.sweep.subdir={cell.key.cell_dir}"]
 
 
 class CellPlanner:
-    """Plans cells: checks each distinct config once (``sdexp.run.config``) and each cell's budget
-    and seed, and says which budget a cell runs at or why the grid leaves it out.
-    ``complete=False`` (a dry run) leaves out the checks that take seconds."""
+    """Checks each distinct config once; ``complete=False`` (a dry run) skips the slow checks."""
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
         self.checked: dict[str, Built] = {}
 
     def built(self, cfg: DictConfig) -> Built:
-        """What the check of ``cfg`` built, once per distinct config less budget and seed (the
-        mode, the data module and the model do not depend on them)."""
+        """What the check of ``cfg`` built, once per distinct config less budget and seed."""
         values = OmegaConf.to_container(cfg, resolve=False)
         for key in ("budget", "seed"):
             values.pop(key, None)
@@ -162,9 +117,7 @@ class CellPlanner:
         return self.checked[settled]
 
     def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
-        """What the check of the cell built with the budget it runs at, and why the grid leaves
-        it out, if it does: its mode cannot meet the budget (its key still says which table's
-        "-" it is). ConfigError for bad input."""
+        """What the check built, at the budget the cell runs at, and why the grid leaves it out."""
         built = self.built(cfg)
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
@@ -172,7 +125,7 @@ class CellPlanner:
         mode, blocks = built.mode, built.num_blocks
         smallest = mode.smallest_budget(blocks)
         why = f"mode={mode.name} needs budget >= {smallest:.4g} with L={blocks} blocks"
-        budget = mode.effective_budget(cfg.budget)
+        budget = mode.effective_budget(cfg.budget)  # p = 1 for mode none, whatever is asked
         checked = Checked(mode, built.datamodule, built.model, blocks, budget)
         return checked, why if cfg.budget < smallest else None
 
@@ -180,9 +133,7 @@ class CellPlanner:
 def plan_grid(
     product: list[list[str]], compose: CellComposer, planner: CellPlanner, sweep_dir: Path
 ) -> tuple[list[Cell], dict[str, int]]:
-    """The grid's cells, one per run: a cell that is the same run (identity) as an earlier one
-    is merged into it, and counted: "baseline" (mode none at another budget), or "repeated"
-    (a value given twice, 0.7 and 0.70). ConfigError names the cell's overrides."""
+    """The grid's cells, one per run, and how many were merged into an earlier one, by kind."""
     cells, planned, merged = [], set(), {"baseline": 0, "repeated": 0}
     for overrides in product:
         cfg = compose(overrides)
@@ -196,14 +147,18 @@ def plan_grid(
             cfg = compose(overrides)
         key, config = run_key(cfg, checked)
         if key.identity in planned:
-            merged["baseline" if rewritten else "repeated"] += 1
+            merged["baseline" if rewritten else "repeated"] += 1  # repeated: 0.7 and 0.70
             continue
         planned.add(key.identity)
-        if left_out is not None:
-            cells.append(Cell(overrides, key, left_out=left_out, config=cfg))
-            continue
-        cell = Cell(overrides, key, sweep_dir / key.cell_dir, config=cfg)
-        plan_cell(cell, config)
+        run_dir = sweep_dir / key.cell_dir if left_out is None else None
+        cell = Cell(overrides, key, run_dir, left_out, config=cfg)
+        if left_out is None:  # its status and note from what its directory holds
+            cell.status, cell.note = cell_status(run_dir, key, config)
+        if cell.status == "done" and (made := other_code(read_result(cell.run_dir).code)):
+            cell.other_code, cell.note = made, f"made by other code: {made}"
+            if cfg.rerun_other_code:
+                cell.status = "to run"
+                cell.note += "; runs again from scratch (rerun_other_code=true)"
         cells.append(cell)
     return cells, merged
 
@@ -216,7 +171,7 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
         return "to run", f"{error}; treated as not finished"
     if result is not None and result.status == "ok" and result.key.identity == key.identity:
         return "done", ""
-    found = conflicts(run_dir, key, config)
+    found, _ = examine(run_dir, key, config)
     if clashes := [c for c in found if not c.unreadable]:
         return "conflict", f"{clashes[0].file} is {clashes[0].why}"
     if found:  # an unreadable checkpoint: the run moves it aside (the plan moves nothing)
@@ -226,45 +181,25 @@ def cell_status(run_dir: Path, key: RunKey, config: dict) -> tuple[str, str]:
     return "to run", "failed before; runs again" if result is not None else ""
 
 
-def made_by_other_code(run_dir: Path) -> str | None:
-    """The code that made the finished run in ``run_dir``, if it is not this process's."""
-    return other_code(read_result(run_dir).code)
-
-
 def describe_other_code(cells: list[Cell]) -> list[str]:
-    """A line on the finished runs that other code made, if any (each is listed with its cell):
-    how many, by which code, and what the sweep does with them."""
+    """A line on the finished runs other code made, if any: how many, by which, what happens."""
     made = [c for c in cells if c.other_code is not None]
     if not made:
         return []
     codes = ", ".join(f"{n} by {label}" for label, n in Counter(c.other_code for c in made).items())
-    runs = "1 finished run" if len(made) == 1 else f"{len(made)} finished runs"
-    if all(c.config.rerun_other_code for c in made):
-        what = "run again from scratch (rerun_other_code=true)"
-    else:
-        what = (
-            "count as done (a run's identity is its config, not its code): rerun_other_code=true "
-            "runs them again from scratch"
-        )
+    runs = counted(len(made), "finished run")
+    what = (
+        "run again from scratch (rerun_other_code=true)"
+        if all(c.config.rerun_other_code for c in made)
+        else "count as done (a run's identity is its config, not its code): rerun_other_code=true "
+        "runs them again from scratch"
+    )
     return [f"{runs} came from other code than this, {this_code()} ({codes}): {what}"]
 
 
-def plan_cell(cell: Cell, config: dict) -> None:
-    """Set the cell's status and note from what its directory holds (``cell_status``), naming
-    the code that made its finished run if it is not this one."""
-    cell.status, cell.note = cell_status(cell.run_dir, cell.key, config)
-    if cell.status == "done" and (made := made_by_other_code(cell.run_dir)):
-        cell.other_code, cell.note = made, f"made by other code: {made}"
-        if cell.config.rerun_other_code:
-            cell.status = "to run"
-            cell.note += "; runs again from scratch (rerun_other_code=true)"
-
-
 def older_layout(sweep_dir: Path) -> str | None:
-    """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote it: a run right under
-    it (a run's directory is ``<setup>/<cell>``, two levels down)."""
-    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
-    for child in children:
+    """Why ``sweep_dir`` cannot take this sweep, if an older sdexp wrote runs right under it."""
+    for child in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
         if (child / RESULTS_FILE).exists() or (child / CHECKPOINTS / LAST).exists():
             return (
                 f"hydra.sweep.dir: {sweep_dir} was written by an older sdexp (a run right under "
@@ -274,8 +209,7 @@ def older_layout(sweep_dir: Path) -> str | None:
 
 
 def traces(run_dir: Path) -> tuple | None:
-    """The modification times of what a job writes into its directory as it starts and runs
-    (Hydra's record of its config, the log, the lock, the checkpoint, the results): compared
+    """The modification times of what a job writes into its directory as it runs: compared
     before and after a launch, they tell a job that started from one that never did."""
     if not run_dir.is_dir():
         return None
@@ -285,7 +219,7 @@ def traces(run_dir: Path) -> tuple | None:
 
 
 def describe_setups(cells: list[Cell]) -> list[str]:
-    """One line per distinct setup of the planned cells: what trains them (the recipe)."""
+    """One line per distinct setup of the planned cells: the recipe that trains them."""
     lines = {}
     for cell in cells:
         cfg, key = cell.config, cell.key
@@ -294,9 +228,8 @@ def describe_setups(cells: list[Cell]) -> list[str]:
             key.setup,
             f"Setup {key.setup[:6]}: {key.dataset}, {key.model} (L = {key.num_blocks}), recipe "
             f"{recipe.name}: {counted(key.epochs, 'epoch')}, batch {cfg.dataset.batch_size}, "
-            f"SGD lr "
-            f"{optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} of "
-            f"training, epochs counted from {cfg.scheduler.count_from}), momentum "
+            f"SGD lr {optimizer.lr} (x{cfg.scheduler.gamma} at {list(cfg.scheduler.fractions)} "
+            f"of training, epochs counted from {cfg.scheduler.count_from}), momentum "
             f"{optimizer.momentum}, Nesterov {optimizer.nesterov}, weight decay "
             f"{optimizer.weight_decay}, dropped blocks {recipe.dropped_blocks}, shortcut "
             f"{recipe.shortcut}, normalize {recipe.normalize}, reports the "
@@ -312,24 +245,16 @@ def with_override(overrides: list[str], key: str, value: Any) -> list[str]:
 
 
 def plan_of(sweep_dir: Path, cells: list[Cell]) -> Plan:
-    """The plan to record in sweep.json (``sdexp.results.write_plan``): each cell to run with its
-    directory, and each cell left out with the reason."""
+    """The plan for sweep.json: each cell to run with its directory, each left out with why."""
     plan = Plan()
     for cell in cells:
+        key, overrides, cfg = cell.key, list(cell.overrides), cell.config
         if cell.left_out:
-            key = cell.key
             where = {"setup": key.setup, "mode": key.mode, "budget": key.budget}
-            plan.left_out.append(LeftOutCell(list(cell.overrides), cell.left_out, **where))
+            plan.left_out.append(LeftOutCell(overrides, cell.left_out, **where))
             continue
-        metric = METRIC[get_class(cell.config.dataset._target_).task]
-        plan.cells.append(
-            PlannedCell(
-                cell.key,
-                str(cell.run_dir.relative_to(sweep_dir.absolute())),
-                list(cell.overrides),
-                OmegaConf.to_container(cell.config.mode, resolve=True),
-                metric,
-                cell.config.recipe.report,
-            )
-        )
+        metric = METRIC[get_class(cfg.dataset._target_).task]
+        run_dir = str(cell.run_dir.relative_to(sweep_dir.absolute()))
+        mode = OmegaConf.to_container(cfg.mode, resolve=True)
+        plan.cells.append(PlannedCell(key, run_dir, overrides, mode, metric, cfg.recipe.report))
     return plan

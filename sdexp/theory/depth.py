@@ -1,11 +1,10 @@
 """Lemma 1 and Fig. 1a: the depth L_delta = sum_l delta_l of the sampled subnetwork.
 
-L_delta is Poisson-binomial (``sdexp.subnetwork``): its exact distribution is compared with a Monte
-Carlo histogram of sampled masks, for the uniform and linear modes at the same budget (Fig. 1a:
-L = 100, b = 0.5). The Lemma 1 bound (eq. 2) is set against the exact and sampled quantiles of
-|L_delta - L_p|, and at that fixed budget the uniform mode's variance v_p = L b (1 - b) is checked
-to be the largest, against the linear mode, SenseMode on random sensitivities, and random
-survival vectors with the same mean.
+L_delta is Poisson-binomial (``sdexp.subnetwork``): its exact distribution against a Monte Carlo
+histogram for the uniform and linear modes at one budget (Fig. 1a: L = 100, b = 0.5); the Lemma 1
+bound (eq. 2) against the exact and sampled quantiles of |L_delta - L_p|; and at that budget the
+uniform mode's variance v_p = L b (1 - b), the largest, against the linear mode's, SenseMode's on
+random sensitivities and random survival vectors' with the same mean.
 """
 
 from __future__ import annotations
@@ -56,15 +55,13 @@ def run(
 ) -> Outcome:
     generator = torch.Generator().manual_seed(seed)
     probabilities = {mode: survival(mode, budget, depth) for mode in modes}
-
     distribution = pd.DataFrame({"k": np.arange(depth + 1)})
     bounds, summary_rows = [], []
     for mode, p in probabilities.items():
         pmf = depth_distribution(p.tolist())
         sampled = sample_masks(p, num_masks, generator).sum(1).long()
         histogram = np.bincount(sampled.numpy(), minlength=depth + 1) / num_masks
-        distribution[f"exact_{mode}"] = pmf
-        distribution[f"sampled_{mode}"] = histogram
+        distribution[f"exact_{mode}"], distribution[f"sampled_{mode}"] = pmf, histogram
         mean, variance = expected_depth(p.tolist()), depth_variance(p.tolist())
         deviations = (sampled.double() - mean).abs().numpy()
         for beta in betas:
@@ -89,12 +86,9 @@ def run(
                 "total_variation": 0.5 * float(np.abs(histogram - pmf).sum()),
             }
         )
-    bounds = pd.DataFrame(bounds)
-    moments = pd.DataFrame(summary_rows)
-
+    bounds, moments = pd.DataFrame(bounds), pd.DataFrame(summary_rows)
     rng = np.random.default_rng(seed)
-    candidates = [(mode, p) for mode, p in probabilities.items()]
-    candidates += list(random_modes(budget, depth, num_random_modes, rng))
+    candidates = [*probabilities.items(), *random_modes(budget, depth, num_random_modes, rng)]
     variances = pd.DataFrame(
         {
             "mode": name,
@@ -122,19 +116,14 @@ def run(
 def uniform_is_widest(variances: pd.DataFrame) -> tuple[float, float]:
     """(v_p of the uniform mode, the largest v_p of every other mode at the same budget)."""
     uniform = variances["mode"] == "uniform"
-    return float(variances.loc[uniform, "variance"].max()), float(
-        variances.loc[~uniform, "variance"].max()
-    )
+    return tuple(float(variances.loc[rows, "variance"].max()) for rows in (uniform, ~uniform))
 
 
 def metrics(moments: pd.DataFrame, bounds: pd.DataFrame, variances: pd.DataFrame) -> dict:
     out = {}
     for row in moments.itertuples():
-        out |= {
-            f"depth/{row.mode}/variance": row.variance,
-            f"depth/{row.mode}/sampled_variance": row.sampled_variance,
-            f"depth/{row.mode}/total_variation": row.total_variation,
-        }
+        for key in ("variance", "sampled_variance", "total_variation"):
+            out[f"depth/{row.mode}/{key}"] = getattr(row, key)
     uniform, others = uniform_is_widest(variances)
     out["depth/uniform_variance"], out["depth/largest_other_variance"] = uniform, others
     out["depth/bound_holds"] = float((bounds.lemma1_bound >= bounds.exact_quantile).all())
@@ -143,41 +132,20 @@ def metrics(moments: pd.DataFrame, bounds: pd.DataFrame, variances: pd.DataFrame
 
 def summary(moments, bounds, variances, depth, budget, num_masks) -> str:
     uniform, others = uniform_is_widest(variances)
-    rows = [
-        (
-            r.mode,
-            f"{r.expected_depth:.2f}",
-            f"{r.exact_mean:.2f}",
-            f"{r.sampled_mean:.2f}",
-            f"{r.variance:.3f}",
-            f"{r.sampled_variance:.3f}",
-            f"{r.total_variation:.4f}",
-        )
-        for r in moments.itertuples()
-    ]
     moment_table = markdown_table(
+        "mode | L_p = sum p_l | exact mean | sampled mean | v_p = sum p_l(1-p_l) | "
+        "sampled variance | TV(sampled, exact)",
         [
-            "mode",
-            "L_p = sum p_l",
-            "exact mean",
-            "sampled mean",
-            "v_p = sum p_l(1-p_l)",
-            "sampled variance",
-            "TV(sampled, exact)",
+            f"{r.mode} | {r.expected_depth:.2f} | {r.exact_mean:.2f} | {r.sampled_mean:.2f} | "
+            f"{r.variance:.3f} | {r.sampled_variance:.3f} | {r.total_variation:.4f}"
+            for r in moments.itertuples()
         ],
-        rows,
     )
     bound_table = markdown_table(
-        ["mode", "beta", "Lemma 1 bound", "exact quantile", "sampled quantile", "bound holds"],
+        "mode | beta | Lemma 1 bound | exact quantile | sampled quantile | bound holds",
         [
-            (
-                r.mode,
-                f"{r.beta:g}",
-                f"{r.lemma1_bound:.2f}",
-                f"{r.exact_quantile:.2f}",
-                f"{r.sampled_quantile:.2f}",
-                check_mark(r.lemma1_bound >= r.exact_quantile),
-            )
+            f"{r.mode} | {r.beta:g} | {r.lemma1_bound:.2f} | {r.exact_quantile:.2f} | "
+            f"{r.sampled_quantile:.2f} | {check_mark(r.lemma1_bound >= r.exact_quantile)}"
             for r in bounds.itertuples()
         ],
     )
@@ -204,48 +172,21 @@ uniform is the largest: {check_mark(uniform > others)}.
 def figure(distribution, bounds, modes, depth, budget, num_masks):
     fig = Figure(figsize=(11, 3.8))
     (ax, bx) = fig.subplots(1, 2)
+    k = distribution.k
     for i, mode in enumerate(modes):
-        color = f"C{i}"
-        ax.bar(
-            distribution.k,
-            distribution[f"sampled_{mode}"],
-            width=1.0,
-            alpha=0.35,
-            color=color,
-            label=f"{mode}: {num_masks} masks",
-        )
-        ax.plot(
-            distribution.k,
-            distribution[f"exact_{mode}"],
-            color=color,
-            lw=1.5,
-            label=f"{mode}: exact",
-        )
-        rows = bounds[bounds["mode"] == mode]
+        color, rows, label = f"C{i}", bounds[bounds["mode"] == mode], f"{mode}: {num_masks} masks"
+        ax.bar(k, distribution[f"sampled_{mode}"], width=1.0, alpha=0.35, color=color, label=label)
+        ax.plot(k, distribution[f"exact_{mode}"], color=color, lw=1.5, label=f"{mode}: exact")
         bx.plot(rows.beta, rows.lemma1_bound, "-", color=color, label=f"{mode}: Lemma 1 bound")
-        bx.plot(
-            rows.beta,
-            rows.exact_quantile,
-            "o--",
-            color=color,
-            ms=4,
-            label=f"{mode}: exact quantile",
-        )
+        label = f"{mode}: exact quantile"
+        bx.plot(rows.beta, rows.exact_quantile, "o--", color=color, ms=4, label=label)
         bx.plot(rows.beta, rows.sampled_quantile, "x", color=color, ms=6)
     support = distribution.k[distribution.filter(like="exact_").max(axis=1) > 1e-5]
-    ax.set(
-        xlim=(support.min() - 1, support.max() + 1),
-        xlabel=r"$L_\delta$",
-        ylabel="probability",
-        title=f"(Fig. 1a) $L_\\delta$, ResNet{depth}, $\\bar L/L$ = {budget}",
-    )
+    ax.set(xlim=(support.min() - 1, support.max() + 1), xlabel=r"$L_\delta$", ylabel="probability")
+    ax.set_title(f"(Fig. 1a) $L_\\delta$, ResNet{depth}, $\\bar L/L$ = {budget}")
     ax.legend(fontsize=8)
-    bx.set(
-        xscale="log",
-        xlabel=r"$\beta$",
-        ylabel=r"$|L_\delta - L_p|$ at level $1-\beta$",
-        title="Lemma 1: bound vs quantiles (x: sampled)",
-    )
+    bx.set(xscale="log", xlabel=r"$\beta$", ylabel=r"$|L_\delta - L_p|$ at level $1-\beta$")
+    bx.set_title("Lemma 1: bound vs quantiles (x: sampled)")
     bx.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,24 +1,16 @@
 """Prop. 1, Table 1 and Fig. 2: stochastic depth tames the exploding gradient at initialisation.
 
-For a Vanilla ResNet (ReLU, He init) in the infinite-width limit,
-
-    q_l = E_{W,delta} ||grad_{y_l} loss||^2 / E_{W,delta} ||grad_{y_L} loss||^2
-        = prod_{k = l+1}^{L} (1 + s^2 p_k),
-
-2^{L-l} without stochastic depth (s = 1, eq. 1); the Stable ResNet (s = 1/sqrt(L), eq. 3) stays
-bounded. Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512,
-b = 0.7, 500 Monte Carlo samples).
-
-Every Monte Carlo sample is one fresh Vanilla ResNet (its own He init) and, for every setting
-(scaling x mode x budget), its own masks: all settings run as rows of one batch through the same
-weights, one mask per row (``sdexp.theory.probes``). Theory is computed from the p actually used:
-our linear mode meets the budget exactly (p_L = 1 - 2L(1-b)/(L+1) = 0.41 at b = 0.7, L = 50).
+For a Vanilla ResNet (ReLU, He init) in the infinite-width limit, q_l = E_{W,delta}
+||grad_{y_l} loss||^2 / E_{W,delta} ||grad_{y_L} loss||^2 = prod_{k = l+1}^{L} (1 + s^2 p_k):
+2^{L-l} without stochastic depth (s = 1, eq. 1), bounded for the Stable ResNet (s = 1/sqrt(L),
+eq. 3). Table 1 reports the per-layer growth q_l^{1/(L-l)} (Vanilla ResNet50, width 512, b = 0.7).
+Theory uses the p actually sampled (our linear mode meets the budget exactly: ``linear_note``).
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,10 +18,10 @@ import torch
 from matplotlib.figure import Figure
 
 from sdexp.gate import branch_scale
-from sdexp.models import VanillaResNet
 from sdexp.survival import Linear
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import gradient_norms, survival
+from sdexp.theory.toy import toy_resnet
 
 # Table 1 of the paper (plain ResNet50, width 512, b = 0.7): empirical and theoretical growth.
 PAPER_LAYERS = (0, 10, 20, 30, 40)
@@ -49,27 +41,8 @@ def checked_layers(depth: int) -> list[int]:
     return [layer for layer in PAPER_LAYERS if depth - layer >= MIN_LAYERS_ABOVE]
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One curve of Fig. 2: plain (eq. 1) or Stable (eq. 3) ResNet, a mode and a budget."""
-
-    stable: bool
-    mode: str
-    budget: float
-
-    @property
-    def scaling(self) -> str:
-        return "stable" if self.stable else "plain"
-
-
-def settings(modes: Sequence[str], budgets: Sequence[float], stable: Sequence[bool]):
-    """Every (scaling, mode, budget); no stochastic depth (``none``) once per scaling, at b = 1."""
-    out = []
-    for is_stable in stable:
-        for mode in modes:
-            for budget in [1.0] if mode == "none" else budgets:
-                out.append(Setting(bool(is_stable), mode, float(budget)))
-    return out
+#: One curve of Fig. 2: plain (eq. 1) or Stable (eq. 3) ResNet, a mode and a budget.
+Setting = namedtuple("Setting", ["stable", "mode", "budget"])
 
 
 def theoretical_ratio(p: torch.Tensor, scale: float) -> np.ndarray:
@@ -87,11 +60,9 @@ def sample_gradient_norms(
     masks_per_sample: int,
     seed: int,
 ) -> np.ndarray:
-    """||grad_{y_l} loss||^2, shape (samples, settings, L + 1), masks averaged per sample.
-
-    One input x ~ N(0, I_d) throughout (the toy task's input law); each sample draws fresh
-    weights and, for each setting, ``masks_per_sample`` masks.
-    """
+    """||grad_{y_l} loss||^2, shape (samples, settings, L + 1), masks averaged per sample: one
+    input x ~ N(0, I_d) throughout (the toy task's input law), fresh weights for each sample and,
+    for each setting, ``masks_per_sample`` masks."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(1, input_dim, generator=generator)
@@ -104,9 +75,7 @@ def sample_gradient_norms(
     for i in range(num_samples):
         # Each row's multipliers carry its own s (1 or 1/sqrt(L)), so one weight draw serves
         # the plain and the Stable ResNet alike; the model's own ``stable`` flag is unused.
-        model = VanillaResNet(
-            input_shape=(input_dim,), num_outputs=1, width=width, depth=depth, stable=False
-        )
+        model = toy_resnet((input_dim,), width, depth, stable=False)
         delta = torch.bernoulli(p_rows, generator=generator)
         rows = gradient_norms(model, x_rows, delta * scale_rows)
         norms[i] = rows.view(len(cases), masks_per_sample, -1).mean(1).numpy()
@@ -114,11 +83,8 @@ def sample_gradient_norms(
 
 
 def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.DataFrame:
-    """q_l and the per-layer growth q_l^{1/(L-l)}, empirical and theoretical, per setting.
-
-    ``growth_se``: the growth's standard error from the delta method on the ratio of means.
-    """
-    num_samples = len(norms)
+    """q_l and the per-layer growth q_l^{1/(L-l)}, empirical and theoretical, per setting;
+    ``growth_se``: the growth's standard error from the delta method on the ratio of means."""
     frames = []
     for c, case in enumerate(cases):
         p = survival(case.mode, case.budget, depth)
@@ -128,27 +94,26 @@ def growth_table(cases: Sequence[Setting], norms: np.ndarray, depth: int) -> pd.
         covariance = ((numerator - a) * (denominator - b)).mean(0)
         log_variance = (
             numerator.var(0) / a**2 + denominator.var() / b**2 - 2 * covariance / (a * b)
-        ) / num_samples
+        ) / len(norms)
         q_theory = theoretical_ratio(p, branch_scale(depth, case.stable))
         layers = np.arange(depth + 1)
         remaining = np.maximum(depth - layers, 1)
         growth = q ** (1.0 / remaining)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "scaling": case.scaling,
-                    "mode": case.mode,
-                    "budget": case.budget,
-                    "layer": layers,
-                    "survival": np.append(np.nan, p.numpy()),
-                    "q": q,
-                    "q_theory": q_theory,
-                    "growth": growth,
-                    "growth_theory": q_theory ** (1.0 / remaining),
-                    "growth_se": growth * np.sqrt(np.maximum(log_variance, 0.0)) / remaining,
-                }
-            ).iloc[:-1]
+        table = pd.DataFrame(
+            {
+                "scaling": "stable" if case.stable else "plain",
+                "mode": case.mode,
+                "budget": case.budget,
+                "layer": layers,
+                "survival": np.append(np.nan, p.numpy()),
+                "q": q,
+                "q_theory": q_theory,
+                "growth": growth,
+                "growth_theory": q_theory ** (1.0 / remaining),
+                "growth_se": growth * np.sqrt(np.maximum(log_variance, 0.0)) / remaining,
+            }
         )
+        frames.append(table.iloc[:-1])  # q_L = 1 by definition
     frame = pd.concat(frames, ignore_index=True)
     frame["relative_error"] = frame.growth / frame.growth_theory - 1.0
     return frame
@@ -165,7 +130,12 @@ def run(
     stable: Sequence[bool] = (False, True),
     seed: int = 0,
 ) -> Outcome:
-    cases = settings(modes, budgets, stable)
+    cases = [  # no stochastic depth (none) once per scaling, at b = 1
+        Setting(bool(is_stable), mode, float(budget))
+        for is_stable in stable
+        for mode in modes
+        for budget in ([1.0] if mode == "none" else budgets)
+    ]
     norms = sample_gradient_norms(
         cases, width, depth, input_dim, num_samples, masks_per_sample, seed
     )
@@ -203,8 +173,7 @@ def metrics(frame: pd.DataFrame) -> dict:
     for (scaling, mode, budget), rows in frame.groupby(["scaling", "mode", "budget"]):
         rows = rows.set_index("layer")
         key = f"gradient/{scaling}/{mode}/b{budget:g}"
-        out[f"{key}/q0"] = float(rows.q[0])
-        out[f"{key}/q0_theory"] = float(rows.q_theory[0])
+        out[f"{key}/q0"], out[f"{key}/q0_theory"] = float(rows.q[0]), float(rows.q_theory[0])
         for layer in PAPER_LAYERS:
             if layer in rows.index:
                 out[f"{key}/growth_l{layer}"] = float(rows.growth[layer])
@@ -220,20 +189,11 @@ def table1(frame: pd.DataFrame, budget: float, with_paper: bool) -> str:
             continue
         ours = at(frame, "plain", mode, budget)
         layers = [layer for layer in PAPER_LAYERS if layer in ours.index]
-        rows.append(
-            (mode, "ours")
-            + tuple(f"{ours.growth[i]:.3f} ({ours.growth_theory[i]:.3f})" for i in layers)
-        )
+        cells = [f"{ours.growth[i]:.3f} ({ours.growth_theory[i]:.3f})" for i in layers]
+        rows.append((mode, "ours", *cells))
         if with_paper:
-            empirical, theory = PAPER_TABLE1[mode]
-            rows.append(
-                (mode, "paper")
-                + tuple(
-                    f"{e:.3f} ({t:g})"
-                    for e, t, i in zip(empirical, theory, PAPER_LAYERS, strict=True)
-                    if i in layers
-                )
-            )
+            paper = [f"{e:.3f} ({t:g})" for e, t in zip(*PAPER_TABLE1[mode], strict=True)]
+            rows.append((mode, "paper", *(paper[PAPER_LAYERS.index(i)] for i in layers)))
     return markdown_table(["mode", "", *(f"l = {i}" for i in layers)], rows)
 
 
@@ -244,9 +204,7 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         f"1/sqrt(L) (Stable, eq. 3), from the p actually used. Cells: growth q_l^(1/(L-l)), "
         f"empirical (theoretical).",
     ]
-    for budget in budgets:
-        if not (frame.scaling == "plain").any():
-            break
+    for budget in budgets if (frame.scaling == "plain").any() else []:
         paper = budget == PAPER_BUDGET and depth == PAPER_DEPTH
         parts.append(
             f"**Plain ResNet, b = {budget:g}**{' (Table 1)' if paper else ''}\n\n"
@@ -254,19 +212,13 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
         )
     layers = ", ".join(map(str, checked_layers(depth)))
     checks = []
-    for (scaling, mode, budget), _ in frame.groupby(["scaling", "mode", "budget"]):
-        if scaling != "plain" or mode not in TOLERANCE:
-            continue
-        error = worst_error(frame, scaling, mode, budget)
-        checks.append(
-            (
-                mode,
-                f"{budget:g}",
-                f"{100 * error:.2f}%",
-                f"{100 * TOLERANCE[mode]:g}%",
-                check_mark(error <= TOLERANCE[mode]),
+    for (mode, budget), _ in frame[frame.scaling == "plain"].groupby(["mode", "budget"]):
+        if mode in TOLERANCE:
+            error, tolerance = worst_error(frame, "plain", mode, budget), TOLERANCE[mode]
+            checks.append(
+                f"{mode} | {budget:g} | {100 * error:.2f}% | {100 * tolerance:g}% | "
+                + check_mark(error <= tolerance)
             )
-        )
     if checks:
         parts.append(
             f"Largest |empirical / theory - 1| of the growth at l = {layers} "
@@ -274,14 +226,8 @@ def summary(frame: pd.DataFrame, depth: int, sizes: str) -> str:
             + markdown_table(["mode", "b", "error", "target", "within"], checks)
         )
     stable_rows = [
-        (
-            mode,
-            f"{budget:g}",
-            f"{rows.set_index('layer').q[0]:.4f}",
-            f"{rows.set_index('layer').q_theory[0]:.4f}",
-        )
-        for (scaling, mode, budget), rows in frame.groupby(["scaling", "mode", "budget"])
-        if scaling == "stable"
+        f"{mode} | {budget:g} | {rows.q.iloc[0]:.4f} | {rows.q_theory.iloc[0]:.4f}"
+        for (mode, budget), rows in frame[frame.scaling == "stable"].groupby(["mode", "budget"])
     ]
     if stable_rows:
         parts.append(
@@ -297,7 +243,10 @@ def linear_note(frame: pd.DataFrame, depth: int) -> str:
     """Why our linear row's theory differs from the paper's (REFERENCE.md, Table 1)."""
     ours = at(frame, "plain", "linear", PAPER_BUDGET).loc[list(PAPER_LAYERS)]
     empirical, theory = (np.array(row) for row in PAPER_TABLE1["linear"])
-    huang = theoretical_ratio(huang_linear(depth), 1.0)
+    # Huang et al.'s linear decay, parametrised by p_L = 2b - 1 (its mean is slightly below b)
+    p_last = 2 * PAPER_BUDGET - 1
+    huang_p = 1.0 - torch.arange(1, depth + 1, dtype=torch.float64) / depth * (1.0 - p_last)
+    huang = theoretical_ratio(huang_p, 1.0)
     huang_growth = [huang[i] ** (1 / (depth - i)) for i in PAPER_LAYERS]
     return (
         f"Linear mode: ours meets the budget exactly, p_L = 1 - 2L(1-b)/(L+1) = "
@@ -313,12 +262,6 @@ def linear_note(frame: pd.DataFrame, depth: int) -> str:
     )
 
 
-def huang_linear(depth: int) -> torch.Tensor:
-    """Huang et al.'s linear decay parametrised by p_L = 2b - 1 (mean slightly below b)."""
-    p_last = 2 * PAPER_BUDGET - 1
-    return 1.0 - torch.arange(1, depth + 1, dtype=torch.float64) / depth * (1.0 - p_last)
-
-
 def figure(frame: pd.DataFrame, depth: int):
     panels = list(frame[frame["mode"] != "none"].groupby(["scaling", "budget"]).groups)
     panels.sort(key=lambda key: (key[0] == "stable", key[1]))
@@ -330,21 +273,12 @@ def figure(frame: pd.DataFrame, depth: int):
             if rows.empty:
                 continue
             ax.plot(rows.index, rows.q, "o", ms=3, mfc="none", color=f"C{i}", label=mode)
-            ax.plot(
-                rows.index,
-                rows.q_theory,
-                "k--",
-                lw=0.8,
-                zorder=3,
-                label="theory (Prop. 1)" if i == 0 else None,
-            )
-        name = "stable ResNet" if scaling == "stable" else "standard ResNet"
-        ax.set(
-            xlabel="layer l",
-            ylabel=r"$\tilde q_l$",
-            yscale="linear" if scaling == "stable" else "log",
-            title=f"({letter}) $\\bar L/L$ = {budget:g}, {name}",
-        )
+            label = "theory (Prop. 1)" if i == 0 else None
+            ax.plot(rows.index, rows.q_theory, "k--", lw=0.8, zorder=3, label=label)
+        stable = scaling == "stable"
+        name = "stable ResNet" if stable else "standard ResNet"
+        ax.set(xlabel="layer l", ylabel=r"$\tilde q_l$", yscale="linear" if stable else "log")
+        ax.set_title(f"({letter}) $\\bar L/L$ = {budget:g}, {name}")
         ax.legend(fontsize=8)
     fig.suptitle(f"Gradient growth at initialisation, Vanilla ResNet{depth}", fontsize=10)
     fig.tight_layout()

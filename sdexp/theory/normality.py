@@ -1,16 +1,13 @@
 """Theorem 2, Figs. 4 and 5: stochastic depth mimics Gaussian noise injection at large depth.
 
 For a fixed input x, a neuron of the Stable ResNet (eq. 3) is, to first order, the average
-network's value plus gamma = (1/sqrt(L)) sum_l eta_l mu_l(x), eta_l = delta_l - p_l and
-mu_l = <z_l, grad_{y_l} G> (eq. 7): a sum of independent, unequally weighted terms. Theorem 2
-(Lindeberg's CLT) makes gamma Gaussian as L grows, provided the Lindeberg ratio
-max_k mu_k^2 / sum_l mu_l^2 goes to 0 (its second condition, Fig. 4).
+network's value plus gamma = (1/sqrt(L)) sum_l eta_l mu_l(x), eta_l = delta_l - p_l,
+mu_l = <z_l, grad_{y_l} G> (eq. 7). Theorem 2 (Lindeberg's CLT) makes gamma Gaussian as L grows,
+provided the Lindeberg ratio max_k mu_k^2 / sum_l mu_l^2 goes to 0 (its second condition, Fig. 4).
 
-Setup of Fig. 5: Stable Vanilla ResNet100, width 128, uniform mode b = 0.7, trained on the toy
-task. For each of a set of inputs, 200 masks give 200 values of a neuron; the Shapiro-Wilk test
-(scipy) gives one p-value per input: for the output neuron after every epoch (Fig. 5 left) and
-for one neuron of every layer y_l (Fig. 5 right). Networks of several depths are trained the same
-way for the Lindeberg ratio of the output neuron (mu_l = zeta_l, eq. 5) against depth and epoch.
+Fig. 5: for each input, masks give values of a neuron and the Shapiro-Wilk test one p-value: the
+output neuron after every epoch (left), one neuron of every layer y_l (right). Networks of several
+depths are trained the same way for the output neuron's Lindeberg ratio (mu_l = zeta_l, eq. 5).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from scipy.stats import shapiro
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
-from sdexp.models import ResidualNetwork, VanillaResNet
+from sdexp.models import ResidualNetwork
 from sdexp.run.console import counted
 from sdexp.theory.outcome import Outcome, check_mark, markdown_table
 from sdexp.theory.probes import (
@@ -36,7 +33,7 @@ from sdexp.theory.probes import (
     sample_masks,
     survival,
 )
-from sdexp.theory.toy import train_with_probe
+from sdexp.theory.toy import toy_resnet, train_with_probe
 
 LEVEL = 0.05  # the Shapiro-Wilk test's level in the summaries
 
@@ -94,7 +91,6 @@ def run(
     x, t = test.inputs[:num_inputs], test.targets[:num_inputs]
     generator = torch.Generator().manual_seed(seed)
     outputs, layers, ratios, losses = [], [], [], []
-
     for num_blocks in sorted(set(lindeberg_depths) | {depth}):
         p = survival(mode, budget, num_blocks)
 
@@ -119,13 +115,7 @@ def run(
                     )
 
         torch.manual_seed(seed)
-        model = VanillaResNet(
-            input_shape=dataset.input_shape,
-            num_outputs=1,
-            width=width,
-            depth=num_blocks,
-            stable=True,
-        )
+        model = toy_resnet(dataset.input_shape, width, num_blocks, stable=True)
         train_with_probe(model, mode, budget, dataset, epochs, optimizer, probe)
 
     output = pd.DataFrame(outputs).merge(pd.DataFrame(losses), on="epoch")
@@ -166,12 +156,10 @@ def lindeberg_medians(lindeberg: pd.DataFrame) -> pd.DataFrame:
 
 def metrics(tables: dict, depth: int, epochs: int) -> dict:
     output, layers = tables["normality_output"], tables["normality_layers"]
-    per_epoch = output.groupby("epoch").pvalue
+    normal = (output.pvalue > LEVEL).groupby(output.epoch).mean()
     out = {
-        "normality/output/min_median_pvalue": float(per_epoch.median().min()),
-        "normality/output/min_fraction_normal": float(
-            per_epoch.apply(lambda v: (v > LEVEL).mean()).min()
-        ),
+        "normality/output/min_median_pvalue": float(output.groupby("epoch").pvalue.median().min()),
+        "normality/output/min_fraction_normal": float(normal.min()),
     }
     for epoch in (0, epochs):
         found = normal_from(layers[layers.epoch == epoch])
@@ -193,12 +181,8 @@ def summary(tables: dict, depth: int, epochs: int, sizes: str) -> str:
     output_table = markdown_table(
         ["epoch", "loss (average net)", "median p-value", f"inputs with p > {LEVEL}"],
         [
-            (
-                e,
-                f"{per_epoch.loss[e]:.4f}",
-                f"{per_epoch['median'][e]:.3f}",
-                f"{100 * per_epoch.normal[e]:.0f}%",
-            )
+            f"{e} | {per_epoch.loss[e]:.4f} | {per_epoch['median'][e]:.3f} | "
+            f"{100 * per_epoch.normal[e]:.0f}%"
             for e in shown
         ],
     )
@@ -209,28 +193,17 @@ def summary(tables: dict, depth: int, epochs: int, sizes: str) -> str:
         index="layer", columns="epoch", values="pvalue", aggfunc=lambda v: (v > LEVEL).mean()
     )
     picks = [layer for layer in (1, 2, 5, 10, 20, 30, 50, depth) if layer in layer_medians.index]
+    cells = layer_medians.map("{:.3g}".format) + ", " + (100 * fractions).map("{:.0f}%".format)
     layer_table = markdown_table(
-        [
-            "layer",
-            *(f"epoch {e}: median p, inputs with p > {LEVEL}" for e in layer_medians.columns),
-        ],
-        [
-            (
-                layer,
-                *(
-                    f"{layer_medians.loc[layer, e]:.3g}, {100 * fractions.loc[layer, e]:.0f}%"
-                    for e in layer_medians.columns
-                ),
-            )
-            for layer in picks
-        ],
+        ["layer", *(f"epoch {e}: median p, inputs with p > {LEVEL}" for e in cells.columns)],
+        [(layer, *cells.loc[layer]) for layer in picks],
     )
     starts = {e: normal_from(layers[layers.epoch == e]) for e in layer_medians.columns}
     lindeberg = lindeberg_medians(tables["normality_lindeberg"])
     lindeberg_table = markdown_table(
         ["depth L", "1/L", "median ratio, init", f"after {counted(epochs, 'epoch')}"],
         [
-            (num_blocks, f"{1 / num_blocks:.4f}", f"{row[0]:.4f}", f"{row[epochs]:.4f}")
+            f"{num_blocks} | {1 / num_blocks:.4f} | {row[0]:.4f} | {row[epochs]:.4f}"
             for num_blocks, row in lindeberg.iterrows()
         ],
     )
@@ -267,60 +240,32 @@ def figure(tables: dict, depth: int, epochs: int, width: int, budget: float):
     (ax, bx, cx) = fig.subplots(1, 3)
     colors = colormaps["viridis"](np.linspace(0, 1, len(lindeberg.columns)))
     for color, epoch in zip(colors, lindeberg.columns, strict=True):
-        ax.plot(
-            lindeberg.index,
-            lindeberg[epoch],
-            "o-",
-            ms=3,
-            color=color,
-            lw=1,
-            label=f"epoch {epoch}" if epoch in (0, epochs) else None,
-        )
+        label = f"epoch {epoch}" if epoch in (0, epochs) else None
+        ax.plot(lindeberg.index, lindeberg[epoch], "o-", ms=3, color=color, lw=1, label=label)
     ax.plot(lindeberg.index, 1.0 / lindeberg.index, "k--", lw=1, label="1/L")
     ax.set_xscale("log")
     ax.set_xticks(lindeberg.index, labels=lindeberg.index, minor=False)
     ax.minorticks_off()
-    ax.set(
-        yscale="log",
-        xlabel="depth L",
-        ylabel=r"$\max_k \mu_k^2 / \sum_l \mu_l^2$",
-        title="(Fig. 4) Lindeberg ratio",
-    )
+    ax.set(yscale="log", xlabel="depth L", ylabel=r"$\max_k \mu_k^2 / \sum_l \mu_l^2$")
+    ax.set_title("(Fig. 4) Lindeberg ratio")
     ax.legend(fontsize=8)
-
     by_epoch = [group.pvalue.to_numpy() for _, group in output.groupby("epoch")]
     bx.boxplot(by_epoch, positions=sorted(output.epoch.unique()), widths=0.6, showfliers=False)
     bx.axhline(LEVEL, color="r", ls=":", lw=1)
-    bx.set(
-        xlabel="epoch",
-        ylabel="Shapiro-Wilk p-value",
-        ylim=(0, 1),
-        title=f"(Fig. 5 left) output neuron, ResNet{depth}",
-    )
+    pvalue_axis = {"ylabel": "Shapiro-Wilk p-value", "ylim": (0, 1)}
+    bx.set(xlabel="epoch", title=f"(Fig. 5 left) output neuron, ResNet{depth}", **pvalue_axis)
     step = max(1, epochs // 10)
     bx.set_xticks(range(0, epochs + 1, step), labels=range(0, epochs + 1, step))
-
     for epoch, color in ((0, "C1"), (epochs, "C0")):
         quantiles = layers[layers.epoch == epoch].groupby("layer").pvalue.quantile([0.1, 0.5, 0.9])
-        band = quantiles.unstack()
+        band, label = quantiles.unstack(), f"epoch {epoch}: median, 10-90% of inputs"
         cx.fill_between(band.index, band[0.1], band[0.9], color=color, alpha=0.2, lw=0)
-        cx.plot(
-            band.index,
-            band[0.5],
-            color=color,
-            lw=1.2,
-            label=f"epoch {epoch}: median, 10-90% of inputs",
-        )
+        cx.plot(band.index, band[0.5], color=color, lw=1.2, label=label)
     cx.legend(fontsize=8, loc="upper left")
     cx.axhline(LEVEL, color="r", ls=":", lw=1)
     step = max(1, depth // 10)
     cx.set_xticks(range(step, depth + 1, step), labels=range(step, depth + 1, step))
-    cx.set(
-        xlabel="layer l",
-        ylabel="Shapiro-Wilk p-value",
-        ylim=(0, 1),
-        title="(Fig. 5 right) one neuron per layer",
-    )
+    cx.set(xlabel="layer l", title="(Fig. 5 right) one neuron per layer", **pvalue_axis)
     fig.suptitle(f"Stable Vanilla ResNet, width {width}, uniform b = {budget}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -56,10 +56,12 @@ class Outcome:
         logger.save()
 
 
-def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub markdown table; cells are printed with ``str``, so format numbers first."""
+def markdown_table(columns: Sequence[str] | str, rows: Iterable[Sequence[object] | str]) -> str:
+    """A GitHub markdown table; cells are printed with ``str``, so format numbers first. The header
+    or a row may be one string, its cells already joined by " | "."""
+    columns = columns.split(" | ") if isinstance(columns, str) else columns
     lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    lines += [f"| {row if isinstance(row, str) else ' | '.join(map(str, row))} |" for row in rows]
     return "\n".join(lines)
 
 

@@ -1,13 +1,9 @@
 """Probes of a residual network with one stochastic-depth mask per row.
 
-The gate (``sdexp.gate``) shares one mask across a batch, as training does. The theory checks need
-many masks at once: each row of a batch here carries its own branch multipliers m_l = delta_l * s,
-and the model's own blocks are driven with them (``block(y, m)`` computes y + m * Psi_l(y), eq. 1
-with s = 1 or eq. 3 with s = 1/sqrt(L)). Nothing here re-implements a network.
-
-- ``hidden_layers``: y_0, ..., y_L for every row (Prop. 1, Theorem 2).
-- ``information_discrepancy``: zeta_l = J_l z_l (eq. 5) for every input and layer at once.
-- ``layer_regularizers``: g_l(W) = (2/n) sum_i ||zeta_l(x_i)||^2, the quadratic loss's g_l (eq. 6).
+The gate (``sdexp.gate``) shares one mask across a batch, as training does; the theory checks need
+many masks at once, so each row here carries its own branch multipliers m_l = delta_l * s and drives
+the model's own blocks (``block(y, m)`` = y + m * Psi_l(y), eq. 1 with s = 1 or eq. 3 with
+s = 1/sqrt(L)). Nothing here re-implements a network.
 """
 
 from __future__ import annotations
@@ -32,11 +28,8 @@ def sample_masks(survival: Tensor, num: int, generator: torch.Generator) -> Tens
 
 
 def hidden_layers(model: ResidualNetwork, x: Tensor, multipliers: Tensor) -> Iterator[Tensor]:
-    """y_0, y_1, ..., y_L, block l weighted by ``multipliers[:, l - 1]`` (one mask per row).
-
-    x: (R, ...) inputs; multipliers: (R, L), the branch weights delta_l * s. A generator, so that a
-    caller keeps only what it needs of a deep network run on many rows.
-    """
+    """y_0, y_1, ..., y_L (Prop. 1, Theorem 2), block l weighted by ``multipliers[:, l - 1]``
+    (R, L): delta_l * s, one mask per row). A generator: a caller keeps only what it needs."""
     y = model.stem(x)
     yield y
     for block, m in zip(model.blocks, multipliers.to(y.dtype).unbind(-1), strict=True):
@@ -55,10 +48,9 @@ def information_discrepancy(
 ) -> Tensor:
     """zeta_l(x) = J_l(x) z_l(x) (eq. 5), shape (n, L, o), at the mask ``delta`` (default 1).
 
-    J_l is the Jacobian of y_out with respect to y_l and z_l = Psi_l(y_{l-1}) the branch's output,
-    so d y_out / d delta_l = s J_l z_l: the output's change when block l is removed, to first
-    order. One backward pass per output coordinate, through a per-row delta, gives every layer
-    and every input at once. ``scale``: s (default: the model's own, 1/sqrt(L) if stable).
+    J_l = d y_out / d y_l and z_l = Psi_l(y_{l-1}), so d y_out / d delta_l = s J_l z_l: one backward
+    pass per output coordinate through a per-row delta gives every layer and input at once.
+    ``scale``: s (default: the model's own, 1/sqrt(L) if stable).
     """
     scale = model.gate.scale if scale is None else scale
     n, num_blocks = len(x), model.num_blocks
@@ -79,12 +71,9 @@ def layer_regularizers(zeta: Tensor) -> Tensor:
 
 
 def gradient_norms(model: ResidualNetwork, x: Tensor, multipliers: Tensor) -> Tensor:
-    """||grad_{y_l} loss||^2 for l = 0..L and every row, shape (R, L + 1) (Prop. 1).
-
-    The loss is the network's output itself, l(y_out) = sum(y_out): Prop. 1 holds for any
-    differentiable loss, and this one starts every backward pass at the same vector, so the ratios
-    q_l measure the backward pass alone.
-    """
+    """||grad_{y_l} loss||^2 for l = 0..L and every row, shape (R, L + 1) (Prop. 1), with
+    loss = sum(y_out): Prop. 1 holds for any differentiable loss, and this one starts every backward
+    pass at the same vector, so the ratios q_l measure the backward pass alone."""
     with torch.enable_grad():
         ys = list(hidden_layers(model, x.detach().requires_grad_(True), multipliers))
         grads = torch.autograd.grad(model.head(ys[-1]).sum(), ys)

@@ -1,22 +1,13 @@
 """Theorem 1, Fig. 3 and eq. 6: the explicit regularization of stochastic depth.
 
-With the quadratic loss, eq. 6 reads
-
-    E_delta[loss(W; delta)] ~ loss(W; p) + 1/(2L) sum_l p_l (1 - p_l) g_l(W),
-
-g_l(W) = (2/n) sum_i ||zeta_l(x_i)||^2, zeta_l = J_l z_l (eq. 5): loss(W; p) is the average
-network's loss, and the penalty is largest at p_l = 1/2. Theorem 1: at He initialisation
-E_W[g_l] is the same for every layer l, so that at a fixed budget the uniform mode maximises the
-expected penalty. Under the same signal-propagation assumptions (Assumption 1) the common value
-is E_W[g_l] = 8 (1 + s^2)^(L-1) ||x||^2 / d for a one-output network (||y_0||^2 = 2N ||x||^2 / d,
-both ||z_l||^2 and ||J_l||^2 grow by (1 + s^2) per layer, and zeta_l is their inner product).
-
-Two checks:
-- ``theorem1``: g_l(W) for fresh weight draws of a Vanilla ResNet (Fig. 3: L = 50, width 512).
-- ``eq6``: on the toy task with a Stable Vanilla ResNet, E_delta[loss] - loss(average network)
-  by Monte Carlo over masks against 1/(2L) sum p_l (1 - p_l) g_l, for several budgets and modes.
-  The expansion is around delta = 1, as in the paper; footnote 2's expansion around delta = p
-  (g_l evaluated at the average network) is shown beside it.
+With the quadratic loss, eq. 6 reads E_delta[loss(W; delta)] ~ loss(W; p) + 1/(2L) sum_l
+p_l (1 - p_l) g_l(W), g_l(W) = (2/n) sum_i ||zeta_l(x_i)||^2, zeta_l = J_l z_l (eq. 5), loss(W; p)
+the average network's loss. Theorem 1: at He initialisation E_W[g_l] is the same for every layer,
+so at a fixed budget the uniform mode maximises the expected penalty. Under Assumption 1 the
+common value is E_W[g_l] = 8 (1 + s^2)^(L-1) ||x||^2 / d for one output (||y_0||^2 = 2N ||x||^2 / d,
+||z_l||^2 and ||J_l||^2 grow by (1 + s^2) per layer, and zeta_l is their inner product).
+``regularizer_draws`` checks Theorem 1 (Fig. 3: L = 50, width 512), ``eq6_check`` eq. 6 on the toy
+task, expanded around delta = 1 as in the paper and around delta = p (footnote 2) beside it.
 """
 
 from __future__ import annotations
@@ -31,7 +22,7 @@ from torch import Tensor
 
 from sdexp.data import ToyDataModule
 from sdexp.gate import branch_scale
-from sdexp.models import ResidualNetwork, VanillaResNet
+from sdexp.models import ResidualNetwork
 from sdexp.theory.outcome import Outcome, markdown_table
 from sdexp.theory.probes import (
     information_discrepancy,
@@ -40,16 +31,13 @@ from sdexp.theory.probes import (
     sample_masks,
     survival,
 )
-from sdexp.theory.toy import toy_data, train_with_probe
+from sdexp.theory.toy import toy_data, toy_resnet, train_with_probe
 
 
 def theoretical_regularizer(depth: int, stable: bool, x: Tensor) -> float:
     """E_W[g_l] = 8 (1 + s^2)^(L-1) E||x||^2 / d at He init (one output; see module doc)."""
     s2 = branch_scale(depth, stable) ** 2
     return 8.0 * (1.0 + s2) ** (depth - 1) * float(x.double().pow(2).sum(1).mean()) / x.shape[1]
-
-
-# --- Theorem 1 and Fig. 3 ----------------------------------------------------------------------
 
 
 def regularizer_draws(
@@ -67,9 +55,7 @@ def regularizer_draws(
     torch.manual_seed(seed)
     rows = []
     for draw in range(num_weights):
-        model = VanillaResNet(
-            input_shape=(input_dim,), num_outputs=1, width=width, depth=depth, stable=stable
-        )
+        model = toy_resnet((input_dim,), width, depth, stable)
         g = layer_regularizers(information_discrepancy(model, x))
         rows.append(pd.DataFrame({"draw": draw, "layer": np.arange(1, depth + 1), "g": g}))
     return pd.concat(rows, ignore_index=True), theoretical_regularizer(depth, stable, x)
@@ -91,8 +77,6 @@ def flatness(draws: pd.DataFrame) -> dict[str, float]:
     }
 
 
-# --- eq. 6 ---------------------------------------------------------------------------------------
-
 HIGH_BUDGET = 0.9  # "high budget" in the summaries and tests
 
 
@@ -104,14 +88,13 @@ def loss_gap(
     num_masks: int,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """E_delta[loss] - loss(average network) by Monte Carlo, split into its two parts.
+    """E_delta[loss] - loss(average network) by Monte Carlo (``num_masks`` masks per input), its
+    standard error, its curvature part and the penalty with g_l at p.
 
     With the quadratic loss, gap = Var_delta[y_out] + (E y - y_p)(E y + y_p - 2t) (y_p: the
-    average network's output). The first part is what eq. 6's penalty models; the second, the
-    network's curvature in delta times the residual, is the Gamma term dropped after eq. 5. Each
-    input gets ``num_masks`` masks of its own. The control variate a . (delta - p), with
-    a = d y_out / d delta at p (zero mean), removes the first-order noise from both estimates.
-    Returns the gap, its standard error, the curvature part and the penalty with g_l at p.
+    average network's output): eq. 6's penalty models the first part; the second, the curvature
+    in delta times the residual, is the Gamma term dropped after eq. 5. The control variate
+    a . (delta - p), a = d y_out / d delta at p (zero mean), removes the first-order noise.
     """
     n, num_blocks, scale = len(x), len(p), model.gate.scale
     p = p.to(x.dtype)
@@ -157,9 +140,7 @@ def eq6_check(
     x, t = train.inputs[:num_inputs], train.targets[:num_inputs]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = VanillaResNet(
-        input_shape=dataset.input_shape, num_outputs=1, width=width, depth=depth, stable=True
-    )
+    model = toy_resnet(dataset.input_shape, width, depth, stable=True)
     rows = []
 
     def probe(epoch: int, model: ResidualNetwork) -> None:
@@ -171,9 +152,7 @@ def eq6_check(
                 p = survival(mode, budget, depth)
                 penalty = float((p * (1.0 - p) * g_one).sum()) / (2 * depth)
                 parts = loss_gap(model, x, t, p, num_masks, generator)
-                rows.append(
-                    {"epoch": epoch, "mode": mode, "budget": budget, "penalty": penalty, **parts}
-                )
+                rows.append(dict(epoch=epoch, mode=mode, budget=budget, penalty=penalty, **parts))
 
     train_with_probe(model, train_mode, train_budget, dataset, max(epochs), optimizer, probe)
     frame = pd.DataFrame(rows)
@@ -181,9 +160,6 @@ def eq6_check(
     frame["relative_error"] = frame.penalty / frame.gap - 1.0
     frame["relative_error_at_p"] = frame.penalty_at_p / frame.variance_part - 1.0
     return frame
-
-
-# --- the experiment ----------------------------------------------------------------------------
 
 
 def run(theorem1: dict, eq6: dict, seed: int = 0) -> Outcome:
@@ -207,43 +183,21 @@ def metrics(flat: dict, theory: float, gaps: pd.DataFrame) -> dict:
     out["regularizer/theorem1/theory"] = theory
     for row in gaps.itertuples():
         key = f"regularizer/eq6/epoch{row.epoch}/{row.mode}/b{row.budget:g}"
-        out |= {
-            f"{key}/gap": row.gap,
-            f"{key}/penalty": row.penalty,
-            f"{key}/relative_error": row.relative_error,
-        }
+        for name in ("gap", "penalty", "relative_error"):
+            out[f"{key}/{name}"] = getattr(row, name)
     return out
 
 
 def eq6_table(gaps: pd.DataFrame) -> str:
     rows = [
-        (
-            row.mode,
-            f"{row.budget:g}",
-            f"{row.average_network_loss:.4f}",
-            f"{row.gap:.4g} ± {row.gap_se:.2g}",
-            f"{row.penalty:.4g}",
-            f"{100 * row.relative_error:+.1f}%",
-            f"{row.variance_part:.4g}",
-            f"{row.curvature_part:+.3g}",
-            f"{row.penalty_at_p:.4g}",
-            f"{100 * row.relative_error_at_p:+.1f}%",
-        )
-        for row in gaps.itertuples()
+        f"{r.mode} | {r.budget:g} | {r.average_network_loss:.4f} | {r.gap:.4g} ± {r.gap_se:.2g} | "
+        f"{r.penalty:.4g} | {100 * r.relative_error:+.1f}% | {r.variance_part:.4g} | "
+        f"{r.curvature_part:+.3g} | {r.penalty_at_p:.4g} | {100 * r.relative_error_at_p:+.1f}%"
+        for r in gaps.itertuples()
     ]
     return markdown_table(
-        [
-            "mode",
-            "b",
-            "loss(avg net)",
-            "gap (MC)",
-            "eq. 6 penalty",
-            "error",
-            "Var_delta y",
-            "curvature part",
-            "penalty at p",
-            "error vs Var",
-        ],
+        "mode | b | loss(avg net) | gap (MC) | eq. 6 penalty | error | Var_delta y | "
+        "curvature part | penalty at p | error vs Var",
         rows,
     )
 
@@ -257,20 +211,16 @@ def summary(draws, theory, flat, gaps, theorem1_sizes, eq6_sizes) -> str:
         for epoch, rows in gaps.groupby("epoch")
     )
     deviation = 100 * (flat["mean"] / theory - 1)
+    at_layers = ", ".join(f"{means.iloc[i]:.4g}" for i in (0, len(means) // 2 - 1, -1))
     flat_table = markdown_table(
         ["", "ours"],
         [
-            ("mean over layers of E_W[g_l]", f"{flat['mean']:.4g} ({deviation:+.1f}% vs theory)"),
-            (
-                "E_W[g_l] at l = 1, L/2, L",
-                ", ".join(f"{means.iloc[i]:.4g}" for i in (0, len(means) // 2 - 1, -1)),
-            ),
-            ("largest / smallest layer mean", f"{flat['max_over_min']:.3f}"),
-            ("spread of the layer means (CV)", f"{flat['cv_across_layers']:.3f}"),
-            (
-                "deeper half / shallower half",
-                f"{flat['deep_over_shallow']:.3f} ± {flat['deep_over_shallow_se']:.3f}",
-            ),
+            f"mean over layers of E_W[g_l] | {flat['mean']:.4g} ({deviation:+.1f}% vs theory)",
+            f"E_W[g_l] at l = 1, L/2, L | {at_layers}",
+            f"largest / smallest layer mean | {flat['max_over_min']:.3f}",
+            f"spread of the layer means (CV) | {flat['cv_across_layers']:.3f}",
+            "deeper half / shallower half | "
+            f"{flat['deep_over_shallow']:.3f} ± {flat['deep_over_shallow_se']:.3f}",
         ],
     )
     return f"""
@@ -320,60 +270,31 @@ def state(epoch: int) -> str:
 def figure(draws, theory, gaps, theorem1_sizes):
     states = sorted(gaps.epoch.unique())
     fig = Figure(figsize=(6 + 4 * len(states), 3.8))
-    axes = fig.subplots(
-        1,
-        1 + len(states),
-        gridspec_kw={"width_ratios": [3] + [2] * len(states)},
-    )
+    axes = fig.subplots(1, 1 + len(states), gridspec_kw={"width_ratios": [3] + [2] * len(states)})
     ax = axes[0]
     per_layer = [group.g.to_numpy() for _, group in draws.groupby("layer")]
     layers = np.arange(1, len(per_layer) + 1)
     ax.boxplot(
         per_layer, positions=layers, widths=0.6, showfliers=False, medianprops={"color": "C0"}
     )
-    ax.plot(
-        layers,
-        [values.mean() for values in per_layer],
-        "o",
-        color="C1",
-        ms=3,
-        label=r"mean over weights, $E_W[g_l]$",
-    )
+    means, label = [values.mean() for values in per_layer], r"mean over weights, $E_W[g_l]$"
+    ax.plot(layers, means, "o", color="C1", ms=3, label=label)
     ax.axhline(theory, color="k", ls="--", lw=1, label="theory (Theorem 1)")
     step = max(1, len(layers) // 10)
     ax.set_xticks(layers[::step], labels=layers[::step])
-    ax.set(
-        xlabel="layer l",
-        ylabel=r"$g_l(W)$",
-        title=f"(Fig. 3) $g_l(W)$ at init, Vanilla ResNet{theorem1_sizes['depth']}, "
-        f"width {theorem1_sizes['width']}",
-    )
+    ax.set(xlabel="layer l", ylabel=r"$g_l(W)$")
+    depth, width = theorem1_sizes["depth"], theorem1_sizes["width"]
+    ax.set_title(f"(Fig. 3) $g_l(W)$ at init, Vanilla ResNet{depth}, width {width}")
     ax.legend(fontsize=8)
     for bx, epoch in zip(axes[1:], states, strict=True):
         for i, (mode, rows) in enumerate(gaps[gaps.epoch == epoch].groupby("mode", sort=False)):
-            bx.errorbar(
-                rows.budget,
-                rows.gap,
-                yerr=2 * rows.gap_se,
-                fmt="o",
-                ms=4,
-                color=f"C{i}",
-                capsize=2,
-                label=f"{mode}: MC gap",
-            )
-            bx.plot(rows.budget, rows.penalty, "-", color=f"C{i}", label=f"{mode}: eq. 6")
-            bx.plot(
-                rows.budget,
-                rows.penalty_at_p,
-                ":",
-                color=f"C{i}",
-                label=f"{mode}: eq. 6, $g_l$ at p",
-            )
-        bx.set(
-            xlabel=r"budget $\bar L / L$",
-            ylabel=r"$E_\delta$[loss] - loss(average net)",
-            title=f"Eq. 6, {state(epoch)}",
-        )
+            b, color = rows.budget, f"C{i}"
+            yerr, label = 2 * rows.gap_se, f"{mode}: MC gap"
+            bx.errorbar(b, rows.gap, yerr=yerr, fmt="o", ms=4, color=color, capsize=2, label=label)
+            bx.plot(b, rows.penalty, "-", color=color, label=f"{mode}: eq. 6")
+            bx.plot(b, rows.penalty_at_p, ":", color=color, label=f"{mode}: eq. 6, $g_l$ at p")
+        bx.set(xlabel=r"budget $\bar L / L$", ylabel=r"$E_\delta$[loss] - loss(average net)")
+        bx.set_title(f"Eq. 6, {state(epoch)}")
         bx.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -25,25 +25,19 @@ from sdexp.tracking.wandb_access import finish
 log = logging.getLogger("sdexp")
 
 
-#: Integer options of an experiment that may be 0: seeds, indices, epochs. Every other one is a size
-#: or a count: at least 1.
-MAY_BE_ZERO = ("seed", "neuron", "epochs")  # epochs: the weight states, 0 at initialisation
-
-#: The modes whose survival probabilities a formula gives (``probes.survival``): SenseMode's need
-#: a network's sensitivities, which the experiments do not measure.
+#: Integer options that may be 0 (epochs: the weight states, 0 at init); all others are at least 1.
+MAY_BE_ZERO = ("seed", "neuron", "epochs")
+#: The modes whose p a formula gives (``probes.survival``): SenseMode needs sensitivities.
 FORMULA_MODES = ("none", "uniform", "linear")
-
 #: Options that name survival modes, and the modes each may name (``train_mode`` trains with it).
 MODE_OPTIONS = {"mode": FORMULA_MODES, "modes": FORMULA_MODES, "train_mode": tuple(MODES)}
-
 #: Options that hold budgets, in (0, 1] (``sdexp.survival.check_budget``).
 BUDGET_OPTIONS = ("budget", "budgets", "train_budget")
 
 
 def leaves(values: dict, path: str):
-    """``(option, value)`` for every value of an experiment's options, in its own nested options
-    (``theorem1.width``) and lists (``lindeberg_depths``, each item), not in the objects it
-    builds (a ``_target_`` node checks its own)."""
+    """``(option, value)`` for every value of an experiment's options, nested (``theorem1.width``)
+    and in lists, not in the objects it builds (a ``_target_`` node checks its own)."""
     for key, value in values.items():
         option = f"{path}.{key}"
         if isinstance(value, dict):
@@ -71,20 +65,15 @@ def check_leaf(option: str, value) -> None:
             raise ConfigError(option, f"an integer, at least {low}, got {value}")
 
 
-def check_experiment(cfg: DictConfig) -> None:
-    """The experiment's options by type (its function's signature) and range (``check_leaf``):
-    a ConfigError naming a bad one (one line, exit status 2) before anything runs."""
-    values = OmegaConf.to_container(cfg.experiment, resolve=True)
-    check_target(values, "experiment")
-    for option, value in leaves(values, "experiment"):
-        check_leaf(option, value)
-
-
 def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
-    check_experiment(cfg)
+    # the options by type (the signature) and range: a ConfigError (one line, exit 2) before a run
+    values = OmegaConf.to_container(cfg.experiment, resolve=True)
+    check_target(values, "experiment")
+    for option, value in leaves(values, "experiment"):
+        check_leaf(option, value)
     keep_hydra_record(Path(cfg.output_dir), cfg)
     console.open_run_log()
     console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own
@@ -99,8 +88,7 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     outcome.metrics["wall_time_s"] = seconds
     outcome.summary += (
         f"\n\nWall time: {seconds:.1f} s on {platform.machine()} with "
-        f"{torch.get_num_threads()} torch thread(s), "
-        f"`python -m sdexp.theory {command}`.\n"
+        f"{torch.get_num_threads()} torch thread(s), `python -m sdexp.theory {command}`.\n"
     )
     files = outcome.write(Path(cfg.output_dir))
     names = ", ".join(sorted(path.name for path in files.values()))

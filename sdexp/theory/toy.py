@@ -1,9 +1,7 @@
 """The toy regression of Sec. 6 for the theory checks: its data, and a short training run.
 
-``train_with_probe`` trains a network with stochastic depth through the project's own
-LightningModule (``sdexp.run.module``: survival from the mode at the budget, one mask per step) and
-calls a probe at initialisation and after every epoch, for the quantities the paper follows
-through training (eq. 6, Theorem 2, Figs. 4 and 5).
+``train_with_probe`` trains through the project's own LightningModule (``sdexp.run.module``) and
+calls a probe at initialisation and after every epoch (eq. 6, Theorem 2, Figs. 4 and 5).
 """
 
 from __future__ import annotations
@@ -11,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LambdaCallback
 from torch import Tensor
 
 from sdexp.data import ToyDataModule
-from sdexp.models import ResidualNetwork
+from sdexp.models import ResidualNetwork, VanillaResNet
 from sdexp.run.module import LightningData, StochasticDepthModule
 from sdexp.survival import MODES
-
-Probe = Callable[[int, ResidualNetwork], None]  # (epoch, model)
 
 
 def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -28,17 +25,9 @@ def toy_data(num_inputs: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     return data.splits["train"].inputs, data.splits["train"].targets
 
 
-class EpochProbe(pl.Callback):
-    """Calls ``probe(epoch, model)`` before training (epoch 0) and after each epoch."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-
-    def on_train_start(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        self.probe(0, module.model)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: StochasticDepthModule) -> None:
-        self.probe(trainer.current_epoch + 1, module.model)
+def toy_resnet(input_shape: tuple[int], width: int, depth: int, stable: bool) -> VanillaResNet:
+    """A one-output Vanilla ResNet, He-initialised from torch's global generator."""
+    return VanillaResNet(input_shape, num_outputs=1, width=width, depth=depth, stable=stable)
 
 
 def train_with_probe(
@@ -48,7 +37,7 @@ def train_with_probe(
     datamodule: ToyDataModule,
     epochs: int,
     optimizer: Callable,
-    probe: Probe,
+    probe: Callable[[int, ResidualNetwork], None],  # (epoch, model)
 ) -> None:
     """Train ``model`` on the toy task with stochastic depth (``mode`` at ``budget``) for
     ``epochs`` epochs, without validation, checkpoints or logger; ``probe`` sees every epoch
@@ -74,6 +63,11 @@ def train_with_probe(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        callbacks=[EpochProbe(probe)],
+        callbacks=[
+            LambdaCallback(
+                on_train_start=lambda _, module: probe(0, module.model),  # epoch 0: at init
+                on_train_epoch_end=lambda run, module: probe(run.current_epoch + 1, module.model),
+            )
+        ],
     )
     trainer.fit(module, datamodule=LightningData(datamodule))

@@ -1,18 +1,9 @@
-"""``sdexp-dashboard``: what a sweep gives Weights & Biases beyond its runs' own logs.
+"""``sdexp-dashboard``: the W&B Report of one sweep group (``--dry-run``: its specification,
+without a server), or the files ``sdexp-table`` wrote into DIR as one W&B run of the group (W&B
+belongs here: ``sdexp-table`` only writes files).
 
-    sdexp-dashboard --entity E --project P --group table2_cifar10
-    sdexp-dashboard --entity E --project P --group smoke --metric mse --dry-run spec.json
+    sdexp-dashboard --entity E --project P --group table2_cifar10 [--metric mse] [--dry-run S.json]
     sdexp-dashboard --project P --group table2_cifar10 --tables outputs/tables
-
-- the W&B Report of one sweep group (``sdexp.tracking.report``): Table 2 and the curves behind
-  it, from the runs of the group; ``--dry-run`` writes its specification (each panel and run
-  set, the keys it reads) instead of saving it, without a server;
-- ``--tables DIR``: the files ``sdexp-table`` wrote into DIR (the tables, their plots, the
-  verdicts and the cost) as one W&B run of the group (job type ``aggregate``), offline without
-  credentials or a server that answers, as training logs (``sdexp.tracking.wandb_access``).
-
-W&B belongs here: ``sdexp-table`` only writes files. Without credentials or a server that
-answers, saving the report says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -37,22 +28,16 @@ PLOTS = ("table2_*.png", "paired_*.png")
 
 
 def log_tables(folder: Path, project: str, group: str, entity: str | None = None) -> None:
-    """``sdexp-table``'s files in ``folder`` as one W&B run (job type aggregate) in ``group``:
-    its tables, plots and verdicts. Offline without credentials or a server that answers; a
-    warning and nothing logged if W&B cannot start at all (``with_fallback``)."""
+    """``sdexp-table``'s files in ``folder`` (tables, plots, verdicts) as one W&B run of
+    ``group``; offline, or nothing and a warning, as a training run's W&B (``with_fallback``)."""
     import pandas as pd
     import wandb
 
+    run_of = dict(entity=entity, project=project, group=group, job_type="aggregate", name="table2")
+
     def start(mode: str):
         return wandb.init(
-            entity=entity,
-            project=project,
-            group=group,
-            job_type="aggregate",
-            name="table2",
-            mode=mode,
-            dir=str(folder),
-            settings=wandb.Settings(silent=True),
+            **run_of, mode=mode, dir=str(folder), settings=wandb.Settings(silent=True)
         )
 
     run = with_fallback(start)
@@ -70,12 +55,8 @@ def log_tables(folder: Path, project: str, group: str, entity: str | None = None
     run.summary["verdict/markdown"] = (folder / "verdict.md").read_text()
     where = Path(run.dir).parent
     run.finish()
-    shown = (
-        f"offline to {where} (upload: wandb sync {shlex.quote(str(where))})"
-        if run.offline
-        else run.url
-    )
-    print(f"W&B: logged the tables, plots and verdicts {shown}")
+    shown = f"offline to {where} (upload: wandb sync {shlex.quote(str(where))})"
+    print(f"W&B: logged the tables, plots and verdicts {shown if run.offline else run.url}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

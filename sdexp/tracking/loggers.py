@@ -1,17 +1,8 @@
 """Experiment loggers: Weights & Biases that never prompts and never decides a run's fate.
 
-A run's W&B logger starts at once, through ``sdexp.tracking.wandb_access.with_fallback``: online
-when credentials exist and the server answers, else offline (``wandb sync`` uploads it later), else
-none. A resumed run does not log again the steps the W&B run already holds
-(``ResumableWandbLogger``), and at its end a run gives W&B its result (``log_result``: the
-summary and history row of ``sdexp.results.RunResult``), asks where it logged (``where``) and ends
-it (``finish``): the run knows these three methods (``sdexp.run.training.ResultLogger``), not
-this module.
-
-Every call into W&B after the start is guarded (``ResumableWandbLogger.safely``): a W&B that
-fails mid-run (a server that errors, wandb's service gone: SLURM signals every process of a
-job, the service too) is one warning, and the run goes on without it; its status is its
-training's, its results in ``results.json``.
+A run's W&B logger starts at once (online, else offline, else none). Every call into W&B after
+the start is guarded (``ResumableWandbLogger.safely``): a W&B that fails mid-run (a server error,
+wandb's service gone: SLURM signals every process of a job) is one warning, and the run goes on.
 """
 
 from __future__ import annotations
@@ -25,27 +16,15 @@ from pathlib import Path
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from sdexp.tracking.wandb_access import (
-    WandbMode,
-    finish,
-    offline_summary,
-    one_line,
-    with_fallback,
-)
+from sdexp.tracking.wandb_access import WandbMode, finish, offline_summary, one_line, with_fallback
 
 log = logging.getLogger(__name__)
 
 
 class ResumableWandbLogger(WandbLogger):
-    """A WandbLogger whose history continues from the last step the W&B run already holds.
-
-    A run killed or preempted mid-epoch resumes from the checkpoint of its last finished epoch
-    and computes the steps after it again, with the same values (masks and data order are
-    seeded). Whatever of those steps the W&B run received before the interruption is not
-    logged a second time; what it never received (an offline run killed before wandb wrote it)
-    is logged now. The run's last step comes from wandb itself: the resumed online run's
-    summary, or the summaries of this directory's earlier offline runs of the same id.
-    """
+    """A WandbLogger whose history continues from the last step the W&B run already holds: a
+    resumed run computes the steps after its last checkpoint again, with the same values; those
+    W&B received (per the online run's summary, or the offline runs') are not logged twice."""
 
     STEP = "trainer/global_step"  # Lightning's step metric in W&B
     LAYERS = ("survival", "sensitivity", "sensitivity_se")  # per layer (sdexp.run.module)
@@ -60,8 +39,7 @@ class ResumableWandbLogger(WandbLogger):
 
     def safely(self, what: str, call, *args, **kwargs):
         """``call(*args, **kwargs)``, a call into W&B; if it fails, one warning, and W&B is not
-        asked again for this run (a server or service that failed once fails again, each time
-        after its timeouts)."""
+        asked again for this run (it would fail again, each time after its timeouts)."""
         if self.lost is not None:
             return None
         try:
@@ -91,14 +69,12 @@ class ResumableWandbLogger(WandbLogger):
     def _log_new_metrics(self, metrics: Mapping[str, float], step: int | None) -> None:
         if self._held is None:
             self._held = self.held_step()
-        if step is not None and step <= self._held:
-            return
-        super().log_metrics(metrics, step)
+        if step is None or step > self._held:
+            super().log_metrics(metrics, step)
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
-        """The config (W&B's config); each per-layer quantity in it (``LAYERS``) also as a line
-        chart against the layer index."""
+        """The config; each per-layer quantity in it (``LAYERS``) also as a chart per layer."""
         self.safely("log the config", super().log_hyperparams, params)
         for name in self.LAYERS:
             if isinstance(params, dict) and isinstance(params.get(name), list):
@@ -107,16 +83,14 @@ class ResumableWandbLogger(WandbLogger):
     def log_layers(self, name: str, values: Sequence[float]) -> None:
         import wandb
 
-        table = wandb.Table(
-            columns=["layer", name], data=[[i + 1, v] for i, v in enumerate(values)]
-        )
+        data = [[i + 1, v] for i, v in enumerate(values)]
+        table = wandb.Table(columns=["layer", name], data=data)
         self.experiment.log({f"layers/{name}": wandb.plot.line(table, "layer", name, title=name)})
 
     @rank_zero_only
     def log_result(self, summary: Mapping, row: Mapping | None = None) -> None:
-        """A run's result for W&B dashboards: ``summary`` (what runs are filtered and grouped by)
-        in the run's summary, and ``row`` as one history row, since a line plot's x-axis (the
-        budget, for ``sdexp.tracking.dashboard``) must be a logged metric."""
+        """A run's result: ``summary`` in the run's summary, and ``row`` as one history row,
+        since a line plot's x-axis (the budget, in the report) must be a logged metric."""
 
         def give() -> None:
             self.experiment.summary.update(dict(summary))
@@ -126,8 +100,7 @@ class ResumableWandbLogger(WandbLogger):
         self.safely("take the run's result", give)
 
     def where(self) -> str:
-        """Where the run's W&B run is: its page, or its offline folder and how to upload it
-        (nothing if W&B did not start); and what it lacks if W&B was lost mid-run."""
+        """Where the W&B run is, if anywhere: its page, or its folder and how to upload it."""
         if self.experiment.disabled:
             return ""
         run, lost = self.experiment, " (incomplete: W&B was lost mid-run)" if self.lost else ""
@@ -149,8 +122,7 @@ class ResumableWandbLogger(WandbLogger):
 
 
 def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogger:
-    """A W&B logger writing into the run's own directory; ``kwargs`` go to ``wandb.init``.
-    Its run starts at once (``with_fallback``); if W&B cannot start, the run goes on without."""
+    """A W&B logger in the run's own directory, started at once (``kwargs``: ``wandb.init``'s)."""
     os.makedirs(save_dir, exist_ok=True)
 
     def start(attempt: str) -> WandbLogger:
@@ -158,7 +130,5 @@ def wandb_logger(save_dir: str, mode: WandbMode = "auto", **kwargs) -> WandbLogg
         logger.experiment  # noqa: B018 - starts the run now, while falling back is possible
         return logger
 
-    service_log = Path(save_dir, "wandb", "service.log")
-    return with_fallback(start, mode, service_log) or ResumableWandbLogger(
-        save_dir=save_dir, mode="disabled", **kwargs
-    )
+    started = with_fallback(start, mode, Path(save_dir, "wandb", "service.log"))
+    return started or ResumableWandbLogger(save_dir=save_dir, mode="disabled", **kwargs)

@@ -1,22 +1,9 @@
 """The W&B Report of one sweep group, Table 2 of Hayou & Ayed (2021) and the curves behind it,
-built with wandb-workspaces (``wandb_workspaces.reports.v2``); ``sdexp-dashboard`` saves it.
+built with wandb-workspaces; ``sdexp-dashboard`` saves it.
 
-The report has one panel grid per question. Each grid has its own run set, because a run set's
-grouping applies to its runs table and to every panel of its grid:
-
-- **against the budget**: test error (or MSE), expected depth and time per epoch against the
-  budget, one line per mode, mean and standard deviation over seeds; the no-SD baseline (mode
-  none, budget 1) is the mode-none point, and its own grid shows its mean over seeds as a number;
-- **Table 2**: the runs grouped by mode and budget, as a table and as bars with error bars;
-- **per layer**: the survival probabilities and sensitivities each run logged (``layers/*``);
-- **training curves**: training loss and validation error, grouped by mode and budget;
-- **failed runs**: the runs that did not finish; their run set counts them and lists why.
-
-Every other run set keeps only the runs whose summary says ``status: ok``, so failed runs appear
-in no panel. What the report reads is named once (``CONFIG``, ``SUMMARY``, ``HISTORY``,
-``PROFILES``); the summary and the result's history row come from ``sdexp.results.RunResult``,
-and a test holds the report's keys to what it produces. ``specification`` reads back from the
-report's own objects what each panel and run set reads.
+One panel grid per question, each with its own run set (a run set's grouping applies to its runs
+table and every panel of its grid); all but the failed runs' keep the runs whose summary says
+``status: ok``. ``specification`` reads back what each panel and run set reads.
 """
 
 from __future__ import annotations
@@ -26,28 +13,15 @@ from wandb_workspaces import expr
 from wandb_workspaces.reports.v2.interface import Panel
 
 # ---- The logged names the report reads: adjust them here only. -----------------------------
-# wandb.config, what the runs are grouped by (the run's key, ``sdexp.results.RunKey``).
-# wandb-workspaces sends "key.mode" as "key.value.mode": it takes ``key`` for a nested dict of
-# the config, not a flat entry named "key.mode".
-CONFIG = {
-    "mode": "key.mode",
-    "budget": "key.budget",
-}
-SUMMARY = {  # run.summary (RunResult.summary), one value per run: run set filters and columns
-    "status": "status",  # "ok" or "failed"
-    "reason": "reason",  # why a run failed
-    "mode": "mode",
-    "budget": "budget",
-    "seed": "seed",
-    "test": "test",  # the reported test metric (best or final checkpoint: "report")
-    "test_final": "test_final",
-    "test_best": "test_best",
-    "expected_depth": "expected_depth",
-    "epoch_time_s": "epoch_time_s",
-}
+# wandb.config, what the runs are grouped by (``sdexp.results.RunKey``). wandb-workspaces sends
+# "key.mode" as "key.value.mode": ``key`` is a nested dict of the config.
+CONFIG = {"mode": "key.mode", "budget": "key.budget"}
+# run.summary (RunResult.summary), one value per run: run set filters and columns. ``status``:
+# "ok" or "failed"; ``reason``: why a run failed; ``test``: the reported test metric ("report").
+SUMMARY = {k: k for k in ("status", "reason", "mode", "budget", "seed", "test", "test_final")}
+SUMMARY |= {k: k for k in ("test_best", "expected_depth", "epoch_time_s")}
 HISTORY = {  # run.log rows: line plots need them there; "{metric}" is "error" or "mse"
-    # one row per run, logged together at its end, so that the budget can be an x-axis
-    # (RunResult.history_row)
+    # one row per run at its end, so that the budget can be an x-axis (RunResult.history_row)
     "budget": "budget",
     "test": "test",
     "expected_depth": "expected_depth",
@@ -69,36 +43,20 @@ METRIC_NAMES = {"error": "error (%)", "mse": "MSE"}
 MEAN_STD = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}  # over seeds
 
 
-# ---- Run sets ----
-
-
-def finished(
-    entity: str, project: str, group: str, name: str, *also: expr.FilterExpr, **kwargs
-) -> wr.Runset:
-    """The sweep's runs whose summary says ``status: ok`` (and the filters ``also``): failed,
-    crashed or still running runs have another status or none, so no panel fed by this run set
-    shows them."""
-    ok = expr.And(
-        expr.Metric("Group") == group, expr.Summary(SUMMARY["status"]) == STATUS_OK, *also
-    )
-    return wr.Runset(entity=entity, project=project, name=name, filters=ok, **kwargs)
+def runs(entity: str, project: str, group: str, name: str, *filters, **kwargs) -> wr.Runset:
+    """The runs of the W&B group ``group`` that pass ``filters``."""
+    where = expr.And(expr.Metric("Group") == group, *filters)
+    return wr.Runset(entity=entity, project=project, name=name, filters=where, **kwargs)
 
 
 def failed(entity: str, project: str, group: str) -> wr.Runset:
-    """The sweep's runs that failed: ``status: failed`` in their summary, or a W&B state of
-    failed or crashed (a run killed before it could write its summary)."""
+    """The sweep's failed runs: ``status: failed``, or failed or crashed for W&B (killed)."""
     bad = expr.Or(
         expr.Summary(SUMMARY["status"]) == STATUS_FAILED,
         expr.Metric("State").isin(["failed", "crashed"]),
     )
     columns = [f"summary:{SUMMARY[k]}" for k in ("mode", "budget", "seed", "reason")]
-    return wr.Runset(
-        entity=entity,
-        project=project,
-        name="failed runs",
-        filters=expr.And(expr.Metric("Group") == group, bad),
-        pinned_columns=columns,
-    )
+    return runs(entity, project, group, "failed runs", bad, pinned_columns=columns)
 
 
 def by_cell() -> list[str]:
@@ -106,16 +64,10 @@ def by_cell() -> list[str]:
     return [f"config.{CONFIG['mode']}", f"config.{CONFIG['budget']}"]
 
 
-# ---- Panels: one function each ----
-
-
 def against_budget(key: str, title: str) -> wr.LinePlot:
-    """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds.
-
-    A line plot is the one panel that aggregates runs into mean and range per x value, but its
-    x-axis must be a history key: each run logs one row holding ``budget`` and its results at
-    the end (``HISTORY``), so every run is one point and a mode's runs form its line.
-    """
+    """``key`` against the budget, one line per mode, mean with a ±1 std band over seeds: a line
+    plot is the one panel that aggregates runs per x value, but its x-axis must be a history key
+    (each run logs one row holding ``budget`` and its results at its end)."""
     return wr.LinePlot(
         title=title,
         x=HISTORY["budget"],
@@ -127,16 +79,15 @@ def against_budget(key: str, title: str) -> wr.LinePlot:
 
 
 def baseline(metric: str) -> wr.ScalarChart:
-    """The no-SD baseline's test metric as one number, mean (± std) over its seeds: on the line
-    plot its runs share one budget, where a band has no width."""
+    """The no-SD baseline's test metric, mean (± std) over its seeds: on the line plot its runs
+    share one budget, where a band has no width."""
     return wr.ScalarChart(
         title=f"no-SD baseline: test {METRIC_NAMES[metric]}", metric=HISTORY["test"], **MEAN_STD
     )
 
 
 def table2_bars(metric: str) -> wr.BarPlot:
-    """Table 2's cells as bars, mean with error bars over seeds: the run set groups the runs by
-    mode and budget, and a bar plot draws one bar per group."""
+    """Table 2's cells as bars (one per group of the run set), mean with error bars over seeds."""
     return wr.BarPlot(
         title=f"Table 2: test {METRIC_NAMES[metric]} by mode and budget",
         metrics=[HISTORY["test"]],
@@ -147,14 +98,9 @@ def table2_bars(metric: str) -> wr.BarPlot:
 
 
 def profile(name: str) -> wr.CustomChart:
-    """A per-layer profile, one line per run (named ``<dataset>-<model>-<mode>-b<budget>-s<seed>``).
-
-    Line plots only read history, so the profile is a custom chart over the table that
-    ``wandb.plot.line`` logged, with the Vega spec, fields and query fields that wandb writes for
-    the run's own chart (``_wandb.visualize`` in its config). The query's run fields are given as
-    ``{}``: ``CustomChart`` would add ``id`` and ``name`` as ``[]``, which it sends as a value
-    where wandb sends an empty field list.
-    """
+    """A per-layer profile, one line per run: a custom chart over the table ``wandb.plot.line``
+    logged, as wandb writes it (line plots only read history). The query's run fields are ``{}``:
+    ``CustomChart`` would send ``[]``, a value where wandb sends an empty field list."""
     table, x, y = PROFILES[name]
     return wr.CustomChart(
         query={"summaryTable": {"tableKey": table}, "id": {}, "name": {}, "_defaultColorIndex": {}},
@@ -171,9 +117,6 @@ def curve(key: str, x: str, metric: str, title: str) -> wr.LinePlot:
     return wr.LinePlot(title=title, x=HISTORY[x], y=[y], layout=wr.Layout(w=12, h=8), **MEAN_STD)
 
 
-# ---- The report ----
-
-
 def build_report(
     entity: str, project: str, group: str, metric: str = "error", title: str | None = None
 ) -> wr.Report:
@@ -181,11 +124,13 @@ def build_report(
     name = METRIC_NAMES[metric]
 
     def grid(runset: wr.Runset, *panels: Panel, table: bool = False) -> wr.PanelGrid:
-        """Panels over one run set; its runs table is shown only where it is the point."""
+        # panels over one run set; its runs table is shown only where it is the point
         return wr.PanelGrid(runsets=[runset], panels=list(panels), hide_run_sets=not table)
 
     def ok(name: str, *also: expr.FilterExpr, **kwargs) -> wr.Runset:
-        return finished(entity, project, group, name, *also, **kwargs)
+        # status: ok in the summary: no failed, crashed or running run
+        is_ok = expr.Summary(SUMMARY["status"]) == STATUS_OK
+        return runs(entity, project, group, name, is_ok, *also, **kwargs)
 
     table_columns = ["mode", "budget", "test", "test_best", "test_final", "expected_depth"]
     blocks = [
@@ -238,13 +183,8 @@ def build_report(
     )
 
 
-# ---- The specification: what each panel and run set reads, from the report's own objects ----
-
-
 def panel_key(metric: str | wr.Config | wr.SummaryMetric | wr.Metric) -> str:
-    """``section:name`` of a panel's metric as wandb-workspaces reads it: ``Config`` and
-    ``SummaryMetric`` name their section, a plain name is a history key, unless it is one of
-    W&B's own run attributes (``Step``, ``Runtime``, ...)."""
+    """``section:name`` of a panel's metric: a plain name is a history key or a run attribute."""
     if isinstance(metric, wr.Config):
         return f"config:{metric.name}"
     if isinstance(metric, wr.SummaryMetric):
@@ -261,8 +201,7 @@ def grouping_key(key: str | wr.Config | wr.Metric) -> str:
 
 
 def runset_key(key: str, separator: str) -> str:
-    """A run set's grouping (``config.key.mode``) or column (``summary:test``) as
-    ``section:name``; a config column's ``.value`` envelope is dropped."""
+    """A run set's grouping or column as ``section:name`` (a config key without ``.value``)."""
     section, name = key.split(separator, 1) if separator in key else ("run", key)
     if section == "config":
         name = ".".join(part for part in name.split(".") if part != "value")
@@ -304,20 +243,17 @@ def panel_spec(panel: Panel) -> dict:
 
 def runset_spec(runset: wr.Runset) -> dict:
     """A run set's filters (as W&B's filter expression), grouping and table columns."""
-    groupby = [runset_key(g, ".") for g in runset.groupby]
-    columns = [runset_key(c, ":") for c in runset.pinned_columns]
     return {
         "name": runset.name,
         "filters": runset.filters,
         "filter_keys": filter_keys(expr.expr_to_filters(runset.filters)),
-        "groupby": groupby,
-        "columns": columns,
+        "groupby": [runset_key(g, ".") for g in runset.groupby],
+        "columns": [runset_key(c, ":") for c in runset.pinned_columns],
     }
 
 
 def specification(report: wr.Report) -> dict:
-    """What ``report.save()`` would save, read back from the report's blocks: every panel
-    (type, title, keys, grouping) with the heading above its grid and the run set it shows."""
+    """What ``report.save()`` would save, read back from the report's run sets and panels."""
     spec = {"title": report.title, "entity": report.entity, "project": report.project}
     spec |= {"runsets": [], "panels": []}
     heading = None
@@ -336,8 +272,7 @@ def specification(report: wr.Report) -> dict:
 
 
 def runset_reads(spec: dict) -> dict[str, set[str]]:
-    """The keys each run set of ``spec`` reads: its filters, grouping and columns, and the keys
-    and grouping of the panels that show it."""
+    """The keys each run set of ``spec`` reads, its own and those of the panels that show it."""
     reads = {r["name"]: {*r["filter_keys"], *r["groupby"], *r["columns"]} for r in spec["runsets"]}
     for panel in spec["panels"]:
         by = panel["grouping"].get("by")

@@ -1,13 +1,7 @@
 """Access to Weights & Biases without Lightning: credentials, whether the server answers, the mode
 a run logs in, a start that falls back to offline, reading an offline run back, the finish.
 
-``mode: auto`` logs online when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry for the
-W&B host) and offline otherwise; ``WANDB_MODE`` in the environment wins over the config. If the
-server does not answer within seconds (``server_problem``), or an online run cannot start within
-wandb's ``init_timeout`` (``conf/logger/wandb.yaml``), the run goes on offline; ``wandb sync``
-uploads it later (``with_fallback``). A run's Lightning logger is ``sdexp.tracking.loggers``'; the
-dashboard (``sdexp.tracking.dashboard``) checks credentials and the server here without importing
-Lightning.
+``mode: auto`` logs online when W&B credentials exist and offline otherwise; ``WANDB_MODE`` wins.
 """
 
 from __future__ import annotations
@@ -38,7 +32,6 @@ WandbMode = Literal["auto", "online", "offline", "disabled"]
 WANDB_MODES = get_args(WandbMode)
 T = TypeVar("T")
 
-
 #: How long the server has to answer the probe before a run logs offline (``server_problem``).
 PROBE_TIMEOUT_S = 5.0
 
@@ -49,7 +42,7 @@ def wandb_base_url() -> str:
 
 
 def wandb_server() -> tuple[str, int]:
-    """The W&B server's host and port (``WANDB_BASE_URL``, else the public one)."""
+    """The W&B server's host and port."""
     url = urlparse(wandb_base_url())
     return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
 
@@ -64,8 +57,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _ask(url: str, timeout_s: float) -> str | None:
     """One POST of a GraphQL query to ``<url>/graphql`` (what ``wandb.init`` sends first): None
     if the server answers with a status below 500, else why not."""
-    # Only whether it answers matters: a certificate wandb would accept through its own CA
-    # settings must not count as no answer, so the probe does not verify it.
+    # Only whether it answers matters: the probe does not verify a certificate wandb would
+    # accept through its own CA settings.
     tls = ssl.create_default_context()
     tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=tls))
@@ -89,17 +82,12 @@ def _ask(url: str, timeout_s: float) -> str | None:
 
 
 def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST to
-    ``WANDB_BASE_URL`` must get an answer that is not a server error (5xx) within
-    ``timeout_s``, DNS, connection and TLS included (a server that answers GET and never POST,
-    a proxy's health page, counts as not answering).
+    """Why the W&B server cannot take a run now, or None if it answers: a GraphQL POST must get
+    an answer that is not a server error (5xx) within ``timeout_s``, DNS and TLS included.
 
-    Ours, not wandb's: wandb has no quick check, and its ``init_timeout`` does not bound a
-    server that answers GET and never POST (an online ``wandb.init`` retries for its
-    ``init_timeout`` and then some, in every run of a sweep); this bounds it to 5 s. A TCP
-    connection is not enough either: a server that accepts connections and never answers (a
-    stuck proxy or load balancer) costs as much. The request runs in a thread
-    joined with a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
+    Ours: wandb has no quick check, its ``init_timeout`` does not bound a server that answers GET
+    and never POST, and a stuck proxy accepts connections and never answers. A thread joined with
+    a deadline, so that nothing (a slow DNS lookup) outlasts ``timeout_s``."""
     url = wandb_base_url()
     answer: list[str | None] = []
     probe = threading.Thread(target=lambda: answer.append(_ask(url, timeout_s)), daemon=True)
@@ -109,8 +97,7 @@ def server_problem(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
 
 
 def one_line(message: object, limit: int = 300) -> str:
-    """``message`` on one line, at most ``limit`` characters (wandb's errors can hold an HTML
-    page)."""
+    """``message`` on one line, at most ``limit`` characters (wandb's errors can hold HTML)."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -119,9 +106,8 @@ def has_wandb_credentials() -> bool:
     """Whether wandb could log in without asking (wandb has no public call that says so)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = wandb_server()[0]
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc().authenticators(wandb_server()[0]) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
@@ -135,8 +121,7 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def offline_summary(run_dir: Path) -> dict:
-    """The summary of an offline W&B run, read from its files by wandb's own reader
-    (``wandb leet inspect``); empty if it cannot be read (a run killed before wandb wrote)."""
+    """The summary of an offline W&B run, read by wandb (``wandb leet inspect``), or empty."""
     command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json"]
     try:
         done = subprocess.run([*command, str(run_dir)], capture_output=True, text=True, timeout=60)
@@ -145,51 +130,40 @@ def offline_summary(run_dir: Path) -> dict:
         return {}
 
 
-@contextlib.contextmanager
-def stderr_into(path: Path):
-    """File descriptor 2 of this process into ``path`` while the block runs: what a child
-    process started in the block writes to its stderr goes there, for the child's life."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def start_service(log_file: Path | None) -> None:
+    """wandb's service process (``wandb.setup``), if none runs: its stderr (a Go panic when a
+    server sends what it cannot read) goes to ``log_file`` (``wandb/service.log``), not to the
+    run's console. wandb's own terminal lines are off (``WANDB_SILENT``, unless set)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    if log_file is None or "WANDB_SERVICE" in os.environ:  # nowhere to write, or it runs
+        wandb.setup()
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = os.dup(2)  # file descriptor 2 into log_file: the child's, for its life
     try:
-        with open(path, "ab") as file:
+        with open(log_file, "ab") as file:
             os.dup2(file.fileno(), 2)
-        yield
+        wandb.setup()
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
 
 
-def start_service(log_file: Path | None) -> None:
-    """wandb's service process for this process (``wandb.setup``), if none runs: its output,
-    a Go panic when a server sends what it cannot read, goes to ``log_file`` (the run's
-    ``wandb/service.log``), not to the run's console. wandb's own terminal lines are off
-    (``WANDB_SILENT``, unless set): the run says where its W&B run is, in its own lines."""
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    starts = log_file is not None and "WANDB_SERVICE" not in os.environ  # else it runs
-    with stderr_into(log_file) if starts else contextlib.nullcontext():
-        wandb.setup()
-
-
 def with_fallback(
     start: Callable[[str], T], mode: str = "auto", service_log: Path | None = None
 ) -> T | None:
-    """``start(mode)``, where ``start`` starts a W&B run, as W&B should be for a run that must
-    not stop or wait: offline when the server does not answer within ``PROBE_TIMEOUT_S``
-    (``server_problem``) and, if the run cannot start online (within wandb's ``init_timeout``),
-    offline; None (and a warning) if it cannot start at all. ``service_log``: where wandb's
-    service writes (``start_service``)."""
+    """``start(mode)``, which starts a W&B run that must not stop or wait: offline when the
+    server does not answer or the run cannot start online; None if it cannot start at all."""
     mode = resolve_wandb_mode(mode)
     if mode == "online" and (problem := server_problem()) is not None:
         host, port = wandb_server()
         log.warning(f"W&B server {host}:{port} unreachable ({problem}): logging offline")
-        # The whole process, not only this run: wandb sends its own telemetry to the server
-        # from a process whose settings are online (10 s and more at exit when it does not
-        # answer), and the next jobs of a sweep in this process need not ask again.
+        # The whole process: wandb sends its telemetry from a process whose settings are online
+        # (10 s and more at exit), and the sweep's next jobs in this process need not ask again.
         os.environ["WANDB_MODE"] = mode = "offline"
     for attempt in [mode, "offline"] if mode == "online" else [mode, mode]:
         try:
@@ -197,9 +171,8 @@ def with_fallback(
             return start(attempt)
         except Exception as error:  # server error, bad key, timeout, "run ID ... is in use"
             log.warning(f"W&B could not start {attempt} ({one_line(error)})")
-            # The failed run still holds its id in the wandb-core service ("run ID ... is in
-            # use"), and so does a run killed in another process that shares this service (a
-            # parent's, inherited through WANDB_SERVICE): the next attempt starts its own.
+            # The failed run (or a killed one of a process sharing this service through
+            # WANDB_SERVICE) still holds its id in the service: the next attempt starts its own.
             end_service()
     log.warning("W&B could not start: nothing of this is logged to W&B")
     return None
@@ -219,11 +192,8 @@ _unfinishable: set[str] = set()
 
 
 def finish(exit_code: int = 0) -> None:
-    """End this job's W&B run (if any) with ``exit_code`` (non-zero: the run failed), so that
-    the next job in the same process starts its own. Never raises: logging is not a reason for
-    a run to fail. A run that cannot be ended (its service gone: a server that crashed it, a
-    signal) is one warning, and its service is stopped, so that nothing of it is left for the
-    process's exit."""
+    """End this job's W&B run (if any), so that the next job in the process starts its own. Never
+    raises: a run that cannot be ended is one warning, and its service is stopped."""
     wandb = sys.modules.get("wandb")  # not imported: no run to finish (and wandb may be absent)
     if wandb is None or wandb.run is None or wandb.run.id in _unfinishable:
         return
