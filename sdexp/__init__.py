@@ -1,7 +1,7 @@
 """sdexp: Stochastic Depth experiments after Hayou & Ayed, "Regularization in ResNet with
 Stochastic Depth" (NeurIPS 2021).
 
-The paper's core is pure torch (``docs/library.md``): the gate (eq. 1 and 3), the survival
+The paper's core is pure torch (``docs/api.md``): the gate (eq. 1 and 3), the survival
 modes, the sensitivities (Sec. 5), the sampled depth (Lemma 1) and the residual networks, as
 ``sdexp.SenseMode``, ... imported on first use, so that ``import sdexp`` imports no torch. The
 wings: ``sdexp.run``, ``sdexp.sweep``, ``sdexp.analysis``, ``sdexp.tracking``, ``sdexp.theory``.

@@ -1,4 +1,4 @@
-"""The core as a library (``docs/library.md``): its example runs as written, in this process:
+"""The core as a library (``docs/api.md``, its second example): it runs as written, in this process:
 torchvision's ResNet18 with the gate, SenseMode at budget 0.5 from its sensitivities, a plain
 torch loop, the average network at evaluation (the imports: tests/e2e/test_layout.py)."""
 
@@ -13,10 +13,10 @@ from tests.helpers import ROOT
 
 
 def test_the_library_example_trains_a_torchvision_resnet_with_sensemode(capsys):
-    text = (ROOT / "docs" / "library.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    text = (ROOT / "docs" / "api.md").read_text()
+    _, code = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     example: dict = {"__name__": "library_example"}
-    exec(compile(code, "docs/library.md", "exec"), example)  # noqa: S102 - the docs' own code
+    exec(compile(code, "docs/api.md", "exec"), example)  # noqa: S102 - the docs' own code
     model, s, p = example["model"], example["s"], example["p"]
     assert model.num_blocks == 8 and s.shape == (8,) and not model.training
     assert sum(model.gate.survival) / 8 == pytest.approx(0.5, abs=1e-6)  # the budget, exactly
