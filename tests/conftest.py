@@ -44,6 +44,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
 
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """``-n auto``: a worker per core, and one more where SLURM is installed: the cluster layer's
+    worker mostly waits for the cluster (scheduling, grace times, requeues) while the others use
+    the cores. PYTEST_XDIST_AUTO_NUM_WORKERS still decides where it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    cores = len(os.sched_getaffinity(0))
+    return cores + 1 if shutil.which("sinfo") else cores
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """``@pytest.mark.gpu``: a test that needs a CUDA GPU, skipped without one."""
     if torch.cuda.is_available():
