@@ -29,6 +29,7 @@ def cluster_problem() -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the group marker
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark this layer's tests ``cluster`` and ``slow``, one xdist group; skip them where no
     cluster answers."""
