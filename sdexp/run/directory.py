@@ -25,7 +25,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
 from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -133,6 +132,8 @@ def examine(run_dir: Path, key: RunKey, config: dict) -> tuple[list[Conflict], i
         )
     last = run_dir / CHECKPOINTS / LAST
     if last.exists():
+        import torch  # here only: a SLURM job loads this module before submitit sets its handlers
+
         name = f"{CHECKPOINTS}/{LAST}"
         try:
             checkpoint = torch.load(last, map_location="cpu", weights_only=False)

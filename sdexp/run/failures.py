@@ -39,14 +39,15 @@ class Stopped(KeyboardInterrupt):
 
 
 class JobEnded(Exception):
-    """A sweep's job that its cluster ended without a result; ``state`` is SLURM's (``sacct``)."""
+    """A sweep's job that its cluster ended without a result; ``state`` is SLURM's (``sacct``),
+    ``log`` the job's own (what killed it, where anything did)."""
 
-    def __init__(self, job_id: str, state: str) -> None:
-        super().__init__(f"SLURM job {job_id} ended {state} without a result")
-        self.job_id, self.state = job_id, state
+    def __init__(self, job_id: str, state: str, log: str) -> None:
+        super().__init__(f"SLURM job {job_id} ended {state} without a result; its log: {log}")
+        self.job_id, self.state, self.log = job_id, state, log
 
     def __reduce__(self):
-        return type(self), (self.job_id, self.state)
+        return type(self), (self.job_id, self.state, self.log)
 
 
 def signal_name(signum: int) -> str:

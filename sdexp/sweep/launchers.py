@@ -152,7 +152,10 @@ def outcome(job) -> JobReturn:
     try:
         return job.results()[0]
     except Exception:  # noqa: BLE001 - submitit's errors for a job without a result
-        return JobReturn(status=JobStatus.FAILED, _return_value=JobEnded(job.job_id, job.state))
+        return JobReturn(
+            status=JobStatus.FAILED,
+            _return_value=JobEnded(job.job_id, job.state, str(job.paths.stderr)),
+        )
 
 
 def cancel(jobs: list) -> None:

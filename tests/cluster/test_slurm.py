@@ -39,6 +39,8 @@ CPU = ["hydra/launcher=slurm_cpu"]
 LONG = ["mode=uniform", "budget=0.7", "trainer.max_epochs=3", "logger=wandb"]
 PAUSE = ["+callbacks.pause._target_=tests.callbacks.PauseOnce"]
 SRUN_WARNING = "The `srun` command is available"
+#: The time-out test's ``signal_delay_s``: USR2 this long before the time limit.
+SIGNAL_S = 50
 
 
 def sweep_command(sweep: Path, *overrides: str) -> list[str]:
@@ -87,6 +89,20 @@ def job_of(run: Path) -> str:
     )
     array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else environ["SLURM_JOB_ID"]
+
+
+def end_soon(job: str) -> None:
+    """Bring the time limit of ``job`` to 60-120 s from now (SLURM counts it in minutes): more
+    than ``SIGNAL_S``, so that SLURM's check of the limits (every 30 s) sends USR2 before it.
+    A limit short from the start would send USR2 before a slow run has paused, or before
+    submitit has set its handler in the job's first seconds (the job ends FAILED)."""
+    shown = subprocess.run(
+        ["scontrol", "show", "job", job], capture_output=True, text=True, check=True
+    ).stdout
+    hours, minutes, seconds = re.search(r"RunTime=(\d+):(\d+):(\d+)", shown).groups()
+    elapsed = 3600 * int(hours) + 60 * int(minutes) + int(seconds)
+    limit = -(-(elapsed + 60) // 60)
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit}"], check=True)
 
 
 def states(job: str) -> list[str]:
@@ -162,13 +178,13 @@ def test_a_stopped_job_is_requeued_and_resumes_to_an_uninterrupted_runs_numbers(
     tmp_path, uninterrupted, stop
 ):
     """``scontrol requeue``; preemption by a job of partition ``high`` (SIGTERM, 10 s of grace:
-    the run requeues its job); the time limit (submitit's USR2 ``signal_delay_s`` before it:
-    60 s - 45 s). Each resumes from last.ckpt, with the default logger (W&B, offline), whose
-    service SLURM signals too."""
+    the run requeues its job); the time limit (submitit's USR2 ``signal_delay_s`` before it),
+    brought near once the run has paused. Each resumes from last.ckpt, with the default logger
+    (W&B, offline), whose service SLURM signals too."""
     sweep = tmp_path / "sweep"
     options = [*CPU, "hydra.launcher.cpus_per_task=2", *LONG, "seed=0", *PAUSE]
-    if stop == "time-out":
-        options += ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45"]
+    if stop == "time-out":  # submitit calls a USR2 past min(80 %, limit - 10 min) a time-out
+        options += ["hydra.launcher.timeout_min=11", f"hydra.launcher.signal_delay_s={SIGNAL_S}"]
     process = start_sweep(sweep, *options)
     run = run_dir(sweep, *LONG, "seed=0", *PAUSE)
     wait_for(run / "paused", process, limit_s=120)
@@ -181,6 +197,8 @@ def test_a_stopped_job_is_requeued_and_resumes_to_an_uninterrupted_runs_numbers(
             check=True,
             capture_output=True,
         )
+    elif stop == "time-out":
+        end_soon(job)
     out, err = finish(process)
     assert process.returncode == 0, out[-3000:] + err[-3000:]
     assert "1 launched: 1 ok, 0 failed, 0 interrupted, 0 refused" in out
@@ -191,7 +209,7 @@ def test_a_stopped_job_is_requeued_and_resumes_to_an_uninterrupted_runs_numbers(
         assert f"job {job} was preempted: requeued, it resumes from its last checkpoint" in log
         assert "PREEMPTED" not in states(job)[-1:]
     if stop == "time-out":
-        assert "this job is timed-out" in job_logs(sweep) or "Requeued job" in job_logs(sweep)
+        assert "this job is timed-out" in job_logs(sweep) and "Requeued job" in job_logs(sweep)
     (result,) = results_in(sweep).values()
     assert result.status == "ok" and same_numbers(result, uninterrupted)
     assert SRUN_WARNING not in out + err + job_logs(sweep)
@@ -209,6 +227,9 @@ def test_a_cancelled_job_is_named_the_others_are_waited_for_and_a_rerun_finishes
     assert process.returncode == 1
     assert "2 launched: 1 ok, 0 failed, 1 interrupted, 0 refused" in out, out
     assert f"  interrupted: {cancelled} (SLURM job {job} ended CANCELLED" in out, out
+    (line,) = [line for line in out.splitlines() if line.startswith(f"  interrupted: {cancelled}")]
+    log = Path(line.split("; its log: ")[1].removesuffix(")"))
+    assert "CANCELLED" in log.read_text(), line  # slurmstepd's "*** JOB ... CANCELLED ... ***"
     assert err.strip().splitlines()[-1] == (
         "error: 1 of 2 jobs did not end ok: 1 interrupted (listed above; run the same command "
         "to run them again)"
