@@ -92,8 +92,9 @@ def job_of(run: Path) -> str:
 
 
 def end_soon(job: str) -> None:
-    """Bring the time limit of ``job`` to 60-120 s from now (SLURM counts it in minutes): more
-    than ``SIGNAL_S``, so that SLURM's check of the limits (every 30 s) sends USR2 before it.
+    """Bring the time limit of ``job`` to 60-120 s from now (SLURM counts it in minutes): SLURM
+    checks the limits every 30 s and sends USR2 at the first check within ``SIGNAL_S`` + 30 s
+    of the limit, so that it comes 50-80 s before it.
     A limit short from the start would send USR2 before a slow run has paused, or before
     submitit has set its handler in the job's first seconds (the job ends FAILED)."""
     shown = subprocess.run(
@@ -184,7 +185,7 @@ def test_a_stopped_job_is_requeued_and_resumes_to_an_uninterrupted_runs_numbers(
     sweep = tmp_path / "sweep"
     options = [*CPU, "hydra.launcher.cpus_per_task=2", *LONG, "seed=0", *PAUSE]
     if stop == "time-out":  # submitit calls a USR2 past min(80 %, limit - 10 min) a time-out
-        options += ["hydra.launcher.timeout_min=11", f"hydra.launcher.signal_delay_s={SIGNAL_S}"]
+        options += ["hydra.launcher.timeout_min=10", f"hydra.launcher.signal_delay_s={SIGNAL_S}"]
     process = start_sweep(sweep, *options)
     run = run_dir(sweep, *LONG, "seed=0", *PAUSE)
     wait_for(run / "paused", process, limit_s=120)
