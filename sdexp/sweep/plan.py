@@ -118,10 +118,10 @@ class CellPlanner:
 
     def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
         """What the check built, at the budget the cell runs at, and why the grid leaves it out."""
-        built = self.built(cfg)
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
         check_seed(cfg.seed)
+        built = self.built(cfg)  # after the checks of milliseconds: this one imports Lightning
         mode, blocks = built.mode, built.num_blocks
         smallest = mode.smallest_budget(blocks)
         why = f"mode={mode.name} needs budget >= {smallest:.4g} with L={blocks} blocks"
