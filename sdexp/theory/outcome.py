@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from matplotlib.figure import Figure
-from pytorch_lightning.loggers import Logger, WandbLogger
+if TYPE_CHECKING:  # not at import: a refused experiment ends before pandas and Lightning
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from pytorch_lightning.loggers import Logger
 
 SUMMARY_FILE = "summary.md"
 
@@ -43,6 +45,8 @@ class Outcome:
 
     def log(self, logger: Logger, config: dict, files: dict[str, Path]) -> None:
         """Config, key numbers, and for W&B the figure and every table."""
+        from pytorch_lightning.loggers import WandbLogger
+
         logger.log_hyperparams(config)
         logger.log_metrics(self.metrics)
         if isinstance(logger, WandbLogger):

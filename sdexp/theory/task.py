@@ -69,11 +69,12 @@ def run_theory(cfg: DictConfig, command: str = "") -> Outcome:
     """Run ``cfg.experiment``; write its CSVs, PNG and summary.md into ``cfg.output_dir``, and
     log them when ``cfg.logger`` is set. The summary ends with the measured wall time and
     ``command``, the overrides that made it."""
-    # the options by type (the signature) and range: a ConfigError (one line, exit 2) before a run
+    # the options by range, then by type (the signature, whose module imports Lightning): a
+    # ConfigError (one line, exit 2) before a run
     values = OmegaConf.to_container(cfg.experiment, resolve=True)
-    check_target(values, "experiment")
     for option, value in leaves(values, "experiment"):
         check_leaf(option, value)
+    check_target(values, "experiment")
     keep_hydra_record(Path(cfg.output_dir), cfg)
     console.open_run_log()
     console.quiet_libraries()  # the Trainer of regularizer and normality prints nothing of its own

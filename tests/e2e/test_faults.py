@@ -171,6 +171,7 @@ def test_a_theory_experiment_with_a_negative_size_is_one_line(place):
         "experiment=gradient_quick", "experiment.num_samples=-1", module="sdexp.theory", cwd=place
     )
     assert the_line(done, 2) == "error: experiment.num_samples: an integer, at least 1, got -1"
+    assert "pytorch_lightning" not in imported(done)  # refused within seconds
     assert list(place.iterdir()) == []  # outputs/theory/gradient_quick/ used to stay, empty
 
 
@@ -236,6 +237,7 @@ def test_a_theory_list_argument_out_of_range_is_one_line(place, overrides, expec
     exit status 1, after it had started."""
     done = run("experiment=gradient_quick", *overrides, module="sdexp.theory", cwd=place)
     assert the_line(done, 2).startswith(f"error: {expected}")
+    assert "pytorch_lightning" not in imported(done)
     assert list(place.iterdir()) == []
 
 
