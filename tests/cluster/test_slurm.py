@@ -92,9 +92,9 @@ def job_of(run: Path) -> str:
 
 
 def end_soon(job: str) -> None:
-    """Bring the time limit of ``job`` to 60-120 s from now (SLURM counts it in minutes): SLURM
-    checks the limits every 30 s and sends USR2 at the first check within ``SIGNAL_S`` + 30 s
-    of the limit, so that it comes 50-80 s before it.
+    """Bring the time limit of ``job`` to 60-120 s from now (SLURM counts it in minutes). SLURM
+    sends USR2 ``SIGNAL_S`` before the limit or up to 60 s sooner (sbatch(1), ``--signal``):
+    here at its first check of the limits (every 30 s) within ``SIGNAL_S`` + 30 s of it.
     A limit short from the start would send USR2 before a slow run has paused, or before
     submitit has set its handler in the job's first seconds (the job ends FAILED)."""
     shown = subprocess.run(
