@@ -40,7 +40,7 @@ class Stopped(KeyboardInterrupt):
 
 class JobEnded(Exception):
     """A sweep's job that its cluster ended without a result; ``state`` is SLURM's (``sacct``),
-    ``log`` the job's own (what killed it, where anything did)."""
+    ``log`` the path of the job's log (where SLURM and submitit say what ended it)."""
 
     def __init__(self, job_id: str, state: str, log: str) -> None:
         super().__init__(f"SLURM job {job_id} ended {state} without a result; its log: {log}")

@@ -236,10 +236,13 @@ def test_an_edited_preset_is_another_setup(tmp_path):
 )
 def test_bad_sweep_input_fails_before_anything_runs(tmp_path, overrides, message):
     overrides = [o.replace("MISSING", str(tmp_path / "data")) for o in overrides]
-    done = run_train(*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    done = run_train(*overrides, sweep_dir, PYTHONPROFILEIMPORTTIME="1")  # -X importtime
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "sweep").exists()
+    if "budget=1.5" in overrides:  # a cell's budget is checked before what imports Lightning
+        assert "| pytorch_lightning" not in done.stderr
 
 
 @pytest.mark.slow
