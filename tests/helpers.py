@@ -110,6 +110,13 @@ def user_env(**changes: str | None) -> dict[str, str]:
     return {k: v for k, v in env.items() if v is not None}
 
 
+def imported_packages(stderr: str) -> set[str]:
+    """The top-level packages a process imported, read from its ``-X importtime`` lines (or
+    ``PYTHONPROFILEIMPORTTIME=1``'s) on ``stderr``."""
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines}
+
+
 def run_train(*overrides: str, cwd: Path = ROOT, timeout: float = 600, **env: str | None):
     """``python train.py OVERRIDES`` as a user runs it."""
     return subprocess.run(

@@ -24,7 +24,15 @@ import pytest
 import torch
 
 from sdexp.results import read_result
-from tests.helpers import FAST_TOY, ROOT, history_steps, read_only, user_env, wait_for
+from tests.helpers import (
+    FAST_TOY,
+    ROOT,
+    history_steps,
+    imported_packages,
+    read_only,
+    user_env,
+    wait_for,
+)
 
 TOY = [*FAST_TOY, "logger=none"]
 
@@ -44,11 +52,7 @@ def run(*args: str, module: str | None = None, cwd: Path = ROOT) -> subprocess.C
 
 def imported(done: subprocess.CompletedProcess) -> set[str]:
     """The top-level packages the process imported."""
-    return {
-        line.rsplit("|", 1)[-1].strip().split(".")[0]
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:")
-    }
+    return imported_packages(done.stderr)
 
 
 def stderr_lines(done: subprocess.CompletedProcess) -> list[str]:

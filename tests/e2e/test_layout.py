@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import sdexp.analysis
-from tests.helpers import ROOT, user_env
+from tests.helpers import ROOT, imported_packages, user_env
 
 ANALYSIS = tuple(f"sdexp.analysis.{m.name}" for m in pkgutil.iter_modules(sdexp.analysis.__path__))
 COMMANDS = (*ANALYSIS, "sdexp.tracking.dashboard")
@@ -28,8 +28,7 @@ def imported(code: str) -> set[str]:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
-    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines}
+    return imported_packages(done.stderr)
 
 
 def test_the_analysis_imports_neither_torch_lightning_nor_hydra():
