@@ -289,7 +289,8 @@ LIGHTNING_GROUPS = ("trainer", "logger", "callbacks", "speed")
 
 def check_options(cfg: DictConfig, complete: bool = True, budget: bool = False) -> Built:
     """Check the run config by type and range (``budget``: the budget too); return what the
-    check built. The checks of seconds come last; ``complete=False`` (a dry run) skips them."""
+    check built. The checks of seconds come last; ``complete=False`` skips them (a sweep runs
+    them for the cells it launches: ``sdexp.sweep.plan.CellPlanner``)."""
     values = resolved(cfg)
     check_values(values, TopLevel, "", "the run config")
     if missing := [f.name for f in fields(TopLevel) if f.name not in values]:  # ~budget

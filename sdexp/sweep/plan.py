@@ -100,20 +100,21 @@ def job_overrides(cell: Cell) -> list[str]:
 
 
 class CellPlanner:
-    """Checks each distinct config once; ``complete=False`` (a dry run) skips the slow checks."""
+    """Checks each distinct config once; the checks of seconds only for the cells that launch,
+    never in a dry run (``complete=False``): a re-run that skips every cell imports no Lightning."""
 
     def __init__(self, complete: bool = True) -> None:
         self.complete = complete
         self.checked: dict[str, Built] = {}
 
-    def built(self, cfg: DictConfig) -> Built:
+    def built(self, cfg: DictConfig, complete: bool = False) -> Built:
         """What the check of ``cfg`` built, once per distinct config less budget and seed."""
         values = OmegaConf.to_container(cfg, resolve=False)
         for key in ("budget", "seed"):
             values.pop(key, None)
-        settled = json.dumps(values, sort_keys=True, default=str)
+        settled = json.dumps([values, complete], sort_keys=True, default=str)
         if settled not in self.checked:
-            self.checked[settled] = check_options(cfg, self.complete)
+            self.checked[settled] = check_options(cfg, complete)
         return self.checked[settled]
 
     def check(self, cfg: DictConfig) -> tuple[Checked, str | None]:
@@ -121,7 +122,7 @@ class CellPlanner:
         check_values({"budget": cfg.budget, "seed": cfg.seed}, TopLevel, "", "the run config")
         check_budget(cfg.budget)
         check_seed(cfg.seed)
-        built = self.built(cfg)  # after the checks of milliseconds: this one imports Lightning
+        built = self.built(cfg)
         mode, blocks = built.mode, built.num_blocks
         smallest = mode.smallest_budget(blocks)
         why = f"mode={mode.name} needs budget >= {smallest:.4g} with L={blocks} blocks"
@@ -160,6 +161,11 @@ def plan_grid(
                 cell.status = "to run"
                 cell.note += "; runs again from scratch (rerun_other_code=true)"
         cells.append(cell)
+    for cell in [c for c in cells if c.left_out is None and c.status != "done"]:
+        try:  # the checks of seconds (they import Lightning), for the cells that launch
+            planner.built(cell.config, complete=planner.complete)
+        except ConfigError as error:
+            raise ConfigError(" ".join(cell.overrides), str(error)) from error
     return cells, merged
 
 

@@ -154,8 +154,9 @@ def test_smoke_sweep_runs_skips_and_aggregates(smoke_sweep, tmp_path):
     # Re-running the same command skips every finished run; after a "crash" only the lost one
     # runs, and a results.json that cannot be read is named and counts as not finished.
     written = {name: (sweep / name / "results.json").stat().st_mtime_ns for name in results}
-    again = run_train(*args)
+    again = run_train(*args, PYTHONPROFILEIMPORTTIME="1")  # -X importtime
     assert "12 already done (skipped), 0 to launch" in again.stdout, again.stdout
+    assert "pytorch_lightning" not in imported_packages(again.stderr)  # nothing to launch: no check
     # However the command spells the same runs: a fast path, a default spelled out (the toy
     # recipe's lr), other orders, 0.70.
     respelled = ["speed.cuda_graphs=true", "optimizer.lr=0.001", "budget=0.70,0.3", "seed=1,0"]
