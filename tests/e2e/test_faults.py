@@ -50,11 +50,6 @@ def run(*args: str, module: str | None = None, cwd: Path = ROOT) -> subprocess.C
     )
 
 
-def imported(done: subprocess.CompletedProcess) -> set[str]:
-    """The top-level packages the process imported."""
-    return imported_packages(done.stderr)
-
-
 def stderr_lines(done: subprocess.CompletedProcess) -> list[str]:
     """stderr less ``-X importtime``'s lines."""
     return [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
@@ -141,7 +136,7 @@ def test_a_refused_run_is_one_line_and_exit_status_2(place, scenario):
     before = digest(place)
     done = run(*TOY, *overrides, f"hydra.run.dir={run_dir}")
     assert the_line(done, 2).startswith("error: ") and expected in done.stderr
-    assert "pytorch_lightning" not in imported(done)  # refused within seconds
+    assert "pytorch_lightning" not in imported_packages(done.stderr)  # refused within seconds
     after = digest(place)
     assert {k: v for k, v in after.items() if before.get(k) != v} in ({}, {"run": ""})
 
@@ -165,7 +160,7 @@ def test_a_refused_command_leaves_no_directory_it_made(place, named):
     named_dir = [f"hydra.run.dir={place / 'before' / 'new' / 'run'}"] if named else []
     done = run(*TOY, "model.width=0", *named_dir, cwd=place)
     assert the_line(done, 2) == "error: model.width: a positive integer, got 0"
-    assert "pytorch_lightning" not in imported(done)  # refused within seconds
+    assert "pytorch_lightning" not in imported_packages(done.stderr)  # refused within seconds
     assert [str(p.relative_to(place)) for p in place.rglob("*")] == ["before"]
 
 
@@ -175,7 +170,7 @@ def test_a_theory_experiment_with_a_negative_size_is_one_line(place):
         "experiment=gradient_quick", "experiment.num_samples=-1", module="sdexp.theory", cwd=place
     )
     assert the_line(done, 2) == "error: experiment.num_samples: an integer, at least 1, got -1"
-    assert "pytorch_lightning" not in imported(done)  # refused within seconds
+    assert "pytorch_lightning" not in imported_packages(done.stderr)  # refused within seconds
     assert list(place.iterdir()) == []  # outputs/theory/gradient_quick/ used to stay, empty
 
 
@@ -209,7 +204,7 @@ def test_a_config_that_does_not_compose_is_one_line(place, scenario):
     overrides, expected = COMPOSITION[scenario]
     done = run(*TOY, *overrides, cwd=place)
     assert the_line(done, 2).startswith(expected)
-    assert "pytorch_lightning" not in imported(done)
+    assert "pytorch_lightning" not in imported_packages(done.stderr)
     assert list(place.iterdir()) == []
 
 
@@ -241,7 +236,7 @@ def test_a_theory_list_argument_out_of_range_is_one_line(place, overrides, expec
     exit status 1, after it had started."""
     done = run("experiment=gradient_quick", *overrides, module="sdexp.theory", cwd=place)
     assert the_line(done, 2).startswith(f"error: {expected}")
-    assert "pytorch_lightning" not in imported(done)
+    assert "pytorch_lightning" not in imported_packages(done.stderr)
     assert list(place.iterdir()) == []
 
 
